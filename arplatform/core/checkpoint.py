@@ -1,0 +1,139 @@
+"""GPT checkpoints (`best.pt`, `last.pt`): save atomically, load with weights_only=True.
+
+Format (a dict, version FORMAT_VERSION):
+    format_version, kind="gpt", model_config, layout, grid_shape, train_config,
+    step, epoch, metrics, model_state_dict
+    last.pt adds: optimizer_state_dict, rng_state (torch CPU, and CUDA when used)
+The learning-rate schedule is a pure function of `step`, so it needs no state.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import torch
+
+from .errors import CheckpointError
+from .io import save_torch
+from .model import GPT, GPTConfig
+from .tokens import TokenLayout
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "kind", "model_config", "layout", "model_state_dict")
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP (`.module`) or torch.compile (`._orig_mod`)."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    path,
+    model: torch.nn.Module,
+    layout: TokenLayout,
+    *,
+    grid_shape=None,
+    train_config: dict | None = None,
+    step: int = 0,
+    epoch: int = 0,
+    metrics: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    with_rng: bool = False,
+) -> str:
+    model = unwrap_model(model)
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "kind": "gpt",
+        "model_config": model.config.to_dict(),
+        "layout": layout.to_dict(),
+        "grid_shape": list(grid_shape) if grid_shape is not None else None,
+        "train_config": dict(train_config or {}),
+        "step": int(step),
+        "epoch": int(epoch),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "model_state_dict": model.state_dict(),
+    }
+    if optimizer is not None:
+        ckpt["optimizer_state_dict"] = optimizer.state_dict()
+    if with_rng:
+        ckpt["rng_state"] = rng_state()
+    return save_torch(ckpt, path)
+
+
+def load_checkpoint(path, map_location="cpu", expected_layout: TokenLayout | None = None) -> dict:
+    """Read and check a GPT checkpoint; never unpickles anything but tensors and plain data."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain data ({first})"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from e
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path}: not a GPT checkpoint (missing keys {REQUIRED_KEYS})")
+    if ckpt["kind"] != "gpt":
+        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, expected a GPT checkpoint")
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {ckpt['format_version']} is newer than this code's {FORMAT_VERSION}"
+        )
+    layout = TokenLayout.from_dict(ckpt["layout"])
+    if expected_layout is not None and layout != expected_layout:
+        raise CheckpointError(
+            f"{path}: token layout {layout} does not match the data's {expected_layout} "
+            "(another codebook size or class count)"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> tuple[GPT, TokenLayout]:
+    """Rebuild the GPT and its layout; a config/weights mismatch is a CheckpointError."""
+    try:
+        cfg = GPTConfig(**ckpt["model_config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model config ({e})") from e
+    layout = TokenLayout.from_dict(ckpt["layout"])
+    if cfg.vocab_size != layout.vocab_size:
+        raise CheckpointError(
+            f"{path}: model vocab_size {cfg.vocab_size} != layout vocab_size {layout.vocab_size}"
+        )
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(ckpt["model_state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match the model config ({first})") from e
+    return model, layout
+
+
+def load_model(path, map_location="cpu", expected_layout: TokenLayout | None = None):
+    """Convenience: `load_checkpoint` + `model_from_checkpoint` → (model, layout, ckpt)."""
+    ckpt = load_checkpoint(path, map_location, expected_layout)
+    model, layout = model_from_checkpoint(ckpt, os.fspath(path))
+    return model.to(map_location), layout, ckpt

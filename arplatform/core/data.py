@@ -1,0 +1,273 @@
+"""Code files → token sequences → training examples.
+
+One implementation of the token layout for every reader: `CodeSequenceDataset`
+(single process) and the Ray Data path both call `encode_sequences` and
+`make_examples`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError
+from .tokens import TokenLayout
+
+IGNORE_INDEX = -100
+INVALID_CODE_POLICIES = ("unk", "error", "drop")
+
+
+# ---------------------------------------------------------------------------
+# Loading and validating arrays
+
+
+def _name(source) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<array>"
+
+
+def load_array(path: str | os.PathLike, what: str) -> np.ndarray:
+    """np.load without pickles, turning every failure into one clear line."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: {what} file not found")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise DataError(f"{path}: {what} file holds pickled objects; refusing to load") from e
+        raise DataError(f"{path}: not a readable .npy {what} file ({e})") from e
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy {what} file ({e})") from e
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{path}: expected a single .npy array, got {type(arr).__name__}")
+    return arr
+
+
+def load_codes(source) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Codes as int64 (N, H*W) plus the grid shape (H, W) when the file says it.
+
+    Accepts (N, H*W) or (N, H, W) integer arrays; -1 and other invalid codes are
+    kept for the invalid-code policy to handle.
+    """
+    name = _name(source)
+    arr = load_array(source, "codes") if isinstance(source, (str, os.PathLike)) else source
+    arr = np.asarray(arr)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{name}: codes must be integers, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise DataError(f"{name}: codes must be shaped (N, H*W) or (N, H, W), got {arr.shape}")
+    if arr.size == 0:
+        raise DataError(f"{name}: codes array is empty (shape {arr.shape})")
+    grid = (int(arr.shape[1]), int(arr.shape[2])) if arr.ndim == 3 else None
+    return arr.reshape(arr.shape[0], -1).astype(np.int64, copy=False), grid
+
+
+def load_labels(source, num_rows: int, num_classes: int | None = None) -> np.ndarray:
+    """Labels as int64 (N,), checked against the number of code rows and classes."""
+    name = _name(source)
+    arr = load_array(source, "labels") if isinstance(source, (str, os.PathLike)) else source
+    arr = np.asarray(arr)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{name}: labels must be integers, got dtype {arr.dtype}")
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1 or arr.shape[0] != num_rows:
+        raise DataError(f"{name}: expected {num_rows} labels (one per code row), got shape {arr.shape}")
+    if arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes):
+        hi = "" if num_classes is None else f"..{num_classes - 1}"
+        raise DataError(
+            f"{name}: labels must lie in 0{hi}, found values {int(arr.min())}..{int(arr.max())}"
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+def apply_invalid_code_policy(
+    codes: np.ndarray, labels: np.ndarray | None, num_codes: int, policy: str, name: str = "<array>"
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Handle codes outside 0..num_codes-1. Returns (codes, labels, count of invalid codes).
+
+    unk: keep the rows, the invalid codes become UNK (see `encode_sequences`).
+    error: raise naming the file, the count and the first (row, position).
+    drop: drop every row containing one, with a warning saying how many.
+    """
+    if policy not in INVALID_CODE_POLICIES:
+        raise ValueError(f"invalid_codes must be one of {INVALID_CODE_POLICIES}, got {policy!r}")
+    bad = (codes < 0) | (codes >= num_codes)
+    count = int(bad.sum())
+    if count == 0:
+        return codes, labels, 0
+    if policy == "error":
+        row, pos = map(int, np.argwhere(bad)[0])
+        raise DataError(
+            f"{name}: {count} invalid codes (outside 0..{num_codes - 1}), first at row {row}, "
+            f"position {pos} (value {int(codes[row, pos])})"
+        )
+    if policy == "drop":
+        keep = ~bad.any(axis=1)
+        warnings.warn(
+            f"{name}: dropped {int((~keep).sum())} of {len(codes)} sequences with invalid codes",
+            stacklevel=3,
+        )
+        if not keep.any():
+            raise DataError(f"{name}: every sequence holds an invalid code; nothing left to train on")
+        return codes[keep], (labels[keep] if labels is not None else None), count
+    return codes, labels, count
+
+
+# ---------------------------------------------------------------------------
+# Sequences and examples (shared with the Ray Data path)
+
+
+def encode_sequences(codes: np.ndarray, labels: np.ndarray | None, layout: TokenLayout) -> np.ndarray:
+    """(N, L) codes → (N, prefix + L + 1) tokens: ``[class][BOS] codes [EOS]``.
+
+    Invalid codes become UNK; with a conditional layout and no labels, the class
+    slot holds the null class.
+    """
+    n, length = codes.shape
+    tokens = np.empty((n, layout.sequence_length(length)), dtype=np.int64)
+    if layout.conditional:
+        tokens[:, 0] = (
+            layout.first_class_id + labels if labels is not None else layout.null_class_id
+        )
+    tokens[:, layout.prefix_len - 1] = layout.bos_id
+    body = tokens[:, layout.prefix_len : -1]
+    body[:] = codes
+    body[(codes < 0) | (codes >= layout.num_codes)] = layout.unk_id
+    tokens[:, -1] = layout.eos_id
+    return tokens
+
+
+def window_starts(num_inputs: int, seq_len: int) -> list[int]:
+    """Start offsets of the training windows over a sequence of `num_inputs` inputs.
+
+    A sequence that fits the model's context is one window. A longer one is cut
+    into windows of `seq_len` inputs with stride seq_len // 2, the last aligned to
+    the end, so every target is inside some window with at least seq_len // 2
+    tokens of context (except in the first window, which starts the sequence).
+    """
+    if num_inputs <= seq_len:
+        return [0]
+    stride = max(1, seq_len // 2)
+    starts = list(range(0, num_inputs - seq_len + 1, stride))
+    if starts[-1] != num_inputs - seq_len:
+        starts.append(num_inputs - seq_len)
+    return starts
+
+
+def make_examples(
+    tokens: np.ndarray, layout: TokenLayout, seq_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token sequences (N, T) → (input_ids, labels), each (N * windows, min(T-1, seq_len)).
+
+    labels are the inputs shifted by one; a target that is PAD, BOS, UNK or a class
+    token is -100. In windows after the first, targets an earlier window already
+    scored are -100 too, so every target counts exactly once (bits per token stay exact).
+    """
+    inputs, targets = tokens[:, :-1], tokens[:, 1:].copy()
+    not_scored = (targets == layout.pad_id) | (targets == layout.bos_id)
+    not_scored |= (targets == layout.unk_id) | (targets >= layout.first_class_id)
+    targets[not_scored] = IGNORE_INDEX
+    num_inputs = inputs.shape[1]
+    if seq_len is None or num_inputs <= seq_len:
+        return inputs, targets
+    xs, ys, scored_until = [], [], 0
+    for s in window_starts(num_inputs, seq_len):
+        y = targets[:, s : s + seq_len].copy()
+        y[:, : max(0, scored_until - s)] = IGNORE_INDEX
+        xs.append(inputs[:, s : s + seq_len])
+        ys.append(y)
+        scored_until = s + seq_len
+    # window-major within each sequence: rows of sequence i stay together
+    return np.stack(xs, 1).reshape(-1, seq_len), np.stack(ys, 1).reshape(-1, seq_len)
+
+
+class CodeSequenceDataset(Dataset):
+    """Integer codes (and optional class labels) as next-token examples.
+
+    Args:
+        codes: path to a ``.npy`` of integer codes, or an array, shaped (N, H*W) or (N, H, W).
+        labels: path or array of N integer classes (optional).
+        layout: the `TokenLayout`; when omitted it is built from `num_codes`
+            (the codebook size) or, failing that, from the data with a warning,
+            and from the labels' largest class.
+        invalid_codes: ``unk`` | ``error`` | ``drop`` for codes outside 0..num_codes-1.
+        seq_len: the model's context; longer sequences are cut into windows
+            (see `window_starts`).
+
+    Items are dicts of LongTensors ``input_ids`` and ``labels`` (-100 = not a target).
+    """
+
+    def __init__(
+        self,
+        codes,
+        labels=None,
+        layout: TokenLayout | None = None,
+        invalid_codes: str = "unk",
+        num_codes: int | None = None,
+        num_classes: int | None = None,
+        seq_len: int | None = None,
+    ):
+        self.source = _name(codes)
+        codes_arr, self.grid_shape = load_codes(codes)
+        if layout is None:
+            if num_codes is None:
+                valid = codes_arr[codes_arr >= 0]
+                num_codes = int(valid.max()) + 1 if valid.size else 1
+                warnings.warn(
+                    f"{self.source}: vocabulary size {num_codes} inferred from the data; "
+                    "pass num_codes (the codebook size) to be exact",
+                    stacklevel=2,
+                )
+            if num_classes is None and labels is not None:
+                labels_arr = load_labels(labels, len(codes_arr))
+                num_classes = int(labels_arr.max()) + 1
+            layout = TokenLayout(num_codes, num_classes or 0)
+        self.layout = layout
+        labels_arr = None
+        if labels is not None:
+            if not layout.conditional:
+                raise DataError(f"{_name(labels)}: labels given but the layout has no classes")
+            labels_arr = load_labels(labels, len(codes_arr), layout.num_classes)
+        codes_arr, labels_arr, self.num_invalid = apply_invalid_code_policy(
+            codes_arr, labels_arr, layout.num_codes, invalid_codes, self.source
+        )
+        self.num_positions = codes_arr.shape[1]
+        self.codes, self.class_labels = codes_arr, labels_arr
+        tokens = encode_sequences(codes_arr, labels_arr, layout)
+        x, y = make_examples(tokens, layout, seq_len)
+        self.input_ids, self.labels = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+def pad_collate(
+    batch: Sequence[dict[str, torch.Tensor]], pad_id: int, with_attention_mask: bool = False
+) -> dict[str, torch.Tensor]:
+    """Pad a list of examples to the batch's longest: input_ids with `pad_id`, labels with -100.
+
+    With `with_attention_mask`, adds ``attention_mask`` (1 = real token). Padding
+    sits at the end, so a causal model needs no mask for the real positions;
+    the GPT here does not use one.
+    """
+    longest = max(item["input_ids"].shape[0] for item in batch)
+    input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    for i, item in enumerate(batch):
+        n = item["input_ids"].shape[0]
+        input_ids[i, :n] = item["input_ids"]
+        labels[i, :n] = item["labels"]
+        mask[i, :n] = 1
+    out = {"input_ids": input_ids, "labels": labels}
+    if with_attention_mask:
+        out["attention_mask"] = mask
+    return out

@@ -1,0 +1,317 @@
+"""The single-process training loop: AdamW, warmup + cosine, clipping, accumulation,
+bf16 autocast, held-out loss and bits per token, best/last checkpoints, exact resume.
+
+The loop knows nothing of Ray or MLflow: metrics leave through `callback`, and a
+distributed wrapper supplies its own batches, reduction and end-of-epoch hook.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap_model
+from .data import IGNORE_INDEX
+from .errors import CheckpointError
+from .tokens import TokenLayout
+
+PRECISIONS = ("auto", "fp32", "bf16")
+Batch = dict[str, torch.Tensor]
+MetricsCallback = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # per process; the global batch is batch_size × processes × grad_accum_steps
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    epochs: int = 10
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run every epoch); the schedule is unchanged
+    warmup_steps: int = 100
+    grad_clip: float = 1.0  # 0 = off
+    grad_accum_steps: int = 1
+    precision: str = "auto"  # auto: bf16 where the hardware runs it natively, else fp32
+    class_dropout: float = 0.1  # classifier-free guidance: P(class token → null class)
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self):
+        positive = ("batch_size", "epochs", "grad_accum_steps", "log_every")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
+        for name in ("max_steps", "warmup_steps", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        for name in ("min_lr_ratio", "class_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Pieces
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix products run faster than fp32 on this CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine down to lr × min_lr_ratio at total_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not norms, biases or the tied embedding's rows twice)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def drop_class_tokens(input_ids: torch.Tensor, layout: TokenLayout, p: float) -> torch.Tensor:
+    """Classifier-free guidance training: with probability p a row's class token becomes null."""
+    if not layout.conditional or p == 0.0:
+        return input_ids
+    first = input_ids[:, 0]
+    is_class = (first >= layout.first_class_id) & (first < layout.null_class_id)
+    drop = is_class & (torch.rand(first.shape, device=first.device) < p)
+    if not drop.any():
+        return input_ids
+    input_ids = input_ids.clone()
+    input_ids[drop, 0] = layout.null_class_id
+    return input_ids
+
+
+def token_loss(model, batch: Batch, precision: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy in nats, number of scored targets) of one batch."""
+    x, y = batch["input_ids"].to(device), batch["labels"].to(device)
+    with autocast(precision, device):
+        logits = model(x)
+    loss = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )
+    return loss, (y != IGNORE_INDEX).sum()
+
+
+@torch.no_grad()
+def evaluate(
+    model, batches: Iterable[Batch], precision: str, device, reduce: Callable | None = None
+) -> dict[str, float]:
+    """Held-out loss (nats per scored token) and bits per token; `reduce` all-reduces across ranks."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    for batch in batches:
+        loss, count = token_loss(model, batch, precision, device)
+        totals += torch.stack([loss.double(), count.double()])
+    model.train(was_training)
+    if reduce is not None:
+        totals = reduce(totals)
+    loss = (totals[0] / totals[1].clamp(min=1)).item()
+    return {"val/loss": loss, "val/bits_per_token": loss / math.log(2)}
+
+
+class IndexBatches:
+    """Batches of a tensor dataset in a seeded, per-epoch order that a resumed run replays.
+
+    The order of epoch e is a permutation drawn from seed and e only, so resuming
+    at (epoch, batch) needs no saved iterator state.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        n = len(dataset)
+        self.num_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+        if self.num_batches == 0:
+            raise ValueError(f"{n} examples are fewer than one batch of {batch_size}")
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __call__(self, epoch: int = 0, skip: int = 0) -> Iterator[Batch]:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        for b in range(skip, self.num_batches):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield {"input_ids": self.dataset.input_ids[idx], "labels": self.dataset.labels[idx]}
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self(0)
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+
+def fit(
+    model: torch.nn.Module,
+    layout: TokenLayout,
+    train_batches: Callable[[int, int], Iterable[Batch]],
+    steps_per_epoch: int,
+    val_batches: Callable[[], Iterable[Batch]] | None,
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
+    grid_shape=None,
+    run_config: dict | None = None,
+    callback: MetricsCallback | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    reduce: Callable | None = None,
+    is_main: bool = True,
+) -> dict:
+    """Train `model` in place; returns the final metrics.
+
+    train_batches(epoch, skip) yields the micro-batches of an epoch after skipping
+    `skip` of them; steps_per_epoch counts optimizer steps (micro-batches /
+    grad_accum_steps). With `checkpoint_dir`, the main process writes last.pt
+    after every epoch (and when max_steps stops the run) and best.pt whenever the
+    validation loss improves. resume=True continues exactly from last.pt: weights,
+    optimizer, RNG, step, and the position in the epoch's data order.
+    """
+    device = torch.device(device)
+    precision = resolve_precision(cfg.precision, device)
+    optimizer = make_optimizer(model, cfg)
+    total_steps = cfg.epochs * steps_per_epoch
+    step, best_val = 0, math.inf
+    last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
+    best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
+    if resume:
+        if not last_path or not os.path.exists(last_path):
+            raise CheckpointError(f"{last_path}: resume requested but there is no last.pt to resume from")
+        ckpt = load_checkpoint(last_path, map_location=device, expected_layout=layout)
+        if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
+            raise CheckpointError(f"{last_path}: has no optimizer/RNG state; cannot resume exactly")
+        try:
+            unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        except (RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{last_path}: does not match this model ({e})") from e
+        set_rng_state(ckpt["rng_state"])
+        step, best_val = ckpt["step"], ckpt["metrics"].get("best_val_loss", math.inf)
+
+    run_config = dict(run_config or {}, train=cfg.to_dict(), precision=precision)
+
+    def save(path, epoch, metrics, full):
+        save_checkpoint(
+            path, model, layout, grid_shape=grid_shape, train_config=run_config, step=step,
+            epoch=epoch, metrics=metrics, optimizer=optimizer if full else None, with_rng=full,
+        )
+
+    def emit(metrics: dict):
+        if callback is not None and is_main:
+            callback(metrics, step)
+
+    metrics: dict[str, float] = {}
+    stop = cfg.max_steps and step >= cfg.max_steps
+    model.train()
+    for epoch in range(step // steps_per_epoch, cfg.epochs):
+        if stop:
+            break
+        skip = step - epoch * steps_per_epoch
+        micro, window_loss, window_tokens, window_start = 0, 0.0, 0, time.perf_counter()
+        for batch in train_batches(epoch, skip * cfg.grad_accum_steps):
+            batch = dict(batch, input_ids=drop_class_tokens(batch["input_ids"], layout, cfg.class_dropout))
+            loss_sum, count = token_loss(model, batch, precision, device)
+            (loss_sum / count.clamp(min=1) / cfg.grad_accum_steps).backward()
+            window_loss += loss_sum.item() / max(1, count.item())
+            window_tokens += batch["input_ids"].numel()
+            micro += 1
+            if micro % cfg.grad_accum_steps:
+                continue
+            lr = lr_at(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % cfg.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                emit({
+                    "train/loss": window_loss / micro,
+                    "train/lr": lr,
+                    "train/tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                    "epoch": epoch,
+                })
+                micro, window_loss, window_tokens, window_start = 0, 0.0, 0, time.perf_counter()
+            if cfg.max_steps and step >= cfg.max_steps:
+                stop = True
+                break
+            if step >= (epoch + 1) * steps_per_epoch:
+                break
+        metrics = {"epoch": epoch, "step": step}
+        if val_batches is not None:
+            metrics.update(evaluate(model, val_batches(), precision, device, reduce))
+            if metrics["val/loss"] < best_val:
+                best_val = metrics["val/loss"]
+                if best_path and is_main:
+                    save(best_path, epoch, metrics, full=False)
+        elif best_path and is_main:  # nothing held out: the latest weights are the best we know
+            save(best_path, epoch, metrics, full=False)
+        if math.isfinite(best_val):
+            metrics["best_val_loss"] = best_val
+        if last_path and is_main:
+            save(last_path, epoch, metrics, full=True)
+        emit(metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+    return metrics

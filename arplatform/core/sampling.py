@@ -1,0 +1,153 @@
+"""Sampling code sequences from a GPT: `sample_next_token`, `prefill`,
+`decode_one_token` and `generate_autoregressive` as plain functions; the KV
+cache lives in the model (`GPT.setup_cache`)."""
+
+from __future__ import annotations
+
+import torch
+
+from .model import GPT
+from .tokens import TokenLayout
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token per row of `logits` (B, V) → (B,).
+
+    temperature 0 is greedy. top_k keeps the k most likely tokens; top_p keeps the
+    smallest set of most likely tokens whose probability reaches p; both compose
+    (top-k first, then top-p on what is left).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def prefill(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """Fill the cache with `tokens` (B, T) from position 0; logits of the last one."""
+    return model(tokens, start=0)[:, -1]
+
+
+def decode_one_token(model: GPT, token: torch.Tensor, position: int) -> torch.Tensor:
+    """Feed one token (B, 1) at `position` of the cached sequences; its logits."""
+    return model(token, start=position)[:, -1]
+
+
+def _prefix(layout: TokenLayout, class_labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+    if not layout.conditional:
+        return torch.full((batch, 1), layout.bos_id, dtype=torch.long, device=device)
+    if class_labels is None:
+        cls = torch.full((batch,), layout.null_class_id, dtype=torch.long, device=device)
+    else:
+        if class_labels.min() < 0 or class_labels.max() >= layout.num_classes:
+            raise ValueError(f"class labels must lie in 0..{layout.num_classes - 1}")
+        cls = class_labels.to(device=device, dtype=torch.long) + layout.first_class_id
+    bos = torch.full((batch,), layout.bos_id, dtype=torch.long, device=device)
+    return torch.stack([cls, bos], dim=1)
+
+
+@torch.inference_mode()
+def generate_autoregressive(
+    model: GPT,
+    layout: TokenLayout,
+    num_positions: int,
+    num_samples: int | None = None,
+    class_labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    cfg_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    window_shift: int = 1,
+) -> torch.Tensor:
+    """Sample full token sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
+
+    Every image position is restricted to the codes 0 … num_codes-1 (specials, UNK
+    and class tokens are masked), and the sequence ends with EOS, so every
+    sequence decodes. With a conditional layout, `class_labels` (B,) picks the
+    classes (None = the null class, i.e. unconditional), and cfg_scale ≠ 1 mixes
+    conditional and null-class logits: ``u + cfg_scale·(c − u)``.
+
+    Context rule (the seed's): the model sees at most its last `seq_len` tokens.
+    When the context would outgrow seq_len, its oldest `window_shift` tokens are
+    dropped (window_shift=1 is the seed's one-token slide) and the cache is
+    refilled from the kept ones. use_cache=False recomputes the whole context
+    every step under the same rule, so both paths compute the same logits.
+    """
+    device = model.tok_emb.weight.device
+    if class_labels is not None:
+        class_labels = torch.as_tensor(class_labels, device=device)
+        num_samples = class_labels.shape[0]
+    if num_samples is None:
+        raise ValueError("give num_samples or class_labels")
+    seq_len = model.config.seq_len
+    if not 1 <= window_shift <= seq_len - 1:
+        raise ValueError(f"window_shift must be in 1..{seq_len - 1}, got {window_shift}")
+    guided = layout.conditional and cfg_scale != 1.0 and class_labels is not None
+    seq = _prefix(layout, class_labels, num_samples, device)
+    if guided:  # rows B..2B-1 carry the null class
+        seq = torch.cat([seq, _prefix(layout, None, num_samples, device)])
+    was_training = model.training
+    model.eval()
+    if use_cache:
+        model.setup_cache(seq.shape[0])
+    invalid = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+    invalid[layout.num_codes :] = True
+    ctx_start, cached = 0, 0  # context = seq[:, ctx_start:]; `cached` of its tokens are in the cache
+    try:
+        for _ in range(num_positions):
+            if seq.shape[1] - ctx_start > seq_len:
+                ctx_start = seq.shape[1] - seq_len + window_shift - 1
+                cached = 0
+            context = seq[:, ctx_start:]
+            if not use_cache:
+                logits = model(context)[:, -1]
+            elif cached == 0:
+                logits = prefill(model, context)
+            else:
+                logits = decode_one_token(model, context[:, -1:], cached)
+            cached = context.shape[1]
+            logits = logits.float()
+            if guided:
+                cond, uncond = logits.chunk(2)
+                logits = uncond + cfg_scale * (cond - uncond)
+            logits = logits.masked_fill(invalid, float("-inf"))
+            token = sample_next_token(logits, temperature, top_k, top_p, generator)
+            if guided:
+                token = token.repeat(2)
+            seq = torch.cat([seq, token[:, None]], dim=1)
+    finally:
+        if use_cache:
+            model.clear_cache()
+        model.train(was_training)
+    seq = seq[:num_samples]
+    eos = torch.full((num_samples, 1), layout.eos_id, dtype=torch.long, device=device)
+    return torch.cat([seq, eos], dim=1)
+
+
+def codes_from_sequences(sequences: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(B, prefix + L + 1) sequences from `generate_autoregressive` → (B, L) codes."""
+    return sequences[:, layout.prefix_len : -1]

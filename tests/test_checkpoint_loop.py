@@ -1,0 +1,160 @@
+import math
+import os
+import pickle
+
+import pytest
+import torch
+
+from arplatform import (
+    GPT,
+    CheckpointError,
+    CodeSequenceDataset,
+    GPTConfig,
+    TokenLayout,
+    TrainConfig,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from arplatform.core.loop import IndexBatches, fit, lr_at
+
+
+def make_model(layout, seq_len=24, seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=layout.vocab_size, seq_len=seq_len, embed_dim=32,
+                         num_layers=2, num_heads=4, dropout=dropout))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    layout = TokenLayout(16, 3)
+    model = make_model(layout)
+    path = save_checkpoint(tmp_path / "best.pt", model, layout, grid_shape=(4, 4), step=7, metrics={"val/loss": 1.5})
+    loaded, got_layout, ckpt = load_model(path)
+    assert got_layout == layout and ckpt["step"] == 7 and ckpt["grid_shape"] == [4, 4]
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]  # atomic: no temp left
+
+
+def test_checkpoint_with_another_vocabulary(tmp_path):
+    model = make_model(TokenLayout(16, 3))
+    path = save_checkpoint(tmp_path / "m.pt", model, TokenLayout(16, 3))
+    with pytest.raises(CheckpointError, match=r"m.pt: token layout .* does not match"):
+        load_checkpoint(path, expected_layout=TokenLayout(32, 3))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["layout"] = TokenLayout(32, 3).to_dict()
+    ckpt["model_config"]["vocab_size"] = TokenLayout(32, 3).vocab_size
+    torch.save(ckpt, tmp_path / "forged.pt")
+    with pytest.raises(CheckpointError, match="forged.pt: weights do not match"):
+        load_model(tmp_path / "forged.pt")
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", make_model(TokenLayout(16)), TokenLayout(16))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="last.pt: unreadable or truncated"):
+        load_checkpoint(path)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+
+
+def test_malicious_checkpoint_does_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open("evil.pt", "wb") as f:
+        pickle.dump({"format_version": 1, "payload": _RunsCode()}, f)
+    torch.save({"x": _RunsCode()}, "evil_zip.pt")
+    for name in ("evil.pt", "evil_zip.pt"):
+        with pytest.raises(CheckpointError, match=f"{name}: refused to load"):
+            load_checkpoint(name)
+    assert not os.path.exists("PWNED_BY_CHECKPOINT")
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_at(100, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(55, 100, cfg) == pytest.approx(0.55)
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def _setup(tiny_codes, dropout=0.0):
+    codes, labels = tiny_codes
+    layout = TokenLayout(16, 3)
+    ds = CodeSequenceDataset(codes, labels, layout=layout)
+    return layout, ds, make_model(layout, dropout=dropout)
+
+
+def test_overfit_one_batch(tiny_codes):
+    layout, ds, model = _setup(tiny_codes)
+    # one sequence per class, so the prefix [class][BOS] determines every target
+    rows = [int((ds.class_labels == c).nonzero()[0][0]) for c in range(3)]
+    batch = {"input_ids": ds.input_ids[rows], "labels": ds.labels[rows]}
+    cfg = TrainConfig(batch_size=8, lr=3e-3, epochs=1, warmup_steps=5, class_dropout=0.0,
+                      precision="fp32", min_lr_ratio=1.0, weight_decay=0.0)
+    seen = []
+    fit(model, layout, lambda e, s: (batch for _ in range(300 - s)), 300, None, cfg,
+        callback=lambda m, step: "train/loss" in m and seen.append(m["train/loss"]))
+    assert seen[0] > 2.0 and seen[-1] < 0.05
+
+
+def test_resume_is_bit_identical(tiny_codes, tmp_path):
+    """N steps straight == N/2 steps, save, load into a fresh process state, N/2 steps."""
+    cfg = dict(batch_size=16, lr=2e-3, epochs=3, warmup_steps=3, grad_accum_steps=2,
+               class_dropout=0.3, precision="fp32", seed=1)
+    layout, ds, model = _setup(tiny_codes, dropout=0.1)  # dropout + class dropout exercise the RNG
+    batches = IndexBatches(ds, 16, seed=1)
+    spe = len(batches) // 2  # 6 micro-batches → 3 steps per epoch
+    torch.manual_seed(123)
+    fit(model, layout, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+        checkpoint_dir=str(tmp_path / "straight"))
+    straight = {k: v.clone() for k, v in model.state_dict().items()}
+
+    _, _, first = _setup(tiny_codes, dropout=0.1)
+    torch.manual_seed(123)
+    half = dict(cfg, max_steps=4)  # stops mid-epoch 2
+    fit(first, layout, batches, spe, lambda: batches(0), TrainConfig(**half), checkpoint_dir=str(tmp_path / "split"))
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 4
+    torch.manual_seed(999)  # a different process state: everything must come from last.pt
+    _, _, second = _setup(tiny_codes, dropout=0.1)
+    fit(second, layout, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+        checkpoint_dir=str(tmp_path / "split"), resume=True)
+    for k, v in second.state_dict().items():
+        assert torch.equal(v, straight[k]), k
+    assert (tmp_path / "split" / "best.pt").exists()
+
+
+def test_resume_without_last_pt_is_an_error(tiny_codes, tmp_path):
+    layout, ds, model = _setup(tiny_codes)
+    batches = IndexBatches(ds, 16)
+    with pytest.raises(CheckpointError, match="no last.pt"):
+        fit(model, layout, batches, len(batches), None, TrainConfig(), checkpoint_dir=str(tmp_path), resume=True)
+
+
+def test_bf16_loss_curve_matches_fp32(tiny_codes):
+    """bf16 autocast tracks fp32 within 3% per logged loss over 60 steps (same init and data)."""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        layout, ds, model = _setup(tiny_codes)
+        batches = IndexBatches(ds, 20, seed=0)
+        cfg = TrainConfig(batch_size=20, lr=2e-3, epochs=12, warmup_steps=5, precision=precision,
+                          class_dropout=0.0, log_every=5)
+        curve = []
+        torch.manual_seed(0)
+        fit(model, layout, batches, len(batches), None, cfg,
+            callback=lambda m, s, c=curve: "train/loss" in m and c.append(m["train/loss"]))
+        curves[precision] = curve
+    assert curves["fp32"][-1] < curves["fp32"][0] - 0.2  # it learned something
+    for a, b in zip(curves["fp32"], curves["bf16"], strict=True):
+        assert abs(a - b) / a < 0.03
+    assert math.isfinite(curves["bf16"][-1])
