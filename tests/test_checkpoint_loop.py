@@ -16,7 +16,7 @@ from arplatform import (
     load_model,
     save_checkpoint,
 )
-from arplatform.core.loop import IndexBatches, fit, lr_at
+from arplatform.core.loop import GPTObjective, IndexBatches, fit, lr_at
 
 
 def make_model(layout, seq_len=24, seed=0, dropout=0.0):
@@ -103,31 +103,31 @@ def test_overfit_one_batch(tiny_codes):
     cfg = TrainConfig(batch_size=8, lr=3e-3, epochs=1, warmup_steps=5, class_dropout=0.0,
                       precision="fp32", min_lr_ratio=1.0, weight_decay=0.0)
     seen = []
-    fit(model, layout, lambda e, s: (batch for _ in range(300 - s)), 300, None, cfg,
+    fit(model, GPTObjective(layout), lambda e, s: (batch for _ in range(300 - s)), 300, None, cfg,
         callback=lambda m, step: "train/loss" in m and seen.append(m["train/loss"]))
     assert seen[0] > 2.0 and seen[-1] < 0.05
 
 
 def test_resume_is_bit_identical(tiny_codes, tmp_path):
     """N steps straight == N/2 steps, save, load into a fresh process state, N/2 steps."""
-    cfg = dict(batch_size=16, lr=2e-3, epochs=3, warmup_steps=3, grad_accum_steps=2,
-               class_dropout=0.3, precision="fp32", seed=1)
+    cfg = dict(batch_size=16, lr=2e-3, epochs=3, warmup_steps=3, grad_accum_steps=2, precision="fp32", seed=1)
     layout, ds, model = _setup(tiny_codes, dropout=0.1)  # dropout + class dropout exercise the RNG
-    batches = IndexBatches(ds, 16, seed=1)
+    batches = IndexBatches(ds.tensors, 16, seed=1)
     spe = len(batches) // 2  # 6 micro-batches → 3 steps per epoch
     torch.manual_seed(123)
-    fit(model, layout, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+    objective = GPTObjective(layout, class_dropout=0.3)
+    fit(model, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
         checkpoint_dir=str(tmp_path / "straight"))
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
     _, _, first = _setup(tiny_codes, dropout=0.1)
     torch.manual_seed(123)
     half = dict(cfg, max_steps=4)  # stops mid-epoch 2
-    fit(first, layout, batches, spe, lambda: batches(0), TrainConfig(**half), checkpoint_dir=str(tmp_path / "split"))
+    fit(first, objective, batches, spe, lambda: batches(0), TrainConfig(**half), checkpoint_dir=str(tmp_path / "split"))
     assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 4
     torch.manual_seed(999)  # a different process state: everything must come from last.pt
     _, _, second = _setup(tiny_codes, dropout=0.1)
-    fit(second, layout, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+    fit(second, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
         checkpoint_dir=str(tmp_path / "split"), resume=True)
     for k, v in second.state_dict().items():
         assert torch.equal(v, straight[k]), k
@@ -136,9 +136,10 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
 
 def test_resume_without_last_pt_is_an_error(tiny_codes, tmp_path):
     layout, ds, model = _setup(tiny_codes)
-    batches = IndexBatches(ds, 16)
+    batches = IndexBatches(ds.tensors, 16)
     with pytest.raises(CheckpointError, match="no last.pt"):
-        fit(model, layout, batches, len(batches), None, TrainConfig(), checkpoint_dir=str(tmp_path), resume=True)
+        fit(model, GPTObjective(layout), batches, len(batches), None, TrainConfig(),
+            checkpoint_dir=str(tmp_path), resume=True)
 
 
 def test_bf16_loss_curve_matches_fp32(tiny_codes):
@@ -146,12 +147,12 @@ def test_bf16_loss_curve_matches_fp32(tiny_codes):
     curves = {}
     for precision in ("fp32", "bf16"):
         layout, ds, model = _setup(tiny_codes)
-        batches = IndexBatches(ds, 20, seed=0)
+        batches = IndexBatches(ds.tensors, 20, seed=0)
         cfg = TrainConfig(batch_size=20, lr=2e-3, epochs=12, warmup_steps=5, precision=precision,
                           class_dropout=0.0, log_every=5)
         curve = []
         torch.manual_seed(0)
-        fit(model, layout, batches, len(batches), None, cfg,
+        fit(model, GPTObjective(layout), batches, len(batches), None, cfg,
             callback=lambda m, s, c=curve: "train/loss" in m and c.append(m["train/loss"]))
         curves[precision] = curve
     assert curves["fp32"][-1] < curves["fp32"][0] - 0.2  # it learned something

@@ -1,8 +1,8 @@
-"""GPT checkpoints (`best.pt`, `last.pt`): save atomically, load with weights_only=True.
+"""Model checkpoints (`best.pt`, `last.pt`): save atomically, load with weights_only=True.
 
 Format (a dict, version FORMAT_VERSION):
-    format_version, kind="gpt", model_config, layout, grid_shape, train_config,
-    step, epoch, metrics, model_state_dict
+    format_version, kind ("gpt" | "vae"), model_config, grid_shape, train_config,
+    step, epoch, metrics, model_state_dict; a GPT's adds its token layout
     last.pt adds: optimizer_state_dict, rng_state (torch CPU, and CUDA when used)
 The learning-rate schedule is a pure function of `step`, so it needs no state.
 """
@@ -21,7 +21,7 @@ from .model import GPT, GPTConfig
 from .tokens import TokenLayout
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "kind", "model_config", "layout", "model_state_dict")
+REQUIRED_KEYS = ("format_version", "kind", "model_config", "model_state_dict")
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -51,8 +51,9 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(
     path,
     model: torch.nn.Module,
-    layout: TokenLayout,
+    layout: TokenLayout | None = None,
     *,
+    kind: str = "gpt",
     grid_shape=None,
     train_config: dict | None = None,
     step: int = 0,
@@ -62,11 +63,12 @@ def save_checkpoint(
     with_rng: bool = False,
 ) -> str:
     model = unwrap_model(model)
+    if kind == "gpt" and layout is None:
+        raise ValueError("a GPT checkpoint needs its TokenLayout")
     ckpt = {
         "format_version": FORMAT_VERSION,
-        "kind": "gpt",
+        "kind": kind,
         "model_config": model.config.to_dict(),
-        "layout": layout.to_dict(),
         "grid_shape": list(grid_shape) if grid_shape is not None else None,
         "train_config": dict(train_config or {}),
         "step": int(step),
@@ -74,6 +76,8 @@ def save_checkpoint(
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "model_state_dict": model.state_dict(),
     }
+    if layout is not None:
+        ckpt["layout"] = layout.to_dict()
     if optimizer is not None:
         ckpt["optimizer_state_dict"] = optimizer.state_dict()
     if with_rng:
@@ -81,8 +85,10 @@ def save_checkpoint(
     return save_torch(ckpt, path)
 
 
-def load_checkpoint(path, map_location="cpu", expected_layout: TokenLayout | None = None) -> dict:
-    """Read and check a GPT checkpoint; never unpickles anything but tensors and plain data."""
+def load_checkpoint(
+    path, map_location="cpu", expected_layout: TokenLayout | None = None, kind: str = "gpt"
+) -> dict:
+    """Read and check a checkpoint of `kind`; never unpickles anything but tensors and plain data."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -95,16 +101,19 @@ def load_checkpoint(path, map_location="cpu", expected_layout: TokenLayout | Non
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from e
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{path}: not a GPT checkpoint (missing keys {REQUIRED_KEYS})")
-    if ckpt["kind"] != "gpt":
-        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, expected a GPT checkpoint")
+    required = REQUIRED_KEYS + (("layout",) if kind == "gpt" else ())
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
+        raise CheckpointError(f"{path}: not a {kind} checkpoint (it lacks one of {required})")
+    if ckpt["kind"] != kind:
+        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, expected a {kind!r} checkpoint")
     if ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this code's {FORMAT_VERSION}"
         )
+    if expected_layout is None:
+        return ckpt
     layout = TokenLayout.from_dict(ckpt["layout"])
-    if expected_layout is not None and layout != expected_layout:
+    if layout != expected_layout:
         raise CheckpointError(
             f"{path}: token layout {layout} does not match the data's {expected_layout} "
             "(another codebook size or class count)"

@@ -245,6 +245,11 @@ class CodeSequenceDataset(Dataset):
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All examples as two (M, T) tensors, for fast batching (`loop.IndexBatches`)."""
+        return {"input_ids": self.input_ids, "labels": self.labels}
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 

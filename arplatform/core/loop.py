@@ -132,64 +132,81 @@ def drop_class_tokens(input_ids: torch.Tensor, layout: TokenLayout, p: float) ->
     return input_ids
 
 
-def token_loss(model, batch: Batch, precision: str, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed cross-entropy in nats, number of scored targets) of one batch."""
-    x, y = batch["input_ids"].to(device), batch["labels"].to(device)
-    with autocast(precision, device):
-        logits = model(x)
-    loss = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
-    )
-    return loss, (y != IGNORE_INDEX).sum()
+class GPTObjective:
+    """Next-token cross-entropy for the GPT; class dropout while training."""
+
+    kind, unit = "gpt", "tokens"
+
+    def __init__(self, layout: TokenLayout, class_dropout: float = 0.0):
+        self.layout, self.class_dropout = layout, class_dropout
+
+    def loss(self, model, batch: Batch, precision: str, device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy in nats, number of scored targets) of one batch."""
+        x, y = batch["input_ids"].to(device), batch["labels"].to(device)
+        if train:
+            x = drop_class_tokens(x, self.layout, self.class_dropout)
+        with autocast(precision, device):
+            logits = model(x)
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum",
+        )
+        return loss, (y != IGNORE_INDEX).sum()
+
+    def metrics(self, mean_loss: float) -> dict[str, float]:
+        return {"val/loss": mean_loss, "val/bits_per_token": mean_loss / math.log(2)}
+
+    def checkpoint_fields(self) -> dict:
+        return {"layout": self.layout}
 
 
 @torch.no_grad()
 def evaluate(
-    model, batches: Iterable[Batch], precision: str, device, reduce: Callable | None = None
+    model, objective, batches: Iterable[Batch], precision: str, device, reduce: Callable | None = None
 ) -> dict[str, float]:
-    """Held-out loss (nats per scored token) and bits per token; `reduce` all-reduces across ranks."""
+    """Held-out mean loss (per scored unit) and the objective's derived metrics, e.g. bits per
+    token; `reduce` all-reduces the (sum, count) pair across ranks."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     for batch in batches:
-        loss, count = token_loss(model, batch, precision, device)
+        loss, count = objective.loss(model, batch, precision, device, train=False)
         totals += torch.stack([loss.double(), count.double()])
     model.train(was_training)
     if reduce is not None:
         totals = reduce(totals)
-    loss = (totals[0] / totals[1].clamp(min=1)).item()
-    return {"val/loss": loss, "val/bits_per_token": loss / math.log(2)}
+    return objective.metrics((totals[0] / totals[1].clamp(min=1)).item())
 
 
 class IndexBatches:
-    """Batches of a tensor dataset in a seeded, per-epoch order that a resumed run replays.
+    """Batches of equally long tensors (e.g. ``{"input_ids": …, "labels": …}``) in a seeded,
+    per-epoch order that a resumed run replays.
 
     The order of epoch e is a permutation drawn from seed and e only, so resuming
     at (epoch, batch) needs no saved iterator state.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True):
-        self.dataset, self.batch_size = dataset, batch_size
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        n = len(dataset)
-        self.num_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True):
+        self.tensors, self.batch_size = dict(tensors), batch_size
+        self.seed, self.shuffle = seed, shuffle
+        self.n = len(next(iter(self.tensors.values())))
+        self.num_batches = self.n // batch_size if drop_last else math.ceil(self.n / batch_size)
         if self.num_batches == 0:
-            raise ValueError(f"{n} examples are fewer than one batch of {batch_size}")
+            raise ValueError(f"{self.n} examples are fewer than one batch of {batch_size}")
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __call__(self, epoch: int = 0, skip: int = 0) -> Iterator[Batch]:
-        n = len(self.dataset)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=g)
+            order = torch.randperm(self.n, generator=g)
         else:
-            order = torch.arange(n)
+            order = torch.arange(self.n)
         for b in range(skip, self.num_batches):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield {"input_ids": self.dataset.input_ids[idx], "labels": self.dataset.labels[idx]}
+            yield {k: v[idx] for k, v in self.tensors.items()}
 
     def __iter__(self) -> Iterator[Batch]:
         return self(0)
@@ -201,7 +218,7 @@ class IndexBatches:
 
 def fit(
     model: torch.nn.Module,
-    layout: TokenLayout,
+    objective,
     train_batches: Callable[[int, int], Iterable[Batch]],
     steps_per_epoch: int,
     val_batches: Callable[[], Iterable[Batch]] | None,
@@ -217,7 +234,7 @@ def fit(
     reduce: Callable | None = None,
     is_main: bool = True,
 ) -> dict:
-    """Train `model` in place; returns the final metrics.
+    """Train `model` in place on `objective` (e.g. `GPTObjective(layout)`); returns the final metrics.
 
     train_batches(epoch, skip) yields the micro-batches of an epoch after skipping
     `skip` of them; steps_per_epoch counts optimizer steps (micro-batches /
@@ -236,7 +253,8 @@ def fit(
     if resume:
         if not last_path or not os.path.exists(last_path):
             raise CheckpointError(f"{last_path}: resume requested but there is no last.pt to resume from")
-        ckpt = load_checkpoint(last_path, map_location=device, expected_layout=layout)
+        ckpt = load_checkpoint(last_path, map_location=device, kind=objective.kind,
+                               expected_layout=getattr(objective, "layout", None))
         if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
             raise CheckpointError(f"{last_path}: has no optimizer/RNG state; cannot resume exactly")
         try:
@@ -251,8 +269,9 @@ def fit(
 
     def save(path, epoch, metrics, full):
         save_checkpoint(
-            path, model, layout, grid_shape=grid_shape, train_config=run_config, step=step,
+            path, model, kind=objective.kind, grid_shape=grid_shape, train_config=run_config, step=step,
             epoch=epoch, metrics=metrics, optimizer=optimizer if full else None, with_rng=full,
+            **objective.checkpoint_fields(),
         )
 
     def emit(metrics: dict):
@@ -268,11 +287,10 @@ def fit(
         skip = step - epoch * steps_per_epoch
         micro, window_loss, window_tokens, window_start = 0, 0.0, 0, time.perf_counter()
         for batch in train_batches(epoch, skip * cfg.grad_accum_steps):
-            batch = dict(batch, input_ids=drop_class_tokens(batch["input_ids"], layout, cfg.class_dropout))
-            loss_sum, count = token_loss(model, batch, precision, device)
+            loss_sum, count = objective.loss(model, batch, precision, device, train=True)
             (loss_sum / count.clamp(min=1) / cfg.grad_accum_steps).backward()
             window_loss += loss_sum.item() / max(1, count.item())
-            window_tokens += batch["input_ids"].numel()
+            window_tokens += int(count)
             micro += 1
             if micro % cfg.grad_accum_steps:
                 continue
@@ -289,7 +307,7 @@ def fit(
                 emit({
                     "train/loss": window_loss / micro,
                     "train/lr": lr,
-                    "train/tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                    f"train/{objective.unit}_per_s": window_tokens / max(elapsed, 1e-9),
                     "epoch": epoch,
                 })
                 micro, window_loss, window_tokens, window_start = 0, 0.0, 0, time.perf_counter()
@@ -300,7 +318,7 @@ def fit(
                 break
         metrics = {"epoch": epoch, "step": step}
         if val_batches is not None:
-            metrics.update(evaluate(model, val_batches(), precision, device, reduce))
+            metrics.update(evaluate(model, objective, val_batches(), precision, device, reduce))
             if metrics["val/loss"] < best_val:
                 best_val = metrics["val/loss"]
                 if best_path and is_main:

@@ -1,0 +1,68 @@
+"""Shared command-line plumbing: Hydra composition without Hydra's side effects.
+
+`python -m arplatform.<stage> --config-name group/name key=value …` composes
+`configs/group/name.yaml` (with its defaults list) and the overrides through
+Hydra's compose API, so Hydra never changes the working directory or writes
+`outputs/` folders; the result becomes a typed config (`config.from_dict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from .config import ConfigError, from_dict
+from .core.errors import CheckpointError, DataError
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not os.path.exists(os.path.join(config_dir, config_name + ".yaml")):
+        group = os.path.dirname(config_name)
+        names = sorted(f[:-5] for f in os.listdir(os.path.join(config_dir, group)) if f.endswith(".yaml")
+                       and f != "base.yaml") if os.path.isdir(os.path.join(config_dir, group)) else []
+        raise ConfigError(f"{config_dir}/{config_name}.yaml: no such config; available in {group or '.'}: "
+                          f"{', '.join(names)}")
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from e
+
+
+def parse_args(description: str, default_config: str, argv=None) -> tuple[str, list[str], bool]:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config-name", default=default_config, help="configs/<group>/<name> without .yaml")
+    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra syntax)")
+    args = p.parse_args(argv)
+    return args.config_name, args.overrides, args.print_config
+
+
+def run_stage(cls, run: Callable, description: str, default_config: str, argv=None) -> int:
+    """Compose → typed config → run(config). Bad input: one line on stderr, exit 2."""
+    config_name, overrides, print_only = parse_args(description, default_config, argv)
+    try:
+        config = from_dict(cls, compose(config_name, overrides))
+        if print_only:
+            import yaml
+
+            from .config import to_dict
+
+            print(yaml.safe_dump(to_dict(config), sort_keys=False))
+            return 0
+        run(config, config_name=config_name)
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

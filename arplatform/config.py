@@ -1,0 +1,152 @@
+"""Typed configuration: dataclasses validated on construction, built from plain dicts.
+
+Hydra composes YAML into a dict; `from_dict` turns it into these dataclasses,
+refusing unknown keys (naming the valid ones) and wrong types (naming the key).
+Ray workers receive `to_dict(config)`, never a Hydra object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+from .core.vae import RECONSTRUCTION_LOSSES
+from .imagedata import DATASETS
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, mistyped or out of range."""
+
+
+def _check_choice(path: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _convert(path: str, value, tp):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(path, value, inner)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (inner, *_) = typing.get_args(tp) or (typing.Any,)
+        return origin(_convert(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass `cls` from a dict, strictly."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]}; valid keys{' of ' + path if path else ''}: {', '.join(fields)}"
+        )
+    kwargs = {k: _convert(f"{path}.{k}" if path else k, v, hints[k]) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path or cls.__name__}: {e}") from e
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} → {'a.b': 1}, for MLflow params."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer stage
+
+
+@dataclass
+class ImageDataConfig:
+    dataset: str = "mnist_sample"
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None  # folder datasets: resize to this square size
+    channels: int = 1  # folder datasets: 1 (grey) or 3 (RGB)
+    limit: int = 0  # keep the first N images (0 = all)
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("data.dataset", self.dataset, DATASETS)
+        _check_choice("data.channels", self.channels, (1, 3))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class VAETrainConfig:
+    latent_dim: int = 8
+    channels: int = 64
+    recon_loss: str = "bce"
+    beta: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    precision: str = "auto"
+
+    def __post_init__(self):
+        _check_choice("vae.recon_loss", self.recon_loss, RECONSTRUCTION_LOSSES)
+        _check_choice("vae.precision", self.precision, ("auto", "fp32", "bf16"))
+
+
+@dataclass
+class CodebookConfig:
+    num_codes: int = 256
+    mode: str = "kmeans"  # kmeans | medoid
+    iters: int = 50
+    tol: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("codebook.mode", self.mode, ("kmeans", "medoid"))
+        if self.num_codes < 2:
+            raise ConfigError(f"codebook.num_codes must be >= 2, got {self.num_codes}")
+
+
+@dataclass
+class TokenizerConfig:
+    name: str = "mnist_sample"
+    output_root: str = "experiments"
+    shards: int = 0  # also write codes-00000.npy … in this many shards (0 = none)
+    device: str = "auto"
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+
+    def __post_init__(self):
+        if self.shards < 0:
+            raise ConfigError(f"shards must be >= 0, got {self.shards}")

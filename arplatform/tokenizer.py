@@ -1,0 +1,165 @@
+"""The tokenizer stage: images → VAE → codebook → codes.npy (+ labels, shards, evaluation).
+
+Everything is written into a staging folder under the output root and moved
+into place at the end, so a failure leaves no partial outputs:
+
+    <root>/vae_<name>/checkpoints/{best,last}.pt
+    <root>/codebook/<name>/codebook.pt, codes.npy, labels.npy, val_codes.npy,
+        val_labels.npy, split.json, tokenizer_eval.json [, shards/codes-00000.npy, labels-00000.npy …]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from .config import TokenizerConfig, to_dict
+from .core.codebook import assign, codebook_usage, fit_kmeans, save_codebook
+from .core.decode import decode_codes_to_images
+from .core.errors import DataError
+from .core.io import save_json, save_npy
+from .core.loop import IndexBatches, TrainConfig, fit
+from .core.metrics import psnr, ssim
+from .core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
+from .imagedata import ImageSet, load_images, split_indices
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_image_shape(data: ImageSet) -> None:
+    c, h, w = data.shape
+    if h != w or h % DOWNSAMPLE or c not in (1, 3):
+        raise DataError(
+            f"{data.source}: images are {c}×{h}×{w}; the VAE needs square 1- or 3-channel images "
+            f"with a side divisible by {DOWNSAMPLE} (e.g. 28 or 32)"
+        )
+
+
+@torch.inference_mode()
+def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512) -> torch.Tensor:
+    """Encoder means of all images → (N, h, w, D) on CPU."""
+    vae.eval()
+    out = []
+    for s in range(0, len(images), batch_size):
+        mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
+        out.append(mu.permute(0, 2, 3, 1).float().cpu())
+    return torch.cat(out)
+
+
+def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: str, device, log) -> VAE:
+    c, h, _ = train.shape
+    vcfg = cfg.vae
+    model_cfg = VAEConfig(in_channels=c, image_size=h, latent_dim=vcfg.latent_dim, channels=vcfg.channels,
+                          recon_loss=vcfg.recon_loss, beta=vcfg.beta)
+    torch.manual_seed(cfg.data.seed)
+    vae = VAE(model_cfg).to(device)
+    batches = IndexBatches({"images": torch.from_numpy(train.images)}, vcfg.batch_size, seed=cfg.data.seed)
+    val_batches = IndexBatches({"images": torch.from_numpy(val.images)}, 512, shuffle=False, drop_last=False)
+    train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
+                            warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
+                            seed=cfg.data.seed, log_every=10**9)
+    fit(vae, VAEObjective(vcfg.beta, vcfg.recon_loss), batches, len(batches), lambda: val_batches(), train_cfg,
+        device=device, checkpoint_dir=ckpt_dir, grid_shape=(model_cfg.grid_size,) * 2,
+        run_config={"tokenizer": to_dict(cfg)},
+        callback=lambda m, step: log(f"vae epoch {m['epoch']:.0f}: val loss/image {m['val/loss']:.2f}")
+        if "val/loss" in m else None)
+    return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
+
+
+def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
+                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> dict:
+    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage."""
+    with torch.inference_mode():
+        real = torch.from_numpy(val.images)
+        cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()
+                          for z in val_latents.split(512)])
+    quant = decode_codes_to_images(val_codes, centres, vae)
+    usage = codebook_usage(all_codes, centres.shape[0])
+    return {
+        "psnr_real_vs_vae": psnr(real, cont), "ssim_real_vs_vae": ssim(real, cont),
+        "psnr_real_vs_quantised": psnr(real, quant), "ssim_real_vs_quantised": ssim(real, quant),
+        "psnr_vae_vs_quantised": psnr(cont, quant), "ssim_vae_vs_quantised": ssim(cont, quant),
+        "codebook_usage": usage["usage"], "codebook_perplexity": usage["perplexity"],
+        "num_val_images": len(val),
+    }
+
+
+def write_shards(folder: str, codes: np.ndarray, labels: np.ndarray, shards: int) -> None:
+    for i, (c, y) in enumerate(zip(np.array_split(codes, shards), np.array_split(labels, shards), strict=True)):
+        save_npy(c, os.path.join(folder, f"codes-{i:05d}.npy"))
+        save_npy(y, os.path.join(folder, f"labels-{i:05d}.npy"))
+
+
+def run_tokenizer(cfg: TokenizerConfig, config_name: str | None = None, log=print) -> dict:
+    """Run the whole stage; returns the paths written and the evaluation."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    d = cfg.data
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit)
+    check_image_shape(data)
+    train_idx, val_idx = split_indices(len(data), d.val_fraction, d.seed)
+    train, val = data.subset(train_idx), data.subset(val_idx)
+    log(f"{data.source}: {len(train)} train / {len(val)} val images of {data.shape}")
+
+    vae_dir = os.path.join(cfg.output_root, f"vae_{cfg.name}")
+    out_dir = os.path.join(cfg.output_root, "codebook", cfg.name)
+    os.makedirs(cfg.output_root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".staging-tokenize-{cfg.name}-", dir=cfg.output_root)
+    try:
+        s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
+        vae = train_vae(cfg, train, val, os.path.join(s_vae, "checkpoints"), device, log)
+        latents = encode_means(vae, data.images, device)  # (N, h, w, D)
+        n, h, w, dim = latents.shape
+        train_vectors = latents[torch.from_numpy(train_idx)].reshape(-1, dim).to(device)
+        cb = cfg.codebook
+        t_cb = time.perf_counter()
+        km = fit_kmeans(train_vectors, cb.num_codes, iters=cb.iters, tol=cb.tol, seed=cb.seed,
+                        medoid=cb.mode == "medoid")
+        log(f"codebook: K={cb.num_codes} ({cb.mode}) on {len(train_vectors)} latents in "
+            f"{time.perf_counter() - t_cb:.1f} s, {km.iterations} iterations, distortion {km.distortion:.4f}")
+        codes = assign(latents.reshape(-1, dim).to(device), km.centres)[0].reshape(n, h * w).cpu().numpy()
+        codes = codes.astype(np.int32)
+        labels = data.labels.astype(np.int64)
+        report = evaluate_tokenizer(vae, km.centres.cpu(), val, latents[torch.from_numpy(val_idx)],
+                                    codes[val_idx], codes, device)
+        codebook_config = {
+            "num_codes": cb.num_codes, "latent_dim": dim, "grid": [h, w], "mode": cb.mode,
+            "num_classes": data.num_classes, "dataset": d.dataset, "name": cfg.name,
+            "vae_checkpoint": os.path.join(vae_dir, "checkpoints", "best.pt"),
+        }
+        save_codebook(os.path.join(s_out, "codebook.pt"), km.centres, codebook_config, km.medoid_indices,
+                      {"distortion": km.distortion, "usage": report["codebook_usage"],
+                       "perplexity": report["codebook_perplexity"]})
+        save_npy(codes[train_idx], os.path.join(s_out, "codes.npy"))
+        save_npy(labels[train_idx], os.path.join(s_out, "labels.npy"))
+        save_npy(codes[val_idx], os.path.join(s_out, "val_codes.npy"))
+        save_npy(labels[val_idx], os.path.join(s_out, "val_labels.npy"))
+        if cfg.shards:
+            write_shards(os.path.join(s_out, "shards"), codes[train_idx], labels[train_idx], cfg.shards)
+        save_json({"seed": d.seed, "val_fraction": d.val_fraction, "num_train": len(train_idx),
+                   "num_val": len(val_idx), "val_indices": val_idx.tolist(), "source": data.source},
+                  os.path.join(s_out, "split.json"))
+        save_json(report, os.path.join(s_out, "tokenizer_eval.json"))
+        save_json(to_dict(cfg) | {"config_name": config_name}, os.path.join(s_out, "tokenizer_config.json"))
+        for src, dst in ((s_vae, vae_dir), (s_out, out_dir)):
+            if os.path.exists(dst):
+                shutil.rmtree(dst)
+            os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+            os.replace(src, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"tokenizer eval (held-out): PSNR real/VAE {report['psnr_real_vs_vae']:.2f} dB, "
+        f"real/quantised {report['psnr_real_vs_quantised']:.2f} dB, SSIM real/quantised "
+        f"{report['ssim_real_vs_quantised']:.3f}, codebook usage {report['codebook_usage']:.1%}, "
+        f"perplexity {report['codebook_perplexity']:.1f}")
+    log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {out_dir}/ and {vae_dir}/checkpoints/")
+    return {"codebook_dir": out_dir, "vae_checkpoint": os.path.join(vae_dir, "checkpoints", "best.pt"), **report}
