@@ -150,3 +150,111 @@ class TokenizerConfig:
     def __post_init__(self):
         if self.shards < 0:
             raise ConfigError(f"shards must be >= 0, got {self.shards}")
+
+
+# ---------------------------------------------------------------------------
+# Training job (Ray Train)
+
+
+def _codes_data_default():
+    return CodeDataConfig(codebook_dir="experiments/codebook/mnist_sample")
+
+
+@dataclass
+class CodeDataConfig:
+    """Where the codes are: a tokenizer output folder, or explicit files.
+
+    `codes` is a .npy file or a folder of shards (codes-*.npy, with labels-*.npy
+    beside them). Validation codes come from val_codes/val_labels (the tokenizer
+    writes them) or, failing that, a seeded `val_fraction` of the codes.
+    """
+
+    codebook_dir: str | None = None
+    codes: str | None = None
+    labels: str | None = None
+    val_codes: str | None = None
+    val_labels: str | None = None
+    codebook: str | None = None  # codebook.pt: its K is the base vocabulary
+    num_codes: int | None = None  # when there is no codebook.pt
+    num_classes: int | None = None  # default: from the codebook config or the labels
+    invalid_codes: str = "unk"
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        _check_choice("data.invalid_codes", self.invalid_codes, ("unk", "error", "drop"))
+        if not self.codebook_dir and not self.codes:
+            raise ConfigError("data: give codebook_dir (a tokenizer output folder) or codes")
+
+
+@dataclass
+class ModelConfig:
+    seq_len: int | None = None  # context in tokens; None = the whole sequence
+    embed_dim: int = 256
+    num_layers: int = 4
+    num_heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 64  # per worker
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    epochs: int = 10
+    max_steps: int = 0
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    grad_accum_steps: int = 1
+    precision: str = "auto"
+    class_dropout: float = 0.1
+    seed: int = 0
+    log_every: int = 20
+
+
+@dataclass
+class TrainerConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5  # fractional on small machines: see README "CPU budget"
+    threads_per_worker: int = 0  # torch threads per worker; 0 = the node's cores / num_workers
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2
+    num_cpus: int | None = None  # logical CPUs of a local cluster (None = the machine's)
+
+    def __post_init__(self):
+        if self.num_workers < 1:
+            raise ConfigError(f"trainer.num_workers must be >= 1, got {self.num_workers}")
+        if not self.cpus_per_worker > 0:
+            raise ConfigError(f"trainer.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output_root>/mlflow.db
+    experiment: str = "arplatform"
+
+
+@dataclass
+class SampleConfig:
+    num_samples: int = 20  # sampled after training for the MLflow artifact grid
+    temperature: float = 1.0
+    top_k: int | None = 64
+    top_p: float | None = None
+    cfg_scale: float = 2.0
+
+
+@dataclass
+class TrainJobConfig:
+    name: str = "mnist_sample"
+    output_root: str = "experiments"
+    run_name: str | None = None  # Ray/MLflow run name; default <name>-<timestamp>, unique
+    resume: bool = False  # continue the latest run of this config from its last checkpoint
+    data: CodeDataConfig = field(default_factory=_codes_data_default)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)

@@ -128,7 +128,7 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
     torch.manual_seed(999)  # a different process state: everything must come from last.pt
     _, _, second = _setup(tiny_codes, dropout=0.1)
     fit(second, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
-        checkpoint_dir=str(tmp_path / "split"), resume=True)
+        checkpoint_dir=str(tmp_path / "split"), resume_from=str(tmp_path / "split" / "last.pt"))
     for k, v in second.state_dict().items():
         assert torch.equal(v, straight[k]), k
     assert (tmp_path / "split" / "best.pt").exists()
@@ -137,9 +137,9 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
 def test_resume_without_last_pt_is_an_error(tiny_codes, tmp_path):
     layout, ds, model = _setup(tiny_codes)
     batches = IndexBatches(ds.tensors, 16)
-    with pytest.raises(CheckpointError, match="no last.pt"):
+    with pytest.raises(CheckpointError, match="last.pt: checkpoint not found"):
         fit(model, GPTObjective(layout), batches, len(batches), None, TrainConfig(),
-            checkpoint_dir=str(tmp_path), resume=True)
+            checkpoint_dir=str(tmp_path), resume_from=str(tmp_path / "last.pt"))
 
 
 def test_bf16_loss_curve_matches_fp32(tiny_codes):

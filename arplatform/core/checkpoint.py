@@ -100,7 +100,8 @@ def load_checkpoint(
             f"{path}: refused to load: it holds objects other than tensors and plain data ({first})"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from e
+        reason = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason})") from e
     required = REQUIRED_KEYS + (("layout",) if kind == "gpt" else ())
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
         raise CheckpointError(f"{path}: not a {kind} checkpoint (it lacks one of {required})")

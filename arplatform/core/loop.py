@@ -226,7 +226,7 @@ def fit(
     *,
     device: torch.device | str = "cpu",
     checkpoint_dir: str | None = None,
-    resume: bool = False,
+    resume_from: str | None = None,
     grid_shape=None,
     run_config: dict | None = None,
     callback: MetricsCallback | None = None,
@@ -240,8 +240,8 @@ def fit(
     `skip` of them; steps_per_epoch counts optimizer steps (micro-batches /
     grad_accum_steps). With `checkpoint_dir`, the main process writes last.pt
     after every epoch (and when max_steps stops the run) and best.pt whenever the
-    validation loss improves. resume=True continues exactly from last.pt: weights,
-    optimizer, RNG, step, and the position in the epoch's data order.
+    validation loss improves. resume_from (a last.pt) continues exactly where it
+    stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
     """
     device = torch.device(device)
     precision = resolve_precision(cfg.precision, device)
@@ -250,19 +250,18 @@ def fit(
     step, best_val = 0, math.inf
     last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
     best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
-    if resume:
-        if not last_path or not os.path.exists(last_path):
-            raise CheckpointError(f"{last_path}: resume requested but there is no last.pt to resume from")
-        ckpt = load_checkpoint(last_path, map_location=device, kind=objective.kind,
+    if resume_from:
+        ckpt = load_checkpoint(resume_from, map_location=device, kind=objective.kind,
                                expected_layout=getattr(objective, "layout", None))
         if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
-            raise CheckpointError(f"{last_path}: has no optimizer/RNG state; cannot resume exactly")
+            raise CheckpointError(f"{resume_from}: has no optimizer/RNG state; cannot resume exactly")
         try:
             unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         except (RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{last_path}: does not match this model ({e})") from e
-        set_rng_state(ckpt["rng_state"])
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{resume_from}: does not match this model ({first})") from e
+        set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in ckpt["rng_state"].items()})
         step, best_val = ckpt["step"], ckpt["metrics"].get("best_val_loss", math.inf)
 
     run_config = dict(run_config or {}, train=cfg.to_dict(), precision=precision)

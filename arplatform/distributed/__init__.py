@@ -1,0 +1,1 @@
+"""Ray wiring: cluster set-up, Ray Data code datasets, the Ray Train job."""

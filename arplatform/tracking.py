@@ -1,0 +1,86 @@
+"""MLflow tracking: one run per training job, logged from the driver and from rank 0.
+
+Default store: an embedded sqlite database `<output_root>/mlflow.db` with
+artifacts under `<output_root>/mlartifacts`; `tracking.tracking_uri` or the
+`MLFLOW_TRACKING_URI` environment variable points at a server instead. The
+client API is used throughout (no global active run), so the driver and a
+Ray worker can log to the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .config import flatten
+
+QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
+
+
+def tracking_uri(configured: str | None, output_root: str) -> str:
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{os.path.abspath(os.path.join(output_root, 'mlflow.db'))}"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    for name in QUIET_LOGGERS:  # "Creating initial MLflow database tables…"; after import, which resets it
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(c, name: str, output_root: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if c.tracking_uri.startswith("sqlite:"):  # else MLflow would scatter ./mlruns in the cwd
+        artifacts = "file://" + os.path.abspath(os.path.join(output_root, "mlartifacts"))
+    return c.create_experiment(name, artifact_location=artifacts)
+
+
+def start_run(uri: str, experiment: str, output_root: str, run_name: str, params: dict, tags: dict) -> str:
+    c = client(uri)
+    run = c.create_run(experiment_id(c, experiment, output_root), run_name=run_name, tags=tags)
+    log_params(uri, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(uri: str, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+    c = client(uri)
+    for i in range(0, len(flat), 100):  # MLflow takes at most 100 params per batch
+        c.log_batch(run_id, params=flat[i : i + 100])
+
+
+class MetricsLogger:
+    """The training loop's metrics callback: logs a dict of floats at a step."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+        self._client = None
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        if self._client is None:
+            self._client = client(self.uri)
+        now = int(time.time() * 1000)
+        self._client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
+        )
+
+
+def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(uri).set_terminated(run_id, status=status)
+
+
+def log_artifact(uri: str, run_id: str, path: str, artifact_path: str | None = None) -> None:
+    client(uri).log_artifact(run_id, path, artifact_path)

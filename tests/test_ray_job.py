@@ -1,0 +1,70 @@
+"""`ray job submit` against a local head on loopback with token authentication on."""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from helpers import TINY, learnable_codes
+
+pytestmark = pytest.mark.slow
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head():
+    """A Ray head on 127.0.0.1 with its own token and temp dir; stopped afterwards."""
+    tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths live under it
+    token = os.path.join(tmp, "auth_token")
+    with open(token, "w") as f:
+        f.write(secrets.token_hex(32))
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token)
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                    f"--temp-dir={tmp}/r", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield env, f"http://127.0.0.1:{dash}", tmp
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_job_submit_runs_training(head, tmp_path):
+    env, address, _ = head
+    data = learnable_codes(tmp_path / "codes")
+    out = tmp_path / "out"
+    sid = f"arplatform-test-{int(time.time())}"
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", REPO, "--",
+         sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+         f"output_root={out}", f"data.codebook_dir={data}", "optim.epochs=2", *TINY],
+        env=env, capture_output=True, text=True, timeout=600)
+    status = subprocess.run([RAY, "job", "status", "--address", address, sid], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert "succeeded" in status.stdout.lower(), submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert (out / "transformer" / "mnist_sample" / "checkpoints" / "best.pt").exists()
+    assert "epoch 1:" in submit.stdout
+
+
+def test_job_submit_without_token_is_refused(head):
+    env, address, tmp = head
+    no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    no_token["RAY_AUTH_MODE"] = "disabled"
+    proc = subprocess.run([RAY, "job", "list", "--address", address], env=no_token, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "Unauthorized" in proc.stdout + proc.stderr
