@@ -239,7 +239,7 @@ class TrackingConfig:
 
 @dataclass
 class SampleConfig:
-    num_samples: int = 20  # sampled after training for the MLflow artifact grid
+    num_samples: int = 40  # sampled after training for the MLflow artifact grid
     temperature: float = 1.0
     top_k: int | None = 64
     top_p: float | None = None
