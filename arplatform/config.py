@@ -85,6 +85,18 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 # ---------------------------------------------------------------------------
+# Shared sections
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output_root>/mlflow.db
+    experiment: str = "arplatform"
+
+
+
+# ---------------------------------------------------------------------------
 # Tokenizer stage
 
 
@@ -146,6 +158,7 @@ class TokenizerConfig:
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
         if self.shards < 0:
@@ -228,13 +241,6 @@ class TrainerConfig:
             raise ConfigError(f"trainer.num_workers must be >= 1, got {self.num_workers}")
         if not self.cpus_per_worker > 0:
             raise ConfigError(f"trainer.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
-
-
-@dataclass
-class TrackingConfig:
-    enabled: bool = True
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output_root>/mlflow.db
-    experiment: str = "arplatform"
 
 
 @dataclass

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from . import tracking
 from .config import TokenizerConfig, to_dict
 from .core.codebook import assign, codebook_usage, fit_kmeans, save_codebook
 from .core.decode import decode_codes_to_images
@@ -162,4 +163,63 @@ def run_tokenizer(cfg: TokenizerConfig, config_name: str | None = None, log=prin
         f"{report['ssim_real_vs_quantised']:.3f}, codebook usage {report['codebook_usage']:.1%}, "
         f"perplexity {report['codebook_perplexity']:.1f}")
     log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {out_dir}/ and {vae_dir}/checkpoints/")
-    return {"codebook_dir": out_dir, "vae_checkpoint": os.path.join(vae_dir, "checkpoints", "best.pt"), **report}
+    result = {"codebook_dir": out_dir, "vae_checkpoint": os.path.join(vae_dir, "checkpoints", "best.pt"), **report}
+    if cfg.tracking.enabled:
+        result["mlflow_run_id"] = track_tokenizer(cfg, config_name, report, out_dir)
+        log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "
+            f"{tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
+    return result
+
+
+def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str) -> str:
+    """One MLflow run per tokenizer job: config as params, the evaluation as metrics, its JSON as artifact."""
+    uri = tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.output_root, f"tokenize-{cfg.name}",
+                                to_dict(cfg), {"stage": "tokenize", "config_name": config_name or cfg.name})
+    tracking.MetricsLogger(uri, run_id)({f"tokenizer/{k}": v for k, v in report.items()}, 0)
+    for name in ("tokenizer_eval.json", "split.json"):
+        tracking.log_artifact(uri, run_id, os.path.join(out_dir, name))
+    tracking.finish_run(uri, run_id)
+    return run_id
+
+
+def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device: str = "auto") -> dict:
+    """Re-run the held-out evaluation of a tokenizer output folder and rewrite its tokenizer_eval.json.
+
+    The images and the held-out split come from the folder's tokenizer_config.json and
+    split.json; the VAE from `vae_path` or the codebook's config.
+    """
+    import json
+
+    from .config import from_dict
+    from .core.codebook import load_codebook_file
+    from .core.data import load_codes
+
+    paths = {n: os.path.join(codebook_dir, n) for n in ("codebook.pt", "tokenizer_config.json", "split.json")}
+    for name, path in paths.items():
+        if not os.path.exists(path):
+            raise DataError(f"{path}: not found ({name} is written by arplatform.tokenize)")
+    with open(paths["tokenizer_config.json"], encoding="utf-8") as f:
+        saved = json.load(f)
+    saved.pop("config_name", None)
+    cfg = from_dict(TokenizerConfig, saved)
+    with open(paths["split.json"], encoding="utf-8") as f:
+        val_idx = np.asarray(json.load(f)["val_indices"], dtype=np.int64)
+    codebook = load_codebook_file(paths["codebook.pt"])
+    vae_path = vae_path or codebook["config"].get("vae_checkpoint")
+    dev = resolve_device(device)
+    vae = load_vae(vae_path, map_location=dev)
+    d = cfg.data
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit)
+    if val_idx.size == 0 or val_idx.max() >= len(data):
+        raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
+    val = data.subset(val_idx)
+    latents = encode_means(vae, val.images, dev)
+    dim = latents.shape[-1]
+    val_codes = assign(latents.reshape(-1, dim).to(dev), codebook["z_medoid"])[0].reshape(len(val), -1).cpu()
+    all_codes = [load_codes(os.path.join(codebook_dir, n))[0] for n in ("codes.npy", "val_codes.npy")
+                 if os.path.exists(os.path.join(codebook_dir, n))]
+    report = evaluate_tokenizer(vae, codebook["z_medoid"], val, latents, val_codes.numpy(),
+                                np.concatenate(all_codes) if all_codes else val_codes.numpy(), dev)
+    save_json(report, os.path.join(codebook_dir, "tokenizer_eval.json"))
+    return report

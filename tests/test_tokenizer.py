@@ -24,6 +24,7 @@ SMALL = ["data.limit=600", "vae.epochs=15", "vae.batch_size=32", "vae.channels=3
 
 
 def small_config(root, *extra):
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     return from_dict(TokenizerConfig, compose("tokenizer/mnist_sample", [*SMALL, f"output_root={root}", *extra]))
 
 
@@ -53,6 +54,11 @@ def test_outputs_and_formats(tokenized):
     assert report["codebook_usage"] > 0.9
     assert (root / "vae_mnist_sample" / "checkpoints" / "best.pt").exists()
     assert not [f for f in os.listdir(root) if f.startswith(".staging")]
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["codebook.num_codes"] == "32"
+    assert run.data.metrics["tokenizer/codebook_usage"] == pytest.approx(report["codebook_usage"])
 
 
 def test_round_trip_image_codes_image(tokenized):
@@ -132,3 +138,18 @@ def test_cli_missing_data_file_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
     assert "train-images-idx3-ubyte.gz: mnist train file not found (pass download=true" in proc.stderr
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
+    root, result = tokenized
+    out = root / "codebook" / "mnist_sample"
+    before = json.loads((out / "tokenizer_eval.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "arplatform.evaluate", "--codebook-dir", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads(proc.stdout)
+    for key in ("psnr_real_vs_vae", "psnr_real_vs_quantised", "ssim_real_vs_quantised", "codebook_usage"):
+        assert after[key] == pytest.approx(before[key], rel=1e-4), key
+    proc = subprocess.run([sys.executable, "-m", "arplatform.evaluate", "--codebook-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "codebook.pt: not found" in proc.stderr

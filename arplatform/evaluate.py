@@ -1,0 +1,36 @@
+"""python -m arplatform.evaluate --codebook-dir experiments/codebook/mnist_sample [--vae PATH]
+
+Held-out tokenizer quality of a tokenizer output folder: PSNR and SSIM of real
+vs VAE reconstruction, real vs quantised, VAE vs quantised; codebook usage and
+perplexity. Rewrites `tokenizer_eval.json` there and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .core.errors import CheckpointError, DataError
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Evaluate a tokenizer output folder on its held-out images.")
+    p.add_argument("--codebook-dir", required=True)
+    p.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the codebook names)")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    from .config import ConfigError
+    from .tokenizer import evaluate_codebook_dir
+
+    try:
+        report = evaluate_codebook_dir(args.codebook_dir, args.vae, args.device)
+    except (DataError, CheckpointError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
