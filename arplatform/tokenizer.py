@@ -10,6 +10,7 @@ into place at the end, so a failure leaves no partial outputs:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 
 from . import tracking
-from .config import TokenizerConfig, to_dict
-from .core.codebook import assign, codebook_usage, fit_kmeans, save_codebook
+from .config import TokenizerConfig, from_dict, to_dict
+from .core.codebook import assign, codebook_usage, fit_kmeans, load_codebook_file, save_codebook
+from .core.data import load_codes
 from .core.decode import decode_codes_to_images
 from .core.errors import DataError
 from .core.io import save_json, save_npy
@@ -189,12 +191,6 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     The images and the held-out split come from the folder's tokenizer_config.json and
     split.json; the VAE from `vae_path` or the codebook's config.
     """
-    import json
-
-    from .config import from_dict
-    from .core.codebook import load_codebook_file
-    from .core.data import load_codes
-
     paths = {n: os.path.join(codebook_dir, n) for n in ("codebook.pt", "tokenizer_config.json", "split.json")}
     for name, path in paths.items():
         if not os.path.exists(path):

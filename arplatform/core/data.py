@@ -77,12 +77,16 @@ def load_labels(source, num_rows: int, num_classes: int | None = None) -> np.nda
     arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
     if arr.ndim != 1 or arr.shape[0] != num_rows:
         raise DataError(f"{name}: expected {num_rows} labels (one per code row), got shape {arr.shape}")
-    if arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes):
+    check_label_range(arr, num_classes, name)
+    return arr.astype(np.int64, copy=False)
+
+
+def check_label_range(labels: np.ndarray, num_classes: int | None, name: str) -> None:
+    if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
         hi = "" if num_classes is None else f"..{num_classes - 1}"
         raise DataError(
-            f"{name}: labels must lie in 0{hi}, found values {int(arr.min())}..{int(arr.max())}"
+            f"{name}: labels must lie in 0{hi}, found values {int(labels.min())}..{int(labels.max())}"
         )
-    return arr.astype(np.int64, copy=False)
 
 
 def apply_invalid_code_policy(
@@ -214,6 +218,7 @@ class CodeSequenceDataset(Dataset):
     ):
         self.source = _name(codes)
         codes_arr, self.grid_shape = load_codes(codes)
+        labels_arr = load_labels(labels, len(codes_arr)) if labels is not None else None
         if layout is None:
             if num_codes is None:
                 valid = codes_arr[codes_arr >= 0]
@@ -223,16 +228,14 @@ class CodeSequenceDataset(Dataset):
                     "pass num_codes (the codebook size) to be exact",
                     stacklevel=2,
                 )
-            if num_classes is None and labels is not None:
-                labels_arr = load_labels(labels, len(codes_arr))
+            if num_classes is None and labels_arr is not None:
                 num_classes = int(labels_arr.max()) + 1
             layout = TokenLayout(num_codes, num_classes or 0)
         self.layout = layout
-        labels_arr = None
-        if labels is not None:
+        if labels_arr is not None:
             if not layout.conditional:
                 raise DataError(f"{_name(labels)}: labels given but the layout has no classes")
-            labels_arr = load_labels(labels, len(codes_arr), layout.num_classes)
+            check_label_range(labels_arr, layout.num_classes, _name(labels))
         codes_arr, labels_arr, self.num_invalid = apply_invalid_code_policy(
             codes_arr, labels_arr, layout.num_codes, invalid_codes, self.source
         )

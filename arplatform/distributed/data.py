@@ -16,6 +16,7 @@ from ..config import CodeDataConfig
 from ..core.codebook import load_codebook_file
 from ..core.data import (
     apply_invalid_code_policy,
+    check_label_range,
     encode_sequences,
     load_codes,
     load_labels,
@@ -100,10 +101,10 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> Preflight:
         for i, path in enumerate(code_files):
             codes, g = load_codes(path)
             grid = grid or g
-            labels = None
-            if label_files:
-                labels = load_labels(label_files[i], len(codes), num_classes)
-            arrays.append((split, path, codes, labels))
+            labels, label_path = None, label_files[i] if label_files else None
+            if label_path:
+                labels = load_labels(label_path, len(codes), num_classes)
+            arrays.append((split, path, codes, labels, label_path))
     lengths = {a[2].shape[1] for a in arrays}
     if len(lengths) > 1:
         raise DataError(f"code files disagree on positions per image: {sorted(lengths)}")
@@ -117,9 +118,9 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> Preflight:
         num_classes = int(max(y.max() for y in has_labels)) + 1 if has_labels else 0
     counts = {"train": 0, "val": 0}
     invalid = 0
-    for split, path, codes, labels in arrays:
-        if labels is not None and labels.max() >= num_classes:
-            raise DataError(f"{path}: labels reach {labels.max()} but there are {num_classes} classes")
+    for split, path, codes, labels, label_path in arrays:
+        if labels is not None:
+            check_label_range(labels, num_classes, label_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the workers' counts are reported once, below
             kept, _, n_bad = apply_invalid_code_policy(codes, labels, num_codes, cfg.invalid_codes, path)
