@@ -146,3 +146,23 @@ def test_bad_labels(tmp_path):
     floats = _write(tmp_path, "f.npy", np.zeros(10, dtype=np.float64))
     with pytest.raises(DataError, match="f.npy: labels must be integers"):
         CodeSequenceDataset(codes, floats, layout=TokenLayout(8, 3))
+
+
+def test_ray_tokenize_batch_matches_the_dataset(tmp_path):
+    """The Ray Data path and CodeSequenceDataset share one token layout implementation:
+    existing-tools codes shaped (N, H, W) with -1 give the same examples either way."""
+    from arplatform.distributed.data import tokenize_batch
+
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-1, 8, size=(6, 3, 3))
+    labels = rng.integers(0, 2, size=6)
+    layout = TokenLayout(8, 2)
+    ds = CodeSequenceDataset(codes, labels, layout=layout)
+    for seq_len in (None, 6):
+        out = tokenize_batch({"codes": codes, "labels": labels}, layout.to_dict(), seq_len, "unk")
+        ref = CodeSequenceDataset(codes, labels, layout=layout, seq_len=seq_len)
+        assert np.array_equal(out["input_ids"], ref.input_ids.numpy())
+        assert np.array_equal(out["labels"], ref.labels.numpy())
+    assert (ds.input_ids == layout.unk_id).sum() == (codes == -1).sum()
+    dropped = tokenize_batch({"codes": codes, "labels": labels}, layout.to_dict(), None, "drop")
+    assert len(dropped["input_ids"]) == int((~(codes == -1).reshape(6, -1).any(1)).sum())

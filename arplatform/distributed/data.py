@@ -142,7 +142,9 @@ def tokenize_batch(batch: dict, layout: dict, seq_len: int | None, policy: str) 
     codes = np.asarray(batch["codes"])
     codes = codes.reshape(len(codes), -1).astype(np.int64)
     labels = np.asarray(batch["labels"]).astype(np.int64).reshape(-1) if "labels" in batch else None
-    codes, labels, _ = apply_invalid_code_policy(codes, labels, layout.num_codes, policy)
+    with warnings.catch_warnings():  # the driver's pre-flight already reported the counts once
+        warnings.simplefilter("ignore")
+        codes, labels, _ = apply_invalid_code_policy(codes, labels, layout.num_codes, policy)
     x, y = make_examples(encode_sequences(codes, labels, layout), layout, seq_len)
     return {"input_ids": x, "labels": y}
 
