@@ -87,3 +87,19 @@ def test_bad_image_inputs(tmp_path):
     (tmp_path / "cifar-10-batches-bin" / "data_batch_1.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match="data_batch_1.bin: 100 bytes"):
         load_images("cifar10", str(tmp_path))
+
+
+def test_download_keeps_only_a_file_with_the_published_checksum(tmp_path):
+    """The download path, offline: a file:// URL stands in for the dataset mirror."""
+    import hashlib
+
+    from arplatform.imagedata import download
+
+    src = tmp_path / "src.gz"
+    src.write_bytes(gzip.compress(b"idx bytes"))
+    md5 = hashlib.md5(src.read_bytes()).hexdigest()
+    got = download(src.as_uri(), str(tmp_path / "data" / "train.gz"), md5)
+    assert open(got, "rb").read() == src.read_bytes()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        download(src.as_uri(), str(tmp_path / "data" / "bad.gz"), "0" * 32)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train.gz"]  # nothing partial kept
