@@ -75,9 +75,6 @@ class Preflight:
     layout: TokenLayout
     grid_shape: tuple[int, int] | None
     num_positions: int
-    num_train_sequences: int  # after the invalid-code policy
-    num_val_sequences: int  # 0 when validation is split off the training codes
-    num_invalid: int
 
 
 def preflight(cfg: CodeDataConfig, files: CodeFiles) -> Preflight:
@@ -93,47 +90,43 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> Preflight:
             num_classes = int(cb["config"]["num_classes"])
         if cb.get("config", {}).get("grid"):
             grid = tuple(cb["config"]["grid"])
-    groups = [("train", files.codes, files.labels)]
+    groups = [(files.codes, files.labels)]
     if files.val_codes:
-        groups.append(("val", files.val_codes, files.val_labels))
-    arrays = []
-    for split, code_files, label_files in groups:
+        groups.append((files.val_codes, files.val_labels))
+    arrays = []  # (codes path, codes, labels, labels path)
+    for code_files, label_files in groups:
         for i, path in enumerate(code_files):
             codes, g = load_codes(path)
             grid = grid or g
             labels, label_path = None, label_files[i] if label_files else None
             if label_path:
                 labels = load_labels(label_path, len(codes), num_classes)
-            arrays.append((split, path, codes, labels, label_path))
-    lengths = {a[2].shape[1] for a in arrays}
+            arrays.append((path, codes, labels, label_path))
+    lengths = {a[1].shape[1] for a in arrays}
     if len(lengths) > 1:
         raise DataError(f"code files disagree on positions per image: {sorted(lengths)}")
     if num_codes is None:
-        valid = [a[2][a[2] >= 0] for a in arrays]
+        valid = [a[1][a[1] >= 0] for a in arrays]
         num_codes = int(max(v.max() for v in valid if v.size)) + 1
         warnings.warn(f"vocabulary size {num_codes} inferred from the data; give data.codebook or "
                       "data.num_codes to be exact", stacklevel=2)
     if num_classes is None:
-        has_labels = [a[3] for a in arrays if a[3] is not None]
+        has_labels = [a[2] for a in arrays if a[2] is not None]
         num_classes = int(max(y.max() for y in has_labels)) + 1 if has_labels else 0
-    counts = {"train": 0, "val": 0}
     invalid = 0
-    for split, path, codes, labels, label_path in arrays:
+    for path, codes, labels, label_path in arrays:
         if labels is not None:
             check_label_range(labels, num_classes, label_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the workers' counts are reported once, below
-            kept, _, n_bad = apply_invalid_code_policy(codes, labels, num_codes, cfg.invalid_codes, path)
-        counts[split] += len(kept)
-        invalid += n_bad
+            invalid += apply_invalid_code_policy(codes, labels, num_codes, cfg.invalid_codes, path)[2]
     if invalid and cfg.invalid_codes != "error":
         warnings.warn(f"{invalid} invalid codes handled by policy {cfg.invalid_codes!r}", stacklevel=2)
     positions = lengths.pop()
     if grid is None:  # flat codes: a square grid when the count is a square
         side = math.isqrt(positions)
         grid = (side, side) if side * side == positions else (1, positions)
-    return Preflight(TokenLayout(num_codes, num_classes), tuple(grid), positions, counts["train"], counts["val"],
-                     invalid)
+    return Preflight(TokenLayout(num_codes, num_classes), tuple(grid), positions)
 
 
 def tokenize_batch(batch: dict, layout: dict, seq_len: int | None, policy: str) -> dict:
