@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from .core.loop import TrainConfig
 from .core.vae import RECONSTRUCTION_LOSSES
 from .imagedata import DATASETS
 
@@ -210,23 +211,6 @@ class ModelConfig:
 
 
 @dataclass
-class OptimConfig:
-    batch_size: int = 64  # per worker
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    epochs: int = 10
-    max_steps: int = 0
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    grad_accum_steps: int = 1
-    precision: str = "auto"
-    class_dropout: float = 0.1
-    seed: int = 0
-    log_every: int = 20
-
-
-@dataclass
 class TrainerConfig:
     num_workers: int = 2
     use_gpu: bool = False
@@ -260,7 +244,7 @@ class TrainJobConfig:
     resume: bool = False  # continue the latest run of this config from its last checkpoint
     data: CodeDataConfig = field(default_factory=_codes_data_default)
     model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: TrainConfig = field(default_factory=TrainConfig)  # the core loop's own config
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

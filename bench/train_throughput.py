@@ -27,7 +27,7 @@ from arplatform.config import TrainJobConfig, from_dict
 from arplatform.core import GPT, CodeSequenceDataset, TokenLayout
 from arplatform.core.codebook import save_codebook
 from arplatform.core.loop import GPTObjective, IndexBatches, fit
-from arplatform.distributed.train_job import model_config, run_training, train_config
+from arplatform.distributed.train_job import model_config, run_training
 
 
 def write_codes(folder: str, n: int = 4500, k: int = 256, classes: int = 10) -> None:
@@ -50,7 +50,7 @@ def core_loop(root: str, data: str, epochs: int) -> tuple[float, float]:
     layout = TokenLayout(256, 10)
     train = CodeSequenceDataset(os.path.join(data, "codes.npy"), os.path.join(data, "labels.npy"), layout)
     val = CodeSequenceDataset(os.path.join(data, "val_codes.npy"), os.path.join(data, "val_labels.npy"), layout)
-    cfg = train_config(job)
+    cfg = job.optim
     torch.manual_seed(0)
     model = GPT(model_config(job, layout, 49))
     batches = IndexBatches(train.tensors, cfg.batch_size, seed=0)

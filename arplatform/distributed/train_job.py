@@ -28,18 +28,10 @@ from ..config import TrainJobConfig, from_dict, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.errors import CheckpointError
 from ..core.io import save_json, save_npy
-from ..core.loop import GPTObjective, TrainConfig, fit
+from ..core.loop import GPTObjective, fit
 from ..core.model import GPT, GPTConfig
 from ..core.tokens import TokenLayout
 from .data import build_datasets, pad_collate_numpy, preflight, resolve_files
-
-
-def train_config(job: TrainJobConfig) -> TrainConfig:
-    o = job.optim
-    return TrainConfig(batch_size=o.batch_size, lr=o.lr, min_lr_ratio=o.min_lr_ratio, weight_decay=o.weight_decay,
-                       epochs=o.epochs, max_steps=o.max_steps, warmup_steps=o.warmup_steps, grad_clip=o.grad_clip,
-                       grad_accum_steps=o.grad_accum_steps, precision=o.precision, class_dropout=o.class_dropout,
-                       seed=o.seed, log_every=o.log_every)
 
 
 def model_config(job: TrainJobConfig, layout: TokenLayout, num_positions: int) -> GPTConfig:
@@ -65,7 +57,7 @@ def train_worker(config: dict) -> dict:
     threads = job.trainer.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size())
     torch.set_num_threads(threads)
     layout = TokenLayout.from_dict(config["layout"])
-    cfg = train_config(job)
+    cfg = job.optim
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = ray.train.torch.prepare_model(GPT(GPTConfig(**config["model"])))
