@@ -208,9 +208,6 @@ class IndexBatches:
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield {k: v[idx] for k, v in self.tensors.items()}
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self(0)
-
 
 # ---------------------------------------------------------------------------
 # The loop
@@ -226,7 +223,7 @@ def fit(
     *,
     device: torch.device | str = "cpu",
     checkpoint_dir: str | None = None,
-    resume_from: str | None = None,
+    resume_from: str | dict | None = None,
     grid_shape=None,
     run_config: dict | None = None,
     callback: MetricsCallback | None = None,
@@ -240,8 +237,8 @@ def fit(
     `skip` of them; steps_per_epoch counts optimizer steps (micro-batches /
     grad_accum_steps). With `checkpoint_dir`, the main process writes last.pt
     after every epoch (and when max_steps stops the run) and best.pt whenever the
-    validation loss improves. resume_from (a last.pt) continues exactly where it
-    stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
+    validation loss improves. resume_from (a last.pt, or its loaded dict) continues
+    exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
     """
     device = torch.device(device)
     precision = resolve_precision(cfg.precision, device)
@@ -250,9 +247,12 @@ def fit(
     step, best_val = 0, math.inf
     last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
     best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
-    if resume_from:
-        ckpt = load_checkpoint(resume_from, map_location=device, kind=objective.kind,
-                               expected_layout=getattr(objective, "layout", None))
+    if resume_from is not None:
+        if isinstance(resume_from, dict):  # already loaded (and checked) by the caller
+            ckpt, resume_from = resume_from, "the resume checkpoint"
+        else:
+            ckpt = load_checkpoint(resume_from, map_location=device, kind=objective.kind,
+                                   expected_layout=getattr(objective, "layout", None))
         if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
             raise CheckpointError(f"{resume_from}: has no optimizer/RNG state; cannot resume exactly")
         try:
@@ -261,7 +261,7 @@ def fit(
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0]
             raise CheckpointError(f"{resume_from}: does not match this model ({first})") from e
-        set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in ckpt["rng_state"].items()})
+        set_rng_state(ckpt["rng_state"])
         step, best_val = ckpt["step"], ckpt["metrics"].get("best_val_loss", math.inf)
 
     run_config = dict(run_config or {}, train=cfg.to_dict(), precision=precision)

@@ -92,12 +92,11 @@ def train_worker(config: dict) -> dict:
     resume_from, resumed = None, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            resume_from = shutil.copy(os.path.join(d, "last.pt"), os.path.join(workdir, "resume.pt"))
-        ckpt = load_checkpoint(resume_from, expected_layout=layout)
-        resumed = {"epoch": ckpt["epoch"], "step": ckpt["step"]}
+        with checkpoint.as_directory() as d:  # loaded once here; fit resumes from the dict
+            resume_from = load_checkpoint(os.path.join(d, "last.pt"), map_location=device, expected_layout=layout)
+        resumed = {"epoch": resume_from["epoch"], "step": resume_from["step"]}
         if rank == 0:
-            print(f"resuming from epoch {ckpt['epoch']} (step {ckpt['step']}) of {checkpoint.path}", flush=True)
+            print(f"resuming from epoch {resumed['epoch']} (step {resumed['step']}) of {checkpoint.path}", flush=True)
 
     mlflow_logger = None
     if rank == 0 and config["mlflow_run_id"]:
@@ -192,7 +191,8 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
                                    cfg_scale=s.cfg_scale, generator=torch.Generator().manual_seed(job.optim.seed))
     codes = codes_from_sequences(seqs, layout).numpy().astype(np.int32)
     written = [save_npy(codes, os.path.join(out, "samples_codes.npy"))]
-    vae_path = load_codebook_file(codebook)["config"].get("vae_checkpoint") if codebook else None
+    codebook = load_codebook_file(codebook) if codebook else None  # read once, for its VAE path and vectors
+    vae_path = codebook["config"].get("vae_checkpoint") if codebook else None
     if vae_path and os.path.exists(vae_path):
         from ..core.decode import decode_codes_to_images
         from ..images import make_grid, save_png
