@@ -1,3 +1,4 @@
+import gc
 import math
 import os
 import pickle
@@ -132,6 +133,22 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
     for k, v in second.state_dict().items():
         assert torch.equal(v, straight[k]), k
     assert (tmp_path / "split" / "best.pt").exists()
+
+
+def test_fit_freezes_the_heap_only_while_it_trains(tiny_codes):
+    layout, ds, model = _setup(tiny_codes)
+    cfg = TrainConfig(batch_size=8, epochs=1, log_every=1, precision="fp32")
+    frozen = []
+
+    def batches(epoch, skip):
+        for _ in range(2):
+            frozen.append(gc.get_freeze_count())
+            yield {"input_ids": ds.input_ids[:8], "labels": ds.labels[:8]}
+        raise RuntimeError("data source failed")
+
+    with pytest.raises(RuntimeError, match="data source failed"):
+        fit(model, GPTObjective(layout), batches, 5, None, cfg)
+    assert min(frozen) > 0 and gc.get_freeze_count() == 0  # unfrozen after an error too
 
 
 def test_resume_without_last_pt_is_an_error(tiny_codes, tmp_path):
