@@ -49,10 +49,26 @@ def parse_args(description: str, default_config: str, argv=None) -> tuple[str, l
     return args.config_name, args.overrides, args.print_config
 
 
+# Errors that mean the user's input is wrong (config, data, checkpoint): the message
+# names the file or key, so a command prints it as one line instead of a traceback.
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
+
+
+def exit_code(run: Callable[[], object]) -> int:
+    """run(); 0 if it returns, 2 with one line on stderr if it raises a user error."""
+    try:
+        run()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_stage(cls, run: Callable, description: str, default_config: str, argv=None) -> int:
     """Compose → typed config → run(config). Bad input: one line on stderr, exit 2."""
     config_name, overrides, print_only = parse_args(description, default_config, argv)
-    try:
+
+    def stage():
         config = from_dict(cls, compose(config_name, overrides))
         if print_only:
             import yaml
@@ -60,9 +76,7 @@ def run_stage(cls, run: Callable, description: str, default_config: str, argv=No
             from .config import to_dict
 
             print(yaml.safe_dump(to_dict(config), sort_keys=False))
-            return 0
-        run(config, config_name=config_name)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        else:
+            run(config, config_name=config_name)
+
+    return exit_code(stage)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import compose
-from .config import ConfigError, TokenizerConfig, TrainJobConfig, from_dict
-from .core.errors import CheckpointError, DataError
+from .cli import compose, exit_code
+from .config import TokenizerConfig, TrainJobConfig, from_dict
 
 
 def main(argv=None) -> int:
@@ -27,17 +26,15 @@ def main(argv=None) -> int:
     from .distributed.train_job import run_training
     from .tokenizer import run_tokenizer
 
-    try:
+    def demo():
         tok_cfg = from_dict(TokenizerConfig, compose("tokenizer/mnist_sample", [f"output_root={args.out}"]))
         tok = run_tokenizer(tok_cfg, config_name="tokenizer/mnist_sample")
         job = from_dict(TrainJobConfig, compose("transformer/mnist_sample", [
             f"output_root={args.out}", f"data.codebook_dir={tok['codebook_dir']}", *args.overrides]))
         summary = run_training(job, config_name="transformer/mnist_sample")
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"\nimage grid: {summary['output_dir']}/samples_grid.png (one row per digit)")
-    return 0
+        print(f"\nimage grid: {summary['output_dir']}/samples_grid.png (one row per digit)")
+
+    return exit_code(demo)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .core.errors import CheckpointError, DataError
+from .cli import exit_code
 
 
 def main(argv=None) -> int:
@@ -20,16 +20,13 @@ def main(argv=None) -> int:
     p.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the codebook names)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    from .config import ConfigError
     from .tokenizer import evaluate_codebook_dir
 
-    try:
+    def evaluate():
         report = evaluate_codebook_dir(args.codebook_dir, args.vae, args.device)
-    except (DataError, CheckpointError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2, sort_keys=True))
-    return 0
+        print(json.dumps(report, indent=2, sort_keys=True))
+
+    return exit_code(evaluate)
 
 
 if __name__ == "__main__":

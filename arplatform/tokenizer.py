@@ -70,7 +70,7 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
     train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
                             warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
                             seed=cfg.data.seed, log_every=10**9)
-    fit(vae, VAEObjective(vcfg.beta, vcfg.recon_loss), batches, len(batches), lambda: val_batches(), train_cfg,
+    fit(vae, VAEObjective(vcfg.beta, vcfg.recon_loss), batches, len(batches), val_batches, train_cfg,
         device=device, checkpoint_dir=ckpt_dir, grid_shape=(model_cfg.grid_size,) * 2,
         run_config={"tokenizer": to_dict(cfg)},
         callback=lambda m, step: log(f"vae epoch {m['epoch']:.0f}: val loss/image {m['val/loss']:.2f}")

@@ -69,7 +69,7 @@ def core_loop(root: str, data: str, epochs: int) -> tuple[float, float]:
     batches = IndexBatches(train.tensors, cfg.batch_size, seed=0)
     val_batches = IndexBatches(val.tensors, 256, shuffle=False, drop_last=False)
     t0 = time.perf_counter()
-    final = fit(model, GPTObjective(layout, cfg.class_dropout), batches, len(batches), lambda: val_batches(), cfg,
+    final = fit(model, GPTObjective(layout, cfg.class_dropout), batches, len(batches), val_batches, cfg,
                 checkpoint_dir=os.path.join(root, "core", "checkpoints"), grid_shape=(7, 7))
     seconds = time.perf_counter() - t0
     return final["step"] * cfg.batch_size * model.config.seq_len / seconds, seconds
