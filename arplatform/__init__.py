@@ -21,9 +21,10 @@ from .core import (
     sample_next_token,
     save_checkpoint,
 )
+from .core.decode import decode_codes_to_images
 
 __all__ = [
     "GPT", "GPTConfig", "TokenLayout", "CodeSequenceDataset", "pad_collate", "sample_next_token",
     "generate_autoregressive", "codes_from_sequences", "save_checkpoint", "load_checkpoint",
-    "load_model", "TrainConfig", "DataError", "CheckpointError",
+    "load_model", "TrainConfig", "DataError", "CheckpointError", "decode_codes_to_images",
 ]

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
-from .config import ConfigError, from_dict
-from .core.errors import CheckpointError, DataError
+from .config import from_dict
+from .errors import USER_ERRORS, ConfigError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -49,18 +51,25 @@ def parse_args(description: str, default_config: str, argv=None) -> tuple[str, l
     return args.config_name, args.overrides, args.print_config
 
 
-# Errors that mean the user's input is wrong (config, data, checkpoint): the message
-# names the file or key, so a command prints it as one line instead of a traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (`ray job stop`, a scheduler) unwinds like Ctrl-C, so a stage can mark its
+    runs KILLED and clean up instead of vanishing mid-write."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def exit_code(run: Callable[[], object]) -> int:
-    """run(); 0 if it returns, 2 with one line on stderr if it raises a user error."""
+    """run(); 0 if it returns, 2 with one line on stderr if it raises a user error
+    (`errors.USER_ERRORS`: the message names the key or file), 130 if interrupted."""
+    _interrupt_on_sigterm()
     try:
         run()
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -8,22 +8,32 @@ Ray workers receive `to_dict(config)`, never a Hydra object.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 
-from .core.loop import TrainConfig
+from .core.data import INVALID_CODE_POLICIES
+from .core.loop import PRECISIONS, TrainConfig
+from .core.model import GPTConfig
 from .core.vae import RECONSTRUCTION_LOSSES
+from .errors import ConfigError
 from .imagedata import DATASETS
 
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, mistyped or out of range."""
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _check_choice(path: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_name(path: str, value: str) -> str:
+    """A name that becomes one path component: letters, digits, '.', '_', '-'; never '.', '..' or empty."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{path}: {value!r} is not a safe name (1-128 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit; no path separators)")
+    return value
 
 
 def _convert(path: str, value, tp):
@@ -133,7 +143,7 @@ class VAETrainConfig:
 
     def __post_init__(self):
         _check_choice("vae.recon_loss", self.recon_loss, RECONSTRUCTION_LOSSES)
-        _check_choice("vae.precision", self.precision, ("auto", "fp32", "bf16"))
+        _check_choice("vae.precision", self.precision, PRECISIONS)
 
 
 @dataclass
@@ -162,6 +172,7 @@ class TokenizerConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
+        check_name("name", self.name)
         if self.shards < 0:
             raise ConfigError(f"shards must be >= 0, got {self.shards}")
 
@@ -195,7 +206,7 @@ class CodeDataConfig:
     val_fraction: float = 0.1
 
     def __post_init__(self):
-        _check_choice("data.invalid_codes", self.invalid_codes, ("unk", "error", "drop"))
+        _check_choice("data.invalid_codes", self.invalid_codes, INVALID_CODE_POLICIES)
         if not self.codebook_dir and not self.codes:
             raise ConfigError("data: give codebook_dir (a tokenizer output folder) or codes")
 
@@ -208,6 +219,19 @@ class ModelConfig:
     num_heads: int = 8
     mlp_ratio: int = 4
     dropout: float = 0.1
+
+    def __post_init__(self):
+        if self.seq_len is not None and (not isinstance(self.seq_len, int) or self.seq_len < 2):
+            raise ConfigError(f"model.seq_len must be null (the whole sequence) or an int >= 2, got {self.seq_len!r}")
+        self.gpt_config(vocab_size=1, seq_len=self.seq_len or 2)  # the core's own checks, named by key
+
+    def gpt_config(self, vocab_size: int, seq_len: int) -> GPTConfig:
+        """The core model's config: this section plus what the data decides (vocabulary, context)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "seq_len"}
+        try:
+            return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, **fields)
+        except ValueError as e:
+            raise ConfigError("model: " + str(e).replace("GPTConfig.", "model.")) from e
 
 
 @dataclass
@@ -248,3 +272,8 @@ class TrainJobConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self):
+        check_name("name", self.name)
+        if self.run_name is not None:
+            check_name("run_name", self.run_name)

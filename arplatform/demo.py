@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 from .cli import compose, exit_code
 from .config import TokenizerConfig, TrainJobConfig, from_dict
@@ -23,16 +25,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="experiments", help="output root")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the training job")
     args = p.parse_args(argv)
-    from .distributed.train_job import run_training
-    from .tokenizer import run_tokenizer
+    from .stages.tokenize import run_tokenize
+    from .stages.train import run_train
 
     def demo():
+        # both configs are built before any work starts, so a bad override costs nothing
         tok_cfg = from_dict(TokenizerConfig, compose("tokenizer/mnist_sample", [f"output_root={args.out}"]))
-        tok = run_tokenizer(tok_cfg, config_name="tokenizer/mnist_sample")
+        codebook_dir = os.path.join(args.out, "codebook", tok_cfg.name)
         job = from_dict(TrainJobConfig, compose("transformer/mnist_sample", [
-            f"output_root={args.out}", f"data.codebook_dir={tok['codebook_dir']}", *args.overrides]))
-        summary = run_training(job, config_name="transformer/mnist_sample")
-        print(f"\nimage grid: {summary['output_dir']}/samples_grid.png (one row per digit)")
+            f"output_root={args.out}", f"data.codebook_dir={codebook_dir}", *args.overrides]))
+        times, t0 = {}, time.perf_counter()
+        run_tokenize(tok_cfg, config_name="tokenizer/mnist_sample")
+        times["tokenize"] = time.perf_counter() - t0
+        summary = run_train(job, config_name="transformer/mnist_sample")
+        times["train (Ray Train + sampling)"] = time.perf_counter() - t0 - times["tokenize"]
+        print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+              + f"; total {time.perf_counter() - t0:.0f} s")
+        print(f"image grid: {summary['run_dir']}/samples_grid.png (one row per digit)")
 
     return exit_code(demo)
 

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the codebook names)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    from .tokenizer import evaluate_codebook_dir
+    from .stages.evaluate import evaluate_codebook_dir
 
     def evaluate():
         report = evaluate_codebook_dir(args.codebook_dir, args.vae, args.device)

@@ -9,9 +9,9 @@ from .config import TokenizerConfig
 
 
 def main(argv=None) -> int:
-    from .tokenizer import run_tokenizer
+    from .stages.tokenize import run_tokenize
 
-    return run_stage(TokenizerConfig, run_tokenizer, "Images → VAE → codebook → codes.npy",
+    return run_stage(TokenizerConfig, run_tokenize, "Images → VAE → codebook → codes.npy",
                      "tokenizer/mnist_sample", argv)
 
 

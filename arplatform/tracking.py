@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager, nullcontext
 
 from .config import flatten
 
 QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
+_ready: set[str] = set()  # stores this process has created or checked
 
 
 def tracking_uri(configured: str | None, output_root: str) -> str:
@@ -26,22 +28,43 @@ def tracking_uri(configured: str | None, output_root: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(output_root, 'mlflow.db'))}"
 
 
+@contextmanager
+def store_lock(uri: str):
+    """An exclusive lock beside an embedded sqlite store: two processes creating its tables,
+    or the same experiment, at once would otherwise fail ("table … already exists")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = uri[len("sqlite:///"):]
+    os.makedirs(os.path.dirname(db) or ".", exist_ok=True)
+    with FileLock(db + ".lock", timeout=300):
+        yield
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     for name in QUIET_LOGGERS:  # "Creating initial MLflow database tables…"; after import, which resets it
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
+    c = MlflowClient(tracking_uri=uri)
+    if uri not in _ready:
+        with store_lock(uri) if uri.startswith("sqlite:") else nullcontext():
+            c.search_experiments(max_results=1)  # creates or migrates the store's tables, under the lock
+        _ready.add(uri)
+    return c
 
 
 def experiment_id(c, name: str, output_root: str) -> str:
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = None
-    if c.tracking_uri.startswith("sqlite:"):  # else MLflow would scatter ./mlruns in the cwd
-        artifacts = "file://" + os.path.abspath(os.path.join(output_root, "mlartifacts"))
-    return c.create_experiment(name, artifact_location=artifacts)
+    with store_lock(c.tracking_uri):  # two first runs must not both create the experiment
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        artifacts = None
+        if c.tracking_uri.startswith("sqlite:"):  # else MLflow would scatter ./mlruns in the cwd
+            artifacts = "file://" + os.path.abspath(os.path.join(output_root, "mlartifacts"))
+        return c.create_experiment(name, artifact_location=artifacts)
 
 
 def start_run(uri: str, experiment: str, output_root: str, run_name: str, params: dict, tags: dict) -> str:
@@ -80,6 +103,10 @@ class MetricsLogger:
 
 def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status=status)
+
+
+def set_status(uri: str, run_id: str, status: str) -> None:
+    client(uri).update_run(run_id, status=status)
 
 
 def log_artifact(uri: str, run_id: str, path: str, artifact_path: str | None = None) -> None:

@@ -9,9 +9,9 @@ from .config import TrainJobConfig
 
 
 def main(argv=None) -> int:
-    from .distributed.train_job import run_training
+    from .stages.train import run_train
 
-    return run_stage(TrainJobConfig, run_training, "Train a GPT on code sequences with Ray Train",
+    return run_stage(TrainJobConfig, run_train, "Train a GPT on code sequences with Ray Train",
                      "transformer/mnist_sample", argv)
 
 

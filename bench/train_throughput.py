@@ -33,13 +33,13 @@ import time
 
 import numpy as np
 import torch
+from arplatform.distributed.train_job import model_config, run_training
 
 from arplatform.cli import compose
 from arplatform.config import TrainJobConfig, from_dict
 from arplatform.core import GPT, CodeSequenceDataset, TokenLayout
 from arplatform.core.codebook import save_codebook
 from arplatform.core.loop import GPTObjective, IndexBatches, fit
-from arplatform.distributed.train_job import model_config, run_training
 
 
 def write_codes(folder: str, n: int = 4500, k: int = 256, classes: int = 10) -> None:

@@ -148,10 +148,10 @@ def test_bad_labels(tmp_path):
         CodeSequenceDataset(codes, floats, layout=TokenLayout(8, 3))
 
 
-def test_ray_tokenize_batch_matches_the_dataset(tmp_path):
+def test_worker_tokenize_rows_matches_the_dataset(tmp_path):
     """The Ray Data path and CodeSequenceDataset share one token layout implementation:
     existing-tools codes shaped (N, H, W) with -1 give the same examples either way."""
-    from arplatform.distributed.data import tokenize_batch
+    from arplatform.distributed.code_data import apply_policy, tokenize_rows
 
     rng = np.random.default_rng(1)
     codes = rng.integers(-1, 8, size=(6, 3, 3))
@@ -159,10 +159,12 @@ def test_ray_tokenize_batch_matches_the_dataset(tmp_path):
     layout = TokenLayout(8, 2)
     ds = CodeSequenceDataset(codes, labels, layout=layout)
     for seq_len in (None, 6):
-        out = tokenize_batch({"codes": codes, "labels": labels}, layout.to_dict(), seq_len, "unk")
+        out = tokenize_rows({"codes": codes, "labels": labels}, layout, seq_len)
         ref = CodeSequenceDataset(codes, labels, layout=layout, seq_len=seq_len)
         assert np.array_equal(out["input_ids"], ref.input_ids.numpy())
         assert np.array_equal(out["labels"], ref.labels.numpy())
     assert (ds.input_ids == layout.unk_id).sum() == (codes == -1).sum()
-    dropped = tokenize_batch({"codes": codes, "labels": labels}, layout.to_dict(), None, "drop")
-    assert len(dropped["input_ids"]) == int((~(codes == -1).reshape(6, -1).any(1)).sum())
+    dropped = apply_policy({"codes": codes, "labels": labels}, layout.num_codes, "drop")
+    kept = ~(codes == -1).reshape(6, -1).any(1)
+    assert len(dropped["codes"]) == len(dropped["labels"]) == int(kept.sum())
+    assert np.array_equal(dropped["labels"], labels[kept])

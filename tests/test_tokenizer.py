@@ -17,7 +17,7 @@ from arplatform.core.errors import CheckpointError, DataError
 from arplatform.core.metrics import psnr
 from arplatform.core.vae import load_vae
 from arplatform.imagedata import load_images
-from arplatform.tokenizer import run_tokenizer
+from arplatform.stages.tokenize import run_tokenize
 
 SMALL = ["data.limit=600", "vae.epochs=15", "vae.batch_size=32", "vae.channels=32", "vae.warmup_steps=10",
          "codebook.num_codes=32", "shards=3"]
@@ -31,7 +31,7 @@ def small_config(root, *extra):
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
-    result = run_tokenizer(small_config(root), log=lambda *a: None)
+    result = run_tokenize(small_config(root), log=lambda *a: None)
     return root, result
 
 
@@ -104,7 +104,7 @@ def test_images_of_the_wrong_shape_leave_no_outputs(tmp_path):
     root = tmp_path / "out"
     cfg = small_config(root, "data.dataset=npz", f"data.data_dir={tmp_path / 'odd.npz'}")
     with pytest.raises(DataError, match=r"odd.npz: images are 1×30×30"):
-        run_tokenizer(cfg, log=lambda *a: None)
+        run_tokenize(cfg, log=lambda *a: None)
     assert not root.exists() or os.listdir(root) == []
 
 
@@ -113,7 +113,7 @@ def test_failure_midway_leaves_no_partial_outputs(tmp_path):
     root = tmp_path / "out"
     cfg = small_config(root, "data.limit=40", "vae.epochs=1", "codebook.num_codes=5000")
     with pytest.raises(ValueError, match="at least k=5000 rows"):
-        run_tokenizer(cfg, log=lambda *a: None)
+        run_tokenize(cfg, log=lambda *a: None)
     assert os.listdir(root) == []
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -14,17 +15,25 @@ import pytest
 import torch
 from helpers import learnable_codes, run_train
 
+from arplatform import runs
 from arplatform.config import ConfigError, TrainJobConfig, from_dict
 from arplatform.core.checkpoint import load_model
-from arplatform.core.errors import CheckpointError, DataError
-from arplatform.distributed.data import preflight, resolve_files
-from arplatform.distributed.train_job import resolve_run
+from arplatform.distributed.code_data import preflight, resolve_files
+from arplatform.errors import DataError, RunStateError
 
 pytestmark = pytest.mark.slow
 
 
-def summary(root):
-    with open(os.path.join(root, "transformer", "mnist_sample", "summary.json")) as f:
+def run_dirs(root):
+    base = os.path.join(root, "transformer", "mnist_sample", "runs")
+    return sorted(os.path.join(base, d) for d in os.listdir(base)) if os.path.isdir(base) else []
+
+
+def summary(root, run_dir=None):
+    """The summary of `run_dir`, or of the root's only run."""
+    if run_dir is None:
+        (run_dir,) = run_dirs(root)
+    with open(os.path.join(run_dir, "summary.json")) as f:
         return json.load(f)
 
 
@@ -36,12 +45,12 @@ def wait_for_checkpoint(root, proc, timeout=180):
     retry would rightly start from the previous registered checkpoint, or none.
     """
     deadline = time.time() + timeout
-    state = os.path.join(root, "transformer", "mnist_sample", "run.json")
+    known = set(run_dirs(root))
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
-        if os.path.exists(state):
-            with open(state) as f:
-                run_dir = os.path.join(root, "ray", json.load(f)["run_name"])
+        new = [d for d in run_dirs(root) if d not in known]
+        if new:
+            run_dir = os.path.join(root, "ray", os.path.basename(new[0]))
             snapshot = os.path.join(run_dir, "checkpoint_manager_snapshot.json")
             if os.path.exists(snapshot):
                 try:
@@ -68,11 +77,15 @@ def test_two_workers_learn_checkpoint_and_track(trained):
     s = summary(root)
     assert s["world_size"] == 2 and s["resumed"] is None and s["final"]["epoch"] == 3
     out = root / "transformer" / "mnist_sample"
-    model, layout, ckpt = load_model(out / "checkpoints" / "best.pt")
+    run = out / "runs" / s["run_name"]
+    assert s["run_dir"] == str(run) and s["published"] == str(out / "checkpoints" / "best.pt")
+    model, layout, ckpt = load_model(out / "checkpoints" / "best.pt")  # the seed's path, published
     assert layout.num_codes == 16 and layout.num_classes == 4 and ckpt["grid_shape"] == [4, 4]
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert (out / "checkpoints" / "best.pt").read_bytes() == (run / "checkpoints" / "best.pt").read_bytes()
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert "optimizer_state_dict" in last and last["epoch"] == 3
-    samples = np.load(out / "samples_codes.npy")
+    assert json.loads((run / "run.json").read_text())["status"] == "FINISHED"
+    samples = np.load(run / "samples_codes.npy")
     assert samples.shape == (8, 16) and samples.min() >= 0 and samples.max() < 16
 
     from mlflow.tracking import MlflowClient
@@ -120,24 +133,58 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(tmp_path):
 
 
 def test_driver_killed_then_resume_true_continues(tmp_path):
+    """A finished run is published; a second run killed mid-way leaves the seed's path as it
+    was; resume=true continues the killed run (same Ray and MLflow runs) and publishes it."""
     data = learnable_codes(tmp_path / "codes", n=640)
+    first = run_train(tmp_path, data, "optim.epochs=1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    seed_path = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
+    published = seed_path.read_bytes()
     proc = run_train(tmp_path, data, "optim.epochs=14", popen={"start_new_session": True})
     try:
-        wait_for_checkpoint(tmp_path, proc)
+        ray_dir = wait_for_checkpoint(tmp_path, proc)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    with open(tmp_path / "transformer" / "mnist_sample" / "run.json") as f:
-        first = json.load(f)
+    killed = os.path.join(tmp_path, "transformer", "mnist_sample", "runs", os.path.basename(ray_dir))
+    with open(os.path.join(killed, "run.json")) as f:
+        state = json.load(f)
+    assert state["status"] == "RUNNING" and seed_path.read_bytes() == published  # unchanged by the killed run
     time.sleep(3)  # let orphaned workers notice their raylet is gone
     again = run_train(tmp_path, data, "optim.epochs=14", "resume=true")
     assert again.returncode == 0, again.stdout + again.stderr
-    s = summary(tmp_path)
-    assert s["run_name"] == first["run_name"] and s["mlflow_run_id"] == first["mlflow_run_id"]
+    s = summary(tmp_path, killed)
+    assert s["run_name"] == state["run_name"] and s["mlflow_run_id"] == state["mlflow_run_id"]
     assert s["resumed"] is not None and s["resumed"]["epoch"] >= 0
     assert s["final"]["epoch"] == 13
+    assert seed_path.read_bytes() == open(os.path.join(killed, "checkpoints", "best.pt"), "rb").read()
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(s["tracking_uri"]).get_run(s["mlflow_run_id"]).info.status == "FINISHED"
+
+
+def test_two_runs_of_one_config_at_once_in_a_fresh_root(tmp_path):
+    """Both finish with their own checkpoints and MLflow runs (the sqlite store is created by
+    two processes at once); the seed's path names one of them, complete."""
+    data = learnable_codes(tmp_path / "codes")
+    procs = [run_train(tmp_path, data, "optim.epochs=2", f"optim.seed={seed}", popen={}) for seed in (1, 2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 2
+    bests = {open(os.path.join(d, "checkpoints", "best.pt"), "rb").read() for d in dirs}
+    assert len(bests) == 2  # different seeds, different weights: nothing was shared
+    seed_path = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
+    assert seed_path.read_bytes() in bests
+    load_model(seed_path)
+    from mlflow.tracking import MlflowClient
+
+    sums = [summary(tmp_path, d) for d in dirs]
+    client = MlflowClient(sums[0]["tracking_uri"])
+    assert len({s["mlflow_run_id"] for s in sums}) == 2
+    assert all(client.get_run(s["mlflow_run_id"]).info.status == "FINISHED" for s in sums)
 
 
 def test_resume_with_broken_checkpoint_stops_with_clear_error(trained, tmp_path):
@@ -146,9 +193,8 @@ def test_resume_with_broken_checkpoint_stops_with_clear_error(trained, tmp_path)
 
     copy = tmp_path / "copy"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("mlflow.db"))
-    run_json = copy / "transformer" / "mnist_sample" / "run.json"
-    state = json.loads(run_json.read_text())
-    ray_dir = copy / "ray" / state["run_name"]
+    (run_dir,) = run_dirs(copy)
+    ray_dir = copy / "ray" / os.path.basename(run_dir)
     # point Ray's snapshot at the copied folders, then truncate every reported last.pt
     snap = ray_dir / "checkpoint_manager_snapshot.json"
     snap.write_text(snap.read_text().replace(str(root), str(copy)))
@@ -159,6 +205,40 @@ def test_resume_with_broken_checkpoint_stops_with_clear_error(trained, tmp_path)
     assert proc.returncode == 2
     assert "last.pt: unreadable or truncated checkpoint" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
+    """build_trainer, as a Tune trial calls it: two jobs on the same checked data and row datasets
+    that differ in embed_dim, seq_len and batch_size train models, windows and step counts of their own."""
+    import ray
+
+    from arplatform.distributed.code_data import build_row_datasets
+    from arplatform.stages.train import build_trainer, check_data
+
+    data = learnable_codes(tmp_path / "codes")
+    base = {"output_root": str(tmp_path), "data": {"codebook_dir": data}, "tracking": {"enabled": False},
+            "trainer": {"num_workers": 1}, "optim": {"epochs": 1, "warmup_steps": 1}}
+    jobs = [from_dict(TrainJobConfig, base | {"model": {"embed_dim": e, "seq_len": s, "num_layers": 1, "num_heads": 2},
+                                              "optim": base["optim"] | {"batch_size": b}})
+            for e, s, b in ((32, None, 16), (48, 8, 40))]
+    files, facts = check_data(jobs[0])
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    try:
+        train, val, facts = build_row_datasets(files, facts, jobs[0].data, 0)
+        results = []
+        for job in jobs:
+            run = runs.new_run(job.output_root, job.name)
+            results.append((run, build_trainer(job, facts, {"train": train, "val": val}, run).fit()))
+    finally:
+        ray.shutdown()
+    (run_a, res_a), (run_b, res_b) = results
+    ckpt_a = load_model(os.path.join(run_a.checkpoint_dir, "last.pt"))[2]
+    ckpt_b = load_model(os.path.join(run_b.checkpoint_dir, "last.pt"))[2]
+    assert ckpt_a["model_config"]["embed_dim"] == 32 and ckpt_a["model_config"]["seq_len"] == 18  # 2 + 16 codes
+    assert ckpt_b["model_config"]["embed_dim"] == 48 and ckpt_b["model_config"]["seq_len"] == 8
+    # 320 rows: 1 window each → 320 // 16 = 20 steps; 18 inputs in windows of 8 at stride 4 → 4 windows
+    assert ckpt_a["step"] == 20 and res_a.return_value["steps_per_epoch"] == 20
+    assert ckpt_b["step"] == 320 * 4 // 40 == res_b.return_value["steps_per_epoch"]
 
 
 # -- driver-side checks: no Ray needed ---------------------------------------
@@ -194,18 +274,26 @@ def test_cli_bad_data_fails_fast_without_ray(tmp_path):
     assert time.time() - t0 < 30 and not (tmp_path / "ray").exists()
 
 
-def test_run_names_and_resume_rules(tmp_path):
-    cfg = from_dict(TrainJobConfig, {"output_root": str(tmp_path), "data": {"codes": "x.npy"}})
-    a, _, _ = resolve_run(cfg, str(tmp_path / "out"), str(tmp_path / "ray"))
-    b, _, _ = resolve_run(cfg, str(tmp_path / "out"), str(tmp_path / "ray"))
-    assert a != b and a.startswith("mnist_sample-")  # fresh runs never reuse a name
-    os.makedirs(tmp_path / "ray" / "taken")
-    named = from_dict(TrainJobConfig, {"run_name": "taken", "data": {"codes": "x.npy"}})
-    with pytest.raises(CheckpointError, match="run 'taken' exists; pass resume=true"):
-        resolve_run(named, str(tmp_path / "out"), str(tmp_path / "ray"))
-    resume = from_dict(TrainJobConfig, {"resume": True, "data": {"codes": "x.npy"}})
-    with pytest.raises(CheckpointError, match="resume=true but this config has no earlier run"):
-        resolve_run(resume, str(tmp_path / "out"), str(tmp_path / "ray"))
+def test_run_folders_and_resume_rules(tmp_path):
+    a, b = runs.new_run(str(tmp_path), "cfg"), runs.new_run(str(tmp_path), "cfg")
+    assert a.name != b.name and a.name.startswith("cfg-") and os.path.dirname(a.dir) == os.path.dirname(b.dir)
+    assert runs.read_state(a)["status"] == "RUNNING"
+    runs.new_run(str(tmp_path), "cfg", "taken")
+    with pytest.raises(RunStateError, match="run 'taken' exists; pass resume=true"):
+        runs.new_run(str(tmp_path), "cfg", "taken")
+    assert runs.find_run(str(tmp_path), "cfg").name in (a.name, b.name, "taken")
+    with pytest.raises(RunStateError, match="resume=true but config 'other' has no earlier run"):
+        runs.find_run(str(tmp_path), "other")
+    with pytest.raises(RunStateError, match="has run 'nope'"):
+        runs.find_run(str(tmp_path), "cfg", "nope")
+
+
+def test_resume_of_a_run_that_never_started_is_one_line(tmp_path):
+    data = learnable_codes(tmp_path / "codes")
+    runs.new_run(str(tmp_path), "mnist_sample")  # a folder, but no training ever registered
+    proc = run_train(tmp_path, data, "resume=true", timeout=120)
+    assert proc.returncode == 2 and "never started training" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
 
 
 def test_config_errors_name_the_key():

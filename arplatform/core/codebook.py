@@ -180,6 +180,19 @@ def load_codebook_file(path) -> dict:
     return obj
 
 
+def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None:
+    """The VAE checkpoint a codebook names. The tokenizer stores it relative to the codebook's
+    own folder, so it resolves from any working directory; absolute paths are kept."""
+    codebook = codebook if codebook is not None else load_codebook_file(codebook_path)
+    path = codebook.get("config", {}).get("vae_checkpoint")
+    if not isinstance(path, str) or not path:
+        return None
+    if os.path.isabs(path):
+        return path
+    # realpath first: the codebook folder may be a link into a versioned tokenizer output
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(os.fspath(codebook_path))), path))
+
+
 def check_codebook(z, name="<codebook>") -> torch.Tensor:
     z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z)
     if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:

@@ -1,6 +1,7 @@
-"""Code datasets for Ray Train: resolve the files, check them on the driver, read them
-through Ray Data and tokenise them with the core's `encode_sequences`/`make_examples`
-(the same code `CodeSequenceDataset` runs)."""
+"""Code datasets for Ray Train: resolve the files, check them on the driver (`preflight`),
+read the rows through Ray Data (`build_row_datasets`), and, inside each worker, turn its
+shard's rows into training examples with the core's `encode_sequences`/`make_examples`
+(the code `CodeSequenceDataset` runs) for the worker's own `seq_len` (`ShardBatches`)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from ..core.data import (
     load_codes,
     load_labels,
     make_examples,
-    pad_collate,
 )
 from ..core.errors import DataError
 from ..core.tokens import TokenLayout
+from ..train_plan import DataFacts
 
 
 @dataclass
@@ -53,7 +54,8 @@ def _files(path: str | None, prefix: str) -> list[str] | None:
 
 def resolve_files(cfg: CodeDataConfig) -> CodeFiles:
     if cfg.codebook_dir:
-        d = cfg.codebook_dir
+        # the real folder: a tokenizer run that publishes meanwhile cannot swap files under this job
+        d = os.path.realpath(cfg.codebook_dir)
         if not os.path.isdir(d):
             raise DataError(f"{d}: tokenizer output folder not found (run arplatform.tokenize first)")
         shards = os.path.join(d, "shards")
@@ -70,14 +72,7 @@ def resolve_files(cfg: CodeDataConfig) -> CodeFiles:
                      _files(cfg.val_labels, "labels"), cfg.codebook)
 
 
-@dataclass
-class Preflight:
-    layout: TokenLayout
-    grid_shape: tuple[int, int] | None
-    num_positions: int
-
-
-def preflight(cfg: CodeDataConfig, files: CodeFiles) -> Preflight:
+def preflight(cfg: CodeDataConfig, files: CodeFiles) -> DataFacts:
     """Read every file on the driver and refuse bad data before any worker starts, so Ray
     never burns its retries replaying a bad batch."""
     if files.labels and len(files.labels) != len(files.codes):
@@ -126,18 +121,29 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> Preflight:
     if grid is None:  # flat codes: a square grid when the count is a square
         side = math.isqrt(positions)
         grid = (side, side) if side * side == positions else (1, positions)
-    return Preflight(TokenLayout(num_codes, num_classes), tuple(grid), positions)
+    return DataFacts(TokenLayout(num_codes, num_classes), tuple(grid), positions)
 
 
-def tokenize_batch(batch: dict, layout: dict, seq_len: int | None, policy: str) -> dict:
-    """Ray Data map_batches: rows of codes (and labels) → training examples."""
-    layout = TokenLayout.from_dict(layout)
+def _rows(batch: dict) -> tuple[np.ndarray, np.ndarray | None]:
     codes = np.asarray(batch["codes"])
     codes = codes.reshape(len(codes), -1).astype(np.int64)
     labels = np.asarray(batch["labels"]).astype(np.int64).reshape(-1) if "labels" in batch else None
+    return codes, labels
+
+
+def apply_policy(batch: dict, num_codes: int, policy: str) -> dict:
+    """Ray Data map_batches on the driver: the invalid-code policy over rows (`drop` removes rows)."""
+    codes, labels = _rows(batch)
     with warnings.catch_warnings():  # the driver's pre-flight already reported the counts once
         warnings.simplefilter("ignore")
-        codes, labels, _ = apply_invalid_code_policy(codes, labels, layout.num_codes, policy)
+        codes, labels, _ = apply_invalid_code_policy(codes, labels, num_codes, policy)
+    return {"codes": codes} | ({"labels": labels} if labels is not None else {})
+
+
+def tokenize_rows(batch: dict, layout: TokenLayout, seq_len: int | None) -> dict:
+    """Rows of codes (and labels) → training examples ``input_ids``/``labels`` of `seq_len` inputs.
+    Invalid codes still in the rows become UNK (`encode_sequences`)."""
+    codes, labels = _rows(batch)
     x, y = make_examples(encode_sequences(codes, labels, layout), layout, seq_len)
     return {"input_ids": x, "labels": y}
 
@@ -151,13 +157,15 @@ def read_codes(code_files: list[str], label_files: list[str] | None):
     return ds
 
 
-def build_datasets(files: CodeFiles, pre: Preflight, cfg: CodeDataConfig, seq_len: int | None, seed: int):
-    """Materialised train and validation datasets of examples.
+def build_row_datasets(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int):
+    """Materialised train and validation datasets of code rows (the policy applied), and the
+    facts completed with their row counts. Rows, not examples: the windows depend on the
+    model's `seq_len`, which each training job decides for itself.
 
     Materialising on the driver runs the read tasks before the workers take their
     CPUs (a lazy read_numpy under whole-CPU workers deadlocks on small machines).
     """
-    kwargs = {"layout": pre.layout.to_dict(), "seq_len": seq_len, "policy": cfg.invalid_codes}
+    kwargs = {"num_codes": facts.layout.num_codes, "policy": cfg.invalid_codes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train = read_codes(files.codes, files.labels)
@@ -165,20 +173,55 @@ def build_datasets(files: CodeFiles, pre: Preflight, cfg: CodeDataConfig, seq_le
             val = read_codes(files.val_codes, files.val_labels)
         else:
             train, val = train.materialize().train_test_split(test_size=cfg.val_fraction, shuffle=True, seed=seed)
-        train = train.map_batches(tokenize_batch, fn_kwargs=kwargs, batch_format="numpy").materialize()
-        val = val.map_batches(tokenize_batch, fn_kwargs=kwargs, batch_format="numpy").materialize()
-    return train, val
+        if cfg.invalid_codes == "drop":
+            train = train.map_batches(apply_policy, fn_kwargs=kwargs, batch_format="numpy")
+            val = val.map_batches(apply_policy, fn_kwargs=kwargs, batch_format="numpy")
+        train, val = train.materialize(), val.materialize()
+    n_train, n_val = train.count(), val.count()
+    if n_val == 0:
+        raise DataError("the validation split is empty: give val_codes or raise data.val_fraction")
+    return train, val, DataFacts(facts.layout, facts.grid_shape, facts.num_positions, n_train, n_val)
 
 
-def pad_collate_numpy(pad_id: int):
-    """A Ray Data collate_fn (NumpyBatchCollateFn) that batches rows with the core's `pad_collate`."""
+class ShardBatches:
+    """A worker's micro-batches of exactly `batch_size` examples, for `core.loop.fit`.
+
+    Rows of the worker's Ray Data shard are shuffled locally (seeded by epoch and rank),
+    cut into this job's windows, and re-batched; `skip` drops the first micro-batches
+    of an epoch when a run resumes inside it."""
+
+    def __init__(self, shard, layout: TokenLayout, seq_len: int, batch_size: int, seed: int, rank: int):
+        self.shard, self.layout, self.seq_len = shard, layout, seq_len
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+
+    def __call__(self, epoch: int = 0, skip: int = 0):
+        import torch
+
+        rows = self.shard.iter_batches(batch_size=self.batch_size, batch_format="numpy",
+                                       local_shuffle_buffer_size=8 * self.batch_size,
+                                       local_shuffle_seed=self.seed * 1000 + epoch * 10 + self.rank)
+        pending_x, pending_y, index = [], [], 0
+        for batch in rows:
+            ex = tokenize_rows(batch, self.layout, self.seq_len)
+            pending_x.append(ex["input_ids"])
+            pending_y.append(ex["labels"])
+            x, y = np.concatenate(pending_x), np.concatenate(pending_y)
+            full = len(x) // self.batch_size * self.batch_size
+            for s in range(0, full, self.batch_size):
+                if index >= skip:
+                    yield {"input_ids": torch.from_numpy(x[s : s + self.batch_size].copy()),
+                           "labels": torch.from_numpy(y[s : s + self.batch_size].copy())}
+                index += 1
+            pending_x, pending_y = [x[full:]], [y[full:]]
+
+
+def val_batches(shard, layout: TokenLayout, seq_len: int, batch_size: int = 256) -> list:
+    """The worker's held-out shard as example batches, read once (it is small and fixed)."""
     import torch
-    from ray.data.collate_fn import NumpyBatchCollateFn
 
-    class PadCollate(NumpyBatchCollateFn):
-        def __call__(self, batch):
-            rows = [{"input_ids": torch.tensor(x), "labels": torch.tensor(y)}
-                    for x, y in zip(batch["input_ids"], batch["labels"], strict=True)]
-            return pad_collate(rows, pad_id)
-
-    return PadCollate()
+    out = []
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        ex = tokenize_rows(batch, layout, seq_len)
+        out.append({"input_ids": torch.from_numpy(ex["input_ids"].copy()),
+                    "labels": torch.from_numpy(ex["labels"].copy())})
+    return out

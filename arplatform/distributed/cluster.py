@@ -50,7 +50,7 @@ def init_ray(num_cpus: int | None = None):
 
 def check_cpu_budget(ray, num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
     """Refuse a job that can never be scheduled instead of letting it hang silently."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     total = ray.cluster_resources()
     need = num_workers * cpus_per_worker

@@ -1,0 +1,126 @@
+"""Ray Train's per-worker function: the core loop (`core.loop.fit`) on this worker's shard.
+
+The worker receives plain data (`stages.train.worker_config`): the job's config as a
+dict, the data facts the driver checked, the run's paths and the MLflow ids. From
+those alone it plans its model, windows and step count (`train_plan.plan_training`),
+so every job, and every Tune trial, trains what its own config says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import torch
+
+from ..config import TrainJobConfig, from_dict
+from ..core.checkpoint import load_checkpoint
+from ..core.loop import GPTObjective, fit
+from ..core.model import GPT
+from ..runs import Run
+from ..train_plan import DataFacts, plan_training
+from .code_data import ShardBatches, val_batches
+
+
+def train_worker(config: dict) -> dict:
+    import ray.train
+    import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    job, facts = from_dict(TrainJobConfig, config["job"]), DataFacts.from_dict(config["facts"])
+    run = Run(**config["run"])
+    plan = plan_training(job, facts, world)
+    torch.set_num_threads(job.trainer.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    device = ray.train.torch.get_device()
+    torch.manual_seed(job.optim.seed)  # the same initial weights on every rank
+    model = ray.train.torch.prepare_model(GPT(plan.model))
+    torch.manual_seed(job.optim.seed + 1000 * rank)  # but different dropout masks
+
+    train = ShardBatches(ray.train.get_dataset_shard("train"), facts.layout, plan.seq_len, job.optim.batch_size,
+                         job.optim.seed, rank)
+    val_shard, val_cache = ray.train.get_dataset_shard("val"), []
+
+    def val():  # read through Ray Data once, then reused every epoch
+        if not val_cache:
+            val_cache.extend(val_batches(val_shard, facts.layout, plan.seq_len))
+        return val_cache
+
+    resume_from = load_resume_checkpoint(facts, device, rank)
+    start_step = resume_from["step"] if resume_from else 0
+    t_fit = time.perf_counter()
+    final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
+                job.optim, device=device, checkpoint_dir=run.checkpoint_dir, resume_from=resume_from,
+                grid_shape=facts.grid_shape, run_config=config["job"],
+                callback=metrics_callback(config, world) if rank == 0 else None,
+                on_epoch_end=epoch_reporter(run, rank), reduce=all_reduce if world > 1 else None,
+                is_main=rank == 0)
+    seconds = time.perf_counter() - t_fit
+    tokens = (final["step"] - start_step) * job.optim.batch_size * job.optim.grad_accum_steps * plan.seq_len * world
+    resumed = {"epoch": resume_from["epoch"], "step": resume_from["step"]} if resume_from else None
+    return {"final": final, "resumed": resumed, "world_size": world, "fit_seconds": seconds,
+            "steps_per_epoch": plan.steps_per_epoch, "model": plan.model.to_dict(),
+            "input_tokens": tokens, "tokens_per_s": tokens / seconds, "torch_threads": torch.get_num_threads()}
+
+
+def load_resume_checkpoint(facts: DataFacts, device, rank: int) -> dict | None:
+    """The last.pt of the latest checkpoint Ray registered (after a restart or a resume), loaded once."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        ckpt = load_checkpoint(os.path.join(d, "last.pt"), map_location=device, expected_layout=facts.layout)
+    if rank == 0:
+        print(f"resuming from epoch {ckpt['epoch']} (step {ckpt['step']}) of {checkpoint.path}", flush=True)
+    return ckpt
+
+
+def all_reduce(t: torch.Tensor) -> torch.Tensor:
+    torch.distributed.all_reduce(t)
+    return t
+
+
+def metrics_callback(config: dict, world: int):
+    """Rank 0's step and epoch metrics: one console line per log step, and MLflow."""
+    mlflow_logger = None
+    if config["mlflow_run_id"]:
+        from ..tracking import MetricsLogger
+
+        mlflow_logger = MetricsLogger(config["tracking_uri"], config["mlflow_run_id"])
+
+    def callback(metrics: dict, step: int):
+        if "train/loss" in metrics:
+            # every rank trains on an equal share, so the job's rate is world × rank 0's
+            metrics = dict(metrics, **{"train/job_tokens_per_s": metrics["train/tokens_per_s"] * world})
+            print(f"step {step}: train/loss {metrics['train/loss']:.4f}, lr {metrics['train/lr']:.2e}, "
+                  f"{metrics['train/job_tokens_per_s']:.0f} tokens/s ({world} workers)", flush=True)
+        if mlflow_logger is not None:
+            mlflow_logger(metrics, step)
+
+    return callback
+
+
+def epoch_reporter(run: Run, rank: int):
+    """Every rank reports each epoch (a barrier); rank 0 attaches its last.pt as Ray's checkpoint."""
+    import ray.train
+
+    def on_epoch_end(epoch: int, metrics: dict):
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))
+        print(f"epoch {epoch}: {shown}", flush=True)
+        report_dir = tempfile.mkdtemp(prefix="arplatform-report-")
+        try:
+            shutil.copy(os.path.join(run.checkpoint_dir, "last.pt"), report_dir)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(report_dir))
+        finally:
+            shutil.rmtree(report_dir, ignore_errors=True)
+
+    return on_epoch_end

@@ -1,0 +1,26 @@
+"""The kinds of user error, one type each. Every command turns them into one line and exit 2.
+
+    ConfigError      a configuration key is unknown, mistyped or out of range
+    DataError        a codes, labels, image or codebook file is unusable
+    CheckpointError  a checkpoint is unreadable or does not match what the caller expects
+    RunStateError    a run to resume does not exist or never started; a run name is taken
+
+Anything else that escapes a command is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from .core.errors import CheckpointError, DataError
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, mistyped or out of range."""
+
+
+class RunStateError(RuntimeError):
+    """The run state on disk does not allow what was asked (resume, a run name)."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError)
+
+__all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "USER_ERRORS"]

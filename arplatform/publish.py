@@ -1,0 +1,110 @@
+"""Tokenizer outputs that become visible together or not at all.
+
+One tokenizer run writes its VAE and its codebook folder (codebook.pt, codes,
+labels, split, evaluation) into a staging folder, then publishes them as one
+immutable version behind a single symbolic link:
+
+    <root>/tokenizers/<name>/<version>/vae/checkpoints/{best,last}.pt
+    <root>/tokenizers/<name>/<version>/codebook/codebook.pt, codes.npy, …
+    <root>/tokenizers/<name>/current -> <version>          the one pointer, replaced by a rename
+    <root>/vae_<name>      -> tokenizers/<name>/current/vae        fixed links: the seed's paths
+    <root>/codebook/<name> -> ../tokenizers/<name>/current/codebook
+
+Publishing is one `rename` of `current`, so a reader of the seed's paths sees the
+old VAE with the old codebook or the new with the new, whenever the publisher is
+killed. Staging folders and versions left by dead processes are removed by the
+next run; the previous version is kept for readers that opened it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+
+STAGING_PREFIX = ".staging-tokenize-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _owner_pid(name: str) -> int | None:
+    """The pid in a version name (`<date>-<time>-<pid>-<random>`) or a staging suffix (`<pid>-<random>`)."""
+    match = re.fullmatch(r"(?:\d{8}-\d{6}-)?(\d+)-\w+", name)
+    return int(match.group(1)) if match else None
+
+
+def versions_dir(root: str, name: str) -> str:
+    return os.path.join(root, "tokenizers", name)
+
+
+def staging_dir(root: str, name: str) -> str:
+    os.makedirs(root, exist_ok=True)
+    clean_stale(root, name)
+    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-{os.getpid()}-", dir=root)
+
+
+def clean_stale(root: str, name: str) -> None:
+    """Remove staging folders and unpublished versions of `name` whose process is gone."""
+    if not os.path.isdir(root):
+        return
+    prefix = f"{STAGING_PREFIX}{name}-"
+    for entry in os.listdir(root):
+        pid = _owner_pid(entry[len(prefix):]) if entry.startswith(prefix) else None
+        if pid is not None and not _pid_alive(pid):
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+    prune_versions(root, name)
+
+
+def current_version(root: str, name: str) -> str | None:
+    link = os.path.join(versions_dir(root, name), "current")
+    return os.readlink(link) if os.path.islink(link) else None
+
+
+def prune_versions(root: str, name: str, keep_previous: str | None = None) -> None:
+    base = versions_dir(root, name)
+    if not os.path.isdir(base):
+        return
+    keep = {current_version(root, name), keep_previous, "current"}
+    for entry in os.listdir(base):
+        pid = _owner_pid(entry)
+        if entry not in keep and (pid is None or not _pid_alive(pid)):
+            shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+
+
+def _replace_with_link(path: str, target: str) -> None:
+    """Make `path` a symbolic link to `target`, atomically when `path` is already a link or absent."""
+    if os.path.islink(path) and os.readlink(path) == target:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.isdir(path) and not os.path.islink(path):  # outputs of an earlier layout: moved aside
+        shutil.rmtree(path)
+    tmp = f"{path}.link-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+
+
+def publish(root: str, name: str, staging: str) -> str:
+    """Move `staging` (holding `vae/` and `codebook/`) to a new version and make it current.
+    Returns the version folder."""
+    base = versions_dir(root, name)
+    os.makedirs(base, exist_ok=True)
+    version = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.rename(staging, os.path.join(base, version))
+    _replace_with_link(os.path.join(root, f"vae_{name}"), os.path.join("tokenizers", name, "current", "vae"))
+    _replace_with_link(os.path.join(root, "codebook", name),
+                       os.path.join("..", "tokenizers", name, "current", "codebook"))
+    previous = current_version(root, name)
+    _replace_with_link(os.path.join(base, "current"), version)  # the publish: one rename
+    prune_versions(root, name, keep_previous=previous)
+    return os.path.join(base, version)

@@ -1,0 +1,122 @@
+"""One folder per training run, and the seed's path that names the latest finished one.
+
+    <output_root>/transformer/<config>/
+        runs/<run name>/           everything one run writes: checkpoints/{best,last}.pt,
+                                   run.json (state, Ray + MLflow ids), config.json,
+                                   summary.json, samples_codes.npy, samples_grid.png
+        checkpoints/best.pt        the seed's path: a copy of the best.pt of the latest run
+                                   that *finished*, replaced atomically when a run finishes
+        checkpoints/published.json which run that best.pt came from
+
+A run writes only inside its own folder, so runs of one config can go at once;
+the seed's path changes only by one atomic rename, after a run has finished.
+Ray's run state lives in `<output_root>/ray/<run name>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from .core.io import atomic_write, save_json
+from .errors import RunStateError
+
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+
+
+@dataclass
+class Run:
+    """A training run's names and paths (plain data: it travels to Ray workers as a dict)."""
+
+    name: str
+    config_dir: str  # <output_root>/transformer/<config>
+    dir: str  # <config_dir>/runs/<name>
+    ray_storage: str  # <output_root>/ray
+    resumed: bool = False
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.dir, "checkpoints")
+
+    @property
+    def ray_path(self) -> str:
+        return os.path.join(self.ray_storage, self.name)
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.dir, "run.json")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_dir(output_root: str, config: str) -> str:
+    return os.path.abspath(os.path.join(output_root, "transformer", config))
+
+
+def read_state(run: Run) -> dict:
+    try:
+        with open(run.state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunStateError(f"{run.state_path}: unreadable run state ({e})") from e
+    if not isinstance(state, dict):
+        raise RunStateError(f"{run.state_path}: run state is not a JSON object")
+    return state
+
+
+def write_state(run: Run, **fields) -> dict:
+    """Merge `fields` into run.json (atomically)."""
+    state = read_state(run) if os.path.exists(run.state_path) else {}
+    state.update(fields, updated_at=time.time())
+    save_json(state, run.state_path)
+    return state
+
+
+def new_run(output_root: str, config: str, run_name: str | None = None) -> Run:
+    """Create a fresh run folder; its name is unique (`<config>-<time>-<random>`) unless given."""
+    base = config_dir(output_root, config)
+    name = run_name or f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run = Run(name, base, os.path.join(base, "runs", name), os.path.abspath(os.path.join(output_root, "ray")))
+    if os.path.exists(run.ray_path):
+        raise RunStateError(f"{run.ray_path}: run {name!r} exists; pass resume=true to continue it, "
+                            "or another run_name")
+    os.makedirs(os.path.dirname(run.dir), exist_ok=True)
+    try:
+        os.mkdir(run.dir)  # the claim: exactly one process creates a run folder
+    except FileExistsError:
+        raise RunStateError(f"{run.dir}: run {name!r} exists; pass resume=true to continue it, "
+                            "or another run_name") from None
+    write_state(run, run_name=name, status=RUNNING, started_at=time.time(), pid=os.getpid())
+    return run
+
+
+def find_run(output_root: str, config: str, run_name: str | None = None) -> Run:
+    """The run `run_name`, or the latest started run of `config`, to resume."""
+    base = config_dir(output_root, config)
+    runs_dir = os.path.join(base, "runs")
+    names = [run_name] if run_name else sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
+    storage = os.path.abspath(os.path.join(output_root, "ray"))
+    found = [Run(n, base, os.path.join(runs_dir, n), storage, resumed=True) for n in names]
+    found = [r for r in found if os.path.exists(r.state_path)]
+    if not found:
+        what = f"run {run_name!r}" if run_name else "no earlier run"
+        raise RunStateError(f"{runs_dir}: resume=true but config {config!r} has {what} "
+                            "(start one without resume=true)")
+    return max(found, key=lambda r: (read_state(r).get("started_at", 0), r.name))
+
+
+def publish_best(run: Run) -> str:
+    """Copy the run's best.pt to the seed's path `<config>/checkpoints/best.pt` in one rename.
+
+    Readers of the seed's path see the previous finished run's file or this one, never
+    a partial copy or a running run's weights."""
+    target = os.path.join(run.config_dir, "checkpoints", "best.pt")
+    atomic_write(target, lambda tmp: shutil.copyfile(os.path.join(run.checkpoint_dir, "best.pt"), tmp))
+    save_json({"run_name": run.name, "run_dir": run.dir, "published_at": time.time()},
+              os.path.join(run.config_dir, "checkpoints", "published.json"))
+    return target

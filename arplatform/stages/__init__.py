@@ -1,0 +1,1 @@
+"""Driver-side orchestration, one module per stage: `run_<stage>(config) -> result`."""

@@ -1,0 +1,200 @@
+"""The tokenizer stage: images → VAE → codebook → codes.npy (+ labels, shards, evaluation).
+
+    run_tokenize(cfg)
+      1. load_split             the images and a seeded train / held-out split
+      2. train_vae              the spatial VAE (the core loop, `VAEObjective`)
+      3. fit_codebook           k-means on the training latents; every image's codes
+      4. evaluate_tokenizer     held-out PSNR / SSIM, codebook usage
+      5. write_codebook_folder  into a staging folder; then `publish.publish` makes the
+                                VAE, codebook and codes visible together:
+
+    <root>/vae_<name>/checkpoints/{best,last}.pt
+    <root>/codebook/<name>/codebook.pt, codes.npy, labels.npy, val_codes.npy,
+        val_labels.npy, split.json, tokenizer_eval.json [, shards/codes-00000.npy, labels-00000.npy …]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+
+from .. import publish, tracking
+from ..config import TokenizerConfig, to_dict
+from ..core.codebook import assign, codebook_usage, fit_kmeans, save_codebook
+from ..core.decode import decode_codes_to_images
+from ..core.errors import DataError
+from ..core.io import save_json, save_npy
+from ..core.loop import IndexBatches, TrainConfig, fit
+from ..core.metrics import psnr, ssim
+from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
+from ..imagedata import ImageSet, load_images, split_indices
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_image_shape(data: ImageSet) -> None:
+    c, h, w = data.shape
+    if h != w or h % DOWNSAMPLE or c not in (1, 3):
+        raise DataError(
+            f"{data.source}: images are {c}×{h}×{w}; the VAE needs square 1- or 3-channel images "
+            f"with a side divisible by {DOWNSAMPLE} (e.g. 28 or 32)"
+        )
+
+
+@torch.inference_mode()
+def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512) -> torch.Tensor:
+    """Encoder means of all images → (N, h, w, D) on CPU."""
+    vae.eval()
+    out = []
+    for s in range(0, len(images), batch_size):
+        mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
+        out.append(mu.permute(0, 2, 3, 1).float().cpu())
+    return torch.cat(out)
+
+
+def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: str, device, log) -> VAE:
+    c, h, _ = train.shape
+    vcfg = cfg.vae
+    model_cfg = VAEConfig(in_channels=c, image_size=h, latent_dim=vcfg.latent_dim, channels=vcfg.channels,
+                          recon_loss=vcfg.recon_loss, beta=vcfg.beta)
+    torch.manual_seed(cfg.data.seed)
+    vae = VAE(model_cfg).to(device)
+    batches = IndexBatches({"images": torch.from_numpy(train.images)}, vcfg.batch_size, seed=cfg.data.seed)
+    val_batches = IndexBatches({"images": torch.from_numpy(val.images)}, 512, shuffle=False, drop_last=False)
+    train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
+                            warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
+                            seed=cfg.data.seed, log_every=10**9)
+    fit(vae, VAEObjective(vcfg.beta, vcfg.recon_loss), batches, len(batches), val_batches, train_cfg,
+        device=device, checkpoint_dir=ckpt_dir, grid_shape=(model_cfg.grid_size,) * 2,
+        run_config={"tokenizer": to_dict(cfg)},
+        callback=lambda m, step: log(f"vae epoch {m['epoch']:.0f}: val loss/image {m['val/loss']:.2f}")
+        if "val/loss" in m else None)
+    return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
+
+
+def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
+                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> dict:
+    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage."""
+    with torch.inference_mode():
+        real = torch.from_numpy(val.images)
+        cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()
+                          for z in val_latents.split(512)])
+    quant = decode_codes_to_images(val_codes, centres, vae)
+    usage = codebook_usage(all_codes, centres.shape[0])
+    return {
+        "psnr_real_vs_vae": psnr(real, cont), "ssim_real_vs_vae": ssim(real, cont),
+        "psnr_real_vs_quantised": psnr(real, quant), "ssim_real_vs_quantised": ssim(real, quant),
+        "psnr_vae_vs_quantised": psnr(cont, quant), "ssim_vae_vs_quantised": ssim(cont, quant),
+        "codebook_usage": usage["usage"], "codebook_perplexity": usage["perplexity"],
+        "num_val_images": len(val),
+    }
+
+
+def write_shards(folder: str, codes: np.ndarray, labels: np.ndarray, shards: int) -> None:
+    for i, (c, y) in enumerate(zip(np.array_split(codes, shards), np.array_split(labels, shards), strict=True)):
+        save_npy(c, os.path.join(folder, f"codes-{i:05d}.npy"))
+        save_npy(y, os.path.join(folder, f"labels-{i:05d}.npy"))
+
+
+def fit_codebook(cfg: TokenizerConfig, latents: torch.Tensor, train_idx: np.ndarray, device, log):
+    """k-means (or medoids) on the training images' latents; every latent's nearest code."""
+    n, h, w, dim = latents.shape
+    train_vectors = latents[torch.from_numpy(train_idx)].reshape(-1, dim).to(device)
+    cb = cfg.codebook
+    t_cb = time.perf_counter()
+    km = fit_kmeans(train_vectors, cb.num_codes, iters=cb.iters, tol=cb.tol, seed=cb.seed, medoid=cb.mode == "medoid")
+    log(f"codebook: K={cb.num_codes} ({cb.mode}) on {len(train_vectors)} latents in "
+        f"{time.perf_counter() - t_cb:.1f} s, {km.iterations} iterations, distortion {km.distortion:.4f}")
+    codes = assign(latents.reshape(-1, dim).to(device), km.centres)[0].reshape(n, h * w).cpu().numpy()
+    return km, codes.astype(np.int32)
+
+
+def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: ImageSet, km, codes: np.ndarray,
+                          train_idx: np.ndarray, val_idx: np.ndarray, report: dict, grid) -> None:
+    """codebook.pt, the code and label splits, shards, split.json, the evaluation and the config."""
+    cb, d = cfg.codebook, cfg.data
+    codebook_config = {
+        "num_codes": cb.num_codes, "latent_dim": int(km.centres.shape[1]), "grid": list(grid), "mode": cb.mode,
+        "num_classes": data.num_classes, "dataset": d.dataset, "name": cfg.name,
+        # relative to this folder, inside the same published version: resolves from any cwd
+        "vae_checkpoint": os.path.join("..", "vae", "checkpoints", "best.pt"),
+    }
+    save_codebook(os.path.join(folder, "codebook.pt"), km.centres, codebook_config, km.medoid_indices,
+                  {"distortion": km.distortion, "usage": report["codebook_usage"],
+                   "perplexity": report["codebook_perplexity"]})
+    labels = data.labels.astype(np.int64)
+    for prefix, idx in (("", train_idx), ("val_", val_idx)):
+        save_npy(codes[idx], os.path.join(folder, f"{prefix}codes.npy"))
+        save_npy(labels[idx], os.path.join(folder, f"{prefix}labels.npy"))
+    if cfg.shards:
+        write_shards(os.path.join(folder, "shards"), codes[train_idx], labels[train_idx], cfg.shards)
+    save_json({"seed": d.seed, "val_fraction": d.val_fraction, "num_train": len(train_idx),
+               "num_val": len(val_idx), "val_indices": val_idx.tolist(), "source": data.source},
+              os.path.join(folder, "split.json"))
+    save_json(report, os.path.join(folder, "tokenizer_eval.json"))
+    save_json(to_dict(cfg) | {"config_name": config_name}, os.path.join(folder, "tokenizer_config.json"))
+
+
+def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndarray]:
+    d = cfg.data
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit)
+    check_image_shape(data)
+    if cfg.shards > len(data):
+        raise DataError(f"{data.source}: shards={cfg.shards} but there are only {len(data)} images")
+    train_idx, val_idx = split_indices(len(data), d.val_fraction, d.seed)
+    log(f"{data.source}: {len(train_idx)} train / {len(val_idx)} val images of {data.shape}")
+    return data, train_idx, val_idx
+
+
+def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print) -> dict:
+    """Images → VAE → codebook → codes, published together (`publish.py`); returns paths and evaluation."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    data, train_idx, val_idx = load_split(cfg, log)
+    staging = publish.staging_dir(cfg.output_root, cfg.name)
+    try:
+        s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
+        vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
+                        device, log)
+        latents = encode_means(vae, data.images, device)  # (N, h, w, D)
+        km, codes = fit_codebook(cfg, latents, train_idx, device, log)
+        report = evaluate_tokenizer(vae, km.centres.cpu(), data.subset(val_idx), latents[torch.from_numpy(val_idx)],
+                                    codes[val_idx], codes, device)
+        write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
+                              latents.shape[1:3])
+        version = publish.publish(cfg.output_root, cfg.name, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+    out_dir = os.path.abspath(os.path.join(cfg.output_root, "codebook", cfg.name))
+    vae_path = os.path.abspath(os.path.join(cfg.output_root, f"vae_{cfg.name}", "checkpoints", "best.pt"))
+    log(f"tokenizer eval (held-out): PSNR real/VAE {report['psnr_real_vs_vae']:.2f} dB, "
+        f"real/quantised {report['psnr_real_vs_quantised']:.2f} dB, SSIM real/quantised "
+        f"{report['ssim_real_vs_quantised']:.3f}, codebook usage {report['codebook_usage']:.1%}, "
+        f"perplexity {report['codebook_perplexity']:.1f}")
+    log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {out_dir}/ and {vae_path} (version {version})")
+    result = {"codebook_dir": out_dir, "vae_checkpoint": vae_path, "version_dir": version, **report}
+    if cfg.tracking.enabled:
+        result["mlflow_run_id"] = track_tokenizer(cfg, config_name, report, out_dir)
+        log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "
+            f"{tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
+    return result
+
+
+def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str) -> str:
+    """One MLflow run per tokenizer job: config as params, the evaluation as metrics, its JSON as artifact."""
+    uri = tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.output_root, f"tokenize-{cfg.name}",
+                                to_dict(cfg), {"stage": "tokenize", "config_name": config_name or cfg.name})
+    tracking.MetricsLogger(uri, run_id)({f"tokenizer/{k}": v for k, v in report.items()}, 0)
+    for name in ("tokenizer_eval.json", "split.json"):
+        tracking.log_artifact(uri, run_id, os.path.join(out_dir, name))
+    tracking.finish_run(uri, run_id)
+    return run_id

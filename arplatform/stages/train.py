@@ -1,0 +1,203 @@
+"""The training stage: the core loop data-parallel on Ray Train's TorchTrainer.
+
+    run_train(job)
+      1. check_data        resolve the code files and check every one, before Ray starts
+      2. open_run          a fresh run folder, or the run to resume (`runs.py`)
+      3. start Ray, read the rows (`distributed.code_data`), plan the job (`train_plan`)
+      4. tracked           the MLflow run and run.json end FINISHED, FAILED or KILLED
+      5. build_trainer     the TorchTrainer a Tune trial also calls; fit
+      6. finish            samples, artifacts, summary; publish best.pt to the seed's path
+
+Workers run `distributed.train_worker.train_worker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from .. import runs, tracking
+from ..config import TrainJobConfig, to_dict
+from ..core.checkpoint import load_checkpoint, load_model
+from ..core.io import save_json, save_npy
+from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
+from ..errors import RunStateError
+from ..train_plan import DataFacts, TrainPlan, plan_training
+
+
+def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
+    files = resolve_files(job.data)
+    return files, preflight(job.data, files)
+
+
+def latest_ray_checkpoint(run: runs.Run) -> str:
+    """last.pt of the latest checkpoint Ray registered for `run`; a run without one never started."""
+    from ray.train import Result
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # its "A run snapshot was found…" notice
+    try:
+        result = Result.from_path(run.ray_path)
+    except Exception as e:  # noqa: BLE001 - any failure here means there is nothing to resume
+        raise RunStateError(f"{run.ray_path}: run {run.name!r} has no Ray run state to resume from "
+                            f"({type(e).__name__}); it never started training") from e
+    if result.checkpoint is None:
+        raise RunStateError(f"{run.ray_path}: run {run.name!r} registered no checkpoint; nothing to resume from")
+    return os.path.join(result.checkpoint.path, "last.pt")
+
+
+def open_run(job: TrainJobConfig, facts: DataFacts) -> runs.Run:
+    if not job.resume:
+        return runs.new_run(job.output_root, job.name, job.run_name)
+    run = runs.find_run(job.output_root, job.name, job.run_name)
+    # refuse a broken checkpoint here, not after Ray has retried it max_failures times
+    load_checkpoint(latest_ray_checkpoint(run), expected_layout=facts.layout)
+    return run
+
+
+@contextmanager
+def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str | None):
+    """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
+    FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job."""
+    uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
+    mlflow_run_id = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
+    if uri and not mlflow_run_id:
+        mlflow_run_id = tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
+                                           {"config_name": config_name or job.name, "ray_run": run.name,
+                                            "run_dir": run.dir})
+    elif uri:
+        tracking.set_status(uri, mlflow_run_id, "RUNNING")
+    runs.write_state(run, status=runs.RUNNING, mlflow_run_id=mlflow_run_id, tracking_uri=uri,
+                     config_name=config_name, ray_storage=run.ray_storage)
+    status = runs.FAILED
+    try:
+        yield uri, mlflow_run_id
+        status = runs.FINISHED
+    except KeyboardInterrupt:
+        status = runs.KILLED
+        raise
+    finally:
+        runs.write_state(run, status=status)
+        if uri:
+            tracking.finish_run(uri, mlflow_run_id, status)
+
+
+def worker_config(job: TrainJobConfig, facts: DataFacts, run: runs.Run, uri: str | None,
+                  mlflow_run_id: str | None) -> dict:
+    """What every worker receives: plain data only."""
+    return {"job": to_dict(job), "facts": facts.to_dict(), "run": run.to_dict(), "tracking_uri": uri,
+            "mlflow_run_id": mlflow_run_id}
+
+
+def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: runs.Run, uri: str | None = None,
+                  mlflow_run_id: str | None = None, callbacks: list | None = None):
+    """The TorchTrainer of one training run: the job's config, the checked data facts and the
+    row datasets in; workers plan their own model, windows and steps from the config."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..distributed.train_worker import train_worker
+
+    plan_training(job, facts, job.trainer.num_workers)  # refuse a job with no full step before any worker
+    t = job.trainer
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=worker_config(job, facts, run, uri, mlflow_run_id),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+        run_config=RunConfig(name=run.name, storage_path=run.ray_storage, callbacks=callbacks,
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+        datasets=datasets,
+    )
+
+
+def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan) -> str:
+    global_batch = job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps
+    return (f"data: {facts.num_train} train / {facts.num_val} val sequences, {plan.windows} window(s) of "
+            f"{plan.seq_len} tokens each, layout {facts.layout}; batch {job.optim.batch_size} per worker × "
+            f"{job.trainer.num_workers} workers × {job.optim.grad_accum_steps} accumulation = {global_batch} "
+            f"global, {plan.steps_per_epoch} steps/epoch")
+
+
+def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) -> dict:
+    from ..distributed.cluster import check_cpu_budget, init_ray
+
+    t0 = time.perf_counter()
+    files, facts = check_data(job)
+    run = open_run(job, facts)
+    log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {run.dir}")
+    try:
+        ray = init_ray(job.trainer.num_cpus)
+        check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
+        train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
+        plan = plan_training(job, facts, job.trainer.num_workers)
+    except BaseException:
+        runs.write_state(run, status=runs.FAILED)
+        raise
+    log(describe(job, facts, plan))
+    params = {**to_dict(job), "layout": facts.layout.to_dict(), "model_resolved": plan.model.to_dict(),
+              "batch": {"per_worker": job.optim.batch_size,
+                        "global": job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps},
+              "data_examples": {"train": facts.num_train, "val": facts.num_val}}
+    with tracked(job, run, params, config_name) as (uri, mlflow_run_id):
+        trainer = build_trainer(job, facts, {"train": train_ds, "val": val_ds}, run, uri, mlflow_run_id)
+        result = trainer.fit()
+        summary = finish(job, run, files, result, uri, mlflow_run_id, config_name)
+    summary["seconds"] = time.perf_counter() - t0
+    save_json(summary, os.path.join(run.dir, "summary.json"))
+    log(f"done in {summary['seconds']:.0f} s: best val {summary['final'].get('best_val_loss', float('nan')):.4f} "
+        f"nats/token\n  run:         {run.dir}\n  checkpoint:  {summary['published']} (published)"
+        f"\n  samples:     {run.dir}/samples_*\n  Ray run:     {result.path}")
+    if uri:
+        log(f"  MLflow run:  {mlflow_run_id} in {uri}\n  look at it:  mlflow ui --backend-store-uri {uri} "
+            "--host 127.0.0.1")
+    return summary
+
+
+def finish(job: TrainJobConfig, run: runs.Run, files: CodeFiles, result, uri: str | None,
+           mlflow_run_id: str | None, config_name: str | None) -> dict:
+    """After fit: samples and artifacts in the run folder, then best.pt published to the seed's path."""
+    best = os.path.join(run.checkpoint_dir, "best.pt")
+    artifacts = [best, save_json(to_dict(job) | {"config_name": config_name}, os.path.join(run.dir, "config.json"))]
+    artifacts += sample_grid(job, best, files.codebook, run.dir)
+    if uri:
+        for path in artifacts:
+            tracking.log_artifact(uri, mlflow_run_id, path)
+    summary = dict(result.return_value or {})
+    summary.update({"run_name": run.name, "run_dir": run.dir, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
+                    "output_dir": run.dir, "ray_run_path": result.path, "published": runs.publish_best(run)})
+    return summary
+
+
+def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str) -> list[str]:
+    """Sample codes from best.pt; decode them to a PNG grid when the codebook names its VAE."""
+    from ..core.codebook import codebook_vae_path, load_codebook_file
+    from ..core.sampling import codes_from_sequences, generate_autoregressive
+
+    model, layout, ckpt = load_model(best_path)
+    s = job.sample
+    n = s.num_samples
+    labels = torch.arange(n) % layout.num_classes if layout.conditional else None
+    seqs = generate_autoregressive(model, layout, int(np.prod(ckpt["grid_shape"])), num_samples=n,
+                                   class_labels=labels, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                   cfg_scale=s.cfg_scale, generator=torch.Generator().manual_seed(job.optim.seed))
+    codes = codes_from_sequences(seqs, layout).numpy().astype(np.int32)
+    written = [save_npy(codes, os.path.join(out, "samples_codes.npy"))]
+    codebook_dict = load_codebook_file(codebook) if codebook else None  # read once, for its VAE path and vectors
+    vae_path = codebook_vae_path(codebook, codebook_dict) if codebook else None
+    if vae_path and os.path.exists(vae_path):
+        from ..core.decode import decode_codes_to_images
+        from ..images import make_grid, save_png
+
+        images = decode_codes_to_images(codes, codebook_dict, vae_path)
+        order = np.argsort(labels.numpy(), kind="stable") if labels is not None else np.arange(n)
+        columns = max(1, n // max(1, layout.num_classes)) if labels is not None else 8
+        written.append(save_png(make_grid(images.numpy()[order], columns=columns),
+                                os.path.join(out, "samples_grid.png")))
+    return written

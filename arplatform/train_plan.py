@@ -1,0 +1,69 @@
+"""What a training job's config and its data imply: the model, the context windows, the steps.
+
+The driver checks the data once (`DataFacts`: vocabulary, grid, row counts); the
+model, the `seq_len` windows and the step count follow from the job's config and
+those facts alone (`plan_training`). The driver calls it to refuse a job that
+cannot run; every Ray worker calls it again on the config it received, so a Tune
+trial that changes `model.seq_len`, `model.embed_dim` or `optim.batch_size` gets
+a model, windows and a step count of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import TrainJobConfig
+from .core.data import window_starts
+from .core.model import GPTConfig
+from .core.tokens import TokenLayout
+from .errors import ConfigError
+
+
+@dataclass
+class DataFacts:
+    """What the driver learned from the code files (plain data; travels to workers as a dict)."""
+
+    layout: TokenLayout
+    grid_shape: tuple[int, int]
+    num_positions: int  # codes per image
+    num_train: int = 0  # rows after the invalid-code policy
+    num_val: int = 0
+
+    def to_dict(self) -> dict:
+        return {"layout": self.layout.to_dict(), "grid_shape": list(self.grid_shape),
+                "num_positions": self.num_positions, "num_train": self.num_train, "num_val": self.num_val}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataFacts:
+        return cls(TokenLayout.from_dict(d["layout"]), tuple(d["grid_shape"]), int(d["num_positions"]),
+                   int(d["num_train"]), int(d["num_val"]))
+
+
+@dataclass
+class TrainPlan:
+    model: GPTConfig
+    windows: int  # training windows per sequence (1 when the sequence fits the context)
+    rows_per_worker: int
+    steps_per_epoch: int  # optimizer steps of every worker per epoch
+
+    @property
+    def seq_len(self) -> int:
+        return self.model.seq_len
+
+
+def plan_training(job: TrainJobConfig, facts: DataFacts, num_workers: int) -> TrainPlan:
+    """The model config, windows and steps of `job` on data `facts` over `num_workers` workers."""
+    layout = facts.layout
+    inputs = layout.sequence_length(facts.num_positions) - 1  # a sequence's inputs: all but its last token
+    seq_len = min(job.model.seq_len or inputs, inputs)
+    model = job.model.gpt_config(layout.vocab_size, seq_len)
+    windows = len(window_starts(inputs, seq_len))
+    rows = facts.num_train // num_workers  # Ray's streaming split gives every worker an equal share
+    micro_batches = rows * windows // job.optim.batch_size
+    steps = micro_batches // job.optim.grad_accum_steps
+    if steps == 0:
+        raise ConfigError(
+            f"optim.batch_size: {facts.num_train} training sequences ({windows} window(s) each) over "
+            f"{num_workers} workers give no full step of {job.optim.batch_size} × {job.optim.grad_accum_steps} "
+            "accumulation; lower optim.batch_size, optim.grad_accum_steps or trainer.num_workers")
+    return TrainPlan(model, windows, rows, steps)
