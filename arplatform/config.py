@@ -181,10 +181,6 @@ class TokenizerConfig:
 # Training job (Ray Train)
 
 
-def _codes_data_default():
-    return CodeDataConfig(codebook_dir="experiments/codebook/mnist_sample")
-
-
 @dataclass
 class CodeDataConfig:
     """Where the codes are: a tokenizer output folder, or explicit files.
@@ -207,8 +203,6 @@ class CodeDataConfig:
 
     def __post_init__(self):
         _check_choice("data.invalid_codes", self.invalid_codes, INVALID_CODE_POLICIES)
-        if not self.codebook_dir and not self.codes:
-            raise ConfigError("data: give codebook_dir (a tokenizer output folder) or codes")
 
 
 @dataclass
@@ -266,7 +260,7 @@ class TrainJobConfig:
     output_root: str = "experiments"
     run_name: str | None = None  # Ray/MLflow run name; default <name>-<timestamp>, unique
     resume: bool = False  # continue the latest run of this config from its last checkpoint
-    data: CodeDataConfig = field(default_factory=_codes_data_default)
+    data: CodeDataConfig = field(default_factory=CodeDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: TrainConfig = field(default_factory=TrainConfig)  # the core loop's own config
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

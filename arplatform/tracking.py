@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 from .config import flatten
 
@@ -48,11 +48,12 @@ def client(uri: str):
 
     for name in QUIET_LOGGERS:  # "Creating initial MLflow database tables…"; after import, which resets it
         logging.getLogger(name).setLevel(logging.WARNING)
-    c = MlflowClient(tracking_uri=uri)
-    if uri not in _ready:
-        with store_lock(uri) if uri.startswith("sqlite:") else nullcontext():
-            c.search_experiments(max_results=1)  # creates or migrates the store's tables, under the lock
-        _ready.add(uri)
+    if uri in _ready:
+        return MlflowClient(tracking_uri=uri)
+    with store_lock(uri):  # the first client of a store creates or migrates its tables
+        c = MlflowClient(tracking_uri=uri)
+        c.search_experiments(max_results=1)
+    _ready.add(uri)
     return c
 
 

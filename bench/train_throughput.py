@@ -33,13 +33,13 @@ import time
 
 import numpy as np
 import torch
-from arplatform.distributed.train_job import model_config, run_training
 
 from arplatform.cli import compose
 from arplatform.config import TrainJobConfig, from_dict
 from arplatform.core import GPT, CodeSequenceDataset, TokenLayout
 from arplatform.core.codebook import save_codebook
 from arplatform.core.loop import GPTObjective, IndexBatches, fit
+from arplatform.stages.train import run_train
 
 
 def write_codes(folder: str, n: int = 4500, k: int = 256, classes: int = 10) -> None:
@@ -65,7 +65,7 @@ def core_loop(root: str, data: str, epochs: int) -> tuple[float, float]:
     val = CodeSequenceDataset(os.path.join(data, "val_codes.npy"), os.path.join(data, "val_labels.npy"), layout)
     cfg = job.optim
     torch.manual_seed(0)
-    model = GPT(model_config(job, layout, 49))
+    model = GPT(job.model.gpt_config(layout.vocab_size, layout.sequence_length(49) - 1))
     batches = IndexBatches(train.tensors, cfg.batch_size, seed=0)
     val_batches = IndexBatches(val.tensors, 256, shuffle=False, drop_last=False)
     t0 = time.perf_counter()
@@ -77,7 +77,7 @@ def core_loop(root: str, data: str, epochs: int) -> tuple[float, float]:
 
 def one_round(root: str, data: str, epochs: int, threads: int) -> dict[str, tuple[float, float, float]]:
     """{row: (tokens/s, fit seconds, wall seconds)} for the four set-ups, in order."""
-    from arplatform.distributed.ray_env import init_ray
+    from arplatform.distributed.cluster import init_ray
 
     rows = {}
     t0 = time.perf_counter()
@@ -93,7 +93,7 @@ def one_round(root: str, data: str, epochs: int, threads: int) -> dict[str, tupl
             t0 = time.perf_counter()
             job = job_config(os.path.join(root, f"ray{workers}-{time.time_ns()}"), data, epochs, workers,
                              worker_threads)
-            s = run_training(job, log=lambda *a: None)
+            s = run_train(job, log=lambda *a: None)
             rows[f"Ray Train, {workers} worker{'s' * (workers > 1)}"] = (
                 s["tokens_per_s"], s["fit_seconds"], time.perf_counter() - t0)
     finally:

@@ -3,6 +3,7 @@
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,9 +24,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(pgid: int, grace: float = 10.0) -> None:
+    """Stop every process of the group `pgid` (this test's own cluster), never `ray stop`,
+    which walks the whole machine and kills anyone's Ray."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
 @pytest.fixture
 def head():
-    """A Ray head on 127.0.0.1 with its own token and temp dir; stopped afterwards."""
+    """A Ray head on 127.0.0.1 with its own token, temp dir and ports, in a process group of its
+    own (`ray start` leaves its daemons in it); that group is stopped afterwards."""
     tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths live under it
     token = os.path.join(tmp, "auth_token")
     with open(token, "w") as f:
@@ -33,14 +52,15 @@ def head():
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token)
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
-    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                    f"--temp-dir={tmp}/r", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
+    start = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                              f"--temp-dir={tmp}/r", "--disable-usage-stats"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        assert start.wait(timeout=120) == 0, "ray start failed"
         yield env, f"http://127.0.0.1:{dash}", tmp
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_process_group(start.pid)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ MetricsCallback = Callable[[dict[str, float], int], None]
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32  # per process; the global batch is batch_size × processes × grad_accum_steps
+    batch_size: int = 64  # per process; the global batch is batch_size × processes × grad_accum_steps
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio
     weight_decay: float = 0.1
@@ -39,13 +39,13 @@ class TrainConfig:
     beta2: float = 0.95
     epochs: int = 10
     max_steps: int = 0  # stop after this many optimizer steps (0 = run every epoch); the schedule is unchanged
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     grad_clip: float = 1.0  # 0 = off
     grad_accum_steps: int = 1
     precision: str = "auto"  # auto: bf16 where the hardware runs it natively, else fp32
     class_dropout: float = 0.1  # classifier-free guidance: P(class token → null class)
     seed: int = 0
-    log_every: int = 10
+    log_every: int = 20
 
     def __post_init__(self):
         positive = ("batch_size", "epochs", "grad_accum_steps", "log_every")

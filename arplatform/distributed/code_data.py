@@ -25,6 +25,7 @@ from ..core.data import (
 )
 from ..core.errors import DataError
 from ..core.tokens import TokenLayout
+from ..errors import ConfigError
 from ..train_plan import DataFacts
 
 
@@ -53,6 +54,8 @@ def _files(path: str | None, prefix: str) -> list[str] | None:
 
 
 def resolve_files(cfg: CodeDataConfig) -> CodeFiles:
+    if not cfg.codebook_dir and not cfg.codes:
+        raise ConfigError("data: give data.codebook_dir (a tokenizer output folder) or data.codes")
     if cfg.codebook_dir:
         # the real folder: a tokenizer run that publishes meanwhile cannot swap files under this job
         d = os.path.realpath(cfg.codebook_dir)

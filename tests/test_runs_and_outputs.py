@@ -1,0 +1,176 @@
+"""Outputs that cannot be half-published or escape output_root, race-free stores, one source of defaults."""
+
+import dataclasses
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from arplatform import publish, tracking
+from arplatform.cli import CONFIG_DIR
+from arplatform.config import TokenizerConfig, TrainJobConfig, from_dict, to_dict
+
+SENTINELS = ("mlflow.db", "codebook/other/codebook.pt", "transformer/x/checkpoints/best.pt")
+
+
+def _fill(root):
+    for rel in SENTINELS:
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(rel)
+
+
+@pytest.mark.parametrize("name", ["..", "", "a/b", ".", "../../etc", "-rf"])
+def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, name):
+    root = tmp_path / "out"
+    _fill(root)
+    before = sorted((p, open(os.path.join(d, p)).read()) for d, _, fs in os.walk(root) for p in fs)
+    proc = subprocess.run([sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
+                           f"output_root={root}", f"name={name}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: name:") and proc.stderr.strip().count("\n") == 0, proc.stderr
+    after = sorted((p, open(os.path.join(d, p)).read()) for d, _, fs in os.walk(root) for p in fs)
+    assert after == before
+
+
+def test_unsafe_run_names_are_refused():
+    from arplatform.errors import ConfigError
+
+    for bad in ("..", "a/b", ""):
+        with pytest.raises(ConfigError, match="run_name: .* is not a safe name"):
+            from_dict(TrainJobConfig, {"run_name": bad, "data": {"codes": "x.npy"}})
+        with pytest.raises(ConfigError, match="name: .* is not a safe name"):
+            from_dict(TrainJobConfig, {"name": bad, "data": {"codes": "x.npy"}})
+
+
+# -- the tokenizer's publish under SIGKILL -------------------------------------------
+
+
+def _publish_forever(root: str, started) -> None:
+    """Publish versions 0, 1, 2 … of tokenizer 'm' as fast as possible; each version's VAE and
+    codebook folder carry its number (a stand-in for real weights: the publish is what is tested)."""
+    i = 0
+    started.set()
+    while True:
+        staging = publish.staging_dir(root, "m")
+        for part in ("vae/checkpoints/best.pt", "codebook/codebook.pt", "codebook/codes.npy"):
+            path = os.path.join(staging, part)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(str(i))
+        publish.publish(root, "m", staging)
+        i += 1
+
+
+def _visible(root: str):
+    try:
+        return tuple(open(os.path.join(root, p)).read() for p in
+                     ("vae_m/checkpoints/best.pt", "codebook/m/codebook.pt", "codebook/m/codes.npy"))
+    except FileNotFoundError:
+        return None
+
+
+def test_a_kill_at_any_point_of_publish_leaves_old_or_new_never_a_mix(tmp_path):
+    root = str(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    seen = []
+    rng = random.Random(0)
+    for _ in range(15):
+        started = ctx.Event()
+        proc = ctx.Process(target=_publish_forever, args=(root, started))
+        proc.start()
+        assert started.wait(timeout=60)
+        time.sleep(rng.random() * 0.1)  # a random point of some publish (each takes about a millisecond)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        visible = _visible(root)
+        if visible is None:  # killed before its first publish ever finished
+            assert not seen
+            continue
+        assert len(set(visible)) == 1, f"VAE, codebook and codes of different versions: {visible}"
+        seen.append(int(visible[0]))
+    assert seen, "no publish finished in any of the runs"
+    publish.clean_stale(root, "m")  # what the next tokenizer run does first
+    assert not [e for e in os.listdir(root) if e.startswith(publish.STAGING_PREFIX)]
+    versions = [v for v in os.listdir(publish.versions_dir(root, "m")) if v != "current"]
+    assert 1 <= len(versions) <= 2  # the current version and at most the one before it
+    assert _visible(root) is not None and len(set(_visible(root))) == 1
+
+
+def test_codebook_names_its_vae_relative_to_itself(tmp_path):
+    """The VAE path inside codebook.pt resolves from any working directory, through the links."""
+    import torch
+
+    from arplatform.core.codebook import codebook_vae_path, save_codebook
+
+    staging = publish.staging_dir(str(tmp_path), "m")
+    os.makedirs(os.path.join(staging, "vae", "checkpoints"))
+    open(os.path.join(staging, "vae", "checkpoints", "best.pt"), "w").close()
+    save_codebook(os.path.join(staging, "codebook", "codebook.pt"), torch.zeros(4, 2),
+                  {"vae_checkpoint": os.path.join("..", "vae", "checkpoints", "best.pt")})
+    publish.publish(str(tmp_path), "m", staging)
+    cwd = os.getcwd()
+    try:
+        os.chdir("/")
+        path = codebook_vae_path(os.path.join(tmp_path, "codebook", "m", "codebook.pt"))
+    finally:
+        os.chdir(cwd)
+    assert os.path.exists(path) and os.path.samefile(path, tmp_path / "vae_m" / "checkpoints" / "best.pt")
+
+
+# -- MLflow: two first runs in a fresh store --------------------------------------------
+
+
+def _start_run(uri: str, root: str, name: str, barrier) -> None:
+    barrier.wait()
+    run_id = tracking.start_run(uri, "arplatform", root, name, {"a": 1}, {})
+    tracking.finish_run(uri, run_id)
+
+
+def test_two_first_runs_create_one_fresh_mlflow_store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_start_run, args=(uri, str(tmp_path), f"r{i}", barrier)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    assert [p.exitcode for p in procs] == [0, 0]
+    runs = tracking.client(uri).search_runs([tracking.client(uri).get_experiment_by_name("arplatform").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["r0", "r1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+# -- one source for each default ----------------------------------------------------------
+
+
+def _base_yaml(group: str) -> dict:
+    with open(os.path.join(CONFIG_DIR, group, "base.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def _same_keys_and_values(yaml_part: dict, defaults: dict, path=""):
+    assert set(yaml_part) == set(defaults), f"{path or '<top>'}: keys differ {set(yaml_part) ^ set(defaults)}"
+    for key, value in yaml_part.items():
+        if isinstance(value, dict):
+            _same_keys_and_values(value, defaults[key], f"{path}{key}.")
+        elif value != "???":
+            assert value == defaults[key], f"{path}{key}: YAML says {value!r}, the dataclass {defaults[key]!r}"
+
+
+@pytest.mark.parametrize("group,cls,required", [
+    ("transformer", TrainJobConfig, {}),
+    ("tokenizer", TokenizerConfig, {}),
+])
+def test_base_yaml_and_dataclass_defaults_agree(group, cls, required):
+    """The YAML a user reads and the dataclass a dict-built config gets are the same defaults."""
+    defaults = to_dict(cls(**required)) if dataclasses.is_dataclass(cls) else {}
+    _same_keys_and_values(_base_yaml(group), defaults)
