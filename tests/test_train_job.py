@@ -41,7 +41,7 @@ def wait_for_checkpoint(root, proc, timeout=180):
     """The Ray run folder once Ray's controller has *registered* a checkpoint.
 
     A checkpoint folder appears in storage before the controller records it in its
-    snapshot; a process killed in between loses that report (RAY_NOTES §2), and the
+    snapshot; a process killed in between loses that report (docs/ray.md, "Fault tolerance"), and the
     retry would rightly start from the previous registered checkpoint, or none.
     """
     deadline = time.time() + timeout
