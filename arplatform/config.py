@@ -8,6 +8,7 @@ Ray workers receive `to_dict(config)`, never a Hydra object.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -18,7 +19,7 @@ from .core.loop import PRECISIONS, TrainConfig
 from .core.model import GPTConfig
 from .core.vae import RECONSTRUCTION_LOSSES
 from .errors import ConfigError
-from .imagedata import DATASETS
+from .imagedata import DATASETS, MAX_PIXELS
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -26,6 +27,33 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def _check_choice(path: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_range(path: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    """A finite number in [lo, hi] (open at an end where asked); None passes (optional keys)."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
+    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        kind = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a finite number"
+        if lo is not None and hi is not None:
+            want = f"{kind} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        elif lo is not None:
+            want = f"{kind} {'>' if lo_open else '>='} {lo}"
+        else:
+            want = f"{kind} {'<' if hi_open else '<='} {hi}"
+        raise ConfigError(f"{path}: {value!r} is out of range; allowed: {want}")
+
+
+def check_ranges(prefix: str, obj, **rules) -> None:
+    """check_range for several fields of `obj`: field=(lo, hi[, lo_open, hi_open])."""
+    for name, rule in rules.items():
+        check_range(f"{prefix}{name}", getattr(obj, name), *rule)
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def check_name(path: str, value: str) -> str:
@@ -76,7 +104,11 @@ def from_dict(cls, data: dict, path: str = ""):
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path or cls.__name__}: {e}") from e
+        # the core's own checks say "TrainConfig.lr …": name the key as the user wrote it
+        message = str(e).replace(f"{cls.__name__}.", f"{path}." if path else "")
+        if not (path and message.startswith(f"{path}.")):
+            message = f"{path or cls.__name__}: {message}"
+        raise ConfigError(message) from e
 
 
 def to_dict(config) -> dict:
@@ -121,12 +153,15 @@ class ImageDataConfig:
     limit: int = 0  # keep the first N images (0 = all)
     val_fraction: float = 0.1
     seed: int = 0
+    max_pixels: int = MAX_PIXELS  # folder datasets: larger image files are refused before decoding
 
     def __post_init__(self):
         _check_choice("data.dataset", self.dataset, DATASETS)
         _check_choice("data.channels", self.channels, (1, 3))
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_ranges("data.", self, image_size=(4, 4096), limit=(0, None), val_fraction=(0, 1, True, True),
+                     seed=(0, None), max_pixels=(1, None))
+        if self.image_size is not None and self.image_size % 4:
+            raise ConfigError(f"data.image_size: {self.image_size} is not a multiple of 4 (the VAE downsamples by 4)")
 
 
 @dataclass
@@ -143,6 +178,8 @@ class VAETrainConfig:
 
     def __post_init__(self):
         _check_choice("vae.recon_loss", self.recon_loss, RECONSTRUCTION_LOSSES)
+        check_ranges("vae.", self, latent_dim=(1, 1024), channels=(1, 4096), beta=(0, None), epochs=(1, None),
+                     batch_size=(1, None), lr=(0, 1, True), warmup_steps=(0, None))
         _check_choice("vae.precision", self.precision, PRECISIONS)
 
 
@@ -156,8 +193,8 @@ class CodebookConfig:
 
     def __post_init__(self):
         _check_choice("codebook.mode", self.mode, ("kmeans", "medoid"))
-        if self.num_codes < 2:
-            raise ConfigError(f"codebook.num_codes must be >= 2, got {self.num_codes}")
+        # codes are stored as int32 and the GPT's vocabulary grows with K: 65,536 is already huge
+        check_ranges("codebook.", self, num_codes=(2, 65536), iters=(1, None), tol=(0, None), seed=(0, None))
 
 
 @dataclass
@@ -173,8 +210,9 @@ class TokenizerConfig:
 
     def __post_init__(self):
         check_name("name", self.name)
-        if self.shards < 0:
-            raise ConfigError(f"shards must be >= 0, got {self.shards}")
+        check_range("shards", self.shards, 0, 100_000)
+        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
 
 
 # ---------------------------------------------------------------------------
@@ -203,6 +241,7 @@ class CodeDataConfig:
 
     def __post_init__(self):
         _check_choice("data.invalid_codes", self.invalid_codes, INVALID_CODE_POLICIES)
+        check_ranges("data.", self, num_codes=(1, 65536), num_classes=(0, 100_000), val_fraction=(0, 1, True, True))
 
 
 @dataclass
@@ -225,7 +264,8 @@ class ModelConfig:
         try:
             return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, **fields)
         except ValueError as e:
-            raise ConfigError("model: " + str(e).replace("GPTConfig.", "model.")) from e
+            message = str(e).replace("GPTConfig.", "model.").replace("GPTConfig:", "model:")
+            raise ConfigError(message if message.startswith("model") else f"model: {message}") from e
 
 
 @dataclass
@@ -239,10 +279,9 @@ class TrainerConfig:
     num_cpus: int | None = None  # logical CPUs of a local cluster (None = the machine's)
 
     def __post_init__(self):
-        if self.num_workers < 1:
-            raise ConfigError(f"trainer.num_workers must be >= 1, got {self.num_workers}")
-        if not self.cpus_per_worker > 0:
-            raise ConfigError(f"trainer.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        check_ranges("trainer.", self, num_workers=(1, 4096), cpus_per_worker=(0, 1024, True),
+                     threads_per_worker=(0, 1024), max_failures=(0, 1000), checkpoints_to_keep=(1, None),
+                     num_cpus=(1, 100_000))
 
 
 @dataclass
@@ -252,6 +291,10 @@ class SampleConfig:
     top_k: int | None = 64
     top_p: float | None = None
     cfg_scale: float = 2.0
+
+    def __post_init__(self):
+        check_ranges("sample.", self, num_samples=(0, 100_000), temperature=(0, 100), top_k=(1, None),
+                     top_p=(0, 1, True), cfg_scale=(-100, 100))
 
 
 @dataclass

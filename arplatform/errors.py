@@ -4,13 +4,14 @@
     DataError        a codes, labels, image or codebook file is unusable
     CheckpointError  a checkpoint is unreadable or does not match what the caller expects
     RunStateError    a run to resume does not exist or never started; a run name is taken
+    TrainingError    the loss diverged (non-finite); the last good checkpoint is kept
 
 Anything else that escapes a command is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-from .core.errors import CheckpointError, DataError
+from .core.errors import CheckpointError, DataError, TrainingError
 
 
 class ConfigError(ValueError):
@@ -21,6 +22,6 @@ class RunStateError(RuntimeError):
     """The run state on disk does not allow what was asked (resume, a run name)."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError)
 
-__all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "USER_ERRORS"]
+__all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "TrainingError", "USER_ERRORS"]

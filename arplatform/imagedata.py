@@ -19,15 +19,19 @@ import os
 import shutil
 import tarfile
 import urllib.request
+import warnings
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .core.data import check_label_range, read_npy_header
 from .core.errors import DataError
 
 DATASETS = ("mnist_sample", "mnist", "fashion", "cifar10", "folder", "npz")
+MAX_PIXELS = 4096 * 4096  # an image file larger than this is refused before decoding (data.max_pixels)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 IDX_SOURCES = {
@@ -192,28 +196,57 @@ def load_cifar10(data_dir: str, split: str, download_missing: bool) -> ImageSet:
     return ImageSet(np.concatenate(images).astype(np.float32) / 255.0, np.concatenate(labels), 10, folder)
 
 
-def load_folder(data_dir: str, image_size: int | None, channels: int) -> ImageSet:
-    """Images in class sub-folders (sorted names → labels 0…) or directly in data_dir (label 0)."""
+def _inside(root: str, path: str) -> bool:
+    """True when `path`, links resolved, lies inside `root` (links resolved too)."""
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
+
+
+def read_image(path: str, mode: str, image_size: int | None, max_pixels: int) -> np.ndarray:
+    """One image file → float32 (C, H, W) in [0, 1]. The size is read from the header and
+    checked before any pixel is decoded; a truncated file is an error, never a black image."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise DataError(f"{path}: {w}×{h} pixels is over the limit of {max_pixels} "
+                                "(data.max_pixels); refusing to decode it")
+            im.verify()  # every chunk and checksum to the end: a truncated file fails here
+        with Image.open(path) as im:  # verify() leaves the image unusable: decode from a fresh open
+            im.load()
+            im = im.convert(mode)
+            if image_size:
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not a readable image ({' '.join(str(e).split())})") from e
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS) -> ImageSet:
+    """Images in class sub-folders (sorted names → labels 0…) or directly in data_dir (label 0).
+    Links that leave data_dir (or loop) are skipped with a warning."""
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: image folder not found")
-    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+
+    def usable(path: str) -> bool:
+        """Not a link that loops, dangles or leads outside data_dir (those are skipped, with a warning)."""
+        if os.path.exists(path) and _inside(data_dir, path):
+            return True
+        warnings.warn(f"{path}: skipped, a link that loops, dangles or leads outside {data_dir}", stacklevel=3)
+        return False
+
+    entries = [e for e in sorted(os.listdir(data_dir)) if usable(os.path.join(data_dir, e))]
+    classes = [d for d in entries if os.path.isdir(os.path.join(data_dir, d))]
     groups = [(i, os.path.join(data_dir, c)) for i, c in enumerate(classes)] or [(0, data_dir)]
     mode = {1: "L", 3: "RGB"}[channels]
     images, labels = [], []
     for label, folder in groups:
         for fname in sorted(os.listdir(folder)):
-            if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                continue
             path = os.path.join(folder, fname)
-            try:
-                with Image.open(path) as im:
-                    im = im.convert(mode)
-                    if image_size:
-                        im = im.resize((image_size, image_size), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.float32) / 255.0
-            except OSError as e:
-                raise DataError(f"{path}: not a readable image ({e})") from e
-            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            if not fname.lower().endswith(IMAGE_EXTENSIONS) or not usable(path) or not os.path.isfile(path):
+                continue
+            images.append(read_image(path, mode, image_size, max_pixels))
             labels.append(label)
     if not images:
         raise DataError(f"{data_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
@@ -223,8 +256,24 @@ def load_folder(data_dir: str, image_size: int | None, channels: int) -> ImageSe
     return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), max(1, len(classes)), data_dir)
 
 
+def check_npz(path: str) -> None:
+    """Every array's header against its stored size, before np.load allocates anything."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as f:
+                        shape, dtype, nbytes = read_npy_header(f, f"{path}:{info.filename}")
+                    if info.file_size < nbytes:
+                        raise DataError(f"{path}: {info.filename} promises {shape} {dtype} ({nbytes} bytes) but holds "
+                                        f"{info.file_size}; truncated or forged")
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+
+
 def load_npz(path: str) -> ImageSet:
     _require(path, "npz file", download_hint=False)
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z:
@@ -246,8 +295,9 @@ def load_npz(path: str) -> ImageSet:
         raise DataError(f"{path}: float images must be finite and in [0, 1]")
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
-    if len(labels) and labels.min() < 0:
-        raise DataError(f"{path}: negative labels")
+    if len(images) == 0:
+        raise DataError(f"{path}: holds no images")
+    check_label_range(labels, None, path)  # at most MAX_CLASSES classes
     return ImageSet(images, labels.astype(np.int64), int(labels.max()) + 1, path)
 
 
@@ -267,6 +317,7 @@ def load_images(
     image_size: int | None = None,
     channels: int = 1,
     limit: int = 0,
+    max_pixels: int = MAX_PIXELS,
 ) -> ImageSet:
     """The dataset `name` (see module doc) as an `ImageSet`; `limit` > 0 keeps the first rows."""
     if name not in DATASETS:
@@ -282,7 +333,7 @@ def load_images(
     elif name == "cifar10":
         data = load_cifar10(data_dir, split, download)
     elif name == "folder":
-        data = load_folder(data_dir, image_size, channels)
+        data = load_folder(data_dir, image_size, channels, max_pixels)
     else:
         data = load_npz(data_dir)
     if limit:

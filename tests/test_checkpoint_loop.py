@@ -178,3 +178,34 @@ def test_bf16_loss_curve_matches_fp32(tiny_codes):
     for a, b in zip(curves["fp32"], curves["bf16"], strict=True):
         assert abs(a - b) / a < 0.03
     assert math.isfinite(curves["bf16"][-1])
+
+
+class _DivergesAt(GPTObjective):
+    """The GPT objective whose loss becomes infinite from optimizer step `at` on (a stand-in for
+    a learning rate that blows up: deterministic on every CPU)."""
+
+    def __init__(self, layout, at):
+        super().__init__(layout)
+        self.at, self.calls = at, 0
+
+    def loss(self, model, batch, precision, device, train):
+        loss, count = super().loss(model, batch, precision, device, train)
+        self.calls += train
+        return (loss * float("inf") if train and self.calls > self.at else loss), count
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_codes, tmp_path, grad_clip):
+    from arplatform.core.errors import TrainingError
+
+    layout, ds, model = _setup(tiny_codes)
+    batches = IndexBatches(ds.tensors, 16, seed=0)
+    cfg = TrainConfig(batch_size=16, lr=1e-3, epochs=3, warmup_steps=1, precision="fp32", grad_clip=grad_clip)
+    spe = len(batches)
+    with pytest.raises(TrainingError, match=rf"not finite at step {spe + 3} \(epoch 1\).*lower optim.lr") as e:
+        fit(model, _DivergesAt(layout, spe + 2), batches, spe, lambda: batches(0), cfg,
+            checkpoint_dir=str(tmp_path))
+    assert "\n" not in str(e.value) and "last.pt" in str(e.value)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 0 and last["step"] == spe  # the epoch-0 checkpoint, untouched
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step never reached the weights

@@ -108,6 +108,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: not a {kind} checkpoint (it lacks one of {required})")
     if ckpt["kind"] != kind:
         raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, expected a {kind!r} checkpoint")
+    check_fields(ckpt, path, kind)
     if ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this code's {FORMAT_VERSION}"
@@ -121,6 +122,38 @@ def load_checkpoint(
             "(another codebook size or class count)"
         )
     return ckpt
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_fields(ckpt: dict, path: str, kind: str) -> None:
+    """The plain-data fields have the types the loaders rely on; anything else is a CheckpointError."""
+    problems = []
+    if not _is_int(ckpt["format_version"]) or ckpt["format_version"] < 1:
+        problems.append("format_version is not a positive int")
+    if not isinstance(ckpt["model_config"], dict) or not isinstance(ckpt["model_state_dict"], dict):
+        problems.append("model_config / model_state_dict are not dicts")
+    for key in ("step", "epoch"):
+        if key in ckpt and (not _is_int(ckpt[key]) or ckpt[key] < 0):
+            problems.append(f"{key} is not a non-negative int")
+    if not isinstance(ckpt.get("metrics", {}), dict):
+        problems.append("metrics is not a dict")
+    grid = ckpt.get("grid_shape")
+    if grid is not None and (not isinstance(grid, (list, tuple)) or len(grid) != 2
+                             or not all(_is_int(g) and g > 0 for g in grid)):
+        problems.append("grid_shape is not two positive ints")
+    if kind == "gpt":
+        layout = ckpt["layout"]
+        try:
+            if not isinstance(layout, dict) or not all(_is_int(layout.get(k)) for k in ("num_codes", "num_classes")):
+                raise ValueError("num_codes and num_classes must be ints")
+            TokenLayout.from_dict(layout)
+        except (ValueError, TypeError) as e:
+            problems.append(f"layout is invalid ({e})")
+    if problems:
+        raise CheckpointError(f"{path}: malformed {kind} checkpoint: {'; '.join(problems)}")
 
 
 def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> tuple[GPT, TokenLayout]:

@@ -194,7 +194,11 @@ def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None
 
 
 def check_codebook(z, name="<codebook>") -> torch.Tensor:
-    z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z)
+    if not isinstance(z, torch.Tensor):
+        array = np.asarray(z) if isinstance(z, (np.ndarray, list, tuple)) else None
+        if array is None or array.dtype.kind not in "fiu":
+            raise DataError(f"{name}: codebook vectors must be a (K, D) float tensor, got {type(z).__name__}")
+        z = torch.from_numpy(array)
     if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
         raise DataError(f"{name}: codebook must be a (K, D) array, got shape {tuple(z.shape)}")
     if not torch.is_floating_point(z):
@@ -209,5 +213,7 @@ def load_codebook(source) -> torch.Tensor:
     if isinstance(source, (str, os.PathLike)):
         return load_codebook_file(source)["z_medoid"]
     if isinstance(source, dict):
+        if "z_medoid" not in source:
+            raise DataError("codebook dict has no 'z_medoid' vectors")
         return check_codebook(source["z_medoid"])
     return check_codebook(source)

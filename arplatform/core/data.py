@@ -7,6 +7,7 @@ One implementation of the token layout for every reader: `CodeSequenceDataset`
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from .errors import DataError
 from .tokens import TokenLayout
 
 IGNORE_INDEX = -100
+MAX_CLASSES = 100_000
 INVALID_CODE_POLICIES = ("unk", "error", "drop")
 
 
@@ -30,11 +32,36 @@ def _name(source) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<array>"
 
 
+def read_npy_header(f, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of data the header promises) of an open .npy stream, read before
+    anything is allocated, so a 64-byte file claiming a 357 TiB array is refused, not attempted."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise DataError(f"{name}: not a readable .npy file ({' '.join(str(e).split())})") from e
+    if dtype.hasobject:
+        raise DataError(f"{name}: holds pickled objects; refusing to load")
+    return shape, dtype, math.prod(shape) * dtype.itemsize
+
+
 def load_array(path: str | os.PathLike, what: str) -> np.ndarray:
     """np.load without pickles, turning every failure into one clear line."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise DataError(f"{path}: {what} file not found")
+    try:
+        with open(path, "rb") as f:
+            shape, dtype, nbytes = read_npy_header(f, path)
+            available = os.fstat(f.fileno()).st_size - f.tell()
+    except OSError as e:
+        raise DataError(f"{path}: not a readable .npy {what} file ({e})") from e
+    if available < nbytes:
+        raise DataError(f"{path}: the header promises a {dtype} array of shape {shape} ({nbytes} bytes) but the "
+                        f"file holds {available}; truncated or forged")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -82,8 +109,11 @@ def load_labels(source, num_rows: int, num_classes: int | None = None) -> np.nda
 
 
 def check_label_range(labels: np.ndarray, num_classes: int | None, name: str) -> None:
-    if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
-        hi = "" if num_classes is None else f"..{num_classes - 1}"
+    """Labels in 0..num_classes-1; with no declared count, below MAX_CLASSES (a sanity bound: one
+    stray label of 10^12 would otherwise make a vocabulary of 10^12 class tokens)."""
+    bound = num_classes if num_classes is not None else MAX_CLASSES
+    if labels.size and (labels.min() < 0 or labels.max() >= bound):
+        hi = f"..{bound - 1}"
         raise DataError(
             f"{name}: labels must lie in 0{hi}, found values {int(labels.min())}..{int(labels.max())}"
         )
@@ -266,6 +296,15 @@ def pad_collate(
     sits at the end, so a causal model needs no mask for the real positions;
     the GPT here does not use one.
     """
+    if not batch:
+        raise ValueError("pad_collate: empty batch")
+    for item in batch:
+        for key in ("input_ids", "labels"):
+            t = item[key]
+            if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.dtype.is_floating_point or t.dtype.is_complex \
+                    or t.dtype == torch.bool:
+                raise DataError(f"pad_collate: {key} must be 1-D integer tensors, got "
+                                f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}")
     longest = max(item["input_ids"].shape[0] for item in batch)
     input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)

@@ -21,14 +21,20 @@ def decode_codes_to_images(codes, codebook, vae, batch_size: int = 256) -> torch
     tensor; `vae` is a `VAE` or the path to its checkpoint. Codes outside
     0 … K-1 (such as the -1 a codebook builder writes) are refused.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(codes, torch.Tensor):
+        array = np.asarray(codes)
+        if array.dtype.kind not in "iu":  # bool, float, complex, str, object …
+            raise DataError(f"codes must be integers, got dtype {array.dtype}")
+        codes = torch.from_numpy(array.astype(np.int64, copy=False))
+    if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+        raise DataError(f"codes must be integers, got {codes.dtype}")
     z_table = load_codebook(codebook)
     if isinstance(vae, (str, os.PathLike)):
         vae = load_vae(vae)
     if not isinstance(vae, VAE):
         raise TypeError(f"vae must be a VAE or a checkpoint path, got {type(vae).__name__}")
-    codes = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
-    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
-        raise DataError(f"codes must be integers, got {codes.dtype}")
     if codes.ndim not in (2, 3) or codes.numel() == 0:
         raise DataError(f"codes must be shaped (B, H*W) or (B, H, W), got {tuple(codes.shape)}")
     cfg = vae.config

@@ -7,3 +7,7 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint is unreadable or does not match what the caller expects."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: the loss or its gradient stopped being finite."""

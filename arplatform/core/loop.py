@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap_model
 from .data import IGNORE_INDEX
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingError
 from .tokens import TokenLayout
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -57,11 +57,17 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise ValueError(f"TrainConfig.lr must be a finite number in (0, 1], got {self.lr!r}")
         for name in ("min_lr_ratio", "class_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -214,6 +220,21 @@ class IndexBatches:
 # The loop
 
 
+def check_finite(model: torch.nn.Module, grad_clip: float, step: int, epoch: int, last_path: str | None) -> None:
+    """Clip the gradient (grad_clip > 0) and stop before the optimizer step if its norm is not
+    finite, so no NaN reaches the weights or a checkpoint. Under DDP the norm is computed on the
+    all-reduced gradient, so every rank stops at the same step."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm(grads)
+    if not torch.isfinite(norm):
+        kept = f"; the last good checkpoint is {last_path}" if last_path and os.path.exists(last_path) else ""
+        raise TrainingError(f"the gradient is not finite at step {step + 1} (epoch {epoch}): the loss diverged; "
+                            f"lower optim.lr or keep optim.grad_clip > 0{kept}")
+
+
 @contextmanager
 def heap_frozen():
     """Hide the objects alive when training starts (modules, imported libraries: ~400k
@@ -315,8 +336,7 @@ def fit(
             lr = lr_at(step, total_steps, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            check_finite(model, cfg.grad_clip, step, epoch, last_path)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -4,6 +4,9 @@ cache lives in the model (`GPT.setup_cache`)."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from .model import GPT
@@ -23,10 +26,10 @@ def sample_next_token(
     smallest set of most likely tokens whose probability reaches p; both compose
     (top-k first, then top-p on what is left).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if temperature == 0:
@@ -53,6 +56,16 @@ def prefill(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
 def decode_one_token(model: GPT, token: torch.Tensor, position: int) -> torch.Tensor:
     """Feed one token (B, 1) at `position` of the cached sequences; its logits."""
     return model(token, start=position)[:, -1]
+
+
+def check_generation_args(model: GPT, layout: TokenLayout, num_positions, cfg_scale) -> None:
+    if isinstance(num_positions, bool) or not isinstance(num_positions, int) or num_positions < 1:
+        raise ValueError(f"num_positions must be a positive int, got {num_positions!r}")
+    if not isinstance(cfg_scale, (int, float)) or not math.isfinite(cfg_scale):
+        raise ValueError(f"cfg_scale must be a finite number, got {cfg_scale!r}")
+    if model.config.vocab_size != layout.vocab_size:
+        raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) does not match the layout's "
+                         f"({layout.vocab_size}: {layout})")
 
 
 def _prefix(layout: TokenLayout, class_labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
@@ -98,11 +111,19 @@ def generate_autoregressive(
     every step under the same rule, so both paths compute the same logits.
     """
     device = model.tok_emb.weight.device
+    check_generation_args(model, layout, num_positions, cfg_scale)
     if class_labels is not None:
-        class_labels = torch.as_tensor(class_labels, device=device)
+        class_labels = torch.as_tensor(np.asarray(class_labels) if not isinstance(class_labels, torch.Tensor)
+                                       else class_labels, device=device)
+        if class_labels.dtype.is_floating_point or class_labels.dtype.is_complex or class_labels.dtype == torch.bool \
+                or class_labels.ndim != 1 or class_labels.numel() == 0:
+            raise ValueError(f"class_labels must be a non-empty 1-D integer tensor, got {class_labels.dtype} "
+                             f"{tuple(class_labels.shape)}")
         num_samples = class_labels.shape[0]
     if num_samples is None:
         raise ValueError("give num_samples or class_labels")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     seq_len = model.config.seq_len
     if not 1 <= window_shift <= seq_len - 1:
         raise ValueError(f"window_shift must be in 1..{seq_len - 1}, got {window_shift}")

@@ -18,6 +18,7 @@ import torch
 
 from ..config import TrainJobConfig, from_dict
 from ..core.checkpoint import load_checkpoint
+from ..core.errors import TrainingError
 from ..core.loop import GPTObjective, fit
 from ..core.model import GPT
 from ..runs import Run
@@ -53,12 +54,17 @@ def train_worker(config: dict) -> dict:
     resume_from = load_resume_checkpoint(facts, device, rank)
     start_step = resume_from["step"] if resume_from else 0
     t_fit = time.perf_counter()
-    final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
-                job.optim, device=device, checkpoint_dir=run.checkpoint_dir, resume_from=resume_from,
-                grid_shape=facts.grid_shape, run_config=config["job"],
-                callback=metrics_callback(config, world) if rank == 0 else None,
-                on_epoch_end=epoch_reporter(run, rank), reduce=all_reduce if world > 1 else None,
-                is_main=rank == 0)
+    try:
+        final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
+                    job.optim, device=device, checkpoint_dir=run.checkpoint_dir, resume_from=resume_from,
+                    grid_shape=facts.grid_shape, run_config=config["job"],
+                    callback=metrics_callback(config, world) if rank == 0 else None,
+                    on_epoch_end=epoch_reporter(run, rank), reduce=all_reduce if world > 1 else None,
+                    is_main=rank == 0)
+    except TrainingError as e:
+        # every rank stops at the same step (the norm is all-reduced); returning, not raising,
+        # keeps Ray from replaying a deterministic divergence max_failures times
+        return {"error": str(e)}
     seconds = time.perf_counter() - t_fit
     tokens = (final["step"] - start_step) * job.optim.batch_size * job.optim.grad_accum_steps * plan.seq_len * world
     resumed = {"epoch": resume_from["epoch"], "step": resume_from["step"]} if resume_from else None

@@ -14,8 +14,32 @@ from ..core.data import load_codes
 from ..core.errors import DataError
 from ..core.io import save_json
 from ..core.vae import load_vae
+from ..errors import ConfigError
 from ..imagedata import load_images
 from .tokenize import encode_means, evaluate_tokenizer, resolve_device
+
+
+def read_json_object(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable JSON file ({' '.join(str(e).split())})") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_indices(path: str, key: str) -> np.ndarray:
+    """A non-empty list of distinct non-negative ints under `key` of a JSON file."""
+    values = read_json_object(path).get(key)
+    if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in values):
+        raise DataError(f"{path}: {key} must be a non-empty list of integers")
+    idx = np.asarray(values, dtype=np.int64)
+    if idx.min() < 0 or len(np.unique(idx)) != len(idx):
+        raise DataError(f"{path}: {key} must be distinct indices >= 0 (found {int(idx.min())} or duplicates)")
+    return idx
 
 
 def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device: str = "auto") -> dict:
@@ -24,24 +48,25 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     The images and the held-out split come from the folder's tokenizer_config.json and
     split.json; the VAE from `vae_path` or the codebook's config.
     """
+    dev = resolve_device(device)
     paths = {n: os.path.join(codebook_dir, n) for n in ("codebook.pt", "tokenizer_config.json", "split.json")}
     for name, path in paths.items():
         if not os.path.exists(path):
             raise DataError(f"{path}: not found ({name} is written by arplatform.tokenize)")
-    with open(paths["tokenizer_config.json"], encoding="utf-8") as f:
-        saved = json.load(f)
+    saved = read_json_object(paths["tokenizer_config.json"])
     saved.pop("config_name", None)
-    cfg = from_dict(TokenizerConfig, saved)
-    with open(paths["split.json"], encoding="utf-8") as f:
-        val_idx = np.asarray(json.load(f)["val_indices"], dtype=np.int64)
+    try:
+        cfg = from_dict(TokenizerConfig, saved)
+    except ConfigError as e:
+        raise DataError(f"{paths['tokenizer_config.json']}: {e}") from e
+    val_idx = read_indices(paths["split.json"], "val_indices")
     codebook = load_codebook_file(paths["codebook.pt"])
     vae_path = vae_path or codebook_vae_path(paths["codebook.pt"], codebook)
     if not vae_path:
         raise DataError(f"{paths['codebook.pt']}: names no VAE checkpoint; pass --vae")
-    dev = resolve_device(device)
     vae = load_vae(vae_path, map_location=dev)
     d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit)
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels)
     if val_idx.size == 0 or val_idx.max() >= len(data):
         raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
     val = data.subset(val_idx)

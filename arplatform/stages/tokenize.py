@@ -31,13 +31,22 @@ from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, TrainConfig, fit
 from ..core.metrics import psnr, ssim
 from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
+from ..errors import ConfigError
 from ..imagedata import ImageSet, load_images, split_indices
 
 
 def resolve_device(device: str) -> torch.device:
+    """auto → CUDA when there is one, else CPU; an explicit device must exist here."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {device!r} is not a torch device ({e})") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use device=auto or cpu")
+    return dev
 
 
 def check_image_shape(data: ImageSet) -> None:
@@ -145,11 +154,14 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
 
 def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndarray]:
     d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit)
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels)
     check_image_shape(data)
     if cfg.shards > len(data):
         raise DataError(f"{data.source}: shards={cfg.shards} but there are only {len(data)} images")
     train_idx, val_idx = split_indices(len(data), d.val_fraction, d.seed)
+    if len(train_idx) < cfg.vae.batch_size:
+        raise DataError(f"{data.source}: {len(train_idx)} training images are fewer than one batch of "
+                        f"vae.batch_size={cfg.vae.batch_size}")
     log(f"{data.source}: {len(train_idx)} train / {len(val_idx)} val images of {data.shape}")
     return data, train_idx, val_idx
 

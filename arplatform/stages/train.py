@@ -2,8 +2,9 @@
 
     run_train(job)
       1. check_data        resolve the code files and check every one, before Ray starts
-      2. open_run          a fresh run folder, or the run to resume (`runs.py`)
-      3. start Ray, read the rows (`distributed.code_data`), plan the job (`train_plan`)
+      2. resume_target     with resume=true: the run to continue, its checkpoint checked
+      3. start Ray, read the rows (`distributed.code_data`), plan the job (`train_plan`);
+                           only then a fresh run folder (`runs.py`)
       4. tracked           the MLflow run and run.json end FINISHED, FAILED or KILLED
       5. build_trainer     the TorchTrainer a Tune trial also calls; fit
       6. finish            samples, artifacts, summary; publish best.pt to the seed's path
@@ -26,7 +27,7 @@ from ..config import TrainJobConfig, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
 from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
-from ..errors import RunStateError
+from ..errors import RunStateError, TrainingError
 from ..train_plan import DataFacts, TrainPlan, plan_training
 
 
@@ -50,9 +51,10 @@ def latest_ray_checkpoint(run: runs.Run) -> str:
     return os.path.join(result.checkpoint.path, "last.pt")
 
 
-def open_run(job: TrainJobConfig, facts: DataFacts) -> runs.Run:
+def resume_target(job: TrainJobConfig, facts: DataFacts) -> runs.Run | None:
+    """With resume=true, the run to continue, its checkpoint checked; nothing is written."""
     if not job.resume:
-        return runs.new_run(job.output_root, job.name, job.run_name)
+        return None
     run = runs.find_run(job.output_root, job.name, job.run_name)
     # refuse a broken checkpoint here, not after Ray has retried it max_failures times
     load_checkpoint(latest_ray_checkpoint(run), expected_layout=facts.layout)
@@ -130,16 +132,14 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
 
     t0 = time.perf_counter()
     files, facts = check_data(job)
-    run = open_run(job, facts)
+    run = resume_target(job, facts)
+    ray = init_ray(job.trainer.num_cpus)
+    check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
+    train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
+    plan = plan_training(job, facts, job.trainer.num_workers)
+    # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
+    run = run or runs.new_run(job.output_root, job.name, job.run_name)
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {run.dir}")
-    try:
-        ray = init_ray(job.trainer.num_cpus)
-        check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
-        train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
-        plan = plan_training(job, facts, job.trainer.num_workers)
-    except BaseException:
-        runs.write_state(run, status=runs.FAILED)
-        raise
     log(describe(job, facts, plan))
     params = {**to_dict(job), "layout": facts.layout.to_dict(), "model_resolved": plan.model.to_dict(),
               "batch": {"per_worker": job.optim.batch_size,
@@ -148,6 +148,8 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     with tracked(job, run, params, config_name) as (uri, mlflow_run_id):
         trainer = build_trainer(job, facts, {"train": train_ds, "val": val_ds}, run, uri, mlflow_run_id)
         result = trainer.fit()
+        if (result.return_value or {}).get("error"):
+            raise TrainingError(result.return_value["error"])
         summary = finish(job, run, files, result, uri, mlflow_run_id, config_name)
     summary["seconds"] = time.perf_counter() - t0
     save_json(summary, os.path.join(run.dir, "summary.json"))
