@@ -291,8 +291,10 @@ class SampleConfig:
     top_k: int | None = 64
     top_p: float | None = None
     cfg_scale: float = 2.0
+    precision: str = "auto"  # auto: bf16 only where a decode step is measured faster
 
     def __post_init__(self):
+        _check_choice("sample.precision", self.precision, PRECISIONS)
         check_ranges("sample.", self, num_samples=(0, 100_000), temperature=(0, 100), top_k=(1, None),
                      top_p=(0, 1, True), cfg_scale=(-100, 100))
 

@@ -17,9 +17,11 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from machine import machine_line, save
 
 from arplatform import GPT, GPTConfig, TokenLayout, TrainConfig
-from arplatform.core.loop import GPTObjective, fit, resolve_precision
+from arplatform.core.loop import GPTObjective, fit, probe_key, training_probe
+from arplatform.core.precision import choose_precision
 
 WIDTH, LAYERS, HEADS, TOKENS, BATCH = 256, 4, 8, 51, 32
 
@@ -57,8 +59,8 @@ def reference_seconds(model, batches, steps) -> float:
     return time.perf_counter() - t0
 
 
-def core_seconds(model, layout, batches, steps) -> float:
-    cfg = TrainConfig(batch_size=BATCH, epochs=1, warmup_steps=5, log_every=10_000)  # default precision
+def core_seconds(model, layout, batches, steps, precision="auto") -> float:
+    cfg = TrainConfig(batch_size=BATCH, epochs=1, warmup_steps=5, log_every=10_000, precision=precision)
     t0 = time.perf_counter()
     fit(model, GPTObjective(layout, cfg.class_dropout), lambda epoch, skip: iter(batches[skip:]), steps, None, cfg)
     return time.perf_counter() - t0
@@ -80,20 +82,29 @@ def main():
     cfg = GPTConfig(vocab_size=layout.vocab_size, seq_len=TOKENS, embed_dim=WIDTH, num_layers=LAYERS, num_heads=HEADS)
     core = GPT(cfg)
     ref = ReferenceGPT(layout.vocab_size)
-    precision = resolve_precision("auto", torch.device("cpu"))
-    core_seconds(core, layout, batches[:3], 3)  # warm-up both
+    objective = GPTObjective(layout)
+    choice = choose_precision("auto", "cpu", training_probe(core, objective, "cpu"), probe_key(objective, core))
+    print(machine_line())
+    print(f"precision auto → {choice}")
+    contenders = {"auto": lambda: core_seconds(core, layout, batches, args.steps),
+                  "fp32": lambda: core_seconds(core, layout, batches, args.steps, "fp32"),
+                  "reference": lambda: reference_seconds(ref, batches, args.steps)}
+    core_seconds(core, layout, batches[:3], 3)  # warm-up
     reference_seconds(ref, batches[:3], 3)
-    core_t, ref_t = [], []
-    for _ in range(args.rounds):
-        core_t.append(core_seconds(core, layout, batches, args.steps))
-        ref_t.append(reference_seconds(ref, batches, args.steps))
+    times = {k: [] for k in contenders}
+    for _ in range(args.rounds):  # alternating, so drift hits every contender alike
+        for k, run in contenders.items():
+            times[k].append(run())
     tokens = args.steps * BATCH * TOKENS
-    core_tps, ref_tps = tokens / statistics.median(core_t), tokens / statistics.median(ref_t)
+    tps = {k: tokens / statistics.median(v) for k, v in times.items()}
     print(f"{LAYERS} layers × width {WIDTH}, {TOKENS} tokens, batch {BATCH}, {args.steps} steps × "
           f"{args.rounds} rounds, {args.threads} threads (median)")
-    print(f"core GPT + loop ({precision}, default): {core_tps:10.0f} tokens/s")
-    print(f"nn.TransformerEncoder GPT (fp32):    {ref_tps:10.0f} tokens/s")
-    print(f"ratio: {core_tps / ref_tps:.2f}×")
+    print(f"core GPT + loop, precision auto ({choice.precision}): {tps['auto']:10.0f} tokens/s")
+    print(f"core GPT + loop, fp32 forced:          {tps['fp32']:10.0f} tokens/s")
+    print(f"nn.TransformerEncoder GPT (fp32):      {tps['reference']:10.0f} tokens/s")
+    print(f"ratio auto / reference: {tps['auto'] / tps['reference']:.2f}×, fp32 core / reference: "
+          f"{tps['fp32'] / tps['reference']:.2f}×, auto / fp32 core: {tps['auto'] / tps['fp32']:.2f}×")
+    print(f"saved {save('train_step', {'tokens_per_s': tps, 'precision_auto': str(choice)})}")
 
 
 if __name__ == "__main__":

@@ -21,3 +21,10 @@ def tiny_codes(tmp_path, rng):
     np.save(tmp_path / "codes.npy", codes)
     np.save(tmp_path / "labels.npy", labels)
     return tmp_path / "codes.npy", tmp_path / "labels.npy"
+
+
+def pytest_configure(config):
+    """The precision verdicts the suite measures go to a cache of its own, not the user's ~/.cache."""
+    import tempfile
+
+    os.environ.setdefault("ARPLATFORM_CACHE_DIR", tempfile.mkdtemp(prefix="arplatform-test-cache-"))

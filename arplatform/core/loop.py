@@ -12,9 +12,8 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +21,9 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap_model
 from .data import IGNORE_INDEX
 from .errors import CheckpointError, TrainingError
+from .precision import PRECISIONS, autocast, choose_precision
 from .tokens import TokenLayout
 
-PRECISIONS = ("auto", "fp32", "bf16")
 Batch = dict[str, torch.Tensor]
 MetricsCallback = Callable[[dict[str, float], int], None]
 
@@ -42,7 +41,7 @@ class TrainConfig:
     warmup_steps: int = 50
     grad_clip: float = 1.0  # 0 = off
     grad_accum_steps: int = 1
-    precision: str = "auto"  # auto: bf16 where the hardware runs it natively, else fp32
+    precision: str = "auto"  # auto: bf16 where measured faster than fp32 (core/precision.py), else fp32
     class_dropout: float = 0.1  # classifier-free guidance: P(class token → null class)
     seed: int = 0
     log_every: int = 20
@@ -79,29 +78,23 @@ class TrainConfig:
 # Pieces
 
 
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix products run faster than fp32 on this CPU."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def training_probe(model: torch.nn.Module, objective, device, batch_size: int = 8) -> Callable[[str], None]:
+    """One forward/backward of `model` on a synthetic batch, for `choose_precision`. The RNG
+    state is restored afterwards, so whether a run probed (or found the verdict cached)
+    never changes its trajectory."""
+    batch = objective.synthetic_batch(unwrap_model(model), batch_size)
+
+    def probe(precision: str) -> None:
+        with torch.random.fork_rng(devices=[]):
+            loss, count = objective.loss(model, batch, precision, device, train=True)
+            (loss / count.clamp(min=1)).backward()
+        model.zero_grad(set_to_none=True)
+
+    return probe
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def probe_key(objective, model: torch.nn.Module, batch_size: int = 8) -> str:
+    return f"{objective.kind}:{sorted(unwrap_model(model).config.to_dict().items())}:b{batch_size}"
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -162,6 +155,12 @@ class GPTObjective:
 
     def metrics(self, mean_loss: float) -> dict[str, float]:
         return {"val/loss": mean_loss, "val/bits_per_token": mean_loss / math.log(2)}
+
+    def synthetic_batch(self, model, batch_size: int) -> Batch:
+        """Random code tokens of the model's full context: what a precision probe times."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, self.layout.num_codes, (batch_size, model.config.seq_len + 1), generator=g)
+        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
 
     def checkpoint_fields(self) -> dict:
         return {"layout": self.layout}
@@ -281,7 +280,11 @@ def fit(
     exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
     """
     device = torch.device(device)
-    precision = resolve_precision(cfg.precision, device)
+    choice = choose_precision(cfg.precision, device, training_probe(model, objective, device),
+                              probe_key(objective, model))
+    precision = choice.precision
+    if cfg.precision == "auto" and is_main:
+        print(f"precision auto → {choice.precision}: {choice.reason}", flush=True)
     optimizer = make_optimizer(model, cfg)
     total_steps = cfg.epochs * steps_per_epoch
     step, best_val = 0, math.inf

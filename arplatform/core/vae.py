@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
+from .precision import autocast
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
 DOWNSAMPLE = 4
@@ -97,8 +98,6 @@ class VAEObjective:
         self.beta, self.recon_loss = beta, recon_loss
 
     def loss(self, model, batch, precision, device, train: bool):
-        from .loop import autocast  # the loop imports nothing from here; avoid a cycle at import
-
         x = batch["images"].to(device)
         with autocast(precision, device):
             logits, mu, logvar = model(x)
@@ -112,6 +111,10 @@ class VAEObjective:
 
     def metrics(self, mean_loss: float) -> dict[str, float]:
         return {"val/loss": mean_loss}
+
+    def synthetic_batch(self, model, batch_size: int) -> dict:
+        c, size = model.config.in_channels, model.config.image_size
+        return {"images": torch.rand(batch_size, c, size, size, generator=torch.Generator().manual_seed(0))}
 
     def checkpoint_fields(self) -> dict:
         return {}

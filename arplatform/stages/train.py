@@ -14,6 +14,7 @@ Workers run `distributed.train_worker.train_worker`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -26,6 +27,9 @@ from .. import runs, tracking
 from ..config import TrainJobConfig, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
+from ..core.loop import GPTObjective, probe_key, training_probe
+from ..core.model import GPT
+from ..core.precision import choose_precision
 from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
 from ..errors import RunStateError, TrainingError
 from ..train_plan import DataFacts, TrainPlan, plan_training
@@ -119,6 +123,24 @@ def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: ru
     )
 
 
+def resolve_train_precision(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, log) -> TrainJobConfig:
+    """CPU jobs: decide `precision: auto` once, here, by timing the job's own model in both
+    precisions at the workers' thread count, so every worker trains in the same precision.
+    GPU jobs keep `auto`: each worker picks bf16 where its GPU supports it."""
+    if job.optim.precision != "auto" or job.trainer.use_gpu:
+        return job
+    threads = job.trainer.threads_per_worker or max(1, (os.cpu_count() or 1) // job.trainer.num_workers)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model, objective = GPT(plan.model), GPTObjective(facts.layout)
+        choice = choose_precision("auto", "cpu", training_probe(model, objective, "cpu"), probe_key(objective, model))
+    finally:
+        torch.set_num_threads(previous)
+    log(f"precision auto → {choice.precision}: {choice.reason}")
+    return dataclasses.replace(job, optim=dataclasses.replace(job.optim, precision=choice.precision))
+
+
 def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan) -> str:
     global_batch = job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps
     return (f"data: {facts.num_train} train / {facts.num_val} val sequences, {plan.windows} window(s) of "
@@ -137,6 +159,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
     train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
     plan = plan_training(job, facts, job.trainer.num_workers)
+    job = resolve_train_precision(job, facts, plan, log)
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
     run = run or runs.new_run(job.output_root, job.name, job.run_name)
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {run.dir}")
@@ -180,15 +203,22 @@ def finish(job: TrainJobConfig, run: runs.Run, files: CodeFiles, result, uri: st
 def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str) -> list[str]:
     """Sample codes from best.pt; decode them to a PNG grid when the codebook names its VAE."""
     from ..core.codebook import codebook_vae_path, load_codebook_file
-    from ..core.sampling import codes_from_sequences, generate_autoregressive
+    from ..core.sampling import codes_from_sequences, generate_autoregressive, sampling_probe
 
     model, layout, ckpt = load_model(best_path)
     s = job.sample
     n = s.num_samples
+    if n == 0:
+        return []
+    choice = choose_precision(s.precision, "cpu", sampling_probe(model, layout),
+                              f"sample:{sorted(model.config.to_dict().items())}")
+    if s.precision == "auto":
+        print(f"sampling precision auto → {choice.precision}: {choice.reason}", flush=True)
     labels = torch.arange(n) % layout.num_classes if layout.conditional else None
     seqs = generate_autoregressive(model, layout, int(np.prod(ckpt["grid_shape"])), num_samples=n,
                                    class_labels=labels, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                   cfg_scale=s.cfg_scale, generator=torch.Generator().manual_seed(job.optim.seed))
+                                   cfg_scale=s.cfg_scale, generator=torch.Generator().manual_seed(job.optim.seed),
+                                   precision=choice.precision)
     codes = codes_from_sequences(seqs, layout).numpy().astype(np.int32)
     written = [save_npy(codes, os.path.join(out, "samples_codes.npy"))]
     codebook_dict = load_codebook_file(codebook) if codebook else None  # read once, for its VAE path and vectors
