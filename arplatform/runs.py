@@ -15,14 +15,13 @@ Ray's run state lives in `<output_root>/ray/<run name>/`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
 
-from .core.io import atomic_write, save_json
+from .core.io import atomic_write, read_json_object, save_json
 from .errors import RunStateError
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
@@ -59,14 +58,7 @@ def config_dir(output_root: str, config: str) -> str:
 
 
 def read_state(run: Run) -> dict:
-    try:
-        with open(run.state_path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError) as e:
-        raise RunStateError(f"{run.state_path}: unreadable run state ({e})") from e
-    if not isinstance(state, dict):
-        raise RunStateError(f"{run.state_path}: run state is not a JSON object")
-    return state
+    return read_json_object(run.state_path, RunStateError)
 
 
 def write_state(run: Run, **fields) -> dict:

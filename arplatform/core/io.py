@@ -49,3 +49,15 @@ def save_json(obj, path) -> str:
             f.write("\n")
 
     return atomic_write(path, write)
+
+
+def read_json_object(path, error: type[Exception] = ValueError) -> dict:
+    """A JSON file holding an object; anything else raises `error` with one line naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: not a readable JSON file ({' '.join(str(e).split())})") from e
+    if not isinstance(obj, dict):
+        raise error(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj

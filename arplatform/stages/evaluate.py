@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -12,27 +11,16 @@ from ..config import TokenizerConfig, from_dict
 from ..core.codebook import assign, codebook_vae_path, load_codebook_file
 from ..core.data import load_codes
 from ..core.errors import DataError
-from ..core.io import save_json
+from ..core.io import read_json_object, save_json
 from ..core.vae import load_vae
 from ..errors import ConfigError
 from ..imagedata import load_images
 from .tokenize import encode_means, evaluate_tokenizer, resolve_device
 
 
-def read_json_object(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable JSON file ({' '.join(str(e).split())})") from e
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
 def read_indices(path: str, key: str) -> np.ndarray:
     """A non-empty list of distinct non-negative ints under `key` of a JSON file."""
-    values = read_json_object(path).get(key)
+    values = read_json_object(path, DataError).get(key)
     if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
                                                              for v in values):
         raise DataError(f"{path}: {key} must be a non-empty list of integers")
@@ -53,7 +41,7 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     for name, path in paths.items():
         if not os.path.exists(path):
             raise DataError(f"{path}: not found ({name} is written by arplatform.tokenize)")
-    saved = read_json_object(paths["tokenizer_config.json"])
+    saved = read_json_object(paths["tokenizer_config.json"], DataError)
     saved.pop("config_name", None)
     try:
         cfg = from_dict(TokenizerConfig, saved)

@@ -71,16 +71,16 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job."""
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     mlflow_run_id = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
-    if uri and not mlflow_run_id:
-        mlflow_run_id = tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
-                                           {"config_name": config_name or job.name, "ray_run": run.name,
-                                            "run_dir": run.dir})
-    elif uri:
-        tracking.set_status(uri, mlflow_run_id, "RUNNING")
-    runs.write_state(run, status=runs.RUNNING, mlflow_run_id=mlflow_run_id, tracking_uri=uri,
-                     config_name=config_name, ray_storage=run.ray_storage)
     status = runs.FAILED
     try:
+        if uri and not mlflow_run_id:
+            mlflow_run_id = tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
+                                               {"config_name": config_name or job.name, "ray_run": run.name,
+                                                "run_dir": run.dir})
+        elif uri:
+            tracking.set_status(uri, mlflow_run_id, "RUNNING")
+        runs.write_state(run, status=runs.RUNNING, mlflow_run_id=mlflow_run_id, tracking_uri=uri,
+                         config_name=config_name, ray_storage=run.ray_storage)
         yield uri, mlflow_run_id
         status = runs.FINISHED
     except KeyboardInterrupt:
@@ -88,7 +88,7 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
         raise
     finally:
         runs.write_state(run, status=status)
-        if uri:
+        if uri and mlflow_run_id:
             tracking.finish_run(uri, mlflow_run_id, status)
 
 
