@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+from machine import machine_line, save
 
 from arplatform.core.codebook import assign, fit_kmeans
 
@@ -56,6 +57,7 @@ def main():
         t_sk = time.perf_counter() - t0
     sk = float(((x_np - mbk.cluster_centers_[labels]) ** 2).sum(1).mean())
 
+    print(machine_line())
     print(f"K={args.k} on {args.n:,} × {args.dim} latents, {args.threads} threads")
     print(f"{'':28} {'fit s':>7} {'fit+assign s':>13} {'distortion':>11}")
     print(f"{'arplatform fit_kmeans':28} {t_fit:7.1f} {t_ours:13.1f} {ours:11.4f}   ({km.iterations} Lloyd iterations)")
@@ -63,6 +65,8 @@ def main():
     print(f"time ratio (sklearn / arplatform): {t_sk / t_ours:.2f}×; distortion ratio (ours / sklearn): "
           f"{ours / sk:.3f}")
     np.testing.assert_equal(codes.shape[0], args.n)
+    figures = {"fit_assign_s": t_ours, "sklearn_s": t_sk, "distortion": ours, "sklearn_distortion": sk}
+    print(f"saved {save('codebook', figures)}")
 
 
 if __name__ == "__main__":

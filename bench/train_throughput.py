@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 import torch
+from machine import machine_line
 
 from arplatform.cli import compose
 from arplatform.config import TrainJobConfig, from_dict
@@ -117,7 +118,8 @@ def main():
         for r in range(args.rounds):
             rounds.append(one_round(root, data, args.epochs, args.threads))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[0]:,.0f}" for k, v in rounds[-1].items()), flush=True)
-    print(f"\n{args.epochs} epoch(s) of 4,500 × 51-token sequences per round, GPT 4 layers × 256, batch 64 per "
+    print("\n" + machine_line())
+    print(f"{args.epochs} epoch(s) of 4,500 × 51-token sequences per round, GPT 4 layers × 256, batch 64 per "
           f"process, {os.cpu_count()} cores; core loop and 1 worker: {args.threads} torch thread(s); "
           f"2 workers: {max(1, (os.cpu_count() or 1) // 2)} each")
     print(f"{'':28} {'tokens/s (fit)':>15} {'× core loop':>12} {'range':>12} {'fit s':>7} {'wall s':>7}")
