@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def stop_process_group(pgid: int, grace: float = 10.0) -> None:
-    """Stop every process of the group `pgid` (this test's own cluster), never `ray stop`,
+    """Stop every process of the group `pgid` (this test's own cluster), never Ray's stop command,
     which walks the whole machine and kills anyone's Ray."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
