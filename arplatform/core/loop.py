@@ -234,6 +234,34 @@ def check_finite(model: torch.nn.Module, grad_clip: float, step: int, epoch: int
                             f"lower optim.lr or keep optim.grad_clip > 0{kept}")
 
 
+def decide_precision(requested: str, model, objective, device, is_main: bool) -> str:
+    """`choose_precision` with this model's own training step as the probe; `auto` says what it chose."""
+    choice = choose_precision(requested, device, training_probe(model, objective, device), probe_key(objective, model))
+    if requested == "auto" and is_main:
+        print(f"precision auto → {choice.precision}: {choice.reason}", flush=True)
+    return choice.precision
+
+
+def restore(model, optimizer, objective, resume_from: str | dict, device) -> tuple[int, float]:
+    """Weights, optimizer and RNG from a last.pt (a path, or its dict already loaded and
+    checked by the caller) → (step, best validation loss so far)."""
+    if isinstance(resume_from, dict):
+        ckpt, resume_from = resume_from, "the resume checkpoint"
+    else:
+        ckpt = load_checkpoint(resume_from, map_location=device, kind=objective.kind,
+                               expected_layout=getattr(objective, "layout", None))
+    if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
+        raise CheckpointError(f"{resume_from}: has no optimizer/RNG state; cannot resume exactly")
+    try:
+        unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{resume_from}: does not match this model ({first})") from e
+    set_rng_state(ckpt["rng_state"])
+    return ckpt["step"], ckpt["metrics"].get("best_val_loss", math.inf)
+
+
 @contextmanager
 def heap_frozen():
     """Hide the objects alive when training starts (modules, imported libraries: ~400k
@@ -280,32 +308,14 @@ def fit(
     exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
     """
     device = torch.device(device)
-    choice = choose_precision(cfg.precision, device, training_probe(model, objective, device),
-                              probe_key(objective, model))
-    precision = choice.precision
-    if cfg.precision == "auto" and is_main:
-        print(f"precision auto → {choice.precision}: {choice.reason}", flush=True)
+    precision = decide_precision(cfg.precision, model, objective, device, is_main)
     optimizer = make_optimizer(model, cfg)
     total_steps = cfg.epochs * steps_per_epoch
     step, best_val = 0, math.inf
     last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
     best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
     if resume_from is not None:
-        if isinstance(resume_from, dict):  # already loaded (and checked) by the caller
-            ckpt, resume_from = resume_from, "the resume checkpoint"
-        else:
-            ckpt = load_checkpoint(resume_from, map_location=device, kind=objective.kind,
-                                   expected_layout=getattr(objective, "layout", None))
-        if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
-            raise CheckpointError(f"{resume_from}: has no optimizer/RNG state; cannot resume exactly")
-        try:
-            unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        except (RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"{resume_from}: does not match this model ({first})") from e
-        set_rng_state(ckpt["rng_state"])
-        step, best_val = ckpt["step"], ckpt["metrics"].get("best_val_loss", math.inf)
+        step, best_val = restore(model, optimizer, objective, resume_from, device)
 
     run_config = dict(run_config or {}, train=cfg.to_dict(), precision=precision)
 
