@@ -39,9 +39,31 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _owner_pid(name: str) -> int | None:
-    """The pid in a version name (`<date>-<time>-<pid>-<random>`) or a staging suffix (`<pid>-<random>`)."""
-    match = re.fullmatch(r"(?:\d{8}-\d{6}-)?(\d+)-\w+", name)
+    """The pid in a version name (`<date>-<time>-<pid>-<random>`), a staging suffix (`<pid>-<random>`)
+    or a link being replaced (`<name>.link-<pid>-<random>`)."""
+    match = re.fullmatch(r"(?:\d{8}-\d{6}-|.*\.link-)?(\d+)-\w+", name)
     return int(match.group(1)) if match else None
+
+
+def _remove(path: str) -> None:
+    """A folder, a file or a symbolic link (rmtree refuses links)."""
+    if os.path.islink(path) or os.path.isfile(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_dead_link_temps(folder: str, prefix: str) -> None:
+    """`<prefix>.link-<pid>-<random>`: a link a killed publisher made but never renamed into place."""
+    if not os.path.isdir(folder):
+        return
+    for entry in os.listdir(folder):
+        pid = _owner_pid(entry) if entry.startswith(f"{prefix}.link-") else None
+        if pid is not None and not _pid_alive(pid):
+            _remove(os.path.join(folder, entry))
 
 
 def versions_dir(root: str, name: str) -> str:
@@ -55,14 +77,16 @@ def staging_dir(root: str, name: str) -> str:
 
 
 def clean_stale(root: str, name: str) -> None:
-    """Remove staging folders and unpublished versions of `name` whose process is gone."""
+    """Remove staging folders, unpublished versions and half-made links of `name` whose process is gone."""
     if not os.path.isdir(root):
         return
     prefix = f"{STAGING_PREFIX}{name}-"
     for entry in os.listdir(root):
         pid = _owner_pid(entry[len(prefix):]) if entry.startswith(prefix) else None
         if pid is not None and not _pid_alive(pid):
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            _remove(os.path.join(root, entry))
+    _remove_dead_link_temps(root, f"vae_{name}")
+    _remove_dead_link_temps(os.path.join(root, "codebook"), name)
     prune_versions(root, name)
 
 
@@ -79,7 +103,7 @@ def prune_versions(root: str, name: str, keep_previous: str | None = None) -> No
     for entry in os.listdir(base):
         pid = _owner_pid(entry)
         if entry not in keep and (pid is None or not _pid_alive(pid)):
-            shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+            _remove(os.path.join(base, entry))
 
 
 def _replace_with_link(path: str, target: str) -> None:

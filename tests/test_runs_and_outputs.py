@@ -98,10 +98,33 @@ def test_a_kill_at_any_point_of_publish_leaves_old_or_new_never_a_mix(tmp_path):
         seen.append(int(visible[0]))
     assert seen, "no publish finished in any of the runs"
     publish.clean_stale(root, "m")  # what the next tokenizer run does first
-    assert not [e for e in os.listdir(root) if e.startswith(publish.STAGING_PREFIX)]
+    leftovers = [e for e in os.listdir(root) if e.startswith(publish.STAGING_PREFIX) or ".link-" in e]
+    leftovers += [e for e in os.listdir(os.path.join(root, "codebook")) if ".link-" in e]
+    assert not leftovers
     versions = [v for v in os.listdir(publish.versions_dir(root, "m")) if v != "current"]
-    assert 1 <= len(versions) <= 2  # the current version and at most the one before it
+    assert 1 <= len(versions) <= 2, versions  # the current version and at most the one before it
     assert _visible(root) is not None and len(set(_visible(root))) == 1
+
+
+def test_leftovers_of_dead_publishers_are_cleaned_and_live_ones_kept(tmp_path):
+    """What a SIGKILL can leave at each step of a publish: a staging folder, a version never made
+    current, a half-made link beside each of the three links."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root, live = str(tmp_path), os.getpid()
+    staging = publish.staging_dir(root, "m")  # a live publisher's (this process)
+    for pid in (dead.pid, live):
+        os.makedirs(os.path.join(root, f"{publish.STAGING_PREFIX}m-{pid}-abc123"))
+        os.makedirs(os.path.join(publish.versions_dir(root, "m"), f"20260101-000000-{pid}-abcdef"))
+        os.makedirs(os.path.join(root, "codebook"), exist_ok=True)
+        for link in (os.path.join(root, f"vae_m.link-{pid}-ab12cd"), os.path.join(root, "codebook", f"m.link-{pid}-x"),
+                     os.path.join(publish.versions_dir(root, "m"), f"current.link-{pid}-y")):
+            os.symlink("nowhere", link)
+    publish.clean_stale(root, "m")
+    left = sorted(e for d in (root, os.path.join(root, "codebook"), publish.versions_dir(root, "m"))
+                  for e in os.listdir(d))
+    assert not [e for e in left if str(dead.pid) in e]
+    assert len([e for e in left if str(live) in e]) == 6 and os.path.isdir(staging)
 
 
 def test_codebook_names_its_vae_relative_to_itself(tmp_path):
