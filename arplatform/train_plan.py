@@ -10,6 +10,7 @@ a model, windows and a step count of its own.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .config import TrainJobConfig
@@ -49,6 +50,11 @@ class TrainPlan:
     @property
     def seq_len(self) -> int:
         return self.model.seq_len
+
+
+def torch_threads(job: TrainJobConfig, workers_on_node: int) -> int:
+    """Torch threads of one worker: `trainer.threads_per_worker`, else the node's cores shared out."""
+    return job.trainer.threads_per_worker or max(1, (os.cpu_count() or 1) // workers_on_node)
 
 
 def plan_training(job: TrainJobConfig, facts: DataFacts, num_workers: int) -> TrainPlan:

@@ -223,22 +223,22 @@ def check_finite(model: torch.nn.Module, grad_clip: float, step: int, epoch: int
     """Clip the gradient (grad_clip > 0) and stop before the optimizer step if its norm is not
     finite, so no NaN reaches the weights or a checkpoint. Under DDP the norm is computed on the
     all-reduced gradient, so every rank stops at the same step."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     else:
-        norm = torch.nn.utils.get_total_norm(grads)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if not torch.isfinite(norm):
         kept = f"; the last good checkpoint is {last_path}" if last_path and os.path.exists(last_path) else ""
         raise TrainingError(f"the gradient is not finite at step {step + 1} (epoch {epoch}): the loss diverged; "
                             f"lower optim.lr or keep optim.grad_clip > 0{kept}")
 
 
-def decide_precision(requested: str, model, objective, device, is_main: bool) -> str:
-    """`choose_precision` with this model's own training step as the probe; `auto` says what it chose."""
+def decide_precision(requested: str, model, objective, device, log: Callable[[str], None] | None = print) -> str:
+    """`choose_precision` with this model's own training step as the probe; with `auto`, `log` says
+    what it chose and why."""
     choice = choose_precision(requested, device, training_probe(model, objective, device), probe_key(objective, model))
-    if requested == "auto" and is_main:
-        print(f"precision auto → {choice.precision}: {choice.reason}", flush=True)
+    if requested == "auto" and log is not None:
+        log(f"precision auto → {choice.precision}: {choice.reason}")
     return choice.precision
 
 
@@ -308,7 +308,7 @@ def fit(
     exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
     """
     device = torch.device(device)
-    precision = decide_precision(cfg.precision, model, objective, device, is_main)
+    precision = decide_precision(cfg.precision, model, objective, device, print if is_main else None)
     optimizer = make_optimizer(model, cfg)
     total_steps = cfg.epochs * steps_per_epoch
     step, best_val = 0, math.inf

@@ -198,8 +198,6 @@ class ShardBatches:
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
 
     def __call__(self, epoch: int = 0, skip: int = 0):
-        import torch
-
         rows = self.shard.iter_batches(batch_size=self.batch_size, batch_format="numpy",
                                        local_shuffle_buffer_size=8 * self.batch_size,
                                        local_shuffle_seed=self.seed * 1000 + epoch * 10 + self.rank)
@@ -212,19 +210,19 @@ class ShardBatches:
             full = len(x) // self.batch_size * self.batch_size
             for s in range(0, full, self.batch_size):
                 if index >= skip:
-                    yield {"input_ids": torch.from_numpy(x[s : s + self.batch_size].copy()),
-                           "labels": torch.from_numpy(y[s : s + self.batch_size].copy())}
+                    yield as_tensors(x[s : s + self.batch_size], y[s : s + self.batch_size])
                 index += 1
             pending_x, pending_y = [x[full:]], [y[full:]]
 
 
 def val_batches(shard, layout: TokenLayout, seq_len: int, batch_size: int = 256) -> list:
     """The worker's held-out shard as example batches, read once (it is small and fixed)."""
+    return [as_tensors(**tokenize_rows(batch, layout, seq_len))
+            for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy")]
+
+
+def as_tensors(input_ids: np.ndarray, labels: np.ndarray) -> dict:
+    """Example arrays → a batch for the loop (copies: Ray's arrays are read-only views)."""
     import torch
 
-    out = []
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        ex = tokenize_rows(batch, layout, seq_len)
-        out.append({"input_ids": torch.from_numpy(ex["input_ids"].copy()),
-                    "labels": torch.from_numpy(ex["labels"].copy())})
-    return out
+    return {"input_ids": torch.from_numpy(input_ids.copy()), "labels": torch.from_numpy(labels.copy())}

@@ -22,7 +22,7 @@ from ..core.errors import TrainingError
 from ..core.loop import GPTObjective, fit
 from ..core.model import GPT
 from ..runs import Run
-from ..train_plan import DataFacts, plan_training
+from ..train_plan import DataFacts, plan_training, torch_threads
 from .code_data import ShardBatches, val_batches
 
 
@@ -36,7 +36,7 @@ def train_worker(config: dict) -> dict:
     job, facts = from_dict(TrainJobConfig, config["job"]), DataFacts.from_dict(config["facts"])
     run = Run(**config["run"])
     plan = plan_training(job, facts, world)
-    torch.set_num_threads(job.trainer.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    torch.set_num_threads(torch_threads(job, ctx.get_local_world_size()))
     device = ray.train.torch.get_device()
     torch.manual_seed(job.optim.seed)  # the same initial weights on every rank
     model = ray.train.torch.prepare_model(GPT(plan.model))

@@ -27,12 +27,12 @@ from .. import runs, tracking
 from ..config import TrainJobConfig, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
-from ..core.loop import GPTObjective, probe_key, training_probe
+from ..core.loop import GPTObjective, decide_precision
 from ..core.model import GPT
 from ..core.precision import choose_precision
 from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
 from ..errors import RunStateError, TrainingError
-from ..train_plan import DataFacts, TrainPlan, plan_training
+from ..train_plan import DataFacts, TrainPlan, plan_training, torch_threads
 
 
 def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
@@ -129,16 +129,13 @@ def resolve_train_precision(job: TrainJobConfig, facts: DataFacts, plan: TrainPl
     GPU jobs keep `auto`: each worker picks bf16 where its GPU supports it."""
     if job.optim.precision != "auto" or job.trainer.use_gpu:
         return job
-    threads = job.trainer.threads_per_worker or max(1, (os.cpu_count() or 1) // job.trainer.num_workers)
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(torch_threads(job, job.trainer.num_workers))  # as on a node running every worker
     try:
-        model, objective = GPT(plan.model), GPTObjective(facts.layout)
-        choice = choose_precision("auto", "cpu", training_probe(model, objective, "cpu"), probe_key(objective, model))
+        precision = decide_precision("auto", GPT(plan.model), GPTObjective(facts.layout), "cpu", log)
     finally:
         torch.set_num_threads(previous)
-    log(f"precision auto → {choice.precision}: {choice.reason}")
-    return dataclasses.replace(job, optim=dataclasses.replace(job.optim, precision=choice.precision))
+    return dataclasses.replace(job, optim=dataclasses.replace(job.optim, precision=precision))
 
 
 def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan) -> str:
