@@ -42,13 +42,15 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
         raise ConfigError(" ".join(str(e).split())) from e
 
 
-def parse_args(description: str, default_config: str, argv=None) -> tuple[str, list[str], bool]:
+def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config-name", default=default_config, help="configs/<group>/<name> without .yaml")
+    p.add_argument("--config-dir", default=CONFIG_DIR,
+                   help="the folder --config-name is in (default: the project's configs/; e.g. a sweep's "
+                        "folder for its best.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra syntax)")
-    args = p.parse_args(argv)
-    return args.config_name, args.overrides, args.print_config
+    return p.parse_args(argv)
 
 
 def _interrupt_on_sigterm() -> None:
@@ -73,12 +75,19 @@ def exit_code(run: Callable[[], object]) -> int:
     return 0
 
 
-def run_stage(cls, run: Callable, description: str, default_config: str, argv=None) -> int:
-    """Compose → typed config → run(config). Bad input: one line on stderr, exit 2."""
-    config_name, overrides, print_only = parse_args(description, default_config, argv)
+def run_stage(cls, run: Callable, description: str, default_config: str, argv=None,
+              build: Callable | None = None) -> int:
+    """Compose → typed config → run(config). Bad input: one line on stderr, exit 2.
+    `build(config_name, overrides, config_dir)` replaces the plain composition (a sweep
+    composes its training job too)."""
+    args = parse_args(description, default_config, argv)
+    config_name, overrides, print_only = args.config_name, args.overrides, args.print_config
 
     def stage():
-        config = from_dict(cls, compose(config_name, overrides))
+        if build is not None:
+            config = build(config_name, overrides, os.path.abspath(args.config_dir))
+        else:
+            config = from_dict(cls, compose(config_name, overrides, os.path.abspath(args.config_dir)))
         if print_only:
             import yaml
 

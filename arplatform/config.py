@@ -275,12 +275,14 @@ class TrainerConfig:
     cpus_per_worker: float = 0.5  # fractional on small machines: see README "CPU budget"
     threads_per_worker: int = 0  # torch threads per worker; 0 = the node's cores / num_workers
     max_failures: int = 2
+    worker_start_attempts: int = 3  # each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for resources
     checkpoints_to_keep: int = 2
     num_cpus: int | None = None  # logical CPUs of a local cluster (None = the machine's)
 
     def __post_init__(self):
         check_ranges("trainer.", self, num_workers=(1, 4096), cpus_per_worker=(0, 1024, True),
-                     threads_per_worker=(0, 1024), max_failures=(0, 1000), checkpoints_to_keep=(1, None),
+                     threads_per_worker=(0, 1024), max_failures=(0, 1000), worker_start_attempts=(1, 1000),
+                     checkpoints_to_keep=(1, None),
                      num_cpus=(1, 100_000))
 
 
@@ -316,3 +318,98 @@ class TrainJobConfig:
         check_name("name", self.name)
         if self.run_name is not None:
             check_name("run_name", self.run_name)
+
+
+# ---------------------------------------------------------------------------
+# Sweeps (Ray Tune over training jobs)
+
+SWEEP_METRICS = ("val/loss", "val/bits_per_token")
+
+
+@dataclass
+class SearchConfig:
+    algorithm: str = "random"  # random: grid axes expanded, other axes sampled | optuna: TPE (pip install optuna)
+    num_samples: int = 4  # samples of the space (each grid point this many times)
+    max_concurrent_trials: int = 2
+    metric: str = "val/loss"
+    mode: str = "min"
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("search.algorithm", self.algorithm, ("random", "optuna"))
+        _check_choice("search.metric", self.metric, SWEEP_METRICS)
+        _check_choice("search.mode", self.mode, ("min",))
+        check_ranges("search.", self, num_samples=(1, 100_000), max_concurrent_trials=(1, 10_000), seed=(0, None))
+
+
+@dataclass
+class ASHAConfig:
+    enabled: bool = True
+    grace_period: int = 1  # epochs every trial runs before it can be stopped
+    reduction_factor: float = 2.0
+    max_epochs: int | None = None  # None: the training job's optim.epochs
+
+    def __post_init__(self):
+        check_ranges("asha.", self, grace_period=(1, None), reduction_factor=(1, None, True),
+                     max_epochs=(1, None))
+
+
+@dataclass
+class TuneJobConfig:
+    name: str = "mnist_sample"
+    train_config: str = "transformer/mnist_sample"  # the training job every trial runs
+    train_overrides: list[str] = field(default_factory=list)  # key=value on that job, for every trial
+    sweep_name: str | None = None  # default <name>-<time>-<random>, unique
+    resume: bool = False  # continue the latest sweep of this config (or sweep_name)
+    space: dict = field(default_factory=dict)  # {model: {embed_dim: {grid: [...]}}, optim: {lr: {loguniform: [a, b]}}}
+    search: SearchConfig = field(default_factory=SearchConfig)
+    asha: ASHAConfig = field(default_factory=ASHAConfig)
+    trial_cpus: float = 0.25  # the trial's own process (it drives one Ray Train run)
+    train: TrainJobConfig = field(default_factory=TrainJobConfig)  # composed from train_config + overrides
+
+    def __post_init__(self):
+        check_name("name", self.name)
+        if self.sweep_name is not None:
+            check_name("sweep_name", self.sweep_name)
+        check_range("trial_cpus", self.trial_cpus, 0, 1024, True)
+        if not isinstance(self.space, dict) or not self.space:
+            raise ConfigError("space: expected a non-empty mapping of training keys to "
+                              "{grid|choice|uniform|loguniform: [...]}")
+
+
+# ---------------------------------------------------------------------------
+# Generation (local, or Ray Data actors)
+
+
+@dataclass
+class GenerateConfig:
+    transformer_ckpt: str = "experiments/transformer/mnist_sample/checkpoints/best.pt"
+    codebook_pt: str | None = None  # default: the codebook the checkpoint was trained on
+    vae_ckpt: str | None = None  # default: the VAE the codebook names
+    num_samples: int = 100
+    classes: str = "all"  # all (balanced, index i → class i mod C) | none (unconditional) | "3,5,7"
+    sample: SampleConfig = field(default_factory=SampleConfig)  # temperature, top_k, top_p, cfg_scale, precision
+    seed: int = 0
+    batch_size: int = 64
+    out: str | None = None  # default <output_root>/samples/<config of the checkpoint>
+    output_root: str = "experiments"
+    engine: str = "local"  # local: this process | ray: Ray Data actors
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    use_gpu: str = "auto"  # auto: one GPU per actor when the cluster has GPUs | true | false
+    device: str = "auto"  # local engine
+    stall_timeout_s: float = 300.0  # Ray engine: fail when no batch finishes for this long
+
+    def __post_init__(self):
+        check_ranges("", self, num_samples=(1, 10_000_000), seed=(0, 2**62), batch_size=(1, 65536),
+                     actors=(1, 4096), cpus_per_actor=(0, 1024, True), stall_timeout_s=(1, None))
+        _check_choice("engine", self.engine, ("local", "ray"))
+        _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
+        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        if not isinstance(self.classes, str) or not re.fullmatch(r"all|none|\d+(,\d+)*", self.classes):
+            raise ConfigError(f"classes: {self.classes!r} is not all, none or a comma-separated list of class ids")
+        for path in ("transformer_ckpt", "codebook_pt", "vae_ckpt", "out"):
+            value = getattr(self, path)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{path}: expected a path, got {value!r}")

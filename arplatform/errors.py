@@ -5,6 +5,7 @@
     CheckpointError  a checkpoint is unreadable or does not match what the caller expects
     RunStateError    a run to resume does not exist or never started; a run name is taken
     TrainingError    the loss diverged (non-finite); the last good checkpoint is kept
+    GenerationError  batch generation stalled or lost batches; rerunning continues it
 
 Anything else that escapes a command is a bug and keeps its traceback.
 """
@@ -22,6 +23,11 @@ class RunStateError(RuntimeError):
     """The run state on disk does not allow what was asked (resume, a run name)."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError)
+class GenerationError(RuntimeError):
+    """Generation stopped (a stalled or failed Ray pipeline); what was written is kept."""
 
-__all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "TrainingError", "USER_ERRORS"]
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError, GenerationError)
+
+__all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "TrainingError", "GenerationError",
+           "USER_ERRORS"]

@@ -112,3 +112,11 @@ def set_status(uri: str, run_id: str, status: str) -> None:
 
 def log_artifact(uri: str, run_id: str, path: str, artifact_path: str | None = None) -> None:
     client(uri).log_artifact(run_id, path, artifact_path)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict, step: int = 0) -> None:
+    MetricsLogger(uri, run_id)(metrics, step)
+
+
+def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
+    client(uri).set_tag(run_id, key, value)

@@ -29,15 +29,17 @@ class DataFacts:
     num_positions: int  # codes per image
     num_train: int = 0  # rows after the invalid-code policy
     num_val: int = 0
+    codebook_pt: str | None = None  # absolute; checkpoints record it, so `generate` finds codebook and VAE
 
     def to_dict(self) -> dict:
         return {"layout": self.layout.to_dict(), "grid_shape": list(self.grid_shape),
-                "num_positions": self.num_positions, "num_train": self.num_train, "num_val": self.num_val}
+                "num_positions": self.num_positions, "num_train": self.num_train, "num_val": self.num_val,
+                "codebook_pt": self.codebook_pt}
 
     @classmethod
     def from_dict(cls, d: dict) -> DataFacts:
         return cls(TokenLayout.from_dict(d["layout"]), tuple(d["grid_shape"]), int(d["num_positions"]),
-                   int(d["num_train"]), int(d["num_val"]))
+                   int(d["num_train"]), int(d["num_val"]), d.get("codebook_pt"))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from PIL import Image
 from arplatform import evaluate as evaluate_cli
 from arplatform import tokenize as tokenize_cli
 from arplatform import train as train_cli
+from arplatform import tune as tune_cli
 from arplatform.core.codebook import save_codebook
 
 # -- files the cases point at ---------------------------------------------------------
@@ -110,6 +111,7 @@ def files(tmp_path_factory):
 
 TRAIN = "transformer/mnist_sample"
 TOK = "tokenizer/mnist_sample"
+TUNE = "tune/mnist_sample"
 
 # (command, config name or None, args, what the one line must name)
 CLI_CASES = [
@@ -175,6 +177,24 @@ CLI_CASES = [
     ("tokenize", TOK, ["data.dataset=npz", "data.data_dir={forged_npz}"], "forged.npz"),
     ("tokenize", TOK, ["data.dataset=npz", "data.data_dir={labels12_npz}"], "labels12.npz"),
     ("tokenize", TOK, ["data.dataset=mnist", "data.data_dir={tmp}/nothing"], "train-images-idx3-ubyte.gz"),
+    ("tune", TUNE, ["search.algorithm=hyperopt"], "search.algorithm"),
+    ("tune", TUNE, ["search.max_concurrent_trials=0"], "search.max_concurrent_trials"),
+    ("tune", TUNE, ["search.metric=train/loss"], "search.metric"),
+    ("tune", TUNE, ["asha.reduction_factor=1"], "asha.reduction_factor"),
+    ("tune", TUNE, ["trial_cpus=0"], "trial_cpus"),
+    ("tune", TUNE, ["sweep_name=../x"], "sweep_name"),
+    ("tune", TUNE, ["train_config=transformer/nope"], "transformer/nope.yaml"),
+    ("tune", TUNE, ["train.optim.lr=-1"], "optim.lr"),
+    ("tune", TUNE, ["~space", "+space={{trainer: {{num_workers: {{grid: [1, 2]}}}}}}"], "space.trainer"),
+    ("tune", TUNE, ["~space", "+space={{model: {{embed_dim: {{grid: [64, 30]}}}}}}"], "model.embed_dim=30"),
+    ("tune", TUNE, ["~space", "+space={{model: {{embed_dim: {{range: [1, 2]}}}}}}"], "space.model.embed_dim"),
+    ("tune", TUNE, ["~space", "+space={{optim: {{lr: {{loguniform: [0, 1]}}}}}}"], "space.optim.lr.loguniform"),
+    ("tune", TUNE, ["~space", "+space={{optim: {{lr: {{uniform: [0.1, 0.01]}}}}}}"], "space.optim.lr.uniform"),
+    ("tune", TUNE, ["~space", "+space={{model: {{depth: {{choice: [1, 2]}}}}}}"], "model.depth"),
+    ("tune", TUNE, ["space.model.embed_dim.grid=[]"], "space.model.embed_dim"),
+    ("tune", TUNE, ["search.algorithm=optuna"], "space.model.embed_dim"),
+    ("tune", TUNE, ["resume=true", "train.data.codebook_dir=null", "train.data.codes={good}"], "resume=true"),
+    ("tune", TUNE, ["train.data.codebook_dir=null", "train.data.codes={floats}"], "floats.npy"),
     ("evaluate", None, ["--codebook-dir", "{badjson}"], "tokenizer_config.json"),
     ("evaluate", None, ["--codebook-dir", "{negsplit}"], "split.json"),
     ("evaluate", None, ["--codebook-dir", "{strsplit}"], "split.json"),
@@ -183,7 +203,8 @@ CLI_CASES = [
     ("evaluate", None, ["--codebook-dir", "{badkey}", "--device", "cuda:3"], "device"),
 ]
 
-MAINS = {"train": train_cli.main, "tokenize": tokenize_cli.main, "evaluate": evaluate_cli.main}
+MAINS = {"train": train_cli.main, "tokenize": tokenize_cli.main, "evaluate": evaluate_cli.main,
+         "tune": tune_cli.main}
 
 
 def _snapshot(root):
@@ -202,7 +223,7 @@ def _run_main(command, config, args, tmp_path, files):
     names = {k: str(v) for k, v in files.items()} | {"tmp": str(tmp_path)}
     argv = ([] if config is None else ["--config-name", config]) + [a.format(**names) for a in args]
     if command != "evaluate":
-        argv.append(f"output_root={root}")
+        argv.append(f"{'train.' if command == 'tune' else ''}output_root={root}")
     before = _snapshot(tmp_path)
     err, out = io.StringIO(), io.StringIO()
     with redirect_stderr(err), redirect_stdout(out):

@@ -135,6 +135,11 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
     for k, v in second.state_dict().items():
         assert torch.equal(v, straight[k]), k
     assert (tmp_path / "split" / "best.pt").exists()
+    # resumed after its last epoch (a driver killed before it saw the end): nothing to do, same end
+    _, _, third = _setup(tiny_codes, dropout=0.1)
+    final = fit(third, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+                resume_from=str(tmp_path / "split" / "last.pt"))
+    assert final["step"] == 9 and final["epoch"] == 2 and "best_val_loss" in final
 
 
 def test_fit_freezes_the_heap_only_while_it_trains(tiny_codes):

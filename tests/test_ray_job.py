@@ -81,6 +81,26 @@ def test_job_submit_runs_training(head, tmp_path):
     assert "epoch 1:" in submit.stdout
 
 
+def test_job_submit_runs_a_sweep(head, tmp_path):
+    """A one-trial sweep submitted as a job: the trial's Ray Train run starts on the job's cluster."""
+    env, address, _ = head
+    data = learnable_codes(tmp_path / "codes", n=160)
+    out = tmp_path / "out"
+    sid = f"arplatform-tune-{int(time.time())}"
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", REPO, "--",
+         sys.executable, "-m", "arplatform.tune", "--config-name", "tune/mnist_sample", "~space",
+         "+space={model: {embed_dim: {grid: [16]}}}", "search.num_samples=1", "asha.enabled=false",
+         f"train.output_root={out}", f"train.data.codebook_dir={data}", "train.optim.epochs=2",
+         "train.trainer.cpus_per_worker=0.25", *[f"train.{o}" for o in TINY]],
+        env=env, capture_output=True, text=True, timeout=600)
+    status = subprocess.run([RAY, "job", "status", "--address", address, sid], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert "succeeded" in status.stdout.lower(), submit.stdout[-3000:] + submit.stderr[-3000:]
+    (sweep,) = os.listdir(out / "tune")
+    assert (out / "tune" / sweep / "best.yaml").exists() and "| 1 |" in submit.stdout
+
+
 def test_job_submit_without_token_is_refused(head):
     env, address, tmp = head
     no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}

@@ -42,6 +42,14 @@ def save_npy(array: np.ndarray, path) -> str:
     return atomic_write(path, write)
 
 
+def save_text(text: str, path) -> str:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
 def save_json(obj, path) -> str:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

@@ -330,7 +330,10 @@ def fit(
         if callback is not None and is_main:
             callback(metrics, step)
 
-    metrics: dict[str, float] = {}
+    # what a run resumed after its last epoch returns: it has nothing left to do
+    metrics: dict[str, float] = {"epoch": step // steps_per_epoch - 1, "step": step}
+    if math.isfinite(best_val):
+        metrics["best_val_loss"] = best_val
     stop = cfg.max_steps and step >= cfg.max_steps
     model.train()
     for epoch in range(step // steps_per_epoch, cfg.epochs):

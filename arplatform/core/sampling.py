@@ -14,18 +14,52 @@ from .precision import autocast
 from .tokens import TokenLayout
 
 
+def _as_signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _MIX1, _MIX2 = (_as_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 tensors (multiplication wraps modulo 2^64)."""
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def sample_keys(seed: int, indices) -> torch.Tensor:
+    """One random stream per sample: the key of sample i depends on (seed, i) only, so a
+    sample is the same whatever batch, process, actor or engine draws it."""
+    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+    return _mix64(_mix64(torch.tensor(seed, dtype=torch.int64)) + idx * _GOLDEN)
+
+
+def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """(B, 1) uniforms in [0, 1) for draw number `step` of each row's stream (counter-based)."""
+    z = _mix64(keys + torch.full_like(keys, step + 1) * _MIX2)
+    return (_shr(z, 11).double() * 2.0**-53).unsqueeze(1)
+
+
 def sample_next_token(
     logits: torch.Tensor,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One token per row of `logits` (B, V) → (B,).
 
     temperature 0 is greedy. top_k keeps the k most likely tokens; top_p keeps the
     smallest set of most likely tokens whose probability reaches p; both compose
-    (top-k first, then top-p on what is left).
+    (top-k first, then top-p on what is left). `uniforms` (B, 1), when given, are the
+    draws (see `row_uniforms`); else they come from `generator`.
     """
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
@@ -45,15 +79,19 @@ def sample_next_token(
         mass_before = probs.cumsum(dim=-1) - probs
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
         logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    return draw(logits.softmax(dim=-1), generator)
+    return draw(logits.softmax(dim=-1), generator, uniforms)
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None,
+         uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """One index per row of `probs` (B, V), by inverting the cumulative distribution with one
     uniform draw per row: ~15× faster than torch.multinomial on CPU for a (32, 270) batch
     (multinomial draws an exponential for every entry)."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    if uniforms is not None:
+        u = uniforms.to(device=probs.device, dtype=cdf.dtype)
+    else:
+        u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
     index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return index.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
@@ -106,6 +144,7 @@ def generate_autoregressive(
     use_cache: bool = True,
     window_shift: int = 1,
     precision: str = "fp32",
+    sample_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample full token sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
 
@@ -121,6 +160,8 @@ def generate_autoregressive(
     refilled from the kept ones. use_cache=False recomputes the whole context
     every step under the same rule, so both paths compute the same logits.
     `precision` "bf16" runs the model under bf16 autocast (see `precision.choose_precision`).
+    `sample_keys` (B,) int64 (see `sample_keys`) gives every row its own random stream, so a
+    row's sequence does not depend on the batch it is drawn in; else `generator` is used.
     """
     device = model.tok_emb.weight.device
     check_generation_args(model, layout, num_positions, cfg_scale)
@@ -136,6 +177,9 @@ def generate_autoregressive(
         raise ValueError("give num_samples or class_labels")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if sample_keys is not None and (sample_keys.dtype != torch.int64 or tuple(sample_keys.shape) != (num_samples,)):
+        raise ValueError(f"sample_keys must be int64 of shape ({num_samples},), got {sample_keys.dtype} "
+                         f"{tuple(sample_keys.shape)}")
     seq_len = model.config.seq_len
     if not 1 <= window_shift <= seq_len - 1:
         raise ValueError(f"window_shift must be in 1..{seq_len - 1}, got {window_shift}")
@@ -171,7 +215,8 @@ def generate_autoregressive(
                 cond, uncond = logits.chunk(2)
                 logits = uncond + cfg_scale * (cond - uncond)
             logits = logits.masked_fill(invalid, float("-inf"))
-            token = sample_next_token(logits, temperature, top_k, top_p, generator)
+            uniforms = None if sample_keys is None else row_uniforms(sample_keys, length - prefix)
+            token = sample_next_token(logits, temperature, top_k, top_p, generator, uniforms)
             seq[:, length] = token.repeat(2) if guided else token
     finally:
         if use_cache:

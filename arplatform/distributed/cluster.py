@@ -24,12 +24,11 @@ QUIET_ENV = {
 }
 
 
-def init_ray(num_cpus: int | None = None):
-    """Join the cluster named by RAY_ADDRESS (e.g. inside `ray job submit`), else start a
-    local one; either way with the quiet settings above."""
+def quiet_ray_logs() -> None:
+    """The quiet settings above in this process: the driver, or a Tune trial that starts its
+    own Ray Train run (its Ray Data split coordinator takes this process's DataContext)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    import ray
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # "Dataset … execution finished" per dataset
@@ -37,6 +36,14 @@ def init_ray(num_cpus: int | None = None):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+
+
+def init_ray(num_cpus: int | None = None):
+    """Join the cluster named by RAY_ADDRESS (e.g. inside `ray job submit`), else start a
+    local one; either way with the quiet settings above."""
+    quiet_ray_logs()
+    import ray
+
     if ray.is_initialized():
         return ray
     # A local cluster inherits this environment; on a joined cluster Ray Train forwards
@@ -64,3 +71,24 @@ def check_cpu_budget(ray, num_workers: int, cpus_per_worker: float, use_gpu: boo
             f"trainer: {num_workers} GPU workers but the cluster has {total.get('GPU', 0):g} GPUs; "
             "set trainer.use_gpu=false or fewer workers"
         )
+
+
+def check_sweep_budget(ray, concurrent: int, trial_cpus: float, num_workers: int, cpus_per_worker: float,
+                       use_gpu: bool) -> None:
+    """Tune counts only a trial's own CPUs, not the Train workers it starts: a sweep whose
+    concurrent trials cannot all get their workers would hang. Refuse it before any trial."""
+    from ..errors import ConfigError
+
+    total = ray.cluster_resources()
+    per_trial = trial_cpus + num_workers * cpus_per_worker
+    if concurrent * per_trial > total.get("CPU", 0) + 1e-9:
+        raise ConfigError(
+            f"search.max_concurrent_trials: {concurrent} trials × ({trial_cpus:g} trial CPU + {num_workers} "
+            f"workers × {cpus_per_worker:g} CPU) = {concurrent * per_trial:g} CPUs but the cluster has "
+            f"{total.get('CPU', 0):g}; lower search.max_concurrent_trials, trial_cpus, "
+            "train.trainer.cpus_per_worker or train.trainer.num_workers")
+    if use_gpu and concurrent * num_workers > total.get("GPU", 0):
+        raise ConfigError(
+            f"search.max_concurrent_trials: {concurrent} trials × {num_workers} GPU workers = "
+            f"{concurrent * num_workers} GPUs but the cluster has {total.get('GPU', 0):g}; lower "
+            "search.max_concurrent_trials or train.trainer.num_workers")

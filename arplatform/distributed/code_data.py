@@ -5,6 +5,7 @@ shard's rows into training examples with the core's `encode_sequences`/`make_exa
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
@@ -70,9 +71,13 @@ def resolve_files(cfg: CodeDataConfig) -> CodeFiles:
         return CodeFiles(_files(codes, "codes"), _files(labels, "labels"),
                          _files(cfg.val_codes or pick("val_codes.npy"), "codes"),
                          _files(cfg.val_labels or pick("val_labels.npy"), "labels"),
-                         cfg.codebook or pick("codebook.pt"))
+                         _absolute(cfg.codebook) or pick("codebook.pt"))
     return CodeFiles(_files(cfg.codes, "codes"), _files(cfg.labels, "labels"), _files(cfg.val_codes, "codes"),
-                     _files(cfg.val_labels, "labels"), cfg.codebook)
+                     _files(cfg.val_labels, "labels"), _absolute(cfg.codebook))
+
+
+def _absolute(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
 
 
 def preflight(cfg: CodeDataConfig, files: CodeFiles) -> DataFacts:
@@ -124,7 +129,7 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> DataFacts:
     if grid is None:  # flat codes: a square grid when the count is a square
         side = math.isqrt(positions)
         grid = (side, side) if side * side == positions else (1, positions)
-    return DataFacts(TokenLayout(num_codes, num_classes), tuple(grid), positions)
+    return DataFacts(TokenLayout(num_codes, num_classes), tuple(grid), positions, codebook_pt=files.codebook)
 
 
 def _rows(batch: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -183,7 +188,7 @@ def build_row_datasets(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, 
     n_train, n_val = train.count(), val.count()
     if n_val == 0:
         raise DataError("the validation split is empty: give val_codes or raise data.val_fraction")
-    return train, val, DataFacts(facts.layout, facts.grid_shape, facts.num_positions, n_train, n_val)
+    return train, val, dataclasses.replace(facts, num_train=n_train, num_val=n_val)
 
 
 class ShardBatches:

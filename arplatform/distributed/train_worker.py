@@ -57,7 +57,7 @@ def train_worker(config: dict) -> dict:
     try:
         final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
                     job.optim, device=device, checkpoint_dir=run.checkpoint_dir, resume_from=resume_from,
-                    grid_shape=facts.grid_shape, run_config=config["job"],
+                    grid_shape=facts.grid_shape, run_config=dict(config["job"], codebook_pt=facts.codebook_pt),
                     callback=metrics_callback(config, world) if rank == 0 else None,
                     on_epoch_end=epoch_reporter(run, rank), reduce=all_reduce if world > 1 else None,
                     is_main=rank == 0)
@@ -117,6 +117,7 @@ def epoch_reporter(run: Run, rank: int):
     import ray.train
 
     def on_epoch_end(epoch: int, metrics: dict):
+        metrics = dict(metrics, epochs_done=epoch + 1)  # 1-based: a sweep's ASHA rungs count epochs
         if rank != 0:
             ray.train.report(metrics)
             return

@@ -66,9 +66,10 @@ def resume_target(job: TrainJobConfig, facts: DataFacts) -> runs.Run | None:
 
 
 @contextmanager
-def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str | None):
+def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str | None, tags: dict | None = None):
     """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
-    FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job."""
+    FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
+    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id)."""
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     mlflow_run_id = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
     status = runs.FAILED
@@ -76,7 +77,7 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
         if uri and not mlflow_run_id:
             mlflow_run_id = tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
                                                {"config_name": config_name or job.name, "ray_run": run.name,
-                                                "run_dir": run.dir})
+                                                "run_dir": run.dir, **(tags or {})})
         elif uri:
             tracking.set_status(uri, mlflow_run_id, "RUNNING")
         runs.write_state(run, status=runs.RUNNING, mlflow_run_id=mlflow_run_id, tracking_uri=uri,
@@ -116,7 +117,9 @@ def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: ru
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(name=run.name, storage_path=run.ray_storage, callbacks=callbacks,
-                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             # bounded: Train V2 otherwise retries a worker group that cannot start forever
+                             failure_config=FailureConfig(max_failures=t.max_failures,
+                                                          controller_failure_limit=t.worker_start_attempts),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
                              logging_config=LoggingConfig(log_level="WARNING")),
         datasets=datasets,

@@ -1,0 +1,50 @@
+"""One Tune trial: the platform's training job with the trial's parameters, on Ray Train.
+
+Tune calls `tune_trial(params, **constants)` in a trial process. It builds the
+same TorchTrainer as `python -m arplatform.train` (`stages.train.build_trainer`)
+from the sweep's base job with the trial's values set, and fits it; Ray Train's
+`TuneReportCallback` forwards rank 0's per-epoch report (`val/loss`,
+`val/bits_per_token`, `epochs_done`) to Tune, where ASHA reads it.
+
+A trial Tune restarts (resume=true after the driver died) has the same trial id,
+hence the same run folder and Ray Train run name: Train V2 finds the run's
+checkpoints and the workers continue from the latest one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import runs
+from ..config import TrainJobConfig, from_dict, to_dict
+from ..core.errors import TrainingError
+from ..core.io import save_json
+from ..sweeps import Sweep
+from ..train_plan import DataFacts
+from ..tune_space import apply_params
+
+
+def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, sweep: dict, parent_run_id: str | None,
+               config_name: str) -> None:
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ..stages.train import build_trainer, tracked
+    from .cluster import quiet_ray_logs
+
+    quiet_ray_logs()
+    job = from_dict(TrainJobConfig, apply_params(base_job, params))
+    trial_id = tune.get_context().get_trial_id()
+    run = Sweep(**sweep).trial_run(trial_id)
+    tags = {"sweep": sweep["name"], "trial_id": trial_id}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep
+    with tracked(job, run, {**to_dict(job), "trial": params}, config_name, tags) as (uri, mlflow_run_id):
+        save_json(to_dict(job) | {"config_name": config_name, "trial": params}, os.path.join(run.dir, "config.json"))
+        trainer = build_trainer(job, DataFacts.from_dict(facts), datasets, run, uri, mlflow_run_id,
+                                callbacks=[TuneReportCallback()])
+        result = trainer.fit()
+        if (result.return_value or {}).get("error"):
+            raise TrainingError(result.return_value["error"])
+        # the last epoch's report can be lost when a driver dies; the run's own end is not
+        runs.write_state(run, final=result.return_value["final"])

@@ -1,0 +1,272 @@
+"""The sweep stage: Ray Tune over the training job, every trial a Ray Train run.
+
+    run_tune(cfg)
+      1. check        the data, then every value of the space as a whole training job; the
+                      search algorithm; with resume=true, the sweep to continue. Before Ray.
+      2. budget       start Ray; refuse concurrent trials whose workers cannot all get CPUs/GPUs
+      3. base job     rows read once on the driver; paths made absolute, threads shared out,
+                      precision decided once: what every trial starts from
+      4. tracked      the sweep folder and its MLflow parent run, ended FINISHED/FAILED/KILLED
+      5. fit          Tuner(tune_trial, ASHA on epochs_done) — or Tuner.restore on resume
+      6. finish       trial statuses (ASHA-stopped → KILLED), leaderboard, best.yaml
+
+Trials run `distributed.tune_trial.tune_trial`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from contextlib import contextmanager
+
+from .. import runs, sweeps, tracking
+from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
+from ..core.io import read_json_object
+from ..errors import ConfigError, RunStateError
+from ..train_plan import DataFacts, plan_training
+from ..tune_space import Axis, apply_params, check_space, parse_space, tune_domains
+from .train import check_data, resolve_train_precision
+
+
+def check_search(cfg: TuneJobConfig, axes: list[Axis]) -> None:
+    if cfg.search.algorithm != "optuna":
+        return
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("search.algorithm: optuna needs the optuna package (pip install optuna); "
+                          "or use search.algorithm=random") from None
+    grids = [a.key for a in axes if a.kind == "grid"]
+    if grids:
+        raise ConfigError(f"space.{grids[0]}: optuna samples every axis; use choice instead of grid, "
+                          "or search.algorithm=random")
+
+
+def max_epochs(cfg: TuneJobConfig) -> int:
+    return cfg.asha.max_epochs or cfg.train.optim.epochs
+
+
+def base_job(cfg: TuneJobConfig, facts: DataFacts, uri: str | None, log) -> TrainJobConfig:
+    """The job every trial starts from: absolute paths (trials run in Ray's working dirs),
+    the cores shared between concurrent workers, the MLflow URI and precision decided here."""
+    job = cfg.train
+    data = dataclasses.replace(job.data, **{k: os.path.abspath(v) for k, v in dataclasses.asdict(job.data).items()
+                                            if k in ("codebook_dir", "codes", "labels", "val_codes", "val_labels",
+                                                     "codebook") and v})
+    trainer = job.trainer
+    if not trainer.use_gpu and not trainer.threads_per_worker:
+        workers = cfg.search.max_concurrent_trials * trainer.num_workers
+        trainer = dataclasses.replace(trainer, threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
+    tracking_cfg = dataclasses.replace(job.tracking, tracking_uri=uri) if uri else job.tracking
+    job = dataclasses.replace(job, output_root=os.path.abspath(job.output_root), data=data, trainer=trainer,
+                              tracking=tracking_cfg, optim=dataclasses.replace(job.optim, epochs=max_epochs(cfg)),
+                              sample=dataclasses.replace(job.sample, num_samples=0))
+    return resolve_train_precision(job, facts, plan_training(job, facts, trainer.num_workers), log)
+
+
+@contextmanager
+def tracked_sweep(cfg: TuneJobConfig, sweep: sweeps.Sweep, uri: str | None, config_name: str):
+    """The sweep's MLflow parent run (new, or the resumed sweep's) and sweep.json status."""
+    parent = sweeps.read_state(sweep).get("mlflow_parent_run_id") if sweep.resumed else None
+    status = runs.FAILED
+    try:
+        if uri and not parent:
+            params = {"space": flatten(cfg.space), "search": to_dict(cfg.search), "asha": to_dict(cfg.asha),
+                      "trial_cpus": cfg.trial_cpus, "train_config": cfg.train_config,
+                      "train_overrides": " ".join(cfg.train_overrides)}
+            parent = tracking.start_run(uri, cfg.train.tracking.experiment, cfg.train.output_root, sweep.name,
+                                        params, {"config_name": config_name, "sweep_dir": sweep.dir, "kind": "sweep"})
+        elif uri:
+            tracking.set_status(uri, parent, "RUNNING")
+        sweeps.write_state(sweep, status=runs.RUNNING, mlflow_parent_run_id=parent, tracking_uri=uri,
+                           tune_path=sweep.tune_path)
+        yield parent
+        status = runs.FINISHED
+    except KeyboardInterrupt:
+        status = runs.KILLED
+        raise
+    finally:
+        sweeps.write_state(sweep, status=status)
+        if uri and parent:
+            tracking.finish_run(uri, parent, status)
+
+
+def trial_dirname(trial) -> str:
+    return trial.trial_id  # the leaderboard finds each trial's run folder by it
+
+
+def outcome_recorder(sweep: sweeps.Sweep):
+    """A Tune callback (driver side) that writes each trial's end into its run.json,
+    so a resumed sweep still knows how the trials of an earlier driver ended."""
+    from ray import tune
+
+    class RecordOutcome(tune.Callback):
+        def _record(self, trial, outcome: str):
+            run = sweeps.Sweep(**sweep_dict).trial_run(trial.trial_id)
+            runs.write_state(run, tune_outcome=outcome)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._record(trial, "complete")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._record(trial, "error")
+
+    sweep_dict = sweep.to_dict()
+    return RecordOutcome()
+
+
+def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts: DataFacts, datasets: dict,
+                sweep: sweeps.Sweep, parent: str | None, config_name: str):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from ..distributed.tune_trial import tune_trial
+
+    # A trial restarted after its run had already trained every epoch (its driver died before
+    # Tune saw the end) finishes without a new report; Tune's strict check would stop the sweep.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, base_job=to_dict(job), facts=facts.to_dict(), datasets=datasets,
+                             sweep=sweep.to_dict(), parent_run_id=parent, config_name=config_name),
+        {"CPU": cfg.trial_cpus})
+    if sweep.resumed:
+        if not tune.Tuner.can_restore(sweep.tune_path):
+            raise RunStateError(f"{sweep.tune_path}: sweep {sweep.name!r} has no Tune state to resume from")
+        return tune.Tuner.restore(sweep.tune_path, trainable=trainable, resume_errored=True)
+    s = cfg.search
+    if s.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = OptunaSearch(seed=s.seed)
+    else:
+        # an instance takes its own concurrency limit (Tune ignores max_concurrent_trials for it)
+        search = BasicVariantGenerator(random_state=s.seed, max_concurrent=s.max_concurrent_trials)
+    scheduler = None
+    if cfg.asha.enabled:
+        scheduler = ASHAScheduler(time_attr="epochs_done", max_t=max_epochs(cfg), grace_period=cfg.asha.grace_period,
+                                  reduction_factor=cfg.asha.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        param_space=tune_domains(axes),
+        tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, search_alg=search, scheduler=scheduler,
+                                    num_samples=s.num_samples,
+                                    max_concurrent_trials=s.max_concurrent_trials if s.algorithm == "optuna" else None,
+                                    trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0,
+                                  callbacks=[outcome_recorder(sweep)]),
+    )
+
+
+def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric: str) -> list[dict]:
+    """One leaderboard row per trial, from Tune's results and the trial's run.json."""
+    rows = []
+    for result in grid:
+        trial_id = os.path.basename(result.path)
+        history = result.metrics_dataframe
+        row = {"trial": trial_id, **{a.key: result.config.get(a.key) for a in axes},
+               "epochs": 0, "best_val_loss": None, "bits_per_token": None,
+               "wall_s": round(float(result.metrics.get("time_total_s", 0.0)), 1),
+               "run_dir": os.path.join(sweep.dir, "trials", trial_id)}
+        if history is not None and metric in history and len(history):
+            best = history.loc[history[metric].idxmin()]
+            row.update(epochs=int(history["epochs_done"].max()), best_val_loss=float(best["val/loss"]),
+                       bits_per_token=float(best["val/bits_per_token"]))
+        state_path = os.path.join(row["run_dir"], "run.json")
+        outcome = read_json_object(state_path, RunStateError) if os.path.exists(state_path) else {}
+        final = outcome.get("final") or {}  # the run's own end: its last report may not have reached Tune
+        if "best_val_loss" in final and (row["best_val_loss"] is None or final["best_val_loss"] < row["best_val_loss"]):
+            row.update(best_val_loss=final["best_val_loss"], bits_per_token=final["best_val_loss"] / math.log(2))
+        row["epochs"] = max(row["epochs"], final.get("epoch", -1) + 1)
+        if result.error is not None or outcome.get("tune_outcome") == "error":
+            row["status"] = "FAILED"
+        elif outcome.get("tune_outcome") != "complete":
+            row["status"] = "INTERRUPTED"
+        else:
+            row["status"] = "FINISHED" if row["epochs"] >= epochs else "STOPPED"  # ASHA stopped it early
+        row["mlflow_run_id"], row["tracking_uri"] = outcome.get("mlflow_run_id"), outcome.get("tracking_uri")
+        rows.append(row)
+    return sweeps.sort_rows(rows)
+
+
+def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
+    """run.json and the MLflow run of every trial end with how the trial ended: a trial
+    Tune stopped was killed mid-fit, before its own code could say so."""
+    mlflow_status = {"FINISHED": runs.FINISHED, "STOPPED": runs.KILLED, "FAILED": runs.FAILED,
+                     "INTERRUPTED": runs.KILLED}
+    for row in rows:
+        status = mlflow_status[row["status"]]
+        run = sweep.trial_run(row["trial"])
+        runs.write_state(run, status=status, trial_status=row["status"])
+        if row["tracking_uri"] and row["mlflow_run_id"]:
+            tracking.finish_run(row["tracking_uri"], row["mlflow_run_id"], status)
+
+
+def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> dict:
+    from ..distributed.cluster import check_sweep_budget, init_ray
+    from ..distributed.code_data import build_row_datasets
+
+    t0 = time.perf_counter()
+    config_name = config_name or cfg.name
+    job = cfg.train
+    axes = parse_space(cfg.space)
+    check_space(axes, to_dict(job))  # every value a valid config, before Ray starts
+    check_search(cfg, axes)
+    files, facts = check_data(job)
+    sweep = sweeps.find_sweep(job.output_root, cfg.name, cfg.sweep_name) if cfg.resume else None
+    ray = init_ray(job.trainer.num_cpus)
+    t = job.trainer
+    check_sweep_budget(ray, cfg.search.max_concurrent_trials, cfg.trial_cpus, t.num_workers, t.cpus_per_worker,
+                       t.use_gpu)
+    train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
+    # now that the rows are counted: every value gives at least one full step
+    check_space(axes, to_dict(job), lambda trial: plan_training(trial, facts, trial.trainer.num_workers))
+    uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
+    trial_job = base_job(cfg, facts, uri, log)
+    sweep = sweep or sweeps.new_sweep(job.output_root, cfg.name, cfg.sweep_name, config_name)
+    log(f"sweep {sweep.name}{' (resumed)' if sweep.resumed else ''}: {sweep.dir}\n  "
+        f"{len(axes)} axes ({', '.join(a.key for a in axes)}), {cfg.search.algorithm} search, "
+        f"{cfg.search.num_samples} sample(s), {cfg.search.max_concurrent_trials} at once, "
+        f"ASHA {'on' if cfg.asha.enabled else 'off'} over {max_epochs(cfg)} epochs")
+    with tracked_sweep(cfg, sweep, uri, config_name) as parent:
+        tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_ds, "val": val_ds}, sweep, parent,
+                            config_name)
+        grid = tuner.fit()
+        summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log)
+        if any(r["status"] == "INTERRUPTED" for r in summary["leaderboard"]):
+            raise KeyboardInterrupt  # Tune saved its state: resume=true continues the sweep
+    return summary
+
+
+def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri: str | None, parent: str | None,
+           t0: float, log) -> dict:
+    rows = trial_rows(grid, axes, sweep, max_epochs(cfg), cfg.search.metric)
+    close_trial_runs(rows, sweep)
+    artifacts = sweeps.write_leaderboard(sweep, rows, [a.key for a in axes])
+    best = rows[0] if rows and rows[0]["best_val_loss"] is not None else None
+    if best is not None:
+        params = {a.key: best[a.key] for a in axes}
+        artifacts.append(sweeps.write_best_yaml(sweep, apply_params(to_dict(cfg.train), params), best))
+    seconds = time.perf_counter() - t0
+    summary = {"sweep": sweep.name, "dir": sweep.dir, "seconds": seconds, "best": best, "leaderboard": rows,
+               "mlflow_parent_run_id": parent}
+    if uri and parent:
+        for path in artifacts:
+            tracking.log_artifact(uri, parent, path)
+        if best is not None:
+            tracking.log_metrics(uri, parent, {"best/val_loss": best["best_val_loss"],
+                                               "best/bits_per_token": best["bits_per_token"], "wall_s": seconds})
+            tracking.set_tag(uri, parent, "best_trial", best["trial"])
+    with open(os.path.join(sweep.dir, "leaderboard.md")) as f:
+        log(f.read().rstrip())
+    done = sum(r["status"] in ("FINISHED", "STOPPED") for r in rows)
+    log(f"sweep done in {seconds:.0f} s: {done}/{len(rows)} trials ran to their end or an ASHA stop\n"
+        f"  leaderboard: {artifacts[0]}")
+    if best is not None:
+        loss = best["best_val_loss"]
+        log(f"  best:        trial {best['trial']}, val/loss {loss:.4f}"
+            f"{'' if math.isfinite(loss) else ' (not finite)'}\n"
+            f"  train it:    python -m arplatform.train --config-dir {sweep.dir} --config-name best")
+    return summary

@@ -1,0 +1,35 @@
+"""python -m arplatform.tune --config-name tune/mnist_sample [key=value …] [train.<key>=value …]
+
+Overrides that start with `train.` go to the training job every trial runs (after the
+tune config's own `train_overrides`); the others to the sweep (space, search, asha …).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import compose, run_stage
+from .config import TuneJobConfig, from_dict
+from .errors import ConfigError
+
+
+def build_config(config_name: str, overrides: list[str], config_dir: str) -> TuneJobConfig:
+    train_overrides = [o[len("train."):] for o in overrides if o.startswith("train.")]
+    sweep = compose(config_name, [o for o in overrides if not o.startswith("train.")], config_dir)
+    if "train" in sweep:
+        raise ConfigError(f"{config_name}: name the training job with train_config and train_overrides, "
+                          "not a train section")
+    base = from_dict(TuneJobConfig, sweep)  # checks train_config / train_overrides before composing them
+    train = compose(base.train_config, [*base.train_overrides, *train_overrides])
+    return from_dict(TuneJobConfig, {**sweep, "train": train})
+
+
+def main(argv=None) -> int:
+    from .stages.tune import run_tune
+
+    return run_stage(TuneJobConfig, run_tune, "Sweep a training job's hyperparameters with Ray Tune",
+                     "tune/mnist_sample", argv, build=build_config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Ray Tune sweeps end to end: real Ray (a local cluster on 2 CPUs), real Ray Train trials,
+a real MLflow store, real files. Each sweep is a subprocess with a timeout, so a hang fails."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import TINY, learnable_codes
+
+from arplatform.core.checkpoint import load_model
+from arplatform.errors import ConfigError
+from arplatform.sweeps import sort_rows
+from arplatform.tune_space import apply_params, is_integer_key, parse_space, tune_domains
+
+# embed_dim × lr; lr 1e-6 barely moves the loss, so ASHA stops at least one of those trials
+SPACE = "+space={model: {embed_dim: {grid: [16, 32]}}, optim: {lr: {grid: [0.01, 0.000001]}}}"
+
+
+def run_tune(root, data, *overrides, timeout=600, popen=None):
+    cmd = [sys.executable, "-m", "arplatform.tune", "--config-name", "tune/mnist_sample", "~space", SPACE,
+           "search.num_samples=1", "search.max_concurrent_trials=2", "asha.grace_period=1",
+           f"train.output_root={root}", f"train.data.codebook_dir={data}", *[f"train.{o}" for o in TINY],
+           "train.trainer.cpus_per_worker=0.25", "train.optim.epochs=3", *overrides]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if popen is not None:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def trial_states(root):
+    base = os.path.join(root, "tune")
+    out = {}
+    for sweep in os.listdir(base) if os.path.isdir(base) else []:
+        trials = os.path.join(base, sweep, "trials")
+        for t in os.listdir(trials) if os.path.isdir(trials) else []:
+            try:
+                with open(os.path.join(trials, t, "run.json")) as f:
+                    out[t] = json.load(f)
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def wait_for_a_finished_trial(root, proc, timeout=400):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        done = [t for t, s in trial_states(root).items() if s.get("tune_outcome") == "complete"]
+        if done:
+            return done[0]
+        time.sleep(0.5)
+    raise AssertionError("no trial finished")
+
+
+@pytest.mark.slow
+def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(tmp_path):
+    data = learnable_codes(tmp_path / "codes", n=160)
+    proc = run_tune(tmp_path, data, popen={"start_new_session": True})
+    try:
+        first = wait_for_a_finished_trial(tmp_path, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (sweep_dir,) = [os.path.join(tmp_path, "tune", d) for d in os.listdir(tmp_path / "tune")]
+    first_best = os.path.join(sweep_dir, "trials", first, "checkpoints", "best.pt")
+    stamp = os.stat(first_best).st_mtime_ns
+    time.sleep(3)  # let orphaned workers notice their raylet is gone
+
+    again = run_tune(tmp_path, data, "resume=true")
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "(resumed)" in out
+    with open(os.path.join(sweep_dir, "leaderboard.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4, rows
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) <= {"FINISHED", "STOPPED"} and "STOPPED" in statuses and "FINISHED" in statuses, rows
+    assert os.stat(first_best).st_mtime_ns == stamp, "a trial that had finished was trained again"
+    for r in rows:  # each trial trained the model it was given
+        model, _, _ = load_model(os.path.join(sweep_dir, "trials", r["trial"], "checkpoints", "best.pt"))
+        assert model.config.embed_dim == int(r["model.embed_dim"]), r
+    assert float(rows[0]["best_val_loss"]) <= min(float(r["best_val_loss"]) for r in rows)
+
+    from mlflow.tracking import MlflowClient
+
+    with open(os.path.join(sweep_dir, "sweep.json")) as f:
+        state = json.load(f)
+    client = MlflowClient(state["tracking_uri"])
+    parent = client.get_run(state["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and state["status"] == "FINISHED"
+    assert parent.data.tags["best_trial"] == rows[0]["trial"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4
+    by_trial = {c.data.tags["trial_id"]: c for c in children}
+    for r in rows:
+        child = by_trial[r["trial"]]
+        assert child.info.status == {"FINISHED": "FINISHED", "STOPPED": "KILLED"}[r["status"]], r
+        assert int(child.data.params["model.embed_dim"]) == int(r["model.embed_dim"])
+        assert "val/loss" in child.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"leaderboard.csv", "leaderboard.md", "best.yaml"} <= artifacts
+
+    best = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-dir", sweep_dir, "--config-name",
+                           "best"], capture_output=True, text=True, timeout=300)
+    assert best.returncode == 0, best.stdout + best.stderr
+    runs_dir = os.path.join(tmp_path, "transformer", "mnist_sample", "runs")
+    (run,) = os.listdir(runs_dir)
+    model, _, _ = load_model(os.path.join(runs_dir, run, "checkpoints", "best.pt"))
+    assert model.config.embed_dim == int(rows[0]["model.embed_dim"])
+
+
+@pytest.mark.slow
+def test_over_budget_sweep_is_refused_before_any_trial(tmp_path):
+    data = learnable_codes(tmp_path / "codes", n=160)
+    proc = run_tune(tmp_path, data, "search.max_concurrent_trials=3", "train.trainer.cpus_per_worker=1",
+                    timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert lines[-1].startswith("error: search.max_concurrent_trials: 3 trials") and "lower" in lines[-1]
+    assert not os.path.exists(tmp_path / "tune") and not os.path.exists(tmp_path / "ray")
+
+
+def test_space_parses_to_tune_domains_and_applies_to_the_job():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    axes = parse_space({"model": {"embed_dim": {"grid": [16, 32]}, "num_layers": {"uniform": [1, 4]},
+                                  "seq_len": {"choice": [None, 8]}},
+                        "optim": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    assert [a.key for a in axes] == ["model.embed_dim", "model.num_layers", "model.seq_len", "optim.lr"]
+    domains = tune_domains(axes)
+    assert domains["model.embed_dim"] == {"grid_search": [16, 32]}
+    assert isinstance(domains["model.num_layers"], Integer) and isinstance(domains["optim.lr"], Float)
+    assert isinstance(domains["model.seq_len"], Categorical)
+    assert is_integer_key("model.seq_len") and not is_integer_key("optim.lr")
+    job = {"model": {"embed_dim": 8}, "optim": {"lr": 1.0}}
+    assert apply_params(job, {"model.embed_dim": 32}) == {"model": {"embed_dim": 32}, "optim": {"lr": 1.0}}
+    assert job["model"]["embed_dim"] == 8  # a copy
+    with pytest.raises(ConfigError, match="space.data"):
+        parse_space({"data": {"codes": {"choice": ["a"]}}})
+
+
+def test_leaderboard_puts_failed_trials_last():
+    rows = sort_rows([{"trial": "a", "best_val_loss": None}, {"trial": "b", "best_val_loss": 2.0},
+                      {"trial": "c", "best_val_loss": float("nan")}, {"trial": "d", "best_val_loss": 1.0}])
+    assert [r["trial"] for r in rows][:2] == ["d", "b"] and [r["rank"] for r in rows] == [1, 2, 3, 4]
