@@ -413,3 +413,32 @@ class GenerateConfig:
             value = getattr(self, path)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(f"{path}: expected a path, got {value!r}")
+
+
+# ---------------------------------------------------------------------------
+# Sampler sweeps (Ray Tune over sampling settings of one checkpoint)
+
+
+def default_sampler_space() -> dict:
+    return {"sample": {"temperature": {"uniform": [0.8, 1.1]}, "top_k": {"choice": [None, 16, 32, 64]},
+                       "cfg_scale": {"uniform": [1.0, 4.0]}}}
+
+
+@dataclass
+class SamplerSweepConfig:
+    name: str = "mnist_sample"
+    transformer_ckpt: str = "experiments/transformer/mnist_sample/checkpoints/best.pt"
+    output_root: str = "experiments"
+    space: dict = field(default_factory=default_sampler_space)  # keys of sample: temperature, top_k, top_p, cfg_scale
+    trials: int = 8
+    num_samples: int = 200  # generated and scored per trial, balanced over the classes
+    max_concurrent_trials: int = 2
+    cpus_per_trial: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_name("name", self.name)
+        check_ranges("", self, trials=(1, 10_000), num_samples=(10, 1_000_000), max_concurrent_trials=(1, 10_000),
+                     cpus_per_trial=(0, 1024, True), seed=(0, 2**62))
+        if not isinstance(self.space, dict) or not self.space:
+            raise ConfigError("space: expected a mapping such as {sample: {cfg_scale: {uniform: [1, 4]}}}")

@@ -67,15 +67,16 @@ def write_state(sweep: Sweep, **fields) -> dict:
     return state
 
 
-def _sweep(output_root: str, name: str, resumed: bool = False) -> Sweep:
+def _sweep(output_root: str, name: str, resumed: bool = False, folder: str = "tune") -> Sweep:
     root = os.path.abspath(output_root)
-    return Sweep(name, os.path.join(root, "tune", name), os.path.join(root, "ray"), resumed)
+    return Sweep(name, os.path.join(root, folder, name), os.path.join(root, "ray"), resumed)
 
 
-def new_sweep(output_root: str, config: str, sweep_name: str | None = None, config_name: str | None = None) -> Sweep:
-    """A fresh sweep folder, claimed with mkdir; its name is unique unless given."""
+def new_sweep(output_root: str, config: str, sweep_name: str | None = None, config_name: str | None = None,
+              folder: str = "tune") -> Sweep:
+    """A fresh sweep folder under <output_root>/<folder>/, claimed with mkdir; its name is unique unless given."""
     name = sweep_name or f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    sweep = _sweep(output_root, name)
+    sweep = _sweep(output_root, name, folder=folder)
     os.makedirs(os.path.dirname(sweep.dir), exist_ok=True)
     try:
         if os.path.exists(sweep.tune_path):
@@ -109,10 +110,10 @@ def find_sweep(output_root: str, config: str, sweep_name: str | None = None) -> 
 COLUMNS = ("rank", "trial", "status", "epochs", "best_val_loss", "bits_per_token", "wall_s")
 
 
-def sort_rows(rows: list[dict]) -> list[dict]:
-    """Best first; trials without a validation loss last."""
+def sort_rows(rows: list[dict], metric: str = "best_val_loss") -> list[dict]:
+    """Lowest `metric` first; trials without one last."""
     def key(r):
-        loss = r.get("best_val_loss")
+        loss = r.get(metric)
         return (loss is None or not math.isfinite(loss), loss if loss is not None else 0.0, r["trial"])
 
     rows = sorted(rows, key=key)
@@ -124,12 +125,12 @@ def sort_rows(rows: list[dict]) -> list[dict]:
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else "nan"
-    return "" if value is None else str(value)
+    return "null" if value is None else str(value)
 
 
-def write_leaderboard(sweep: Sweep, rows: list[dict], param_keys: list[str]) -> list[str]:
+def write_leaderboard(sweep: Sweep, rows: list[dict], param_keys: list[str], metric_columns=COLUMNS[3:]) -> list[str]:
     """leaderboard.csv and leaderboard.md, each written whole or not at all."""
-    columns = [*COLUMNS[:3], *param_keys, *COLUMNS[3:]]
+    columns = [*COLUMNS[:3], *param_keys, *metric_columns]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -36,28 +36,28 @@ class Axis:
     values: tuple  # grid/choice: the values; uniform/loguniform: (low, high)
 
 
-def parse_space(space: dict, path: str = "space") -> list[Axis]:
-    """Nested mapping → axes; a leaf is a one-key mapping {kind: list}."""
+def parse_space(space: dict, path: str = "space", sections=SWEEPABLE_SECTIONS) -> list[Axis]:
+    """Nested mapping → axes; a leaf is a one-key mapping {kind: list}; keys of `sections` only."""
     axes = []
     for name, value in space.items():
         where = f"{path}.{name}"
         if not isinstance(value, dict) or not value:
             raise ConfigError(f"{where}: expected a mapping ending in {{{'|'.join(KINDS)}: [...]}}, got {value!r}")
         if set(value) & set(KINDS):
-            axes.append(_axis(where, value))
+            axes.append(_axis(where, value, sections))
         else:
-            axes.extend(parse_space(value, where))
+            axes.extend(parse_space(value, where, sections))
     return axes
 
 
-def _axis(where: str, leaf: dict) -> Axis:
+def _axis(where: str, leaf: dict, sections) -> Axis:
     if len(leaf) != 1:
         raise ConfigError(f"{where}: one of {', '.join(KINDS)} per key, got {', '.join(map(str, leaf))}")
     ((kind, values),) = leaf.items()
     key = where.split(".", 1)[1]
-    if key.split(".")[0] not in SWEEPABLE_SECTIONS or key.count(".") != 1:
-        raise ConfigError(f"{where}: only keys of {' and '.join(SWEEPABLE_SECTIONS)} can be swept "
-                          "(e.g. space.model.embed_dim, space.optim.lr)")
+    if key.split(".")[0] not in sections or key.count(".") != 1:
+        raise ConfigError(f"{where}: only keys of {' and '.join(sections)} can be swept "
+                          f"(e.g. space.{sections[0]}.<key>)")
     if not isinstance(values, (list, tuple)) or not values:
         raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {values!r}")
     if kind in ("uniform", "loguniform"):

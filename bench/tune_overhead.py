@@ -37,8 +37,9 @@ def one_round(root: str, data: str, epochs: int) -> dict[str, float]:
     t0 = time.perf_counter()
     run_train(from_dict(TrainJobConfig, compose("transformer/mnist_sample", overrides)), log=quiet)
     direct = time.perf_counter() - t0
-    sweep = compose("tune/mnist_sample", ["~space", "+space={model: {embed_dim: {grid: [256]}}}",
-                                          "search.num_samples=1", "asha.enabled=false", "train_overrides=[]"])
+    sweep = compose("tune/mnist_sample", [
+        "~space", "+space={model: {embed_dim: {grid: [256]}}}", "search.num_samples=1",
+        "search.max_concurrent_trials=1", "asha.enabled=false", "train_overrides=[]"])
     sweep["train"] = compose("transformer/mnist_sample", overrides)
     t0 = time.perf_counter()
     run_tune(from_dict(TuneJobConfig, sweep), log=quiet)

@@ -1,5 +1,5 @@
-"""The evaluation stage. Today: the held-out quality of a tokenizer output folder
-(`evaluate_codebook_dir`); sample quality comes with the generation stage."""
+"""The evaluation stage: the held-out quality of a tokenizer output folder
+(`evaluate_codebook_dir`) and the quality of a folder of generated samples (`evaluate_samples`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..config import TokenizerConfig, from_dict
 from ..core.codebook import assign, codebook_vae_path, load_codebook_file
 from ..core.data import load_codes
 from ..core.errors import DataError
-from ..core.io import read_json_object, save_json
+from ..core.io import read_json_object, save_json, save_text
 from ..core.vae import load_vae
 from ..errors import ConfigError
 from ..imagedata import load_images
@@ -67,3 +67,109 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
                                 np.concatenate(all_codes) if all_codes else val_codes.numpy(), dev)
     save_json(report, os.path.join(codebook_dir, "tokenizer_eval.json"))
     return report
+
+
+# ---------------------------------------------------------------------------
+# Sample quality
+
+
+def real_data(codebook_pt: str, recon_count: int, log=print):
+    """The real images behind a tokenizer output folder (its config and held-out split), and the
+    tokenizer's reconstructions of `recon_count` training images (their codes, decoded)."""
+    from ..core.decode import decode_codes_to_images
+    from ..sample_quality import RealData
+
+    folder = os.path.dirname(codebook_pt)
+    paths = {n: os.path.join(folder, n) for n in ("tokenizer_config.json", "split.json", "codes.npy")}
+    for name, path in paths.items():
+        if not os.path.exists(path):
+            raise DataError(f"{path}: not found; the codebook's folder must be a tokenizer output "
+                            f"({name} is written by arplatform.tokenize)")
+    saved = read_json_object(paths["tokenizer_config.json"], DataError)
+    saved.pop("config_name", None)
+    cfg = from_dict(TokenizerConfig, saved)
+    d = cfg.data
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels)
+    val_idx = read_indices(paths["split.json"], "val_indices")
+    if val_idx.max() >= len(data):
+        raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
+    train_idx = np.setdiff1d(np.arange(len(data)), val_idx)
+    codes = load_codes(paths["codes.npy"])[0]
+    pick = np.random.default_rng(0).choice(len(codes), min(recon_count, len(codes)), replace=False)
+    codes = codes[np.sort(pick)]  # at random: image files are often sorted by class
+    recon = decode_codes_to_images(codes, codebook_pt, codebook_vae_path(codebook_pt)).numpy()
+    log(f"real data: {data.source}, {len(train_idx)} train / {len(val_idx)} held-out images; "
+        f"{len(recon)} tokenizer reconstructions")
+    real = RealData(data.images[train_idx], data.labels[train_idx], data.images[val_idx], data.labels[val_idx],
+                    data.num_classes, recon)
+    return real, cfg, folder
+
+
+def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=print) -> dict:
+    """The quality report of a samples folder (`arplatform.generate`) against the real dataset
+    its checkpoint's codebook was made from: quality.json and quality.md in the folder, and
+    the metrics in the MLflow run that trained the checkpoint."""
+    from ..core.checkpoint import load_model
+    from ..sample_quality import classifier_dir, evaluate_images, heldout_bits_per_code, load_or_train_classifier
+
+    manifest = read_json_object(os.path.join(samples_dir, "manifest.json"), DataError)
+    npz_path = os.path.join(samples_dir, "samples.npz")
+    if not os.path.exists(npz_path):
+        raise DataError(f"{npz_path}: not found (written by arplatform.generate)")
+    with np.load(npz_path, allow_pickle=False) as z:
+        images, labels = z["images"], z["labels"]
+    images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
+    real, tok_cfg, folder = real_data(manifest["codebook_pt"], len(images), log)
+    if images.shape[1:] != real.val_images.shape[1:]:
+        raise DataError(f"{npz_path}: images of shape {images.shape[1:]} but the dataset's are "
+                        f"{real.val_images.shape[1:]}")
+    classifier, accuracy = load_or_train_classifier(classifier_dir(output_root, tok_cfg.data), real, log)
+    report = evaluate_images(images, labels, real, classifier)
+    report["classifier_heldout_accuracy"] = accuracy
+    model, layout, _ = load_model(manifest["checkpoint"])
+    val_labels = os.path.join(folder, "val_labels.npy")
+    report["heldout_bits_per_code"] = heldout_bits_per_code(model, layout, os.path.join(folder, "val_codes.npy"),
+                                                            val_labels if layout.conditional else None)
+    report["samples_dir"], report["checkpoint"] = samples_dir, manifest["checkpoint"]
+    save_json(report, os.path.join(samples_dir, "quality.json"))
+    save_text(quality_table(report), os.path.join(samples_dir, "quality.md"))
+    log_to_training_run(manifest["checkpoint"], report, samples_dir, log)
+    return report
+
+
+def quality_table(r: dict) -> str:
+    fd = r["frechet"]
+    rows = [("samples", str(r["num_samples"])),
+            ("class accuracy (platform classifier)", f"{r['accuracy']:.3f}" if "accuracy" in r else "n/a"),
+            ("classifier's own held-out accuracy", f"{r['classifier_heldout_accuracy']:.3f}"),
+            ("Fréchet distance, samples vs held-out", f"{fd['samples']:.2f}"),
+            ("Fréchet distance, tokenizer reconstructions", f"{fd.get('tokenizer_reconstructions', float('nan')):.2f}"),
+            ("Fréchet distance, real vs real", f"{fd['real_vs_real']:.2f}"),
+            ("samples / reconstructions", f"{fd.get('samples_over_reconstructions', float('nan')):.2f}×"),
+            ("memorisation ratio (sample→train / held-out→train)", f"{r['memorisation']['ratio']:.2f}"),
+            ("held-out bits per code", f"{r['heldout_bits_per_code']:.3f}")]
+    return "| measure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+
+
+def log_to_training_run(checkpoint: str, report: dict, samples_dir: str, log) -> None:
+    """The metrics go to the MLflow run that trained the checkpoint, when run.json names one."""
+    from .. import tracking
+
+    ckpt_dir = os.path.dirname(os.path.abspath(checkpoint))
+    published = os.path.join(ckpt_dir, "published.json")
+    run_dir = (read_json_object(published, DataError).get("run_dir") if os.path.exists(published)
+               else os.path.dirname(ckpt_dir))
+    state_path = os.path.join(run_dir or "", "run.json")
+    if not os.path.exists(state_path):
+        return
+    state = read_json_object(state_path, DataError)
+    if not (state.get("tracking_uri") and state.get("mlflow_run_id")):
+        return
+    metrics = {"samples/frechet": report["frechet"]["samples"],
+               "samples/memorisation_ratio": report["memorisation"]["ratio"],
+               "heldout/bits_per_code": report["heldout_bits_per_code"]}
+    if "accuracy" in report:
+        metrics["samples/accuracy"] = report["accuracy"]
+    tracking.log_metrics(state["tracking_uri"], state["mlflow_run_id"], metrics)
+    tracking.log_artifact(state["tracking_uri"], state["mlflow_run_id"], os.path.join(samples_dir, "quality.json"))
+    log(f"logged to MLflow run {state['mlflow_run_id']} ({state['tracking_uri']})")

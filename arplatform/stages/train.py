@@ -33,6 +33,7 @@ from ..core.precision import choose_precision
 from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
 from ..errors import RunStateError, TrainingError
 from ..train_plan import DataFacts, TrainPlan, plan_training, torch_threads
+from .generate import tuned_sampler_settings
 
 
 def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
@@ -190,7 +191,8 @@ def finish(job: TrainJobConfig, run: runs.Run, files: CodeFiles, result, uri: st
     """After fit: samples and artifacts in the run folder, then best.pt published to the seed's path."""
     best = os.path.join(run.checkpoint_dir, "best.pt")
     artifacts = [best, save_json(to_dict(job) | {"config_name": config_name}, os.path.join(run.dir, "config.json"))]
-    artifacts += sample_grid(job, best, files.codebook, run.dir)
+    tuned = tuned_sampler_settings(os.path.join(run.config_dir, "checkpoints", "best.pt"))
+    artifacts += sample_grid(job, best, files.codebook, run.dir, tuned)
     if uri:
         for path in artifacts:
             tracking.log_artifact(uri, mlflow_run_id, path)
@@ -200,16 +202,19 @@ def finish(job: TrainJobConfig, run: runs.Run, files: CodeFiles, result, uri: st
     return summary
 
 
-def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str) -> list[str]:
+def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str,
+                tuned: dict | None = None) -> list[str]:
     """Sample codes from best.pt; decode them to a PNG grid when the codebook names its VAE."""
     from ..core.codebook import codebook_vae_path, load_codebook_file
     from ..core.sampling import codes_from_sequences, generate_autoregressive, sampling_probe
-
     model, layout, ckpt = load_model(best_path)
     s = job.sample
     n = s.num_samples
     if n == 0:
         return []
+    if tuned:  # a sampler sweep tuned this config's published checkpoint
+        print(f"sampling with this config's sampler.json: {tuned}", flush=True)
+        s = dataclasses.replace(s, **tuned)
     choice = choose_precision(s.precision, "cpu", sampling_probe(model, layout),
                               f"sample:{sorted(model.config.to_dict().items())}")
     if s.precision == "auto":

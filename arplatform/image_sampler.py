@@ -1,0 +1,69 @@
+"""Sample images for given indices: GPT (KV cache) → codes → codebook → VAE → PNGs.
+
+`ImageSampler(spec)` loads the GPT, the codebook and the VAE once; calling it on a
+batch {"index", "label"} samples, decodes and writes that batch into the samples
+folder (`sample_folder.write_batch`) and returns the batch's index and label. The
+local engine calls it in a loop; the Ray engine hands the class to Ray Data's
+`map_batches`, one instance per actor. `spec` is a plain dict (`stages.generate.sampler_spec`).
+
+Sample i draws from its own random stream keyed by (seed, i) (`core.sampling.sample_keys`),
+so it is the same image whatever batch, actor or engine draws it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .core.checkpoint import load_model
+from .core.codebook import load_codebook_file
+from .core.decode import decode_codes_to_images
+from .core.precision import choose_precision
+from .core.sampling import codes_from_sequences, generate_autoregressive, sample_keys, sampling_probe
+from .core.vae import load_vae
+from .images import to_uint8
+from .sample_folder import write_batch
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ImageSampler:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        if spec.get("threads"):
+            torch.set_num_threads(spec["threads"])
+        self.device = pick_device(spec["device"])
+        self.model, self.layout, ckpt = load_model(spec["transformer_ckpt"], map_location=self.device)
+        self.positions = math.prod(ckpt["grid_shape"])
+        self.codebook = load_codebook_file(spec["codebook_pt"])
+        self.vae = load_vae(spec["vae_ckpt"], map_location=self.device)
+        self.precision = self._precision(spec["sample"]["precision"])
+
+    def _precision(self, requested: str) -> str:
+        if requested != "auto":
+            return requested
+        if self.device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        key = f"sample:{sorted(self.model.config.to_dict().items())}"
+        return choose_precision("auto", "cpu", sampling_probe(self.model, self.layout), key).precision
+
+    def __call__(self, batch: dict) -> dict:
+        index = np.asarray(batch["index"], dtype=np.int64)
+        labels = np.asarray(batch["label"], dtype=np.int64)
+        s = self.spec["sample"]
+        conditional = self.layout.conditional and (labels >= 0).all()
+        seqs = generate_autoregressive(
+            self.model, self.layout, self.positions, num_samples=len(index),
+            class_labels=torch.from_numpy(labels) if conditional else None, temperature=s["temperature"],
+            top_k=s["top_k"], top_p=s["top_p"], cfg_scale=s["cfg_scale"], precision=self.precision,
+            sample_keys=sample_keys(self.spec["seed"], index).to(self.device))
+        codes = codes_from_sequences(seqs, self.layout).cpu().numpy()
+        images = to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())
+        write_batch(self.spec["out"], index, labels, codes, images)
+        return {"index": index, "label": labels}

@@ -1,0 +1,119 @@
+"""A folder of generated samples: written batch by batch, resumable, then summarised.
+
+    <out>/
+        images/000123.png           one PNG per sample, named by its index
+        codes/codes-<first>-<n>.npy the codes of one written batch (int32, (n, positions)),
+        codes/labels-<first>-<n>.npy   its classes (-1: unconditional)
+        codes/index-<first>-<n>.npy    its indices: written last, so it marks the batch complete
+        manifest.json               settings, checkpoint, codebook and VAE paths with their SHA-256,
+                                    and every sample's index, class and random key
+        samples.npz                 images (N, H, W[, C]) uint8, labels, codes, index: what evaluation reads
+        grid.png                    up to 10 samples per class, a row per class
+
+A sample is done when its index is in an index file. Rerunning the same command
+skips those; a batch cut short leaves no index file and is drawn again (its PNGs
+are replaced atomically), so nothing is redone twice and nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+
+import numpy as np
+
+from .core.errors import DataError
+from .core.io import atomic_write, read_json_object, save_json, save_npy
+
+MANIFEST = "manifest.json"
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def image_path(out: str, index: int) -> str:
+    return os.path.join(out, "images", f"{int(index):06d}.png")
+
+
+def write_batch(out: str, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray) -> None:
+    """One batch's PNGs (images: (B, H, W, C) uint8), then its codes and labels, then its
+    index file (the completion mark)."""
+    from .images import save_png
+
+    for i, image in zip(index, images, strict=True):
+        save_png(image, image_path(out, i))
+    tag = f"{int(index[0]):07d}-{len(index)}"
+    save_npy(codes.astype(np.int32), os.path.join(out, "codes", f"codes-{tag}.npy"))
+    save_npy(labels.astype(np.int64), os.path.join(out, "codes", f"labels-{tag}.npy"))
+    save_npy(index.astype(np.int64), os.path.join(out, "codes", f"index-{tag}.npy"))
+
+
+def written(out: str) -> dict[str, np.ndarray]:
+    """Every complete batch, merged and sorted by index: {"index", "labels", "codes"}."""
+    parts = []
+    for index_file in sorted(glob.glob(os.path.join(out, "codes", "index-*.npy"))):
+        tag = os.path.basename(index_file)[len("index-"):-len(".npy")]
+        try:
+            index = np.load(index_file, allow_pickle=False)
+            codes = np.load(os.path.join(out, "codes", f"codes-{tag}.npy"), allow_pickle=False)
+            labels = np.load(os.path.join(out, "codes", f"labels-{tag}.npy"), allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{index_file}: a written batch cannot be read ({e}); remove it to draw it again") from e
+        parts.append((index, labels, codes))
+    if not parts:
+        return {"index": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64), "codes": None}
+    index = np.concatenate([p[0] for p in parts])
+    order = np.argsort(index, kind="stable")
+    keep = order[np.r_[True, np.diff(index[order]) != 0]]  # one row per index, whatever happened before
+    return {"index": index[keep], "labels": np.concatenate([p[1] for p in parts])[keep],
+            "codes": np.concatenate([p[2] for p in parts])[keep]}
+
+
+def check_manifest(out: str, manifest: dict) -> None:
+    """A folder holds one checkpoint's samples under one setting; more samples may be added."""
+    path = os.path.join(out, MANIFEST)
+    if not os.path.exists(path):
+        return
+    old = read_json_object(path, DataError)
+    for key in ("checkpoint_sha256", "settings"):
+        if old.get(key) != manifest[key]:
+            raise DataError(f"{path}: this folder holds samples of another {key.split('_')[0]} "
+                            f"({old.get(key)!r}); pass another --out")
+
+
+def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10) -> dict:
+    """samples.npz, grid.png and manifest.json from every written batch."""
+    from PIL import Image
+
+    from .images import make_grid, save_png
+
+    done = written(out)
+    images = np.stack([np.asarray(Image.open(image_path(out, i))) for i in done["index"]])
+    npz = os.path.join(out, "samples.npz")
+
+    def write_npz(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])
+
+    atomic_write(npz, write_npz)
+    grid_images, per_class = grid_selection(images, done["labels"], columns)
+    chw = grid_images[:, None] if grid_images.ndim == 3 else grid_images.transpose(0, 3, 1, 2)
+    save_png(make_grid(chw.astype(np.float32) / 255.0, columns=per_class), os.path.join(out, "grid.png"))
+    save_json(dict(manifest, num_written=int(len(done["index"])), samples=samples), os.path.join(out, MANIFEST))
+    return done
+
+
+def grid_selection(images: np.ndarray, labels: np.ndarray, columns: int) -> tuple[np.ndarray, int]:
+    """Up to `columns` images of each class, a row per class (unconditional: up to
+    `columns` rows); and the row length."""
+    if (labels < 0).all():
+        return images[: columns * columns], columns
+    per_class = min(columns, min(int((labels == c).sum()) for c in np.unique(labels)))
+    picks = [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]
+    return images[np.concatenate(picks)], per_class

@@ -1,0 +1,188 @@
+"""The generation stage: a checkpoint → N images, in this process or on Ray Data actors.
+
+    run_generate(cfg)
+      1. resolve      the checkpoint, the codebook it was trained on, the VAE the codebook
+                      names; each checked against the others (vocabulary, latent size, grid)
+      2. plan         sample i: class (balanced, a list, or none) and its random key (seed, i)
+      3. folder       <out>/ locked for this run; indices already written are skipped
+      4. engine       local: ImageSampler in a loop | ray: map_batches(ImageSampler) on actors
+      5. finish       samples.npz, grid.png, manifest.json
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from .. import sample_folder
+from ..config import GenerateConfig, to_dict
+from ..core.checkpoint import load_model
+from ..core.codebook import codebook_vae_path, load_codebook_file
+from ..core.errors import CheckpointError, DataError
+from ..core.sampling import sample_keys
+from ..core.vae import load_vae
+from ..errors import ConfigError
+
+
+def resolve_models(cfg: GenerateConfig) -> dict:
+    """Absolute paths of checkpoint, codebook and VAE, checked to fit together."""
+    ckpt_path = os.path.abspath(cfg.transformer_ckpt)
+    if not os.path.isfile(ckpt_path):
+        raise CheckpointError(f"{ckpt_path}: transformer checkpoint not found (train one, or pass --transformer_ckpt)")
+    model, layout, ckpt = load_model(ckpt_path)
+    codebook_pt = cfg.codebook_pt or trained_codebook(ckpt.get("train_config", {}))
+    if not codebook_pt:
+        raise ConfigError(f"{ckpt_path}: the checkpoint names no codebook; pass --codebook_pt")
+    codebook_pt = os.path.abspath(codebook_pt)
+    codebook = load_codebook_file(codebook_pt)
+    vae_ckpt = os.path.abspath(cfg.vae_ckpt) if cfg.vae_ckpt else codebook_vae_path(codebook_pt, codebook)
+    if not vae_ckpt:
+        raise ConfigError(f"{codebook_pt}: the codebook names no VAE; pass --vae_ckpt")
+    if not os.path.isfile(vae_ckpt):
+        raise CheckpointError(f"{vae_ckpt}: VAE checkpoint not found (pass --vae_ckpt)")
+    vae = load_vae(vae_ckpt)
+    k, d = codebook["z_medoid"].shape
+    if k != layout.num_codes:
+        raise DataError(f"{codebook_pt}: the codebook has {k} codes but {ckpt_path} was trained on "
+                        f"{layout.num_codes}; pass the codebook it was trained on (--codebook_pt)")
+    if d != vae.config.latent_dim:
+        raise DataError(f"{vae_ckpt}: the VAE's latent_dim is {vae.config.latent_dim} but {codebook_pt} holds "
+                        f"{d}-dim vectors; pass the VAE of that codebook (--vae_ckpt)")
+    positions = math.prod(ckpt["grid_shape"])
+    if positions != vae.config.grid_size ** 2:
+        raise DataError(f"{vae_ckpt}: the VAE decodes a {vae.config.grid_size}² grid but {ckpt_path} samples "
+                        f"{positions} codes per image")
+    return {"transformer_ckpt": ckpt_path, "codebook_pt": codebook_pt, "vae_ckpt": vae_ckpt, "layout": layout,
+            "config_name": ckpt.get("train_config", {}).get("name") or "samples"}
+
+
+SAMPLER_KEYS = ("temperature", "top_k", "top_p", "cfg_scale")
+
+
+def checkpoint_sampler_settings(checkpoint: str) -> dict:
+    """The sampling settings a checkpoint's training config asked for (its `sample:` section,
+    e.g. a lower temperature for the demo's small model), or {}; then a sampler sweep's
+    sampler.json beside it wins (`tuned_sampler_settings`)."""
+    if not os.path.isfile(checkpoint):
+        return {}  # run_generate names the missing file
+    try:
+        _, _, ckpt = load_model(checkpoint)
+    except (CheckpointError, DataError):
+        return {}  # run_generate says what is wrong with it, in one line
+    section = (ckpt.get("train_config") or {}).get("sample") or {}
+    trained = {k: section[k] for k in SAMPLER_KEYS if k in section}
+    return trained | tuned_sampler_settings(checkpoint)
+
+
+def tuned_sampler_settings(checkpoint: str) -> dict:
+    """temperature, top_k, top_p and cfg_scale a sampler sweep wrote beside `checkpoint`
+    (`arplatform.tune_sampler`), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "sampler.json")
+    if not os.path.exists(path):
+        return {}
+    from ..core.io import read_json_object
+
+    settings = read_json_object(path, DataError).get("sample")
+    if not isinstance(settings, dict):
+        raise DataError(f"{path}: expected a 'sample' mapping (written by arplatform.tune_sampler)")
+    return settings
+
+
+def trained_codebook(train_config: dict) -> str | None:
+    """The codebook a checkpoint was trained on: recorded by the training job, or (older
+    checkpoints) its data section, relative to the working directory."""
+    if train_config.get("codebook_pt"):
+        return train_config["codebook_pt"]
+    data = train_config.get("data") or {}
+    if data.get("codebook"):
+        return data["codebook"]
+    folder = data.get("codebook_dir")
+    return os.path.join(folder, "codebook.pt") if folder else None
+
+
+def plan_labels(cfg: GenerateConfig, num_classes: int) -> np.ndarray:
+    """The class of every sample index: balanced (i mod C), cycling through a list, or -1 (none)."""
+    n = cfg.num_samples
+    if cfg.classes == "none" or num_classes == 0:
+        if cfg.classes not in ("none", "all"):
+            raise ConfigError(f"classes: {cfg.classes!r} but the checkpoint is unconditional; use none")
+        return np.full(n, -1, dtype=np.int64)
+    if cfg.classes == "all":
+        return np.arange(n, dtype=np.int64) % num_classes
+    chosen = np.array([int(c) for c in cfg.classes.split(",")], dtype=np.int64)
+    if chosen.max() >= num_classes:
+        raise ConfigError(f"classes: {int(chosen.max())} is not a class of the checkpoint (0..{num_classes - 1})")
+    return chosen[np.arange(n) % len(chosen)]
+
+
+def sampler_spec(cfg: GenerateConfig, models: dict, out: str) -> dict:
+    """What every sampler (this process or an actor) receives: plain data only."""
+    return {k: models[k] for k in ("transformer_ckpt", "codebook_pt", "vae_ckpt")} | {
+        "out": out, "seed": cfg.seed, "sample": to_dict(cfg.sample), "device": cfg.device, "threads": None}
+
+
+def run_generate(cfg: GenerateConfig, log=print) -> dict:
+    from filelock import FileLock, Timeout
+
+    t0 = time.perf_counter()
+    models = resolve_models(cfg)
+    labels = plan_labels(cfg, models["layout"].num_classes)
+    out = os.path.abspath(cfg.out or os.path.join(cfg.output_root, "samples", models["config_name"]))
+    manifest = {"checkpoint": models["transformer_ckpt"],
+                "checkpoint_sha256": sample_folder.sha256(models["transformer_ckpt"]),
+                "codebook_pt": models["codebook_pt"], "vae_ckpt": models["vae_ckpt"],
+                "settings": {"seed": cfg.seed, "classes": cfg.classes, **{k: v for k, v in to_dict(cfg.sample).items()
+                                                                          if k not in ("num_samples", "precision")}}}
+    sample_folder.check_manifest(out, manifest)
+    os.makedirs(out, exist_ok=True)
+    try:
+        lock = FileLock(os.path.join(out, ".lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise DataError(f"{out}: another generate run is writing this folder") from None
+    try:
+        done = set(sample_folder.written(out)["index"].tolist())
+        todo = np.array([i for i in range(cfg.num_samples) if i not in done], dtype=np.int64)
+        log(f"generate {cfg.num_samples} samples into {out}: {len(done & set(range(cfg.num_samples)))} already "
+            f"written, {len(todo)} to draw ({cfg.engine} engine)")
+        spec = sampler_spec(cfg, models, out)
+        if len(todo):
+            engine = run_local if cfg.engine == "local" else run_ray
+            engine(cfg, spec, todo, labels[todo], log)
+        keys = sample_keys(cfg.seed, np.arange(cfg.num_samples)).tolist()
+        samples = [{"index": i, "class": int(labels[i]), "key": keys[i]} for i in range(cfg.num_samples)]
+        written = sample_folder.finish(out, manifest, samples)
+    finally:
+        lock.release()
+    seconds = time.perf_counter() - t0
+    log(f"done in {seconds:.1f} s: {len(written['index'])} samples\n  folder:  {out}\n  grid:    "
+        f"{os.path.join(out, 'grid.png')}\n  samples: {os.path.join(out, 'samples.npz')}")
+    return {"out": out, "num_written": int(len(written["index"])), "drawn": int(len(todo)), "seconds": seconds}
+
+
+def _batches(todo: np.ndarray, labels: np.ndarray, batch_size: int):
+    for s in range(0, len(todo), batch_size):
+        yield {"index": todo[s : s + batch_size], "label": labels[s : s + batch_size]}
+
+
+def run_local(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> None:
+    from ..image_sampler import ImageSampler
+
+    sampler = ImageSampler(spec)
+    t0, count = time.perf_counter(), 0
+    for batch in _batches(todo, labels, cfg.batch_size):
+        count += len(sampler(batch)["index"])
+        log(f"  {count}/{len(todo)} images, {count / (time.perf_counter() - t0):.1f} images/s")
+
+
+def run_ray(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> None:
+    """map_batches(ImageSampler) over a materialised dataset of (index, label) on `cfg.actors`
+    actors: one GPU each where the cluster has GPUs, else `cpus_per_actor` CPUs each."""
+    from ..distributed.cluster import init_ray
+    from ..distributed.generate_actors import sample_on_actors
+
+    ray = init_ray()
+    sample_on_actors(ray, cfg, spec, todo, labels, log)

@@ -1,0 +1,121 @@
+"""The sampler sweep: Ray Tune over a checkpoint's sampling settings, each trial scored
+by the sample-quality evaluation; the best settings become that checkpoint's defaults.
+
+    run_sampler_tune(cfg)
+      1. check     the space (keys of sample: temperature, top_k, top_p, cfg_scale), the
+                   checkpoint, codebook and VAE; before Ray
+      2. judge     the real data and the platform's classifier (trained once, cached)
+      3. fit       Tune, random search: each trial generates `num_samples` balanced samples
+                   (`stages.generate.run_generate`, local engine) and reports their Fréchet
+                   distance (the metric, lower is better) and class accuracy
+      4. finish    leaderboard; the best settings → sampler.json beside the checkpoint, which
+                   `generate` and the training job's end-of-run sampling read as defaults
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import sweeps
+from ..config import SamplerSweepConfig, TrainJobConfig, to_dict
+from ..core.io import save_json
+from ..errors import ConfigError
+from ..tune_space import apply_params, check_space, parse_space, tune_domains
+
+SAMPLER_FILE = "sampler.json"
+METRICS = ("frechet", "accuracy", "frechet_over_reconstructions")
+
+
+def sampler_trial(params: dict, *, gen: dict, real, classifier_state: dict, folder: str) -> None:
+    """One trial: generate with the trial's settings into its own folder, score, report."""
+    import torch
+    from ray import tune
+
+    from ..config import GenerateConfig, from_dict
+    from ..sample_quality import Classifier, evaluate_images
+    from .generate import run_generate
+
+    torch.set_num_threads(gen["threads"])
+    gen = {k: v for k, v in gen.items() if k != "threads"}
+    sample = dict(gen["sample"], **{k.split(".")[1]: v for k, v in params.items()})
+    out = os.path.join(folder, "trials", tune.get_context().get_trial_id())
+    cfg = from_dict(GenerateConfig, dict(gen, sample=sample, out=out, engine="local"))
+    run_generate(cfg, log=lambda *a: None)
+    import numpy as np
+
+    with np.load(os.path.join(out, "samples.npz"), allow_pickle=False) as z:
+        images, labels = z["images"], z["labels"]
+    images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype("float32") / 255.0
+    classifier = Classifier(**classifier_state["config"])
+    classifier.load_state_dict(classifier_state["state_dict"])
+    report = evaluate_images(images, labels, real, classifier.eval())
+    fd = report["frechet"]
+    tune.report({"frechet": fd["samples"], "accuracy": report.get("accuracy", float("nan")),
+                 "frechet_over_reconstructions": fd.get("samples_over_reconstructions", float("nan"))})
+
+
+def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, log=print) -> dict:
+    from ray import tune
+
+    from ..config import GenerateConfig, from_dict
+    from ..distributed.cluster import init_ray
+    from ..sample_quality import classifier_dir, load_or_train_classifier
+    from .evaluate import real_data
+    from .generate import resolve_models
+
+    t0 = time.perf_counter()
+    axes = parse_space(cfg.space, sections=("sample",))
+    check_space(axes, to_dict(TrainJobConfig()))
+    gen = from_dict(GenerateConfig, {"transformer_ckpt": cfg.transformer_ckpt, "num_samples": cfg.num_samples,
+                                     "seed": cfg.seed, "output_root": cfg.output_root})
+    models = resolve_models(gen)
+    if not models["layout"].conditional:
+        raise ConfigError(f"{models['transformer_ckpt']}: an unconditional checkpoint; the sweep scores class "
+                          "accuracy and guidance, which need classes")
+    ray = init_ray()
+    if cfg.max_concurrent_trials * cfg.cpus_per_trial > ray.cluster_resources().get("CPU", 0):
+        raise ConfigError(f"max_concurrent_trials: {cfg.max_concurrent_trials} × {cfg.cpus_per_trial:g} CPU is more "
+                          f"than the cluster's {ray.cluster_resources().get('CPU', 0):g}; lower either")
+    real, tok_cfg, _ = real_data(models["codebook_pt"], cfg.num_samples, log)
+    classifier, _ = load_or_train_classifier(classifier_dir(cfg.output_root, tok_cfg.data), real, log)
+    sweep = sweeps.new_sweep(cfg.output_root, cfg.name, folder="sampler_tune")
+    trainable = tune.with_resources(tune.with_parameters(
+        sampler_trial, gen=to_dict(gen) | {"threads": max(1, int(cfg.cpus_per_trial))}, real=real,
+        classifier_state={"config": classifier.config, "state_dict": classifier.state_dict()}, folder=sweep.dir),
+        {"CPU": cfg.cpus_per_trial})
+    from ray.tune.search import BasicVariantGenerator
+
+    tuner = tune.Tuner(trainable, param_space=tune_domains(axes), tune_config=tune.TuneConfig(
+        metric="frechet", mode="min", num_samples=cfg.trials,
+        search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0))
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        rows.append({"trial": os.path.basename(result.path), "status": "FAILED" if result.error else "FINISHED",
+                     **{a.key: result.config.get(a.key) for a in axes}, **{k: m.get(k) for k in METRICS}})
+    rows = sweeps.sort_rows(rows, "frechet")
+    sweeps.write_leaderboard(sweep, rows, [a.key for a in axes], METRICS)
+    best = rows[0] if rows and rows[0]["frechet"] is not None else None
+    if best is not None:
+        tuned = apply_params({"sample": to_dict(gen.sample)}, {a.key: best[a.key] for a in axes})["sample"]
+        write_sampler_settings(models["transformer_ckpt"], tuned, best, sweep.dir)
+    with open(os.path.join(sweep.dir, "leaderboard.md")) as f:
+        log(f.read().rstrip())
+    log(f"sampler sweep done in {time.perf_counter() - t0:.0f} s: {sweep.dir}")
+    if best is not None:
+        log(f"  best settings → {os.path.join(os.path.dirname(models['transformer_ckpt']), SAMPLER_FILE)}")
+    return {"dir": sweep.dir, "best": best, "rows": rows}
+
+
+def write_sampler_settings(checkpoint: str, sample: dict, best: dict, sweep_dir: str) -> str:
+    from ..sample_folder import sha256
+
+    path = os.path.join(os.path.dirname(checkpoint), SAMPLER_FILE)
+    settings = {k: sample[k] for k in ("temperature", "top_k", "top_p", "cfg_scale")}
+    save_json({"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": sha256(checkpoint),
+               "frechet": best["frechet"], "accuracy": best["accuracy"], "sweep": sweep_dir}, path)
+    return path
+

@@ -1,0 +1,163 @@
+"""`python -m arplatform.generate`: the seed's flags, the samples folder, determinism across
+batch sizes, engines and actor counts, resume after a kill, and one line for bad models."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+import torch
+
+from arplatform import GPT, GPTConfig, TokenLayout, save_checkpoint
+from arplatform import generate as generate_cli
+from arplatform.core.codebook import save_codebook
+from arplatform.core.vae import VAE, VAEConfig
+
+
+def write_models(folder, k=16, latent=4, classes=3, grid=4, seed=0):
+    """A small GPT, codebook and VAE that fit together, named the way the platform names them."""
+    torch.manual_seed(seed)
+    os.makedirs(folder, exist_ok=True)
+    vae = save_checkpoint(os.path.join(folder, "vae.pt"), VAE(VAEConfig(1, grid * 4, latent, 8)), kind="vae")
+    codebook = os.path.join(folder, "codebook.pt")
+    save_codebook(codebook, torch.randn(k, latent), {"num_codes": k, "num_classes": classes, "grid": [grid, grid],
+                                                     "vae_checkpoint": "vae.pt"})
+    layout = TokenLayout(k, classes)
+    gpt = GPT(GPTConfig(layout.vocab_size, 32, 32, 1, 2))
+    ckpt = save_checkpoint(os.path.join(folder, "best.pt"), gpt, layout, grid_shape=(grid, grid),
+                           train_config={"name": "tiny", "codebook_pt": codebook})
+    return ckpt, codebook, vae
+
+
+def generate(*args):
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        code = generate_cli.main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def images(folder):
+    with np.load(os.path.join(folder, "samples.npz")) as z:
+        return z["images"], z["labels"], z["index"]
+
+
+def test_seed_flags_write_the_samples_folder(tmp_path):
+    ckpt, codebook, vae = write_models(tmp_path / "m")
+    out = tmp_path / "s"
+    code, log, err = generate("--transformer_ckpt", ckpt, "--vae_ckpt", vae, "--codebook_pt", codebook,
+                              "--num_samples", 10, "--batch_size", 4, "--out", out, "--top_k", 0)
+    assert code == 0, err
+    assert sorted(os.listdir(out / "images")) == [f"{i:06d}.png" for i in range(10)]
+    assert len(list((out / "codes").glob("index-*.npy"))) == 3
+    assert {"manifest.json", "grid.png", "samples.npz"} <= set(os.listdir(out))
+    imgs, labels, index = images(out)
+    assert imgs.shape == (10, 16, 16) and imgs.dtype == np.uint8
+    assert labels.tolist() == [i % 3 for i in range(10)] and index.tolist() == list(range(10))
+    assert "10/10 images" in log and "images/s" in log
+    # the codebook and VAE default from the checkpoint and the codebook: same images
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 10, "--out", tmp_path / "s2", "--top_k", 0)
+    assert code == 0, err
+    assert np.array_equal(images(tmp_path / "s2")[0], imgs)
+
+
+def test_same_seed_same_images_whatever_the_batch(tmp_path):
+    ckpt, _, _ = write_models(tmp_path / "m")
+    runs = []
+    for bs in (3, 8):
+        code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 9, "--batch_size", bs,
+                                "--classes", "0,2", "--out", tmp_path / f"b{bs}", "--seed", 5)
+        assert code == 0, err
+        runs.append(images(tmp_path / f"b{bs}"))
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1].tolist() == [0, 2] * 4 + [0]
+    code, _, _ = generate("--transformer_ckpt", ckpt, "--num_samples", 9, "--classes", "0,2",
+                          "--out", tmp_path / "other", "--seed", 6)
+    assert code == 0 and not np.array_equal(images(tmp_path / "other")[0], runs[0][0])
+
+
+def test_more_samples_later_keeps_the_first_ones(tmp_path):
+    ckpt, _, _ = write_models(tmp_path / "m")
+    out = tmp_path / "s"
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 6, "--out", out)[0] == 0
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    code, log, err = generate("--transformer_ckpt", ckpt, "--num_samples", 10, "--out", out)
+    assert code == 0, err
+    assert "6 already written, 4 to draw" in log
+    assert all((out / "images" / n).stat().st_mtime_ns == t for n, t in first.items())
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 10, "--out", tmp_path / "clean")[0] == 0
+    assert np.array_equal(images(out)[0], images(tmp_path / "clean")[0])
+
+
+@pytest.mark.slow
+def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
+    ckpt, _, _ = write_models(tmp_path / "m", grid=8)
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples", "400",
+           "--batch_size", "8", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(list((out / "codes").glob("index-*.npy"))) < 2 and time.time() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    marks = {p.name: p.stat().st_mtime_ns for p in (out / "codes").glob("index-*.npy")}
+    assert 2 <= len(marks) < 50 and not (out / "samples.npz").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert all((out / "codes" / n).stat().st_mtime_ns == t for n, t in marks.items())  # not redone
+    index = np.concatenate([np.load(p) for p in (out / "codes").glob("index-*.npy")])
+    assert sorted(index.tolist()) == list(range(400))  # every index exactly once
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 400, "--batch_size", 64,
+                    "--out", tmp_path / "clean")[0] == 0
+    assert np.array_equal(images(out)[0], images(tmp_path / "clean")[0])
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_local_engines_images(tmp_path):
+    ckpt, _, _ = write_models(tmp_path / "m")
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 12, "--out", tmp_path / "local")[0] == 0
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+                           "12", "--batch_size", "5", "--engine", "ray", "--actors", "2", "--cpus_per_actor", "0.5",
+                           "--out", str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 actor(s)" in proc.stdout and "12/12 images" in proc.stdout
+    assert np.array_equal(images(tmp_path / "ray")[0], images(tmp_path / "local")[0])
+
+
+def test_wrong_or_mismatched_models_are_one_line(tmp_path):
+    ckpt, codebook, vae = write_models(tmp_path / "m")
+    _, other_codebook, other_vae = write_models(tmp_path / "o", k=32, latent=6)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    cases = [
+        (["--transformer_ckpt", tmp_path / "missing.pt"], "missing.pt"),
+        (["--transformer_ckpt", garbage], "garbage.pt"),
+        (["--transformer_ckpt", vae], "vae.pt"),
+        (["--transformer_ckpt", ckpt, "--codebook_pt", other_codebook], "codebook"),
+        (["--transformer_ckpt", ckpt, "--vae_ckpt", other_vae], "latent_dim"),
+        (["--transformer_ckpt", ckpt, "--classes", "7"], "classes"),
+        (["--transformer_ckpt", ckpt, "--classes", "a,b"], "classes"),
+        (["--transformer_ckpt", ckpt, "--num_samples", 0], "num_samples"),
+        (["--transformer_ckpt", ckpt, "--top_p", 2], "top_p"),
+        (["--transformer_ckpt", ckpt, "--engine", "spark"], "engine"),
+        (["--transformer_ckpt", ckpt, "--precision", "fp8"], "precision"),
+    ]
+    for args, name in cases:
+        code, _, err = generate(*args, "--out", tmp_path / "never")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], (args, err)
+    assert not (tmp_path / "never").exists()
+    # a folder of one checkpoint's samples is not mixed with another setting
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "s")[0] == 0
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "s", "--seed", 9)
+    assert code == 2 and "settings" in err

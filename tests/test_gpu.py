@@ -1,0 +1,33 @@
+"""GPU paths, run by bench/gpu_check.sh on a machine with a CUDA GPU; skipped elsewhere."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_generate import images, write_models
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_generate_on_cuda_is_deterministic_across_batches(tmp_path):
+    ckpt, _, _ = write_models(tmp_path / "m")
+    for bs in (4, 16):
+        proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt,
+                               "--num_samples", "32", "--batch_size", str(bs), "--device", "cuda",
+                               "--precision", "fp32", "--out", str(tmp_path / f"b{bs}")],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(images(tmp_path / "b4")[0], images(tmp_path / "b16")[0])
+
+
+def test_ray_generation_with_one_gpu_per_actor(tmp_path):
+    ckpt, _, _ = write_models(tmp_path / "m")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+                           "64", "--engine", "ray", "--actors", "1", "--use_gpu", "true", "--out",
+                           str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "GPU each" in proc.stdout and images(tmp_path / "ray")[0].shape[0] == 64
