@@ -442,3 +442,33 @@ class SamplerSweepConfig:
                      cpus_per_trial=(0, 1024, True), seed=(0, 2**62))
         if not isinstance(self.space, dict) or not self.space:
             raise ConfigError("space: expected a mapping such as {sample: {cfg_scale: {uniform: [1, 4]}}}")
+
+
+# ---------------------------------------------------------------------------
+# The whole chain (tokenize → train → generate → evaluate → report)
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "mnist_sample"
+    output_root: str = "experiments"
+    tokenizer_config: str = "tokenizer/mnist_sample"
+    tokenizer_overrides: list[str] = field(default_factory=list)
+    train_config: str = "transformer/mnist_sample"
+    train_overrides: list[str] = field(default_factory=list)
+    num_samples: int = 500  # generated and evaluated, balanced over the classes
+    generate_engine: str = "ray"  # ray: Ray Data actors (the cluster's GPUs where there are) | local
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    force: list[str] = field(default_factory=list)  # stages to redo even when done with the same config
+
+    def __post_init__(self):
+        check_name("name", self.name)
+        check_range("num_samples", self.num_samples, 1, 10_000_000)
+        check_ranges("", self, actors=(1, 4096), cpus_per_actor=(0, 1024, True))
+        _check_choice("generate_engine", self.generate_engine, ("local", "ray"))
+        for stage in self.force:
+            _check_choice("force", stage, PIPELINE_STAGES)
+
+
+PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")

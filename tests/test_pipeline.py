@@ -1,0 +1,54 @@
+"""The whole chain in one command, at small sizes: tokenize → train (Ray Train) → generate
+(Ray Data) → evaluate → report; run again, every stage is reused; force redoes one."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import TINY
+
+pytestmark = pytest.mark.slow
+
+SMALL_TOKENIZER = ["data.limit=600", "vae.epochs=2", "vae.batch_size=32", "vae.channels=16", "vae.warmup_steps=5",
+                   "codebook.num_codes=16"]
+
+
+def pipeline(root, *extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    cmd = [sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
+           f"output_root={root}", "num_samples=20", *[f"tokenizer.{o}" for o in SMALL_TOKENIZER],
+           *[f"train.{o}" for o in TINY], "train.optim.epochs=2", "train.model.embed_dim=32", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_pipeline_runs_the_chain_then_reuses_it(tmp_path):
+    first = pipeline(tmp_path)
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out[-4000:]
+    for stage in ("tokenize", "train", "generate", "evaluate"):
+        assert f"[{stage}] running" in first.stdout, stage
+    report = tmp_path / "reports" / "mnist_sample"
+    assert {"report.md", "report.html", "grid.png", "curve.png"} <= set(os.listdir(report))
+    text = (report / "report.md").read_text()
+    assert "class accuracy" in text and "Fréchet" in text and "MLflow run" in text and "curve.png" in text
+    assert "<img src='grid.png'" in (report / "report.html").read_text()
+    assert f"report: {report / 'report.md'}" in first.stdout
+
+    again = pipeline(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in ("tokenize", "train", "generate", "evaluate"):
+        assert f"[{stage}] reused" in again.stdout, (stage, again.stdout[-3000:])
+
+    forced = pipeline(tmp_path, "force=[generate]")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "[train] reused" in forced.stdout and "[generate] running" in forced.stdout
+    assert "[evaluate] running" in forced.stdout
+
+
+def test_pipeline_bad_stage_key_is_one_line_before_any_work(tmp_path):
+    proc = pipeline(tmp_path, "train.optim.lr=-1")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: optim.lr")
+    assert not (tmp_path / "codebook").exists()
+    proc = pipeline(tmp_path, "force=[everything]")
+    assert proc.returncode == 2 and "force" in proc.stderr
