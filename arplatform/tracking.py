@@ -120,3 +120,27 @@ def log_metrics(uri: str, run_id: str, metrics: dict, step: int = 0) -> None:
 
 def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
     client(uri).set_tag(run_id, key, value)
+
+
+@contextmanager
+def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end):
+    """An MLflow run and a state file that end FINISHED, FAILED (an error) or KILLED (Ctrl-C,
+    SIGTERM) whatever step stops the block. `start()` makes the MLflow run when there is none
+    yet (a resumed run is set RUNNING again); `on_start(run_id)` and `on_end(status)` write
+    the state file. Yields the MLflow run id (None without tracking)."""
+    status = "FAILED"
+    try:
+        if uri and not run_id:
+            run_id = start()
+        elif uri:
+            set_status(uri, run_id, "RUNNING")
+        on_start(run_id)
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        on_end(status)
+        if uri and run_id:
+            finish_run(uri, run_id, status)

@@ -72,26 +72,22 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
     `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id)."""
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
-    mlflow_run_id = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
-    status = runs.FAILED
-    try:
-        if uri and not mlflow_run_id:
-            mlflow_run_id = tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
-                                               {"config_name": config_name or job.name, "ray_run": run.name,
-                                                "run_dir": run.dir, **(tags or {})})
-        elif uri:
-            tracking.set_status(uri, mlflow_run_id, "RUNNING")
-        runs.write_state(run, status=runs.RUNNING, mlflow_run_id=mlflow_run_id, tracking_uri=uri,
-                         config_name=config_name, ray_storage=run.ray_storage)
-        yield uri, mlflow_run_id
-        status = runs.FINISHED
-    except KeyboardInterrupt:
-        status = runs.KILLED
-        raise
-    finally:
+    previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
+
+    def start() -> str:
+        return tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
+                                  {"config_name": config_name or job.name, "ray_run": run.name, "run_dir": run.dir,
+                                   **(tags or {})})
+
+    def on_start(run_id):
+        runs.write_state(run, status=runs.RUNNING, mlflow_run_id=run_id, tracking_uri=uri, config_name=config_name,
+                         ray_storage=run.ray_storage)
+
+    def on_end(status: str):
         runs.write_state(run, status=status)
-        if uri and mlflow_run_id:
-            tracking.finish_run(uri, mlflow_run_id, status)
+
+    with tracking.tracked_run(uri, previous, start, on_start, on_end) as mlflow_run_id:
+        yield uri, mlflow_run_id
 
 
 def worker_config(job: TrainJobConfig, facts: DataFacts, run: runs.Run, uri: str | None,

@@ -69,28 +69,24 @@ def base_job(cfg: TuneJobConfig, facts: DataFacts, uri: str | None, log) -> Trai
 @contextmanager
 def tracked_sweep(cfg: TuneJobConfig, sweep: sweeps.Sweep, uri: str | None, config_name: str):
     """The sweep's MLflow parent run (new, or the resumed sweep's) and sweep.json status."""
-    parent = sweeps.read_state(sweep).get("mlflow_parent_run_id") if sweep.resumed else None
-    status = runs.FAILED
-    try:
-        if uri and not parent:
-            params = {"space": flatten(cfg.space), "search": to_dict(cfg.search), "asha": to_dict(cfg.asha),
-                      "trial_cpus": cfg.trial_cpus, "train_config": cfg.train_config,
-                      "train_overrides": " ".join(cfg.train_overrides)}
-            parent = tracking.start_run(uri, cfg.train.tracking.experiment, cfg.train.output_root, sweep.name,
-                                        params, {"config_name": config_name, "sweep_dir": sweep.dir, "kind": "sweep"})
-        elif uri:
-            tracking.set_status(uri, parent, "RUNNING")
-        sweeps.write_state(sweep, status=runs.RUNNING, mlflow_parent_run_id=parent, tracking_uri=uri,
+    previous = sweeps.read_state(sweep).get("mlflow_parent_run_id") if sweep.resumed else None
+    params = {"space": flatten(cfg.space), "search": to_dict(cfg.search), "asha": to_dict(cfg.asha),
+              "trial_cpus": cfg.trial_cpus, "train_config": cfg.train_config,
+              "train_overrides": " ".join(cfg.train_overrides)}
+
+    def start() -> str:
+        return tracking.start_run(uri, cfg.train.tracking.experiment, cfg.train.output_root, sweep.name, params,
+                                  {"config_name": config_name, "sweep_dir": sweep.dir, "kind": "sweep"})
+
+    def on_start(run_id):
+        sweeps.write_state(sweep, status=runs.RUNNING, mlflow_parent_run_id=run_id, tracking_uri=uri,
                            tune_path=sweep.tune_path)
-        yield parent
-        status = runs.FINISHED
-    except KeyboardInterrupt:
-        status = runs.KILLED
-        raise
-    finally:
+
+    def on_end(status: str):
         sweeps.write_state(sweep, status=status)
-        if uri and parent:
-            tracking.finish_run(uri, parent, status)
+
+    with tracking.tracked_run(uri, previous, start, on_start, on_end) as parent:
+        yield parent
 
 
 def trial_dirname(trial) -> str:
