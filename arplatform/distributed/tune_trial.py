@@ -8,7 +8,8 @@ from the sweep's base job with the trial's values set, and fits it; Ray Train's
 
 A trial Tune restarts (resume=true after the driver died) has the same trial id,
 hence the same run folder and Ray Train run name: Train V2 finds the run's
-checkpoints and the workers continue from the latest one.
+checkpoints and the workers continue from the latest one. A trial that had
+already ended (finished, or stopped by ASHA) returns at once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, swe
     job = from_dict(TrainJobConfig, apply_params(base_job, params))
     trial_id = tune.get_context().get_trial_id()
     run = Sweep(**sweep).trial_run(trial_id)
+    if run.resumed and runs.read_state(run).get("tune_outcome") == "complete":
+        # Tune ended this trial under an earlier driver, which died before Tune's own experiment
+        # snapshot said so: its results are on disk already; training it again would change them
+        return
     tags = {"sweep": sweep["name"], "trial_id": trial_id}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep
@@ -46,5 +51,3 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, swe
         result = trainer.fit()
         if (result.return_value or {}).get("error"):
             raise TrainingError(result.return_value["error"])
-        # the last epoch's report can be lost when a driver dies; the run's own end is not
-        runs.write_state(run, final=result.return_value["final"])

@@ -164,7 +164,9 @@ def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric:
         history = result.metrics_dataframe
         row = {"trial": trial_id, **{a.key: result.config.get(a.key) for a in axes},
                "epochs": 0, "best_val_loss": None, "bits_per_token": None,
-               "wall_s": round(float(result.metrics.get("time_total_s", 0.0)), 1),
+               # Tune's clock; none for a trial whose reports were lost with an earlier driver
+               "wall_s": round(float(result.metrics["time_total_s"]), 1) if result.metrics.get("time_total_s")
+               else None,
                "run_dir": os.path.join(sweep.dir, "trials", trial_id)}
         if history is not None and metric in history and len(history):
             best = history.loc[history[metric].idxmin()]
@@ -172,10 +174,7 @@ def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric:
                        bits_per_token=float(best["val/bits_per_token"]))
         state_path = os.path.join(row["run_dir"], "run.json")
         outcome = read_json_object(state_path, RunStateError) if os.path.exists(state_path) else {}
-        final = outcome.get("final") or {}  # the run's own end: its last report may not have reached Tune
-        if "best_val_loss" in final and (row["best_val_loss"] is None or final["best_val_loss"] < row["best_val_loss"]):
-            row.update(best_val_loss=final["best_val_loss"], bits_per_token=final["best_val_loss"] / math.log(2))
-        row["epochs"] = max(row["epochs"], final.get("epoch", -1) + 1)
+        row.update(run_end(row))
         if result.error is not None or outcome.get("tune_outcome") == "error":
             row["status"] = "FAILED"
         elif outcome.get("tune_outcome") != "complete":
@@ -185,6 +184,23 @@ def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric:
         row["mlflow_run_id"], row["tracking_uri"] = outcome.get("mlflow_run_id"), outcome.get("tracking_uri")
         rows.append(row)
     return sweeps.sort_rows(rows)
+
+
+def run_end(row: dict) -> dict:
+    """Epochs run and best val/loss from the trial's own last.pt. Tune's copy of a trial's
+    reports can lag or be lost when a driver dies (a restored trial's result files start
+    empty); the run's checkpoint is written by the run itself."""
+    from ..core.checkpoint import load_checkpoint
+
+    last = os.path.join(row["run_dir"], "checkpoints", "last.pt")
+    if not os.path.exists(last):
+        return {}
+    ckpt = load_checkpoint(last)
+    out = {"epochs": max(row["epochs"], ckpt["epoch"] + 1)}
+    best = ckpt["metrics"].get("best_val_loss")
+    if best is not None and (row["best_val_loss"] is None or best < row["best_val_loss"]):
+        out.update(best_val_loss=best, bits_per_token=best / math.log(2))
+    return out
 
 
 def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
