@@ -20,8 +20,7 @@ import torch
 from .core.checkpoint import load_model
 from .core.codebook import load_codebook_file
 from .core.decode import decode_codes_to_images
-from .core.precision import choose_precision
-from .core.sampling import codes_from_sequences, generate_autoregressive, sample_keys, sampling_probe
+from .core.sampling import codes_from_sequences, generate_autoregressive, sample_keys, sampling_precision
 from .core.vae import load_vae
 from .images import to_uint8
 from .sample_folder import write_batch
@@ -43,15 +42,8 @@ class ImageSampler:
         self.positions = math.prod(ckpt["grid_shape"])
         self.codebook = load_codebook_file(spec["codebook_pt"])
         self.vae = load_vae(spec["vae_ckpt"], map_location=self.device)
-        self.precision = self._precision(spec["sample"]["precision"])
-
-    def _precision(self, requested: str) -> str:
-        if requested != "auto":
-            return requested
-        if self.device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        key = f"sample:{sorted(self.model.config.to_dict().items())}"
-        return choose_precision("auto", "cpu", sampling_probe(self.model, self.layout), key).precision
+        self.precision = sampling_precision(self.model, self.layout, spec["sample"]["precision"],
+                                            self.device).precision
 
     def __call__(self, batch: dict) -> dict:
         index = np.asarray(batch["index"], dtype=np.int64)

@@ -232,6 +232,15 @@ def codes_from_sequences(sequences: torch.Tensor, layout: TokenLayout) -> torch.
     return sequences[:, layout.prefix_len : -1]
 
 
+def sampling_precision(model: GPT, layout: TokenLayout, requested: str, device="cpu"):
+    """`precision.choose_precision` for sampling `model`: with `auto`, a few of its own decode
+    steps timed in both precisions (cached per machine and model); explicit values obeyed."""
+    from .precision import choose_precision
+
+    key = f"sample:{sorted(model.config.to_dict().items())}"
+    return choose_precision(requested, device, sampling_probe(model, layout), key)
+
+
 def sampling_probe(model: GPT, layout: TokenLayout, batch_size: int = 8, positions: int = 8):
     """A few decode steps of `model`, for `precision.choose_precision`."""
     positions = max(1, min(positions, model.config.seq_len - layout.prefix_len))

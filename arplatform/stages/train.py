@@ -29,7 +29,6 @@ from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
 from ..core.loop import GPTObjective, decide_precision
 from ..core.model import GPT
-from ..core.precision import choose_precision
 from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
 from ..errors import RunStateError, TrainingError
 from ..train_plan import DataFacts, TrainPlan, plan_training, torch_threads
@@ -202,7 +201,7 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
                 tuned: dict | None = None) -> list[str]:
     """Sample codes from best.pt; decode them to a PNG grid when the codebook names its VAE."""
     from ..core.codebook import codebook_vae_path, load_codebook_file
-    from ..core.sampling import codes_from_sequences, generate_autoregressive, sampling_probe
+    from ..core.sampling import codes_from_sequences, generate_autoregressive, sampling_precision
     model, layout, ckpt = load_model(best_path)
     s = job.sample
     n = s.num_samples
@@ -211,8 +210,7 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
     if tuned:  # a sampler sweep tuned this config's published checkpoint
         print(f"sampling with this config's sampler.json: {tuned}", flush=True)
         s = dataclasses.replace(s, **tuned)
-    choice = choose_precision(s.precision, "cpu", sampling_probe(model, layout),
-                              f"sample:{sorted(model.config.to_dict().items())}")
+    choice = sampling_precision(model, layout, s.precision)
     if s.precision == "auto":
         print(f"sampling precision auto → {choice.precision}: {choice.reason}", flush=True)
     labels = torch.arange(n) % layout.num_classes if layout.conditional else None
