@@ -278,8 +278,11 @@ class TrainerConfig:
     worker_start_attempts: int = 3  # each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for resources
     checkpoints_to_keep: int = 2
     num_cpus: int | None = None  # logical CPUs of a local cluster (None = the machine's)
+    placement_strategy: str = "PACK"  # Ray's: SPREAD puts workers on different nodes
 
     def __post_init__(self):
+        _check_choice("trainer.placement_strategy", self.placement_strategy,
+                      ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_ranges("trainer.", self, num_workers=(1, 4096), cpus_per_worker=(0, 1024, True),
                      threads_per_worker=(0, 1024), max_failures=(0, 1000), worker_start_attempts=(1, 1000),
                      checkpoints_to_keep=(1, None),

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from . import storage
 from .core.checkpoint import load_model
 from .core.codebook import load_codebook_file
 from .core.decode import decode_codes_to_images
@@ -32,16 +33,24 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def node_id() -> str:
+    """The Ray node this sampler runs on ("local" outside Ray): the log says where batches were drawn."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
 class ImageSampler:
     def __init__(self, spec: dict):
         self.spec = spec
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
         self.device = pick_device(spec["device"])
-        self.model, self.layout, ckpt = load_model(spec["transformer_ckpt"], map_location=self.device)
+        # local copies on this actor's node when the files live in a bucket
+        self.model, self.layout, ckpt = load_model(storage.fetch(spec["transformer_ckpt"]), map_location=self.device)
         self.positions = math.prod(ckpt["grid_shape"])
-        self.codebook = load_codebook_file(spec["codebook_pt"])
-        self.vae = load_vae(spec["vae_ckpt"], map_location=self.device)
+        self.codebook = load_codebook_file(storage.fetch(spec["codebook_pt"]))
+        self.vae = load_vae(storage.fetch(spec["vae_ckpt"]), map_location=self.device)
         self.precision = sampling_precision(self.model, self.layout, spec["sample"]["precision"],
                                             self.device).precision
 
@@ -58,4 +67,4 @@ class ImageSampler:
         codes = codes_from_sequences(seqs, self.layout).cpu().numpy()
         images = to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())
         write_batch(self.spec["out"], index, labels, codes, images)
-        return {"index": index, "label": labels}
+        return {"index": index, "label": labels, "node": np.full(len(index), node_id())}

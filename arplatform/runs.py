@@ -11,6 +11,10 @@
 A run writes only inside its own folder, so runs of one config can go at once;
 the seed's path changes only by one atomic rename, after a run has finished.
 Ray's run state lives in `<output_root>/ray/<run name>/`.
+
+With a URI `output_root` (`storage.py`), the driver builds these folders in its local
+mirror of the root and pushes them (`push_run`); Ray's run state and checkpoints go
+straight to `<output_root>/ray/` from whichever node rank 0 runs on.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from . import storage
 from .core.io import atomic_write, read_json_object, save_json
 from .errors import RunStateError
 
@@ -32,9 +37,9 @@ class Run:
     """A training run's names and paths (plain data: it travels to Ray workers as a dict)."""
 
     name: str
-    config_dir: str  # <output_root>/transformer/<config>
+    config_dir: str  # <output_root>/transformer/<config> (in the local mirror of a URI root)
     dir: str  # <config_dir>/runs/<name>
-    ray_storage: str  # <output_root>/ray
+    ray_storage: str  # <output_root>/ray (a URI when the root is one)
     resumed: bool = False
 
     @property
@@ -43,7 +48,7 @@ class Run:
 
     @property
     def ray_path(self) -> str:
-        return os.path.join(self.ray_storage, self.name)
+        return storage.join(self.ray_storage, self.name)
 
     @property
     def state_path(self) -> str:
@@ -54,7 +59,11 @@ class Run:
 
 
 def config_dir(output_root: str, config: str) -> str:
-    return os.path.abspath(os.path.join(output_root, "transformer", config))
+    return os.path.join(storage.Mirror(output_root).local, "transformer", config)
+
+
+def ray_storage(output_root: str) -> str:
+    return storage.join(storage.absolute(output_root), "ray")
 
 
 def read_state(run: Run) -> dict:
@@ -73,8 +82,8 @@ def new_run(output_root: str, config: str, run_name: str | None = None) -> Run:
     """Create a fresh run folder; its name is unique (`<config>-<time>-<random>`) unless given."""
     base = config_dir(output_root, config)
     name = run_name or f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run = Run(name, base, os.path.join(base, "runs", name), os.path.abspath(os.path.join(output_root, "ray")))
-    if os.path.exists(run.ray_path):
+    run = Run(name, base, os.path.join(base, "runs", name), ray_storage(output_root))
+    if storage.exists(run.ray_path):
         raise RunStateError(f"{run.ray_path}: run {name!r} exists; pass resume=true to continue it, "
                             "or another run_name")
     os.makedirs(os.path.dirname(run.dir), exist_ok=True)
@@ -89,11 +98,11 @@ def new_run(output_root: str, config: str, run_name: str | None = None) -> Run:
 
 def find_run(output_root: str, config: str, run_name: str | None = None) -> Run:
     """The run `run_name`, or the latest started run of `config`, to resume."""
+    storage.Mirror(output_root).pull("transformer", config, "runs")  # a fresh machine resumes a cluster's run
     base = config_dir(output_root, config)
     runs_dir = os.path.join(base, "runs")
     names = [run_name] if run_name else sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
-    storage = os.path.abspath(os.path.join(output_root, "ray"))
-    found = [Run(n, base, os.path.join(runs_dir, n), storage, resumed=True) for n in names]
+    found = [Run(n, base, os.path.join(runs_dir, n), ray_storage(output_root), resumed=True) for n in names]
     found = [r for r in found if os.path.exists(r.state_path)]
     if not found:
         what = f"run {run_name!r}" if run_name else "no earlier run"
@@ -102,13 +111,23 @@ def find_run(output_root: str, config: str, run_name: str | None = None) -> Run:
     return max(found, key=lambda r: (read_state(r).get("started_at", 0), r.name))
 
 
-def publish_best(run: Run) -> str:
+def publish_best(run: Run, output_root: str) -> str:
     """Copy the run's best.pt to the seed's path `<config>/checkpoints/best.pt` in one rename.
 
     Readers of the seed's path see the previous finished run's file or this one, never
     a partial copy or a running run's weights."""
     target = os.path.join(run.config_dir, "checkpoints", "best.pt")
     atomic_write(target, lambda tmp: shutil.copyfile(os.path.join(run.checkpoint_dir, "best.pt"), tmp))
-    save_json({"run_name": run.name, "run_dir": run.dir, "published_at": time.time()},
+    run_dir = storage.Mirror(output_root).uri(run.dir)  # the root's name for it: a URI for a bucket
+    save_json({"run_name": run.name, "run_dir": run_dir, "published_at": time.time()},
               os.path.join(run.config_dir, "checkpoints", "published.json"))
     return target
+
+
+def push_run(run: Run, output_root: str, published: bool = False) -> None:
+    """With a URI root: the run's folder (and the seed's path) to the root; nothing for a local root."""
+    mirror = storage.Mirror(output_root)
+    rel = os.path.relpath(run.dir, mirror.local).split(os.sep)
+    mirror.push(*rel)
+    if published:
+        mirror.push(*os.path.relpath(os.path.join(run.config_dir, "checkpoints"), mirror.local).split(os.sep))

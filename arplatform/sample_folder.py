@@ -13,56 +13,78 @@
 A sample is done when its index is in an index file. Rerunning the same command
 skips those; a batch cut short leaves no index file and is drawn again (its PNGs
 are replaced atomically), so nothing is redone twice and nothing is duplicated.
+
+`out` may be a local folder or a URI (`storage.py`): every file is written whole,
+from whichever node's actor drew the batch.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
+import io
 
 import numpy as np
 
+from . import storage
 from .core.errors import DataError
-from .core.io import atomic_write, read_json_object, save_json, save_npy
 
 MANIFEST = "manifest.json"
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    from PIL import Image
+
+    picture = picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_npy(path: str) -> np.ndarray:
+    return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(storage.fetch(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
 def image_path(out: str, index: int) -> str:
-    return os.path.join(out, "images", f"{int(index):06d}.png")
+    return storage.join(out, "images", f"{int(index):06d}.png")
 
 
 def write_batch(out: str, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray) -> None:
     """One batch's PNGs (images: (B, H, W, C) uint8), then its codes and labels, then its
     index file (the completion mark)."""
-    from .images import save_png
-
     for i, image in zip(index, images, strict=True):
-        save_png(image, image_path(out, i))
+        storage.write_bytes(image_path(out, i), png_bytes(image))
     tag = f"{int(index[0]):07d}-{len(index)}"
-    save_npy(codes.astype(np.int32), os.path.join(out, "codes", f"codes-{tag}.npy"))
-    save_npy(labels.astype(np.int64), os.path.join(out, "codes", f"labels-{tag}.npy"))
-    save_npy(index.astype(np.int64), os.path.join(out, "codes", f"index-{tag}.npy"))
+    storage.write_bytes(storage.join(out, "codes", f"codes-{tag}.npy"), npy_bytes(codes.astype(np.int32)))
+    storage.write_bytes(storage.join(out, "codes", f"labels-{tag}.npy"), npy_bytes(labels.astype(np.int64)))
+    storage.write_bytes(storage.join(out, "codes", f"index-{tag}.npy"), npy_bytes(index.astype(np.int64)))
 
 
 def written(out: str) -> dict[str, np.ndarray]:
     """Every complete batch, merged and sorted by index: {"index", "labels", "codes"}."""
     parts = []
-    for index_file in sorted(glob.glob(os.path.join(out, "codes", "index-*.npy"))):
-        tag = os.path.basename(index_file)[len("index-"):-len(".npy")]
+    folder = storage.join(out, "codes")
+    for name in storage.listdir(folder):
+        if not (name.startswith("index-") and name.endswith(".npy")):
+            continue
+        tag, index_file = name[len("index-"):-len(".npy")], storage.join(folder, name)
         try:
-            index = np.load(index_file, allow_pickle=False)
-            codes = np.load(os.path.join(out, "codes", f"codes-{tag}.npy"), allow_pickle=False)
-            labels = np.load(os.path.join(out, "codes", f"labels-{tag}.npy"), allow_pickle=False)
+            index = load_npy(index_file)
+            codes = load_npy(storage.join(folder, f"codes-{tag}.npy"))
+            labels = load_npy(storage.join(folder, f"labels-{tag}.npy"))
         except (OSError, ValueError) as e:
             raise DataError(f"{index_file}: a written batch cannot be read ({e}); remove it to draw it again") from e
         parts.append((index, labels, codes))
@@ -77,10 +99,10 @@ def written(out: str) -> dict[str, np.ndarray]:
 
 def check_manifest(out: str, manifest: dict) -> None:
     """A folder holds one checkpoint's samples under one setting; more samples may be added."""
-    path = os.path.join(out, MANIFEST)
-    if not os.path.exists(path):
+    path = storage.join(out, MANIFEST)
+    if not storage.exists(path):
         return
-    old = read_json_object(path, DataError)
+    old = storage.read_json_object(path, DataError)
     for key in ("checkpoint_sha256", "settings"):
         if old.get(key) != manifest[key]:
             raise DataError(f"{path}: this folder holds samples of another {key.split('_')[0]} "
@@ -91,21 +113,20 @@ def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10) -> 
     """samples.npz, grid.png and manifest.json from every written batch."""
     from PIL import Image
 
-    from .images import make_grid, save_png
+    from .images import make_grid
 
     done = written(out)
-    images = np.stack([np.asarray(Image.open(image_path(out, i))) for i in done["index"]])
-    npz = os.path.join(out, "samples.npz")
-
-    def write_npz(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])
-
-    atomic_write(npz, write_npz)
+    images = np.stack([np.asarray(Image.open(io.BytesIO(storage.read_bytes(image_path(out, i)))))
+                       for i in done["index"]])
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])
+    storage.write_bytes(storage.join(out, "samples.npz"), buffer.getvalue())
     grid_images, per_class = grid_selection(images, done["labels"], columns)
     chw = grid_images[:, None] if grid_images.ndim == 3 else grid_images.transpose(0, 3, 1, 2)
-    save_png(make_grid(chw.astype(np.float32) / 255.0, columns=per_class), os.path.join(out, "grid.png"))
-    save_json(dict(manifest, num_written=int(len(done["index"])), samples=samples), os.path.join(out, MANIFEST))
+    storage.write_bytes(storage.join(out, "grid.png"),
+                        png_bytes(make_grid(chw.astype(np.float32) / 255.0, columns=per_class)))
+    manifest = dict(manifest, num_written=int(len(done["index"])), samples=samples)
+    storage.write_json(storage.join(out, MANIFEST), manifest)
     return done
 
 

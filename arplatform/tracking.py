@@ -21,10 +21,21 @@ _ready: set[str] = set()  # stores this process has created or checked
 
 
 def tracking_uri(configured: str | None, output_root: str) -> str:
+    """The MLflow store: configured, else $MLFLOW_TRACKING_URI, else a sqlite file in a local
+    `output_root`. A URI root (a cluster's bucket) has no default: the driver and every
+    worker must reach the same store, so one is named (`mlflow server` on the head)."""
     if configured:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    from .storage import is_uri
+
+    if is_uri(output_root):
+        from .errors import ConfigError
+
+        raise ConfigError(f"tracking.tracking_uri: output_root is {output_root}, and a sqlite file cannot live "
+                          "there; set tracking.tracking_uri or MLFLOW_TRACKING_URI (an mlflow server every node "
+                          "reaches, docs/cluster.md) or tracking.enabled=false")
     return f"sqlite:///{os.path.abspath(os.path.join(output_root, 'mlflow.db'))}"
 
 
@@ -64,7 +75,9 @@ def experiment_id(c, name: str, output_root: str) -> str:
             return exp.experiment_id
         artifacts = None
         if c.tracking_uri.startswith("sqlite:"):  # else MLflow would scatter ./mlruns in the cwd
-            artifacts = "file://" + os.path.abspath(os.path.join(output_root, "mlartifacts"))
+            from .storage import Mirror
+
+            artifacts = "file://" + os.path.join(Mirror(output_root).local, "mlartifacts")
         return c.create_experiment(name, artifact_location=artifacts)
 
 

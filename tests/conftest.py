@@ -28,3 +28,52 @@ def pytest_configure(config):
     import tempfile
 
     os.environ.setdefault("ARPLATFORM_CACHE_DIR", tempfile.mkdtemp(prefix="arplatform-test-cache-"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on loopback, with its own port and a
+    bucket; the AWS_* variables that reach it are set in this process (pyarrow, boto3 and the
+    processes the tests start read them). Stopped by its own handle."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from helpers import free_port
+
+    port = free_port()
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        import pyarrow.fs
+
+        pyarrow.fs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir("arplatform-test")
+        yield {"endpoint": endpoint, "bucket": "arplatform-test", "env": env}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_root(s3_server, request):
+    """A fresh prefix in the test bucket: s3://arplatform-test/<test name>-<random>."""
+    import uuid
+
+    return f"s3://{s3_server['bucket']}/{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"

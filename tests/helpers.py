@@ -1,8 +1,11 @@
 """Shared by the Ray tests: a small learnable code set and a way to run the training job."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
@@ -40,3 +43,26 @@ def run_train(root, data, *overrides, timeout=300, popen=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(pgid: int, grace: float = 3.0) -> None:
+    """Stop every process of the group `pgid` (this test's own cluster), never Ray's stop command,
+    which walks the whole machine and kills anyone's Ray."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

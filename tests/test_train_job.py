@@ -213,7 +213,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     import ray
 
     from arplatform.distributed.code_data import build_row_datasets
-    from arplatform.stages.train import build_trainer, check_data
+    from arplatform.stages.train import build_trainer, check_data, copy_checkpoint_files
 
     data = learnable_codes(tmp_path / "codes")
     base = {"output_root": str(tmp_path), "data": {"codebook_dir": data}, "tracking": {"enabled": False},
@@ -232,6 +232,8 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     finally:
         ray.shutdown()
     (run_a, res_a), (run_b, res_b) = results
+    for run, res in results:  # the checkpoints are in Ray's storage; the driver copies them to the run
+        copy_checkpoint_files(res.checkpoint, run.checkpoint_dir)
     ckpt_a = load_model(os.path.join(run_a.checkpoint_dir, "last.pt"))[2]
     ckpt_b = load_model(os.path.join(run_b.checkpoint_dir, "last.pt"))[2]
     assert ckpt_a["model_config"]["embed_dim"] == 32 and ckpt_a["model_config"]["seq_len"] == 18  # 2 + 16 codes

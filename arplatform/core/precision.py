@@ -80,10 +80,15 @@ def measure_speedup(probe: Callable[[str], None], rounds: int = 3) -> float:
     return best["fp32"] / best["bf16"]
 
 
-def _cache_file() -> str:
-    base = os.environ.get("ARPLATFORM_CACHE_DIR") or os.path.join(
+def cache_dir() -> str:
+    """This machine's cache (precision verdicts, local copies of remote files):
+    $ARPLATFORM_CACHE_DIR, else $XDG_CACHE_HOME/arplatform, else ~/.cache/arplatform."""
+    return os.environ.get("ARPLATFORM_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "arplatform")
-    return os.path.join(base, "precision.json")
+
+
+def _cache_file() -> str:
+    return os.path.join(cache_dir(), "precision.json")
 
 
 def _cache_key(key: str) -> str:

@@ -21,7 +21,6 @@ from ..core.checkpoint import load_checkpoint
 from ..core.errors import TrainingError
 from ..core.loop import GPTObjective, fit
 from ..core.model import GPT
-from ..runs import Run
 from ..train_plan import DataFacts, plan_training, torch_threads
 from .code_data import ShardBatches, val_batches
 
@@ -34,7 +33,6 @@ def train_worker(config: dict) -> dict:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     job, facts = from_dict(TrainJobConfig, config["job"]), DataFacts.from_dict(config["facts"])
-    run = Run(**config["run"])
     plan = plan_training(job, facts, world)
     torch.set_num_threads(torch_threads(job, ctx.get_local_world_size()))
     device = ray.train.torch.get_device()
@@ -51,30 +49,49 @@ def train_worker(config: dict) -> dict:
             val_cache.extend(val_batches(val_shard, facts.layout, plan.seq_len))
         return val_cache
 
-    resume_from = load_resume_checkpoint(facts, device, rank)
+    # rank 0 writes last.pt / best.pt on its own node and hands them to Ray each epoch
+    # (`epoch_reporter`): they reach the run's storage wherever this worker runs
+    checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-ckpt-")
+    resume_from = load_resume_checkpoint(facts, device, rank, checkpoint_dir)
     start_step = resume_from["step"] if resume_from else 0
     t_fit = time.perf_counter()
     try:
         final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
-                    job.optim, device=device, checkpoint_dir=run.checkpoint_dir, resume_from=resume_from,
+                    job.optim, device=device, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                     grid_shape=facts.grid_shape, run_config=dict(config["job"], codebook_pt=facts.codebook_pt),
                     callback=metrics_callback(config, world) if rank == 0 else None,
-                    on_epoch_end=epoch_reporter(run, rank), reduce=all_reduce if world > 1 else None,
+                    on_epoch_end=epoch_reporter(checkpoint_dir, rank), reduce=all_reduce if world > 1 else None,
                     is_main=rank == 0)
     except TrainingError as e:
         # every rank stops at the same step (the norm is all-reduced); returning, not raising,
         # keeps Ray from replaying a deterministic divergence max_failures times
         return {"error": str(e)}
+    finally:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     seconds = time.perf_counter() - t_fit
     tokens = (final["step"] - start_step) * job.optim.batch_size * job.optim.grad_accum_steps * plan.seq_len * world
     resumed = {"epoch": resume_from["epoch"], "step": resume_from["step"]} if resume_from else None
     return {"final": final, "resumed": resumed, "world_size": world, "fit_seconds": seconds,
             "steps_per_epoch": plan.steps_per_epoch, "model": plan.model.to_dict(),
-            "input_tokens": tokens, "tokens_per_s": tokens / seconds, "torch_threads": torch.get_num_threads()}
+            "input_tokens": tokens, "tokens_per_s": tokens / seconds, "torch_threads": torch.get_num_threads(),
+            "worker_nodes": worker_nodes(world)}
 
 
-def load_resume_checkpoint(facts: DataFacts, device, rank: int) -> dict | None:
-    """The last.pt of the latest checkpoint Ray registered (after a restart or a resume), loaded once."""
+def worker_nodes(world: int) -> list[str]:
+    """The Ray node of every rank, in rank order (the job's summary says where it ran)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [node]
+    nodes = [None] * world
+    torch.distributed.all_gather_object(nodes, node)
+    return nodes
+
+
+def load_resume_checkpoint(facts: DataFacts, device, rank: int, checkpoint_dir: str) -> dict | None:
+    """The last.pt of the latest checkpoint Ray registered (after a restart or a resume), loaded
+    once; its best.pt goes into this worker's `checkpoint_dir`, where the loop keeps it."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -82,6 +99,8 @@ def load_resume_checkpoint(facts: DataFacts, device, rank: int) -> dict | None:
         return None
     with checkpoint.as_directory() as d:
         ckpt = load_checkpoint(os.path.join(d, "last.pt"), map_location=device, expected_layout=facts.layout)
+        if os.path.exists(os.path.join(d, "best.pt")):
+            shutil.copy(os.path.join(d, "best.pt"), checkpoint_dir)
     if rank == 0:
         print(f"resuming from epoch {ckpt['epoch']} (step {ckpt['step']}) of {checkpoint.path}", flush=True)
     return ckpt
@@ -112,8 +131,9 @@ def metrics_callback(config: dict, world: int):
     return callback
 
 
-def epoch_reporter(run: Run, rank: int):
-    """Every rank reports each epoch (a barrier); rank 0 attaches its last.pt as Ray's checkpoint."""
+def epoch_reporter(checkpoint_dir: str, rank: int):
+    """Every rank reports each epoch (a barrier); rank 0 attaches its last.pt and best.pt as Ray's
+    checkpoint, which Ray uploads to the run's storage (a bucket on a cluster)."""
     import ray.train
 
     def on_epoch_end(epoch: int, metrics: dict):
@@ -125,7 +145,9 @@ def epoch_reporter(run: Run, rank: int):
         print(f"epoch {epoch}: {shown}", flush=True)
         report_dir = tempfile.mkdtemp(prefix="arplatform-report-")
         try:
-            shutil.copy(os.path.join(run.checkpoint_dir, "last.pt"), report_dir)
+            for name in ("last.pt", "best.pt"):
+                if os.path.exists(os.path.join(checkpoint_dir, name)):
+                    shutil.copy(os.path.join(checkpoint_dir, name), report_dir)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(report_dir))
         finally:
             shutil.rmtree(report_dir, ignore_errors=True)

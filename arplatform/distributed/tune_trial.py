@@ -30,7 +30,7 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, swe
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ..stages.train import build_trainer, tracked
+    from ..stages.train import build_trainer, copy_checkpoint_files, tracked
     from .cluster import quiet_ray_logs
 
     quiet_ray_logs()
@@ -51,3 +51,4 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, swe
         result = trainer.fit()
         if (result.return_value or {}).get("error"):
             raise TrainingError(result.return_value["error"])
+        copy_checkpoint_files(result.checkpoint, run.checkpoint_dir)  # from Ray's storage into the trial's folder

@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 
+from .. import storage
 from ..config import TokenizerConfig, from_dict
 from ..core.codebook import assign, codebook_vae_path, load_codebook_file
 from ..core.data import load_codes
 from ..core.errors import DataError
-from ..core.io import read_json_object, save_json, save_text
+from ..core.io import read_json_object, save_json
 from ..core.vae import load_vae
 from ..errors import ConfigError
 from ..imagedata import load_images
@@ -79,7 +80,9 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     from ..core.decode import decode_codes_to_images
     from ..sample_quality import RealData
 
-    folder = os.path.dirname(codebook_pt)
+    public = codebook_pt
+    folder = storage.fetch_folder(storage.dirname(codebook_pt))  # a local copy when it is in a bucket
+    codebook_pt = os.path.join(folder, "codebook.pt")
     paths = {n: os.path.join(folder, n) for n in ("tokenizer_config.json", "split.json", "codes.npy")}
     for name, path in paths.items():
         if not os.path.exists(path):
@@ -97,7 +100,7 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     codes = load_codes(paths["codes.npy"])[0]
     pick = np.random.default_rng(0).choice(len(codes), min(recon_count, len(codes)), replace=False)
     codes = codes[np.sort(pick)]  # at random: image files are often sorted by class
-    recon = decode_codes_to_images(codes, codebook_pt, codebook_vae_path(codebook_pt)).numpy()
+    recon = decode_codes_to_images(codes, codebook_pt, storage.fetch(codebook_vae_path(public))).numpy()
     log(f"real data: {data.source}, {len(train_idx)} train / {len(val_idx)} held-out images; "
         f"{len(recon)} tokenizer reconstructions")
     real = RealData(data.images[train_idx], data.labels[train_idx], data.images[val_idx], data.labels[val_idx],
@@ -112,27 +115,29 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     from ..core.checkpoint import load_model
     from ..sample_quality import classifier_dir, evaluate_images, heldout_bits_per_code, load_or_train_classifier
 
-    manifest = read_json_object(os.path.join(samples_dir, "manifest.json"), DataError)
-    npz_path = os.path.join(samples_dir, "samples.npz")
-    if not os.path.exists(npz_path):
+    samples_dir = storage.absolute(samples_dir)
+    manifest = storage.read_json_object(storage.join(samples_dir, "manifest.json"), DataError)
+    npz_path = storage.join(samples_dir, "samples.npz")
+    if not storage.exists(npz_path):
         raise DataError(f"{npz_path}: not found (written by arplatform.generate)")
-    with np.load(npz_path, allow_pickle=False) as z:
+    with np.load(storage.fetch(npz_path), allow_pickle=False) as z:
         images, labels = z["images"], z["labels"]
     images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
     real, tok_cfg, folder = real_data(manifest["codebook_pt"], len(images), log)
     if images.shape[1:] != real.val_images.shape[1:]:
         raise DataError(f"{npz_path}: images of shape {images.shape[1:]} but the dataset's are "
                         f"{real.val_images.shape[1:]}")
-    classifier, accuracy = load_or_train_classifier(classifier_dir(output_root, tok_cfg.data), real, log)
+    classifier_cache = classifier_dir(storage.Mirror(output_root).local, tok_cfg.data)  # this machine's cache
+    classifier, accuracy = load_or_train_classifier(classifier_cache, real, log)
     report = evaluate_images(images, labels, real, classifier)
     report["classifier_heldout_accuracy"] = accuracy
-    model, layout, _ = load_model(manifest["checkpoint"])
+    model, layout, _ = load_model(storage.fetch(manifest["checkpoint"]))
     val_labels = os.path.join(folder, "val_labels.npy")
     report["heldout_bits_per_code"] = heldout_bits_per_code(model, layout, os.path.join(folder, "val_codes.npy"),
                                                             val_labels if layout.conditional else None)
     report["samples_dir"], report["checkpoint"] = samples_dir, manifest["checkpoint"]
-    save_json(report, os.path.join(samples_dir, "quality.json"))
-    save_text(quality_table(report), os.path.join(samples_dir, "quality.md"))
+    storage.write_json(storage.join(samples_dir, "quality.json"), report)
+    storage.write_text(storage.join(samples_dir, "quality.md"), quality_table(report))
     log_to_training_run(manifest["checkpoint"], report, samples_dir, log)
     return report
 
@@ -155,14 +160,14 @@ def log_to_training_run(checkpoint: str, report: dict, samples_dir: str, log) ->
     """The metrics go to the MLflow run that trained the checkpoint, when run.json names one."""
     from .. import tracking
 
-    ckpt_dir = os.path.dirname(os.path.abspath(checkpoint))
-    published = os.path.join(ckpt_dir, "published.json")
-    run_dir = (read_json_object(published, DataError).get("run_dir") if os.path.exists(published)
-               else os.path.dirname(ckpt_dir))
-    state_path = os.path.join(run_dir or "", "run.json")
-    if not os.path.exists(state_path):
+    ckpt_dir = storage.dirname(storage.absolute(checkpoint))
+    published = storage.join(ckpt_dir, "published.json")
+    run_dir = (storage.read_json_object(published, DataError).get("run_dir") if storage.exists(published)
+               else storage.dirname(ckpt_dir))
+    state_path = storage.join(run_dir or "", "run.json")
+    if not storage.exists(state_path):
         return
-    state = read_json_object(state_path, DataError)
+    state = storage.read_json_object(state_path, DataError)
     if not (state.get("tracking_uri") and state.get("mlflow_run_id")):
         return
     metrics = {"samples/frechet": report["frechet"]["samples"],
@@ -171,5 +176,6 @@ def log_to_training_run(checkpoint: str, report: dict, samples_dir: str, log) ->
     if "accuracy" in report:
         metrics["samples/accuracy"] = report["accuracy"]
     tracking.log_metrics(state["tracking_uri"], state["mlflow_run_id"], metrics)
-    tracking.log_artifact(state["tracking_uri"], state["mlflow_run_id"], os.path.join(samples_dir, "quality.json"))
+    tracking.log_artifact(state["tracking_uri"], state["mlflow_run_id"],
+                          storage.fetch(storage.join(samples_dir, "quality.json")))
     log(f"logged to MLflow run {state['mlflow_run_id']} ({state['tracking_uri']})")

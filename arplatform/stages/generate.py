@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
-from .. import sample_folder
+from .. import sample_folder, storage
 from ..config import GenerateConfig, to_dict
 from ..core.checkpoint import load_model
 from ..core.codebook import codebook_vae_path, load_codebook_file
@@ -28,22 +29,24 @@ from ..errors import ConfigError
 
 
 def resolve_models(cfg: GenerateConfig) -> dict:
-    """Absolute paths of checkpoint, codebook and VAE, checked to fit together."""
-    ckpt_path = os.path.abspath(cfg.transformer_ckpt)
-    if not os.path.isfile(ckpt_path):
+    """Absolute paths (or URIs) of checkpoint, codebook and VAE, checked to fit together."""
+    ckpt_path = storage.absolute(cfg.transformer_ckpt)
+    if not storage.isfile(ckpt_path):
         raise CheckpointError(f"{ckpt_path}: transformer checkpoint not found (train one, or pass --transformer_ckpt)")
-    model, layout, ckpt = load_model(ckpt_path)
+    model, layout, ckpt = load_model(storage.fetch(ckpt_path))
     codebook_pt = cfg.codebook_pt or trained_codebook(ckpt.get("train_config", {}))
     if not codebook_pt:
         raise ConfigError(f"{ckpt_path}: the checkpoint names no codebook; pass --codebook_pt")
-    codebook_pt = os.path.abspath(codebook_pt)
-    codebook = load_codebook_file(codebook_pt)
-    vae_ckpt = os.path.abspath(cfg.vae_ckpt) if cfg.vae_ckpt else codebook_vae_path(codebook_pt, codebook)
+    codebook_pt = storage.absolute(codebook_pt)
+    if not storage.isfile(codebook_pt):
+        raise CheckpointError(f"{codebook_pt}: codebook not found (pass --codebook_pt)")
+    codebook = load_codebook_file(storage.fetch(codebook_pt))
+    vae_ckpt = storage.absolute(cfg.vae_ckpt) if cfg.vae_ckpt else codebook_vae_path(codebook_pt, codebook)
     if not vae_ckpt:
         raise ConfigError(f"{codebook_pt}: the codebook names no VAE; pass --vae_ckpt")
-    if not os.path.isfile(vae_ckpt):
+    if not storage.isfile(vae_ckpt):
         raise CheckpointError(f"{vae_ckpt}: VAE checkpoint not found (pass --vae_ckpt)")
-    vae = load_vae(vae_ckpt)
+    vae = load_vae(storage.fetch(vae_ckpt))
     k, d = codebook["z_medoid"].shape
     if k != layout.num_codes:
         raise DataError(f"{codebook_pt}: the codebook has {k} codes but {ckpt_path} was trained on "
@@ -66,10 +69,10 @@ def checkpoint_sampler_settings(checkpoint: str) -> dict:
     """The sampling settings a checkpoint's training config asked for (its `sample:` section,
     e.g. a lower temperature for the demo's small model), or {}; then a sampler sweep's
     sampler.json beside it wins (`tuned_sampler_settings`)."""
-    if not os.path.isfile(checkpoint):
+    if not storage.isfile(checkpoint):
         return {}  # run_generate names the missing file
     try:
-        _, _, ckpt = load_model(checkpoint)
+        _, _, ckpt = load_model(storage.fetch(checkpoint))
     except (CheckpointError, DataError):
         return {}  # run_generate says what is wrong with it, in one line
     section = (ckpt.get("train_config") or {}).get("sample") or {}
@@ -80,12 +83,12 @@ def checkpoint_sampler_settings(checkpoint: str) -> dict:
 def tuned_sampler_settings(checkpoint: str) -> dict:
     """temperature, top_k, top_p and cfg_scale a sampler sweep wrote beside `checkpoint`
     (`arplatform.tune_sampler`), or {}."""
-    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "sampler.json")
-    if not os.path.exists(path):
+    path = storage.join(storage.dirname(storage.absolute(checkpoint)), "sampler.json")
+    if not storage.exists(path):
         return {}
     from ..core.io import read_json_object
 
-    settings = read_json_object(path, DataError).get("sample")
+    settings = read_json_object(storage.fetch(path), DataError).get("sample")
     if not isinstance(settings, dict):
         raise DataError(f"{path}: expected a 'sample' mapping (written by arplatform.tune_sampler)")
     return settings
@@ -125,42 +128,55 @@ def sampler_spec(cfg: GenerateConfig, models: dict, out: str) -> dict:
 
 
 def run_generate(cfg: GenerateConfig, log=print) -> dict:
-    from filelock import FileLock, Timeout
-
     t0 = time.perf_counter()
     models = resolve_models(cfg)
     labels = plan_labels(cfg, models["layout"].num_classes)
-    out = os.path.abspath(cfg.out or os.path.join(cfg.output_root, "samples", models["config_name"]))
+    out = storage.absolute(cfg.out or storage.join(cfg.output_root, "samples", models["config_name"]))
     manifest = {"checkpoint": models["transformer_ckpt"],
                 "checkpoint_sha256": sample_folder.sha256(models["transformer_ckpt"]),
                 "codebook_pt": models["codebook_pt"], "vae_ckpt": models["vae_ckpt"],
                 "settings": {"seed": cfg.seed, "classes": cfg.classes, **{k: v for k, v in to_dict(cfg.sample).items()
                                                                           if k not in ("num_samples", "precision")}}}
     sample_folder.check_manifest(out, manifest)
-    os.makedirs(out, exist_ok=True)
-    try:
-        lock = FileLock(os.path.join(out, ".lock"), timeout=0)
-        lock.acquire()
-    except Timeout:
-        raise DataError(f"{out}: another generate run is writing this folder") from None
-    try:
+    with writer_lock(out):
         done = set(sample_folder.written(out)["index"].tolist())
         todo = np.array([i for i in range(cfg.num_samples) if i not in done], dtype=np.int64)
         log(f"generate {cfg.num_samples} samples into {out}: {len(done & set(range(cfg.num_samples)))} already "
             f"written, {len(todo)} to draw ({cfg.engine} engine)")
         spec = sampler_spec(cfg, models, out)
+        nodes = []
         if len(todo):
             engine = run_local if cfg.engine == "local" else run_ray
-            engine(cfg, spec, todo, labels[todo], log)
+            nodes = engine(cfg, spec, todo, labels[todo], log)
+        manifest["nodes"] = nodes  # where this run drew its batches (Ray node ids; "local" in this process)
         keys = sample_keys(cfg.seed, np.arange(cfg.num_samples)).tolist()
         samples = [{"index": i, "class": int(labels[i]), "key": keys[i]} for i in range(cfg.num_samples)]
         written = sample_folder.finish(out, manifest, samples)
-    finally:
-        lock.release()
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s: {len(written['index'])} samples\n  folder:  {out}\n  grid:    "
-        f"{os.path.join(out, 'grid.png')}\n  samples: {os.path.join(out, 'samples.npz')}")
+        f"{storage.join(out, 'grid.png')}\n  samples: {storage.join(out, 'samples.npz')}")
     return {"out": out, "num_written": int(len(written["index"])), "drawn": int(len(todo)), "seconds": seconds}
+
+
+@contextmanager
+def writer_lock(out: str):
+    """One generate run writes a local folder at a time. A bucket has no locks; two runs there
+    would write the same bytes (sample i depends only on (seed, i)), and `written` keeps one copy."""
+    if storage.is_uri(out):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    os.makedirs(out, exist_ok=True)
+    lock = FileLock(os.path.join(out, ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DataError(f"{out}: another generate run is writing this folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _batches(todo: np.ndarray, labels: np.ndarray, batch_size: int):
@@ -168,7 +184,7 @@ def _batches(todo: np.ndarray, labels: np.ndarray, batch_size: int):
         yield {"index": todo[s : s + batch_size], "label": labels[s : s + batch_size]}
 
 
-def run_local(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> None:
+def run_local(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> list[str]:
     from ..image_sampler import ImageSampler
 
     sampler = ImageSampler(spec)
@@ -176,13 +192,14 @@ def run_local(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndar
     for batch in _batches(todo, labels, cfg.batch_size):
         count += len(sampler(batch)["index"])
         log(f"  {count}/{len(todo)} images, {count / (time.perf_counter() - t0):.1f} images/s")
+    return ["local"]
 
 
-def run_ray(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> None:
+def run_ray(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> list[str]:
     """map_batches(ImageSampler) over a materialised dataset of (index, label) on `cfg.actors`
     actors: one GPU each where the cluster has GPUs, else `cpus_per_actor` CPUs each."""
     from ..distributed.cluster import init_ray
     from ..distributed.generate_actors import sample_on_actors
 
     ray = init_ray()
-    sample_on_actors(ray, cfg, spec, todo, labels, log)
+    return sample_on_actors(ray, cfg, spec, todo, labels, log)

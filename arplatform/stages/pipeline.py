@@ -17,55 +17,57 @@ from __future__ import annotations
 import os
 import time
 
+from .. import storage
 from ..cli import compose
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, from_dict, to_dict
-from ..core.io import read_json_object
 from ..errors import DataError
 
 
 def stage_configs(cfg: PipelineConfig) -> tuple[TokenizerConfig, TrainJobConfig]:
-    root = cfg.output_root
+    root = storage.absolute(cfg.output_root)
     tok = from_dict(TokenizerConfig, compose(cfg.tokenizer_config, [f"output_root={root}",
                                                                      *cfg.tokenizer_overrides]))
     job = from_dict(TrainJobConfig, compose(cfg.train_config, [
-        f"output_root={root}", f"data.codebook_dir={os.path.join(root, 'codebook', tok.name)}",
+        f"output_root={root}", f"data.codebook_dir={storage.join(root, 'codebook', tok.name)}",
         *cfg.train_overrides]))
     return tok, job
 
 
 def _saved_config(path: str) -> dict | None:
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
-    saved = read_json_object(path, DataError)
+    saved = storage.read_json_object(path, DataError)
     saved.pop("config_name", None)
     return saved
 
 
 def tokenizer_done(tok: TokenizerConfig) -> bool:
-    folder = os.path.join(tok.output_root, "codebook", tok.name)
-    return _saved_config(os.path.join(folder, "tokenizer_config.json")) == to_dict(tok) and \
-        os.path.exists(os.path.join(folder, "codebook.pt"))
+    folder = storage.join(tok.output_root, "codebook", tok.name)
+    return _saved_config(storage.join(folder, "tokenizer_config.json")) == to_dict(tok) and \
+        storage.exists(storage.join(folder, "codebook.pt"))
 
 
 def published_run(job: TrainJobConfig) -> dict | None:
     """The run behind the seed path when it trained this very config on this very codebook."""
     from ..core.checkpoint import load_checkpoint
 
-    ckpt_dir = os.path.join(job.output_root, "transformer", job.name, "checkpoints")
-    published = os.path.join(ckpt_dir, "published.json")
-    if not os.path.exists(published):
+    ckpt_dir = storage.join(job.output_root, "transformer", job.name, "checkpoints")
+    published = storage.join(ckpt_dir, "published.json")
+    if not storage.exists(published):
         return None
-    run_dir = read_json_object(published, DataError).get("run_dir") or ""
-    saved = _saved_config(os.path.join(run_dir, "config.json"))
+    run_dir = storage.read_json_object(published, DataError).get("run_dir") or ""
+    saved = _saved_config(storage.join(run_dir, "config.json"))
     if saved and job.optim.precision == "auto":
         saved["optim"]["precision"] = "auto"  # the run saved what `auto` resolved to on its machine
     if saved != to_dict(job):
         return None
-    codebook = os.path.realpath(os.path.join(job.data.codebook_dir, "codebook.pt"))
-    trained_on = load_checkpoint(os.path.join(ckpt_dir, "best.pt")).get("train_config", {}).get("codebook_pt")
+    codebook = storage.join(job.data.codebook_dir, "codebook.pt")
+    codebook = codebook if storage.is_uri(codebook) else os.path.realpath(codebook)
+    best = storage.fetch(storage.join(ckpt_dir, "best.pt"))
+    trained_on = load_checkpoint(best).get("train_config", {}).get("codebook_pt")
     if trained_on != codebook:
         return None  # the tokenizer was redone since
-    return read_json_object(os.path.join(run_dir, "run.json"), DataError) | {"run_dir": run_dir}
+    return storage.read_json_object(storage.join(run_dir, "run.json"), DataError) | {"run_dir": run_dir}
 
 
 def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
@@ -90,46 +92,49 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
         times[key] = time.perf_counter() - start
         log(f"[{name}] done in {times[key]:.0f} s")
 
-    codebook_dir = os.path.join(cfg.output_root, "codebook", tok.name)
+    root = storage.absolute(cfg.output_root)
+    codebook_dir = storage.join(root, "codebook", tok.name)
     stage("tokenize", tokenizer_done(tok), lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log),
           codebook_dir)
     redo_train = "tokenize" in cfg.force or "train" in cfg.force
     stage("train", published_run(job) is not None and not redo_train,
           lambda: run_train(job, config_name=cfg.train_config, log=log),
-          os.path.join(cfg.output_root, "transformer", job.name, "checkpoints", "best.pt"))
+          storage.join(root, "transformer", job.name, "checkpoints", "best.pt"))
     run = published_run(job)
-    samples = os.path.join(cfg.output_root, "samples", job.name, os.path.basename(run["run_dir"]))
+    samples = storage.join(root, "samples", job.name, os.path.basename(run["run_dir"]))
     gen = from_dict(GenerateConfig, {
-        "transformer_ckpt": os.path.join(cfg.output_root, "transformer", job.name, "checkpoints", "best.pt"),
-        "num_samples": cfg.num_samples, "out": samples, "output_root": cfg.output_root, "sample": to_dict(job.sample),
+        "transformer_ckpt": storage.join(root, "transformer", job.name, "checkpoints", "best.pt"),
+        "num_samples": cfg.num_samples, "out": samples, "output_root": root, "sample": to_dict(job.sample),
         "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
-    complete = os.path.exists(os.path.join(samples, "samples.npz")) and \
-        read_json_object(os.path.join(samples, "manifest.json"), DataError).get("num_written") == cfg.num_samples
+    complete = storage.exists(storage.join(samples, "samples.npz")) and storage.read_json_object(
+        storage.join(samples, "manifest.json"), DataError).get("num_written") == cfg.num_samples
     if "generate" in cfg.force and complete:
-        import shutil
-
-        shutil.rmtree(samples)
+        storage.remove_tree(samples)
         complete = False
     stage("generate", complete, lambda: run_generate(gen, log=log), samples)
-    quality = os.path.join(samples, "quality.json")
-    evaluated = os.path.exists(quality) and read_json_object(quality, DataError).get("num_samples") == cfg.num_samples
+    quality = storage.join(samples, "quality.json")
+    evaluated = storage.exists(quality) and \
+        storage.read_json_object(quality, DataError).get("num_samples") == cfg.num_samples
     stage("evaluate", evaluated and "generate" not in cfg.force,
-          lambda: evaluate_samples(samples, cfg.output_root, log), quality)
-    report = read_json_object(quality, DataError)
-    folder = os.path.join(cfg.output_root, "reports", cfg.name)
+          lambda: evaluate_samples(samples, root, log), quality)
+    report = storage.read_json_object(quality, DataError)
+    mirror = storage.Mirror(root)  # the report is built here, then pushed to a URI root
+    folder = os.path.join(mirror.local, "reports", cfg.name)
     curve = training_curve(run.get("tracking_uri"), run.get("mlflow_run_id"), os.path.join(folder, "curve.png")) \
         if run.get("tracking_uri") else None
-    tokenizer_eval = os.path.join(codebook_dir, "tokenizer_eval.json")
-    runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {os.path.abspath(samples)}"]
+    tokenizer_eval = storage.join(codebook_dir, "tokenizer_eval.json")
+    runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
     if run.get("tracking_uri"):
         runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']} "
                     f"(mlflow ui --backend-store-uri {run['tracking_uri']} --host 127.0.0.1)")
     md, html = write_report(folder, {
-        "name": cfg.name, "grid": os.path.join(samples, "grid.png"), "curve": curve,
-        "tokenizer": read_json_object(tokenizer_eval, DataError) if os.path.exists(tokenizer_eval) else {},
+        "name": cfg.name, "grid": storage.fetch(storage.join(samples, "grid.png")), "curve": curve,
+        "tokenizer": storage.read_json_object(tokenizer_eval, DataError) if storage.exists(tokenizer_eval) else {},
         "quality_table": quality_table(report), "runs": runs, "times": times})
+    mirror.push("reports", cfg.name)
+    md, html = mirror.uri(md), mirror.uri(html)
     log("\n" + quality_table(report))
     log("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
         + f"; total {time.perf_counter() - t0:.0f} s")
-    log(f"report: {os.path.abspath(md)}\n        {os.path.abspath(html)}")
+    log(f"report: {md}\n        {html}")
     return {"report": md, "html": html, "quality": report, "times": times, "samples": samples}

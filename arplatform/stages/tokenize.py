@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from .. import publish, tracking
+from .. import publish, storage, tracking
 from ..config import TokenizerConfig, to_dict
 from ..core.codebook import assign, codebook_usage, fit_kmeans, save_codebook
 from ..core.decode import decode_codes_to_images
@@ -170,8 +170,14 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     """Images → VAE → codebook → codes, published together (`publish.py`); returns paths and evaluation."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
+    if cfg.tracking.enabled:
+        tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)  # a URI root needs a named store
     data, train_idx, val_idx = load_split(cfg, log)
-    staging = publish.staging_dir(cfg.output_root, cfg.name)
+    # a URI root (a bucket): the versions are built in this machine's mirror of it, then the
+    # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE
+    mirror = storage.Mirror(cfg.output_root)
+    root = mirror.local
+    staging = publish.staging_dir(root, cfg.name)
     try:
         s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
         vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
@@ -182,17 +188,21 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
                                     codes[val_idx], codes, device)
         write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
                               latents.shape[1:3])
-        version = publish.publish(cfg.output_root, cfg.name, staging)
+        version = publish.publish(root, cfg.name, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when published
-    out_dir = os.path.abspath(os.path.join(cfg.output_root, "codebook", cfg.name))
-    vae_path = os.path.abspath(os.path.join(cfg.output_root, f"vae_{cfg.name}", "checkpoints", "best.pt"))
+    mirror.push(f"vae_{cfg.name}")
+    mirror.push("codebook", cfg.name)
+    out_dir = os.path.join(root, "codebook", cfg.name)
+    vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
     log(f"tokenizer eval (held-out): PSNR real/VAE {report['psnr_real_vs_vae']:.2f} dB, "
         f"real/quantised {report['psnr_real_vs_quantised']:.2f} dB, SSIM real/quantised "
         f"{report['ssim_real_vs_quantised']:.3f}, codebook usage {report['codebook_usage']:.1%}, "
         f"perplexity {report['codebook_perplexity']:.1f}")
-    log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {out_dir}/ and {vae_path} (version {version})")
-    result = {"codebook_dir": out_dir, "vae_checkpoint": vae_path, "version_dir": version, **report}
+    log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {mirror.uri(out_dir)}/ and {mirror.uri(vae_path)} "
+        f"(version {version})")
+    result = {"codebook_dir": mirror.uri(out_dir), "vae_checkpoint": mirror.uri(vae_path), "version_dir": version,
+              **report}
     if cfg.tracking.enabled:
         result["mlflow_run_id"] = track_tokenizer(cfg, config_name, report, out_dir)
         log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "

@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from .. import runs, tracking
+from .. import runs, storage, tracking
 from ..config import TrainJobConfig, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
@@ -36,12 +37,32 @@ from .generate import tuned_sampler_settings
 
 
 def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
-    files = resolve_files(job.data)
-    return files, preflight(job.data, files)
+    """The code files (local copies of those in a bucket), each checked; the facts name the
+    codebook by its public path, which a later stage on any machine can read."""
+    data = local_data(job.data)
+    files = resolve_files(data)
+    facts = preflight(data, files)
+    public = job.data.codebook or (storage.join(job.data.codebook_dir, "codebook.pt") if job.data.codebook_dir
+                                   and storage.is_uri(job.data.codebook_dir) and files.codebook else None)
+    if public and storage.is_uri(public):
+        facts = dataclasses.replace(facts, codebook_pt=public)
+    return files, facts
 
 
-def latest_ray_checkpoint(run: runs.Run) -> str:
-    """last.pt of the latest checkpoint Ray registered for `run`; a run without one never started."""
+def local_data(data):
+    """The data section with every URI replaced by a local copy (`storage.fetch`)."""
+    changes = {}
+    for key in ("codes", "labels", "val_codes", "val_labels", "codebook"):
+        value = getattr(data, key)
+        if value and storage.is_uri(value):
+            changes[key] = storage.fetch(value)
+    if data.codebook_dir and storage.is_uri(data.codebook_dir):
+        changes["codebook_dir"] = storage.fetch_folder(data.codebook_dir)
+    return dataclasses.replace(data, **changes) if changes else data
+
+
+def latest_ray_checkpoint(run: runs.Run):
+    """The latest checkpoint Ray registered for `run`; a run without one never started."""
     from ray.train import Result
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # its "A run snapshot was found…" notice
@@ -52,7 +73,24 @@ def latest_ray_checkpoint(run: runs.Run) -> str:
                             f"({type(e).__name__}); it never started training") from e
     if result.checkpoint is None:
         raise RunStateError(f"{run.ray_path}: run {run.name!r} registered no checkpoint; nothing to resume from")
-    return os.path.join(result.checkpoint.path, "last.pt")
+    return result.checkpoint
+
+
+def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
+    """best.pt and last.pt of a Ray checkpoint into `folder`: the driver's copy, read from the run's
+    storage (downloaded from a bucket), never from the disk of the node rank 0 ran on. last.pt
+    goes last: a copy cut short by a kill has no last.pt."""
+    from ..core.io import atomic_write
+
+    copied = []
+    if checkpoint is None:
+        return copied
+    with checkpoint.as_directory() as d:
+        for name in ("best.pt", "last.pt"):
+            src = os.path.join(d, name)
+            if os.path.exists(src):
+                copied.append(atomic_write(os.path.join(folder, name), lambda tmp, src=src: shutil.copyfile(src, tmp)))
+    return copied
 
 
 def resume_target(job: TrainJobConfig, facts: DataFacts) -> runs.Run | None:
@@ -61,7 +99,8 @@ def resume_target(job: TrainJobConfig, facts: DataFacts) -> runs.Run | None:
         return None
     run = runs.find_run(job.output_root, job.name, job.run_name)
     # refuse a broken checkpoint here, not after Ray has retried it max_failures times
-    load_checkpoint(latest_ray_checkpoint(run), expected_layout=facts.layout)
+    with latest_ray_checkpoint(run).as_directory() as d:
+        load_checkpoint(os.path.join(d, "last.pt"), expected_layout=facts.layout)
     return run
 
 
@@ -84,6 +123,7 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
 
     def on_end(status: str):
         runs.write_state(run, status=status)
+        runs.push_run(run, job.output_root)
 
     with tracking.tracked_run(uri, previous, start, on_start, on_end) as mlflow_run_id:
         yield uri, mlflow_run_id
@@ -111,7 +151,8 @@ def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: ru
         train_worker,
         train_loop_config=worker_config(job, facts, run, uri, mlflow_run_id),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+                                     resources_per_worker={"CPU": t.cpus_per_worker},
+                                     placement_strategy=t.placement_strategy),
         run_config=RunConfig(name=run.name, storage_path=run.ray_storage, callbacks=callbacks,
                              # bounded: Train V2 otherwise retries a worker group that cannot start forever
                              failure_config=FailureConfig(max_failures=t.max_failures,
@@ -150,6 +191,8 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
 
     t0 = time.perf_counter()
     files, facts = check_data(job)
+    if job.tracking.enabled:
+        tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
     run = resume_target(job, facts)
     ray = init_ray(job.trainer.num_cpus)
     check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
@@ -169,9 +212,10 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
         result = trainer.fit()
         if (result.return_value or {}).get("error"):
             raise TrainingError(result.return_value["error"])
-        summary = finish(job, run, files, result, uri, mlflow_run_id, config_name)
-    summary["seconds"] = time.perf_counter() - t0
-    save_json(summary, os.path.join(run.dir, "summary.json"))
+        summary = finish(job, run, facts.codebook_pt, result, uri, mlflow_run_id, config_name)
+        summary["seconds"] = time.perf_counter() - t0
+        save_json(summary, os.path.join(run.dir, "summary.json"))
+    runs.push_run(run, job.output_root, published=True)  # (the run folder went when the run ended)
     log(f"done in {summary['seconds']:.0f} s: best val {summary['final'].get('best_val_loss', float('nan')):.4f} "
         f"nats/token\n  run:         {run.dir}\n  checkpoint:  {summary['published']} (published)"
         f"\n  samples:     {run.dir}/samples_*\n  Ray run:     {result.path}")
@@ -181,19 +225,22 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     return summary
 
 
-def finish(job: TrainJobConfig, run: runs.Run, files: CodeFiles, result, uri: str | None,
+def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri: str | None,
            mlflow_run_id: str | None, config_name: str | None) -> dict:
-    """After fit: samples and artifacts in the run folder, then best.pt published to the seed's path."""
+    """After fit: the checkpoints from Ray's storage, samples and artifacts in the run folder,
+    then best.pt published to the seed's path."""
+    copy_checkpoint_files(result.checkpoint, run.checkpoint_dir)
     best = os.path.join(run.checkpoint_dir, "best.pt")
     artifacts = [best, save_json(to_dict(job) | {"config_name": config_name}, os.path.join(run.dir, "config.json"))]
     tuned = tuned_sampler_settings(os.path.join(run.config_dir, "checkpoints", "best.pt"))
-    artifacts += sample_grid(job, best, files.codebook, run.dir, tuned)
+    artifacts += sample_grid(job, best, codebook, run.dir, tuned)
     if uri:
         for path in artifacts:
             tracking.log_artifact(uri, mlflow_run_id, path)
     summary = dict(result.return_value or {})
     summary.update({"run_name": run.name, "run_dir": run.dir, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
-                    "output_dir": run.dir, "ray_run_path": result.path, "published": runs.publish_best(run)})
+                    "output_dir": run.dir, "ray_run_path": result.path,
+                    "published": runs.publish_best(run, job.output_root)})
     return summary
 
 
@@ -220,9 +267,10 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
                                    precision=choice.precision)
     codes = codes_from_sequences(seqs, layout).numpy().astype(np.int32)
     written = [save_npy(codes, os.path.join(out, "samples_codes.npy"))]
-    codebook_dict = load_codebook_file(codebook) if codebook else None  # read once, for its VAE path and vectors
+    codebook_dict = load_codebook_file(storage.fetch(codebook)) if codebook else None  # read once: VAE and vectors
     vae_path = codebook_vae_path(codebook, codebook_dict) if codebook else None
-    if vae_path and os.path.exists(vae_path):
+    if vae_path and storage.isfile(vae_path):
+        vae_path = storage.fetch(vae_path)
         from ..core.decode import decode_codes_to_images
         from ..images import make_grid, save_png
 

@@ -21,7 +21,7 @@ import os
 import time
 from contextlib import contextmanager
 
-from .. import runs, sweeps, tracking
+from .. import runs, storage, sweeps, tracking
 from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
 from ..core.io import read_json_object
 from ..errors import ConfigError, RunStateError
@@ -101,6 +101,8 @@ def outcome_recorder(sweep: sweeps.Sweep):
     class RecordOutcome(tune.Callback):
         def _record(self, trial, outcome: str):
             run = sweeps.Sweep(**sweep_dict).trial_run(trial.trial_id)
+            if outcome == "complete":
+                trial_checkpoints(run)  # before the mark: a completed trial's folder holds its checkpoints
             runs.write_state(run, tune_outcome=outcome)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -174,7 +176,7 @@ def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric:
                        bits_per_token=float(best["val/bits_per_token"]))
         state_path = os.path.join(row["run_dir"], "run.json")
         outcome = read_json_object(state_path, RunStateError) if os.path.exists(state_path) else {}
-        row.update(run_end(row))
+        row.update(run_end(row, sweep.trial_run(trial_id)))
         if result.error is not None or outcome.get("tune_outcome") == "error":
             row["status"] = "FAILED"
         elif outcome.get("tune_outcome") != "complete":
@@ -186,14 +188,29 @@ def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric:
     return sweeps.sort_rows(rows)
 
 
-def run_end(row: dict) -> dict:
-    """Epochs run and best val/loss from the trial's own last.pt. Tune's copy of a trial's
-    reports can lag or be lost when a driver dies (a restored trial's result files start
-    empty); the run's checkpoint is written by the run itself."""
+def trial_checkpoints(run: runs.Run) -> str | None:
+    """The trial's last.pt; a trial Tune stopped mid-fit (or one killed while copying) has not
+    copied its checkpoints from Ray's storage into its folder, so they are copied here
+    (None: it never reported an epoch)."""
+    from .train import copy_checkpoint_files, latest_ray_checkpoint
+
+    last = os.path.join(run.checkpoint_dir, "last.pt")
+    if not (os.path.exists(last) and os.path.exists(os.path.join(run.checkpoint_dir, "best.pt"))):
+        try:
+            copy_checkpoint_files(latest_ray_checkpoint(run), run.checkpoint_dir)
+        except RunStateError:
+            return None
+    return last if os.path.exists(last) else None
+
+
+def run_end(row: dict, run: runs.Run) -> dict:
+    """Epochs run and best val/loss from the trial's own last.pt (`trial_checkpoints`). Tune's
+    copy of a trial's reports can lag or be lost when a driver dies (a restored trial's result
+    files start empty); the run's checkpoint is written by the run itself."""
     from ..core.checkpoint import load_checkpoint
 
-    last = os.path.join(row["run_dir"], "checkpoints", "last.pt")
-    if not os.path.exists(last):
+    last = trial_checkpoints(run)
+    if not last:
         return {}
     ckpt = load_checkpoint(last)
     out = {"epochs": max(row["epochs"], ckpt["epoch"] + 1)}
@@ -226,6 +243,9 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     axes = parse_space(cfg.space)
     check_space(axes, to_dict(job))  # every value a valid config, before Ray starts
     check_search(cfg, axes)
+    if storage.is_uri(job.output_root):
+        raise ConfigError(f"train.output_root: {job.output_root} is a URI; sweeps keep their folders on a local or "
+                          "shared file system path for now (the training, generate and pipeline stages take URIs)")
     files, facts = check_data(job)
     sweep = sweeps.find_sweep(job.output_root, cfg.name, cfg.sweep_name) if cfg.resume else None
     ray = init_ray(job.trainer.num_cpus)

@@ -1,0 +1,270 @@
+"""Where outputs live: a local folder, or a URI that every node of a cluster reaches.
+
+`output_root`, `--out`, `--transformer_ckpt` and the other paths may be local paths or
+URIs of any filesystem pyarrow supports: `s3://bucket/prefix` (credentials and endpoint
+from the usual AWS_* variables: AWS_ENDPOINT_URL names an S3-compatible server),
+`gs://bucket/prefix`, `hdfs://…`. Local paths behave exactly as they always did.
+
+Two ways a stage uses it:
+
+  * one file at a time, from any process on any node (a Ray Data actor writing its batch,
+    an actor loading a checkpoint): `fetch` (a local copy to read), `write_bytes`,
+    `read_bytes`, `exists`, `listdir`;
+  * a driver that builds a folder tree (tokenizer versions, run folders, reports) builds
+    it in `Mirror(root).local` and `push`es the subtree when it is complete; `pull` brings
+    a subtree down first. For a local root the mirror is the root itself and both do nothing.
+
+Files are written whole: a local file by a rename, an object store object by one PUT, so
+a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+from functools import lru_cache
+
+from .core.io import atomic_write
+from .core.precision import cache_dir
+
+
+def is_uri(path) -> bool:
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def _local(path) -> str:
+    path = os.fspath(path)
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/a/b' → ('s3://', 'bucket/a/b')."""
+    scheme, rest = uri.split("://", 1)
+    return scheme + "://", rest
+
+
+def join(base, *parts: str) -> str:
+    """os.path.join for local paths; for a URI a normalised '/'-join ('..' resolved)."""
+    if not is_uri(base):
+        return os.path.join(_local(base), *parts)
+    scheme, rest = split_uri(base)
+    return scheme + posixpath.normpath(posixpath.join(rest, *parts))
+
+
+def dirname(path: str) -> str:
+    if not is_uri(path):
+        return os.path.dirname(_local(path))
+    scheme, rest = split_uri(path)
+    return scheme + posixpath.dirname(rest.rstrip("/"))
+
+
+def absolute(path) -> str:
+    return path if is_uri(path) else os.path.abspath(_local(path))
+
+
+@lru_cache(maxsize=16)
+def _filesystem(scheme_and_bucket: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(scheme_and_bucket)[0]
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path inside it) of a URI; the filesystem is made once per bucket."""
+    scheme, rest = split_uri(uri)
+    return _filesystem(scheme + rest.split("/", 1)[0]), rest.rstrip("/")
+
+
+def _info(uri: str):
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path)
+
+
+def exists(path) -> bool:
+    if not is_uri(path):
+        return os.path.exists(_local(path))
+    import pyarrow.fs
+
+    return _info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def isfile(path) -> bool:
+    if not is_uri(path):
+        return os.path.isfile(_local(path))
+    import pyarrow.fs
+
+    return _info(path).type == pyarrow.fs.FileType.File
+
+
+def listdir(path) -> list[str]:
+    """Names in a folder, sorted; [] when there is no such folder."""
+    if not is_uri(path):
+        path = _local(path)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    import pyarrow.fs
+
+    fs, p = filesystem(path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(p, allow_not_found=True))
+    return sorted(posixpath.basename(i.path) for i in infos)
+
+
+def read_bytes(path) -> bytes:
+    if not is_uri(path):
+        with open(_local(path), "rb") as f:
+            return f.read()
+    fs, p = filesystem(path)
+    with fs.open_input_stream(p) as f:
+        return f.read()
+
+
+def write_bytes(path, data: bytes) -> str:
+    """The whole file at once: a rename locally, one PUT on an object store."""
+    if not is_uri(path):
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                f.write(data)
+
+        return atomic_write(_local(path), write)
+    fs, p = filesystem(path)
+    with fs.open_output_stream(p) as f:
+        f.write(data)
+    return path
+
+
+def remove_tree(path) -> None:
+    if not is_uri(path):
+        shutil.rmtree(_local(path), ignore_errors=True)
+        return
+    fs, p = filesystem(path)
+    fs.delete_dir(p)
+
+
+def read_json_object(path, error: type[Exception] = ValueError) -> dict:
+    """`core.io.read_json_object` for a local path or a URI: one line naming the file."""
+    from .core.io import read_json_object as read_local
+
+    if not is_uri(path):
+        return read_local(_local(path), error)
+    try:
+        obj = json.loads(read_bytes(path))
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: not a readable JSON file ({' '.join(str(e).split())})") from e
+    if not isinstance(obj, dict):
+        raise error(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def write_text(path, text: str) -> str:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj) -> str:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def fetch(path) -> str:
+    """A local path to read `path` from: itself when local, else a copy in the cache,
+    downloaded again when the remote file's size or modification time changed."""
+    if not is_uri(path):
+        return os.path.abspath(_local(path))
+    info = _info(path)
+    import pyarrow.fs
+
+    if info.type != pyarrow.fs.FileType.File:
+        raise FileNotFoundError(f"{path}: no such file")
+    stamp = {"size": info.size, "mtime_ns": info.mtime_ns}
+    folder = os.path.join(cache_dir(), "fetched", hashlib.sha256(path.encode()).hexdigest()[:24])
+    local, stamp_file = os.path.join(folder, posixpath.basename(path)), os.path.join(folder, "stamp.json")
+    try:
+        with open(stamp_file) as f:
+            if json.load(f) == stamp and os.path.exists(local):
+                return local
+    except (OSError, ValueError):
+        pass
+    os.makedirs(folder, exist_ok=True)
+    fs, p = filesystem(path)
+
+    def download(tmp):
+        with fs.open_input_stream(p) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+
+    atomic_write(local, download)  # several actors on one node may fetch at once: each renames a whole file
+    atomic_write(stamp_file, lambda tmp: open(tmp, "w").write(json.dumps(stamp)))
+    return local
+
+
+def fetch_folder(path) -> str:
+    """A local copy of a whole folder (every file under it), or the folder itself when local."""
+    if not is_uri(path):
+        return os.path.abspath(_local(path))
+    import pyarrow.fs
+
+    fs, p = filesystem(path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(p, recursive=True, allow_not_found=True))
+    folder = os.path.join(cache_dir(), "folders", hashlib.sha256(path.encode()).hexdigest()[:24])
+    if not infos:
+        raise FileNotFoundError(f"{path}: no such folder")
+    for info in infos:
+        if info.type == pyarrow.fs.FileType.File:
+            rel = info.path[len(p):].lstrip("/")  # (not relpath: it would consult the cwd)
+            target = os.path.join(folder, *rel.split("/"))
+            if not os.path.exists(target) or os.path.getsize(target) != info.size:
+                atomic_write(target, lambda tmp, src=info.path: shutil.copyfile(fetch(split_uri(path)[0] + src), tmp))
+    return folder
+
+
+def upload_folder(local: str, uri: str) -> None:
+    """Every file under `local` (links followed) to the same relative path under `uri`."""
+    fs, base = filesystem(uri)
+    for root, _, files in os.walk(local, followlinks=True):
+        for name in files:
+            if name.startswith(".tmp") or name.endswith(".lock"):
+                continue
+            rel = os.path.relpath(os.path.join(root, name), local).replace(os.sep, "/")
+            with open(os.path.join(root, name), "rb") as src, fs.open_output_stream(f"{base}/{rel}") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+
+
+class Mirror:
+    """A local folder standing for `root`: the root itself when local; for a URI, a folder in
+    this machine's cache (`<cache>/mirror/<scheme>/<bucket>/<prefix>`) that a driver builds
+    trees in, then pushes."""
+
+    def __init__(self, root):
+        self.root = absolute(root)
+        self.remote = is_uri(self.root)
+        if self.remote:
+            scheme, rest = split_uri(self.root)
+            self.local = os.path.join(cache_dir(), "mirror", scheme[:-3], *rest.strip("/").split("/"))
+        else:
+            self.local = self.root
+
+    def uri(self, local_path: str) -> str:
+        """The root's name for a path inside the mirror (itself for a local root)."""
+        if not self.remote:
+            return local_path
+        rel = os.path.relpath(os.path.abspath(local_path), self.local)
+        if rel.startswith(".."):
+            return local_path
+        return join(self.root, *rel.split(os.sep)) if rel != "." else self.root
+
+    def push(self, *parts: str) -> None:
+        """Upload the mirror's `parts` folder (or file) to the root; nothing for a local root."""
+        if not self.remote:
+            return
+        local = os.path.join(self.local, *parts)
+        if os.path.isdir(local):
+            upload_folder(local, join(self.root, *parts))
+        elif os.path.exists(local):
+            write_bytes(join(self.root, *parts), read_bytes(local))
+
+    def pull(self, *parts: str) -> None:
+        """Download the root's `parts` folder into the mirror (nothing when it is not there)."""
+        if not self.remote or not exists(join(self.root, *parts)):
+            return
+        src = fetch_folder(join(self.root, *parts))
+        dst = os.path.join(self.local, *parts)
+        shutil.copytree(src, dst, dirs_exist_ok=True)

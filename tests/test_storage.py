@@ -1,0 +1,95 @@
+"""The storage layer against a real S3-compatible server (moto, on loopback): files written
+whole, listed, fetched; mirrors pushed and pulled; a samples folder and a codebook's VAE in a
+bucket; a URI root without an MLflow store every node reaches is refused in one line."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from arplatform import sample_folder, storage
+from arplatform.core.codebook import codebook_vae_path, save_codebook
+
+
+def test_files_round_trip_in_a_bucket(s3_root, tmp_path):
+    path = storage.join(s3_root, "a", "b.txt")
+    assert not storage.exists(path) and storage.listdir(storage.join(s3_root, "a")) == []
+    storage.write_bytes(path, b"one")
+    assert storage.isfile(path) and storage.read_bytes(path) == b"one"
+    assert storage.listdir(storage.join(s3_root, "a")) == ["b.txt"]
+    local = storage.fetch(path)
+    assert open(local, "rb").read() == b"one" and storage.fetch(path) == local  # cached
+    storage.write_bytes(path, b"changed")
+    assert open(storage.fetch(path), "rb").read() == b"changed"  # a changed object is fetched again
+    assert storage.join(s3_root, "x", "..", "y") == storage.join(s3_root, "y")
+    with pytest.raises(FileNotFoundError):
+        storage.fetch(storage.join(s3_root, "missing"))
+
+
+def test_local_paths_behave_as_before(tmp_path):
+    path = tmp_path / "f.json"
+    storage.write_json(path, {"a": 1})
+    assert storage.read_json_object(str(path)) == {"a": 1} and storage.fetch(str(path)) == str(path)
+    mirror = storage.Mirror(str(tmp_path))
+    assert mirror.local == str(tmp_path) and not mirror.remote and mirror.uri(str(path)) == str(path)
+    mirror.push("anything")  # nothing to do for a local root
+
+
+def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, monkeypatch):
+    mirror = storage.Mirror(s3_root)
+    version = os.path.join(mirror.local, "versions", "v1")
+    os.makedirs(os.path.join(version, "sub"))
+    open(os.path.join(version, "sub", "x.bin"), "wb").write(b"x" * 1000)
+    os.makedirs(os.path.join(mirror.local, "codebook"))
+    os.symlink(version, os.path.join(mirror.local, "codebook", "name"))  # published folders are links
+    mirror.push("codebook", "name")
+    assert storage.read_bytes(storage.join(s3_root, "codebook", "name", "sub", "x.bin")) == b"x" * 1000
+    assert mirror.uri(os.path.join(mirror.local, "codebook", "name")) == s3_root + "/codebook/name"
+    monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "other-machine"))
+    other = storage.Mirror(s3_root)
+    assert other.local != mirror.local
+    other.pull("codebook", "name")
+    assert open(os.path.join(other.local, "codebook", "name", "sub", "x.bin"), "rb").read() == b"x" * 1000
+
+
+def test_samples_folder_in_a_bucket(s3_root):
+    out = storage.join(s3_root, "samples")
+    for first in (0, 4):
+        index = np.arange(first, first + 4)
+        images = np.full((4, 8, 8, 1), first, np.uint8)
+        sample_folder.write_batch(out, index, index % 2, np.zeros((4, 16), np.int32) + first, images)
+    done = sample_folder.finish(out, {"checkpoint_sha256": "x", "settings": {}}, [])
+    assert done["index"].tolist() == list(range(8))
+    assert len(storage.listdir(storage.join(out, "images"))) == 8
+    with np.load(storage.fetch(storage.join(out, "samples.npz")), allow_pickle=False) as z:
+        assert z["images"].shape == (8, 8, 8) and z["labels"].tolist() == [0, 1] * 4
+    with pytest.raises(Exception, match="another checkpoint"):
+        sample_folder.check_manifest(out, {"checkpoint_sha256": "y", "settings": {}})
+
+
+def test_codebook_in_a_bucket_finds_its_vae(s3_root, tmp_path):
+    """A bucket holds copies of the published folders (no version links): the codebook's
+    relative VAE path falls back to the published layout beside it."""
+    local = tmp_path / "codebook.pt"
+    save_codebook(local, torch.randn(4, 2), {"num_codes": 4, "name": "demo",
+                                              "vae_checkpoint": os.path.join("..", "vae", "checkpoints", "best.pt")})
+    codebook = storage.join(s3_root, "codebook", "demo", "codebook.pt")
+    storage.write_bytes(codebook, local.read_bytes())
+    vae = storage.join(s3_root, "vae_demo", "checkpoints", "best.pt")
+    storage.write_bytes(vae, b"weights")
+    assert codebook_vae_path(codebook) == vae
+
+
+def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
+    from helpers import learnable_codes
+
+    data = learnable_codes(tmp_path / "codes")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+                           f"output_root={s3_root}", f"data.codebook_dir={data}"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "tracking.tracking_uri" in proc.stderr

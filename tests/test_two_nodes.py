@@ -1,0 +1,117 @@
+"""Two Ray nodes on this machine with token authentication, and a real S3-compatible server
+(moto, loopback) as the only storage: `ray job submit` of the whole pipeline puts one training
+worker and one generation actor on each node, and every output lands in the bucket; then a
+fresh process with an empty cache generates from what the bucket holds.
+
+Each node is a `ray start` with its own ports in a process group of its own, stopped by that
+group (never `ray stop`, which would stop every Ray cluster on the machine). About 3 minutes
+on 2 cores.
+"""
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from helpers import TINY, free_port, stop_process_group
+from test_pipeline import SMALL_TOKENIZER
+
+from arplatform import storage
+
+pytestmark = pytest.mark.slow
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def node_ports() -> list[str]:
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+
+
+@pytest.fixture
+def two_nodes(s3_server):
+    """A head and a second node, one CPU each, token auth on, the bucket's AWS_* variables and
+    an MLflow store both nodes reach in every Ray process's environment."""
+    tmp = tempfile.mkdtemp(prefix="tn", dir="/tmp")  # short: Ray's socket paths live under it
+    token = os.path.join(tmp, "auth_token")
+    with open(token, "w") as f:
+        f.write(secrets.token_hex(32))
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token, **s3_server["env"],
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", ARPLATFORM_CACHE_DIR=f"{tmp}/cache")
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    groups = []
+    try:
+        head = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=1",
+                                 f"--temp-dir={tmp}/r", "--disable-usage-stats", *node_ports()],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        groups.append(head.pid)
+        assert head.wait(timeout=120) == 0, "ray start --head failed"
+        second = subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
+                                   "--num-cpus=1", f"--temp-dir={tmp}/n2", "--disable-usage-stats", *node_ports()],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        groups.append(second.pid)
+        assert second.wait(timeout=120) == 0, "ray start --address failed"
+        yield env, f"http://127.0.0.1:{dash}", tmp
+    finally:
+        for pgid in reversed(groups):
+            stop_process_group(pgid)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_root, tmp_path):
+    env, address, tmp = two_nodes
+    sid = f"arplatform-two-nodes-{int(time.time())}"
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", REPO, "--",
+         sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
+         f"output_root={s3_root}", "num_samples=20", "actors=2", "cpus_per_actor=1",
+         *[f"tokenizer.{o}" for o in SMALL_TOKENIZER], *[f"train.{o}" for o in TINY], "train.optim.epochs=2",
+         "train.trainer.placement_strategy=STRICT_SPREAD", "train.trainer.cpus_per_worker=0.5"],
+        env=env, capture_output=True, text=True, timeout=900)
+    status = subprocess.run([RAY, "job", "status", "--address", address, sid], env=env, capture_output=True,
+                            text=True, timeout=60)
+    out = submit.stdout + submit.stderr
+    assert "succeeded" in status.stdout.lower(), out[-5000:]
+    assert f"report: {s3_root}/reports/mnist_sample/report.md" in submit.stdout
+
+    # training: a worker on each node; Ray's checkpoints, the run folder and the seed's path in the bucket
+    (run_name,) = storage.listdir(storage.join(s3_root, "transformer", "mnist_sample", "runs"))
+    run_dir = storage.join(s3_root, "transformer", "mnist_sample", "runs", run_name)
+    summary = storage.read_json_object(storage.join(run_dir, "summary.json"))
+    assert len(set(summary["worker_nodes"])) == 2, summary["worker_nodes"]
+    ray_run = storage.join(s3_root, "ray", run_name)
+    checkpoints = [n for n in storage.listdir(ray_run) if n.startswith("checkpoint_") and not n.endswith(".json")]
+    assert checkpoints and all(storage.isfile(storage.join(ray_run, c, "best.pt")) for c in checkpoints)
+    assert storage.isfile(storage.join(s3_root, "transformer", "mnist_sample", "checkpoints", "best.pt"))
+    assert storage.isfile(storage.join(s3_root, "codebook", "mnist_sample", "codebook.pt"))
+
+    # generation: an actor on each node, every sample in the bucket
+    samples = storage.join(s3_root, "samples", "mnist_sample", run_name)
+    manifest = storage.read_json_object(storage.join(samples, "manifest.json"))
+    assert len(set(manifest["nodes"])) == 2 and manifest["num_written"] == 20, manifest["nodes"]
+    assert len(storage.listdir(storage.join(samples, "images"))) == 20
+    quality = storage.read_json_object(storage.join(samples, "quality.json"))
+    assert quality["num_samples"] == 20
+    assert storage.isfile(storage.join(s3_root, "reports", "mnist_sample", "report.html"))
+
+    # a fresh process on an empty cache: checkpoint, codebook and VAE come from the bucket
+    fresh_env = dict(env, ARPLATFORM_CACHE_DIR=str(tmp_path / "empty-cache"))
+    fresh_env.pop("RAY_AUTH_TOKEN_PATH")
+    gen = subprocess.run(
+        [sys.executable, "-m", "arplatform.generate", "--transformer_ckpt",
+         storage.join(s3_root, "transformer", "mnist_sample", "checkpoints", "best.pt"), "--num_samples", "4",
+         "--engine", "local", "--out", storage.join(s3_root, "samples", "fresh")],
+        env=fresh_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    fresh = storage.read_json_object(storage.join(s3_root, "samples", "fresh", "manifest.json"))
+    assert fresh["codebook_pt"] == storage.join(s3_root, "codebook", "mnist_sample", "codebook.pt")
+    assert fresh["vae_ckpt"] == storage.join(s3_root, "vae_mnist_sample", "checkpoints", "best.pt")
+    assert fresh["num_written"] == 4
