@@ -6,6 +6,8 @@
     RunStateError    a run to resume does not exist or never started; a run name is taken
     TrainingError    the loss diverged (non-finite); the last good checkpoint is kept
     GenerationError  batch generation stalled or lost batches; rerunning continues it
+    StorageError     a URI cannot be reached: unknown scheme, missing bucket, no credentials,
+                     an endpoint that does not answer
 
 Anything else that escapes a command is a bug and keeps its traceback.
 """
@@ -27,7 +29,11 @@ class GenerationError(RuntimeError):
     """Generation stopped (a stalled or failed Ray pipeline); what was written is kept."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError, GenerationError)
+class StorageError(OSError):
+    """A path or URI of the storage layer cannot be read or written (`storage.py`)."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError, GenerationError, StorageError)
 
 __all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "TrainingError", "GenerationError",
-           "USER_ERRORS"]
+           "StorageError", "USER_ERRORS"]

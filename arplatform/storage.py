@@ -20,15 +20,18 @@ a reader never sees half a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import posixpath
 import shutil
+import uuid
 from functools import lru_cache
 
 from .core.io import atomic_write
 from .core.precision import cache_dir
+from .errors import StorageError
 
 
 def is_uri(path) -> bool:
@@ -38,6 +41,24 @@ def is_uri(path) -> bool:
 def _local(path) -> str:
     path = os.fspath(path)
     return path[len("file://"):] if path.startswith("file://") else path
+
+
+def remote_errors(fn):
+    """For a URI first argument: pyarrow's errors (a network failure, a missing bucket, an unknown
+    scheme) become one StorageError line naming the URI. Local paths keep their own errors."""
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        if not is_uri(path):
+            return fn(path, *args, **kwargs)
+        try:
+            return fn(path, *args, **kwargs)
+        except StorageError:
+            raise
+        except (OSError, ValueError) as e:
+            raise StorageError(f"{path}: {' '.join(str(e).split())}") from None
+
+    return wrapper
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -83,6 +104,7 @@ def _info(uri: str):
     return fs.get_file_info(path)
 
 
+@remote_errors
 def exists(path) -> bool:
     if not is_uri(path):
         return os.path.exists(_local(path))
@@ -91,6 +113,7 @@ def exists(path) -> bool:
     return _info(path).type != pyarrow.fs.FileType.NotFound
 
 
+@remote_errors
 def isfile(path) -> bool:
     if not is_uri(path):
         return os.path.isfile(_local(path))
@@ -99,6 +122,7 @@ def isfile(path) -> bool:
     return _info(path).type == pyarrow.fs.FileType.File
 
 
+@remote_errors
 def listdir(path) -> list[str]:
     """Names in a folder, sorted; [] when there is no such folder."""
     if not is_uri(path):
@@ -111,6 +135,7 @@ def listdir(path) -> list[str]:
     return sorted(posixpath.basename(i.path) for i in infos)
 
 
+@remote_errors
 def read_bytes(path) -> bytes:
     if not is_uri(path):
         with open(_local(path), "rb") as f:
@@ -120,6 +145,7 @@ def read_bytes(path) -> bytes:
         return f.read()
 
 
+@remote_errors
 def write_bytes(path, data: bytes) -> str:
     """The whole file at once: a rename locally, one PUT on an object store."""
     if not is_uri(path):
@@ -134,6 +160,7 @@ def write_bytes(path, data: bytes) -> str:
     return path
 
 
+@remote_errors
 def remove_tree(path) -> None:
     if not is_uri(path):
         shutil.rmtree(_local(path), ignore_errors=True)
@@ -165,6 +192,7 @@ def write_json(path, obj) -> str:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+@remote_errors
 def fetch(path) -> str:
     """A local path to read `path` from: itself when local, else a copy in the cache,
     downloaded again when the remote file's size or modification time changed."""
@@ -196,6 +224,7 @@ def fetch(path) -> str:
     return local
 
 
+@remote_errors
 def fetch_folder(path) -> str:
     """A local copy of a whole folder (every file under it), or the folder itself when local."""
     if not is_uri(path):
@@ -216,16 +245,35 @@ def fetch_folder(path) -> str:
     return folder
 
 
+def check_writable(root, key: str) -> None:
+    """Refuse, before any work, a URI root this process cannot write (one object written and
+    removed), naming the config key. Local roots are made on demand, as always."""
+    if not is_uri(root):
+        return
+    from .errors import ConfigError
+
+    probe = join(root, f".arplatform-write-check-{uuid.uuid4().hex}")
+    try:
+        write_bytes(probe, b"")
+        fs, p = filesystem(probe)
+        fs.delete_file(p)
+    except (StorageError, OSError, ValueError) as e:
+        raise ConfigError(f"{key}: cannot write to {root} ({' '.join(str(e).split())})") from None
+
+
 def upload_folder(local: str, uri: str) -> None:
     """Every file under `local` (links followed) to the same relative path under `uri`."""
-    fs, base = filesystem(uri)
-    for root, _, files in os.walk(local, followlinks=True):
-        for name in files:
-            if name.startswith(".tmp") or name.endswith(".lock"):
-                continue
-            rel = os.path.relpath(os.path.join(root, name), local).replace(os.sep, "/")
-            with open(os.path.join(root, name), "rb") as src, fs.open_output_stream(f"{base}/{rel}") as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
+    try:
+        fs, base = filesystem(uri)
+        for root, _, files in os.walk(local, followlinks=True):
+            for name in files:
+                if name.startswith(".tmp") or name.endswith(".lock"):
+                    continue
+                rel = os.path.relpath(os.path.join(root, name), local).replace(os.sep, "/")
+                with open(os.path.join(root, name), "rb") as src, fs.open_output_stream(f"{base}/{rel}") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+    except (OSError, ValueError) as e:
+        raise StorageError(f"{uri}: upload of {local} failed ({' '.join(str(e).split())})") from None
 
 
 class Mirror:

@@ -12,6 +12,7 @@ import torch
 
 from arplatform import sample_folder, storage
 from arplatform.core.codebook import codebook_vae_path, save_codebook
+from arplatform.errors import StorageError
 
 
 def test_files_round_trip_in_a_bucket(s3_root, tmp_path):
@@ -25,7 +26,7 @@ def test_files_round_trip_in_a_bucket(s3_root, tmp_path):
     storage.write_bytes(path, b"changed")
     assert open(storage.fetch(path), "rb").read() == b"changed"  # a changed object is fetched again
     assert storage.join(s3_root, "x", "..", "y") == storage.join(s3_root, "y")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StorageError, match="missing"):
         storage.fetch(storage.join(s3_root, "missing"))
 
 
@@ -93,3 +94,29 @@ def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "tracking.tracking_uri" in proc.stderr
+
+
+@pytest.mark.parametrize("case", ["unknown scheme", "missing bucket", "missing checkpoint", "endpoint down"])
+def test_unreachable_storage_is_one_line(case, s3_server, tmp_path):
+    """Bad URIs stop with one line and exit 2 before any work: the key or file, and why."""
+    from helpers import free_port, learnable_codes
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    data = learnable_codes(tmp_path / "codes", n=40)
+    train = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+             f"data.codebook_dir={data}", "tracking.enabled=false"]
+    generate = [sys.executable, "-m", "arplatform.generate", "--transformer_ckpt"]
+    cmd, expect = {
+        "unknown scheme": (train + ["output_root=nosuch://bucket/x"], "output_root: cannot write to nosuch://"),
+        "missing bucket": (train + ["output_root=s3://no-such-bucket/x"], "output_root: cannot write to s3://"),
+        "missing checkpoint": (generate + [f"s3://{s3_server['bucket']}/none/best.pt"],
+                               "transformer checkpoint not found"),
+        "endpoint down": (generate + [f"s3://{s3_server['bucket']}/none/best.pt"], "s3://"),
+    }[case]
+    if case == "endpoint down":
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert expect in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "experiments")  # nothing written

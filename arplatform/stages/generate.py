@@ -137,6 +137,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
                 "codebook_pt": models["codebook_pt"], "vae_ckpt": models["vae_ckpt"],
                 "settings": {"seed": cfg.seed, "classes": cfg.classes, **{k: v for k, v in to_dict(cfg.sample).items()
                                                                           if k not in ("num_samples", "precision")}}}
+    storage.check_writable(out, "out")
     sample_folder.check_manifest(out, manifest)
     with writer_lock(out):
         done = set(sample_folder.written(out)["index"].tolist())

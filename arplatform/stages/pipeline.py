@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from .. import storage
+from .. import storage, tracking
 from ..cli import compose
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, from_dict, to_dict
 from ..errors import DataError
@@ -78,6 +78,10 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     from .train import run_train
 
     tok, job = stage_configs(cfg)  # a bad key of any stage stops here, before any work
+    storage.check_writable(cfg.output_root, "output_root")
+    for stage_tracking, root in ((tok.tracking, tok.output_root), (job.tracking, job.output_root)):
+        if stage_tracking.enabled:  # a URI root needs a named MLflow store
+            tracking.tracking_uri(stage_tracking.tracking_uri, root)
     times, t0 = {}, time.perf_counter()
 
     def stage(name: str, done: bool, run, reused: str):

@@ -172,6 +172,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     device = resolve_device(cfg.device)
     if cfg.tracking.enabled:
         tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)  # a URI root needs a named store
+    storage.check_writable(cfg.output_root, "output_root")
     data, train_idx, val_idx = load_split(cfg, log)
     # a URI root (a bucket): the versions are built in this machine's mirror of it, then the
     # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE

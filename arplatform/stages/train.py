@@ -193,6 +193,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     files, facts = check_data(job)
     if job.tracking.enabled:
         tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
+    storage.check_writable(job.output_root, "output_root")
     run = resume_target(job, facts)
     ray = init_ray(job.trainer.num_cpus)
     check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
