@@ -87,6 +87,10 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
     run_dir = storage.join(s3_root, "transformer", "mnist_sample", "runs", run_name)
     summary = storage.read_json_object(storage.join(run_dir, "summary.json"))
     assert len(set(summary["worker_nodes"])) == 2, summary["worker_nodes"]
+    from mlflow.tracking import MlflowClient  # rank 0 logged through MLFLOW_TRACKING_URI, from its node
+
+    history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(summary["mlflow_run_id"], "val/loss")
+    assert len(history) == 2
     ray_run = storage.join(s3_root, "ray", run_name)
     checkpoints = [n for n in storage.listdir(ray_run) if n.startswith("checkpoint_") and not n.endswith(".json")]
     assert checkpoints and all(storage.isfile(storage.join(ray_run, c, "best.pt")) for c in checkpoints)
