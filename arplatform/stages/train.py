@@ -233,7 +233,9 @@ def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri
     copy_checkpoint_files(result.checkpoint, run.checkpoint_dir)
     best = os.path.join(run.checkpoint_dir, "best.pt")
     artifacts = [best, save_json(to_dict(job) | {"config_name": config_name}, os.path.join(run.dir, "config.json"))]
-    tuned = tuned_sampler_settings(os.path.join(run.config_dir, "checkpoints", "best.pt"))
+    # a sampler sweep's sampler.json beside the seed's path, in the bucket for a URI root
+    tuned = tuned_sampler_settings(storage.join(storage.absolute(job.output_root), "transformer", job.name,
+                                                "checkpoints", "best.pt"))
     artifacts += sample_grid(job, best, codebook, run.dir, tuned)
     if uri:
         for path in artifacts:
