@@ -261,17 +261,19 @@ def check_writable(root, key: str) -> None:
         raise ConfigError(f"{key}: cannot write to {root} ({' '.join(str(e).split())})") from None
 
 
-def upload_folder(local: str, uri: str) -> None:
-    """Every file under `local` (links followed) to the same relative path under `uri`."""
+def upload_folder(local: str, uri: str, last: tuple[str, ...] = ()) -> None:
+    """Every file under `local` (links followed) to the same relative path under `uri`; the
+    files named in `last` go after all others, so a reader that waits for them (a codebook.pt)
+    never finds the folder half uploaded."""
     try:
         fs, base = filesystem(uri)
-        for root, _, files in os.walk(local, followlinks=True):
-            for name in files:
-                if name.startswith(".tmp") or name.endswith(".lock"):
-                    continue
-                rel = os.path.relpath(os.path.join(root, name), local).replace(os.sep, "/")
-                with open(os.path.join(root, name), "rb") as src, fs.open_output_stream(f"{base}/{rel}") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 22)
+        rels = [os.path.relpath(os.path.join(root, name), local)
+                for root, _, files in os.walk(local, followlinks=True) for name in files
+                if not (name.startswith(".tmp") or name.endswith(".lock"))]
+        for rel in sorted(rels, key=lambda r: (os.path.basename(r) in last, r)):
+            key = f"{base}/{rel.replace(os.sep, '/')}"
+            with open(os.path.join(local, rel), "rb") as src, fs.open_output_stream(key) as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
     except (OSError, ValueError) as e:
         raise StorageError(f"{uri}: upload of {local} failed ({' '.join(str(e).split())})") from None
 
@@ -299,13 +301,14 @@ class Mirror:
             return local_path
         return join(self.root, *rel.split(os.sep)) if rel != "." else self.root
 
-    def push(self, *parts: str) -> None:
-        """Upload the mirror's `parts` folder (or file) to the root; nothing for a local root."""
+    def push(self, *parts: str, last: tuple[str, ...] = ()) -> None:
+        """Upload the mirror's `parts` folder (or file) to the root, the files named in `last`
+        last; nothing for a local root."""
         if not self.remote:
             return
         local = os.path.join(self.local, *parts)
         if os.path.isdir(local):
-            upload_folder(local, join(self.root, *parts))
+            upload_folder(local, join(self.root, *parts), last)
         elif os.path.exists(local):
             write_bytes(join(self.root, *parts), read_bytes(local))
 

@@ -193,7 +193,8 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when published
     mirror.push(f"vae_{cfg.name}")
-    mirror.push("codebook", cfg.name)
+    # the files the pipeline and the trainer look for go last: a folder without them is not done
+    mirror.push("codebook", cfg.name, last=("tokenizer_config.json", "codebook.pt"))
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
     log(f"tokenizer eval (held-out): PSNR real/VAE {report['psnr_real_vs_vae']:.2f} dB, "

@@ -27,6 +27,7 @@ import torch
 from .. import runs, storage, tracking
 from ..config import TrainJobConfig, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
+from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import GPTObjective, decide_precision
 from ..core.model import GPT
@@ -57,6 +58,9 @@ def local_data(data):
         if value and storage.is_uri(value):
             changes[key] = storage.fetch(value)
     if data.codebook_dir and storage.is_uri(data.codebook_dir):
+        if not storage.isfile(storage.join(data.codebook_dir, "codebook.pt")):  # uploaded last by the tokenizer
+            raise DataError(f"{data.codebook_dir}: no codebook.pt, so not a finished tokenizer output "
+                            "(run arplatform.tokenize first)")
         changes["codebook_dir"] = storage.fetch_folder(data.codebook_dir)
     return dataclasses.replace(data, **changes) if changes else data
 
@@ -120,6 +124,7 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
     def on_start(run_id):
         runs.write_state(run, status=runs.RUNNING, mlflow_run_id=run_id, tracking_uri=uri, config_name=config_name,
                          ray_storage=run.ray_storage)
+        runs.push_run(run, job.output_root)  # a driver SIGKILLed later can be resumed from another machine
 
     def on_end(status: str):
         runs.write_state(run, status=status)
@@ -202,7 +207,8 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     job = resolve_train_precision(job, facts, plan, log)
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
     run = run or runs.new_run(job.output_root, job.name, job.run_name)
-    log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {run.dir}")
+    public = storage.Mirror(job.output_root).uri  # a path's name under the root: the bucket's, for a URI root
+    log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {public(run.dir)}")
     log(describe(job, facts, plan))
     params = {**to_dict(job), "layout": facts.layout.to_dict(), "model_resolved": plan.model.to_dict(),
               "batch": {"per_worker": job.optim.batch_size,
@@ -218,8 +224,8 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
         save_json(summary, os.path.join(run.dir, "summary.json"))
     runs.push_run(run, job.output_root, published=True)  # (the run folder went when the run ended)
     log(f"done in {summary['seconds']:.0f} s: best val {summary['final'].get('best_val_loss', float('nan')):.4f} "
-        f"nats/token\n  run:         {run.dir}\n  checkpoint:  {summary['published']} (published)"
-        f"\n  samples:     {run.dir}/samples_*\n  Ray run:     {result.path}")
+        f"nats/token\n  run:         {public(run.dir)}\n  checkpoint:  {public(summary['published'])} (published)"
+        f"\n  samples:     {public(run.dir)}/samples_*\n  Ray run:     {run.ray_path}")
     if uri:
         log(f"  MLflow run:  {mlflow_run_id} in {uri}\n  look at it:  mlflow ui --backend-store-uri {uri} "
             "--host 127.0.0.1")
