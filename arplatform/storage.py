@@ -226,7 +226,9 @@ def fetch(path) -> str:
 
 @remote_errors
 def fetch_folder(path) -> str:
-    """A local copy of a whole folder (every file under it), or the folder itself when local."""
+    """A local copy of a whole folder, the same as the remote one now: changed files fetched
+    again (`fetch` compares size and modification time), files gone remotely removed here.
+    The folder itself when local."""
     if not is_uri(path):
         return os.path.abspath(_local(path))
     import pyarrow.fs
@@ -236,12 +238,19 @@ def fetch_folder(path) -> str:
     folder = os.path.join(cache_dir(), "folders", hashlib.sha256(path.encode()).hexdigest()[:24])
     if not infos:
         raise FileNotFoundError(f"{path}: no such folder")
+    wanted = set()
     for info in infos:
-        if info.type == pyarrow.fs.FileType.File:
-            rel = info.path[len(p):].lstrip("/")  # (not relpath: it would consult the cwd)
-            target = os.path.join(folder, *rel.split("/"))
-            if not os.path.exists(target) or os.path.getsize(target) != info.size:
-                atomic_write(target, lambda tmp, src=info.path: shutil.copyfile(fetch(split_uri(path)[0] + src), tmp))
+        if info.type != pyarrow.fs.FileType.File:
+            continue
+        rel = info.path[len(p):].lstrip("/")  # (not relpath: it would consult the cwd)
+        wanted.add(rel)
+        source, target = fetch(split_uri(path)[0] + info.path), os.path.join(folder, *rel.split("/"))
+        if not os.path.exists(target) or os.stat(target).st_mtime_ns != os.stat(source).st_mtime_ns:
+            atomic_write(target, lambda tmp, src=source: shutil.copy2(src, tmp))  # copy2: the mtime compared above
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/") not in wanted:
+                os.remove(os.path.join(root, name))
     return folder
 
 

@@ -30,6 +30,24 @@ def test_files_round_trip_in_a_bucket(s3_root, tmp_path):
         storage.fetch(storage.join(s3_root, "missing"))
 
 
+def test_a_fetched_folder_follows_the_bucket(s3_root):
+    """Same-size rewrites are fetched again and removed files disappear from the local copy
+    (a re-tokenized folder has codes of the same shape)."""
+    folder = storage.join(s3_root, "codebook")
+    storage.write_bytes(storage.join(folder, "codes.npy"), b"aaaa")
+    storage.write_bytes(storage.join(folder, "shards", "codes-00001.npy"), b"s")
+    local = storage.fetch_folder(folder)
+    assert open(os.path.join(local, "codes.npy"), "rb").read() == b"aaaa"
+    import time
+
+    time.sleep(1.1)  # object stores keep modification times to the second
+    storage.write_bytes(storage.join(folder, "codes.npy"), b"bbbb")
+    storage.remove_tree(storage.join(folder, "shards"))
+    local = storage.fetch_folder(folder)
+    assert open(os.path.join(local, "codes.npy"), "rb").read() == b"bbbb"
+    assert not os.path.exists(os.path.join(local, "shards", "codes-00001.npy"))
+
+
 def test_local_paths_behave_as_before(tmp_path):
     path = tmp_path / "f.json"
     storage.write_json(path, {"a": 1})
