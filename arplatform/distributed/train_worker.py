@@ -1,9 +1,10 @@
 """Ray Train's per-worker function: the core loop (`core.loop.fit`) on this worker's shard.
 
 The worker receives plain data (`stages.train.worker_config`): the job's config as a
-dict, the data facts the driver checked, the run's paths and the MLflow ids. From
-those alone it plans its model, windows and step count (`train_plan.plan_training`),
-so every job, and every Tune trial, trains what its own config says.
+dict, the data facts the driver checked and the MLflow ids. From those alone it plans
+its model, windows and step count (`train_plan.plan_training`), so every job, and every
+Tune trial, trains what its own config says. It writes nothing the driver reads from its
+disk: rank 0's checkpoints go to the run's storage through `ray.train.report`.
 """
 
 from __future__ import annotations

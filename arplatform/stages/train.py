@@ -134,11 +134,9 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
         yield uri, mlflow_run_id
 
 
-def worker_config(job: TrainJobConfig, facts: DataFacts, run: runs.Run, uri: str | None,
-                  mlflow_run_id: str | None) -> dict:
-    """What every worker receives: plain data only."""
-    return {"job": to_dict(job), "facts": facts.to_dict(), "run": run.to_dict(), "tracking_uri": uri,
-            "mlflow_run_id": mlflow_run_id}
+def worker_config(job: TrainJobConfig, facts: DataFacts, uri: str | None, mlflow_run_id: str | None) -> dict:
+    """What every worker receives: plain data only (no paths: checkpoints leave through Ray)."""
+    return {"job": to_dict(job), "facts": facts.to_dict(), "tracking_uri": uri, "mlflow_run_id": mlflow_run_id}
 
 
 def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: runs.Run, uri: str | None = None,
@@ -154,7 +152,7 @@ def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: ru
     t = job.trainer
     return TorchTrainer(
         train_worker,
-        train_loop_config=worker_config(job, facts, run, uri, mlflow_run_id),
+        train_loop_config=worker_config(job, facts, uri, mlflow_run_id),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker},
                                      placement_strategy=t.placement_strategy),
