@@ -53,6 +53,7 @@ class ImageSampler:
         self.vae = load_vae(storage.fetch(spec["vae_ckpt"]), map_location=self.device)
         self.precision = sampling_precision(self.model, self.layout, spec["sample"]["precision"],
                                             self.device).precision
+        self.node = node_id()
 
     def __call__(self, batch: dict) -> dict:
         index = np.asarray(batch["index"], dtype=np.int64)
@@ -67,4 +68,4 @@ class ImageSampler:
         codes = codes_from_sequences(seqs, self.layout).cpu().numpy()
         images = to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())
         write_batch(self.spec["out"], index, labels, codes, images)
-        return {"index": index, "label": labels, "node": np.full(len(index), node_id())}
+        return {"index": index, "label": labels, "node": np.full(len(index), self.node)}

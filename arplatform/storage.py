@@ -266,7 +266,7 @@ def check_writable(root, key: str) -> None:
         write_bytes(probe, b"")
         fs, p = filesystem(probe)
         fs.delete_file(p)
-    except (StorageError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # StorageError is an OSError
         raise ConfigError(f"{key}: cannot write to {root} ({' '.join(str(e).split())})") from None
 
 

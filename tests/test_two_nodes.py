@@ -4,8 +4,8 @@ worker and one generation actor on each node, and every output lands in the buck
 fresh process with an empty cache generates from what the bucket holds.
 
 Each node is a `ray start` with its own ports in a process group of its own, stopped by that
-group (never `ray stop`, which would stop every Ray cluster on the machine). About 3 minutes
-on 2 cores.
+group (never Ray's machine-wide stop command, which would stop every Ray cluster on the
+machine). About 1.5 minutes on 2 cores, with the cluster's start and stop.
 """
 
 import os

@@ -43,9 +43,13 @@ def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
     data = local_data(job.data)
     files = resolve_files(data)
     facts = preflight(data, files)
-    public = job.data.codebook or (storage.join(job.data.codebook_dir, "codebook.pt") if job.data.codebook_dir
-                                   and storage.is_uri(job.data.codebook_dir) and files.codebook else None)
-    if public and storage.is_uri(public):
+    if job.data.codebook:
+        public = job.data.codebook
+    elif files.codebook and job.data.codebook_dir:
+        public = storage.join(job.data.codebook_dir, "codebook.pt")
+    else:
+        public = None
+    if public and storage.is_uri(public):  # (a local path stays the one preflight resolved)
         facts = dataclasses.replace(facts, codebook_pt=public)
     return files, facts
 
