@@ -51,3 +51,7 @@ def save(name: str, figures: dict) -> str:
                   indent=2)
         f.write("\n")
     return path
+
+
+if __name__ == "__main__":
+    print(machine_line())

@@ -31,3 +31,25 @@ def test_ray_generation_with_one_gpu_per_actor(tmp_path):
                            str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "GPU each" in proc.stdout and images(tmp_path / "ray")[0].shape[0] == 64
+
+
+def test_compiled_decode_step_matches_the_full_forward_on_cuda():
+    """The static-shape decode step compiled with mode="reduce-overhead" (a CUDA graph) gives the
+    plain forward's logits, and generation uses it by default on a GPU."""
+    from arplatform import GPT, GPTConfig, TokenLayout
+    from arplatform.core.sampling import decode_step_function, prefill
+
+    torch.manual_seed(0)
+    layout = TokenLayout(num_codes=32, num_classes=4)
+    length = layout.sequence_length(20)
+    model = GPT(GPTConfig(vocab_size=layout.vocab_size, seq_len=length, embed_dim=64, num_layers=2,
+                          num_heads=4)).cuda().eval()
+    x = torch.randint(0, 32, (8, length), device="cuda")
+    with torch.inference_mode():
+        full = model(x)
+        model.setup_cache(8)
+        prefill(model, x[:, :2])
+        step = decode_step_function(model, True)
+        steps = torch.stack([step(x[:, t : t + 1], t) for t in range(2, length)], dim=1)
+    assert not getattr(model, "compiled_decode_failed", False)
+    assert (steps - full[:, 2:]).abs().max() < 1e-3

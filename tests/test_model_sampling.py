@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from arplatform import GPT, GPTConfig, TokenLayout, generate_autoregressive, sample_next_token
-from arplatform.core.sampling import codes_from_sequences, decode_one_token, prefill
+from arplatform.core.sampling import codes_from_sequences, decode_one_token, prefill, sample_keys
 
 LAYOUT = TokenLayout(num_codes=16, num_classes=3)
 
@@ -54,6 +54,35 @@ def test_cached_logits_equal_full_forward():
     cached = torch.stack(steps, dim=1)
     assert (cached - full[:, 4:]).abs().max() <= 1e-4
     assert (chunk - full[:, 7:15]).abs().max() <= 1e-4
+
+
+def test_static_decode_step_equals_full_forward():
+    """GPT.decode_step (whole cache under a mask: the shape a CUDA graph captures) gives the same
+    logits as the plain forward, also where the cache holds stale rows beyond the position."""
+    m = tiny_gpt()
+    x = torch.randint(0, 16, (3, 20))
+    with torch.no_grad():
+        full = m(x)
+        m.setup_cache(3)
+        m(torch.randint(0, 16, (3, 20)), start=0)  # stale entries everywhere
+        prefill(m, x[:, :5])
+        steps = [m.decode_step(x[:, t : t + 1], torch.tensor([t])) for t in range(5, 20)]
+    assert (torch.stack(steps, dim=1) - full[:, 5:]).abs().max() <= 1e-4
+
+
+def test_generate_with_the_static_step_matches_eager():
+    """compile_decode on a CPU-only machine is only tested eagerly here (the decode step itself;
+    torch.compile is exercised by the GPU tests): same sequences as the default path."""
+    m = tiny_gpt(seq_len=12)
+    layout = TokenLayout(num_codes=10, num_classes=2)
+    m2 = GPT(GPTConfig(**{**m.config.to_dict(), "vocab_size": layout.vocab_size})).eval()
+    keys = sample_keys(0, range(4))
+    a = generate_autoregressive(m2, layout, 20, class_labels=torch.tensor([0, 1, 0, 1]), sample_keys=keys,
+                                compile_decode=False)
+    m2.compiled_decode = m2.decode_step  # the static step, uncompiled
+    b = generate_autoregressive(m2, layout, 20, class_labels=torch.tensor([0, 1, 0, 1]), sample_keys=keys,
+                                compile_decode=True)
+    assert torch.equal(a, b)
 
 
 def test_context_limit_is_enforced():

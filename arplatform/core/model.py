@@ -88,6 +88,13 @@ class KVCache(nn.Module):
         self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def write_at(self, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write one token's keys and values at `position` (a (1,) long tensor) and return the
+        whole cache: no shape depends on the position, so a compiled step is captured once."""
+        self.k.index_copy_(2, position, k.to(self.k.dtype))
+        self.v.index_copy_(2, position, v.to(self.v.dtype))
+        return self.k, self.v
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -103,6 +110,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         (q, k), v = apply_rope(qkv[:2], cos, sin), qkv[2]  # one rotation for q and k together
+        if isinstance(start, torch.Tensor):  # static decode step (GPT.decode_step): the whole cache, masked
+            k, v = self.cache.write_at(start, k, v)
+            seen = (torch.arange(k.shape[2], device=x.device) <= start).view(1, -1)  # (1 query, all keys)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=seen)
+            return self.proj(y.transpose(1, 2).reshape(B, T, C))
         if start is not None:  # cached: attend over everything written so far
             k, v = self.cache.update(start, k, v)
         if start is not None and T == 1:
@@ -179,19 +191,33 @@ class GPT(nn.Module):
 
     # -- KV cache ----------------------------------------------------------
     def setup_cache(self, batch_size: int, dtype=None, device=None) -> None:
-        """Allocate a cache for `batch_size` sequences of up to `seq_len` tokens."""
+        """A cache for `batch_size` sequences of up to `seq_len` tokens. A cache of the same shape
+        is kept (a captured CUDA graph reads its buffers by address; stale entries are never
+        read: every position is written before it is attended to)."""
         p = self.tok_emb.weight
+        shape = (batch_size, self.config.num_heads, self.config.seq_len, self.config.head_dim)
+        dtype, device = dtype or p.dtype, torch.device(device or p.device)
         for block in self.blocks:
-            block.attn.cache = KVCache(
-                batch_size, self.config.num_heads, self.config.seq_len, self.config.head_dim,
-                dtype or p.dtype, device or p.device,
-            )
+            old = block.attn.cache
+            if old is None or old.k.shape != shape or old.k.dtype != dtype or old.k.device != device:
+                block.attn.cache = KVCache(*shape, dtype, device)
         self.cache_batch_size = batch_size
 
     def clear_cache(self) -> None:
         for block in self.blocks:
             block.attn.cache = None
         self.cache_batch_size = 0
+
+    def decode_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) of one token (B, 1) at `position` ((1,) long tensor) of the cached
+        sequences. Unlike `forward(token, start=int)` every shape is fixed (it attends over
+        the whole cache under a mask), so `torch.compile(mode="reduce-overhead")` captures it
+        once as a CUDA graph: one launch per step instead of one per kernel."""
+        cos, sin = self.rope_cos.index_select(0, position), self.rope_sin.index_select(0, position)
+        x = self.tok_emb(token)
+        for block in self.blocks:
+            x = block(x, cos, sin, position)
+        return self.lm_head(self.norm(x))[:, -1]
 
     # -- forward -----------------------------------------------------------
     def forward(self, idx: torch.Tensor, start: int | None = None) -> torch.Tensor:

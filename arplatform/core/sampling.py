@@ -106,6 +106,29 @@ def decode_one_token(model: GPT, token: torch.Tensor, position: int) -> torch.Te
     return model(token, start=position)[:, -1]
 
 
+def decode_step_function(model: GPT, compile_decode: bool):
+    """What `generate_autoregressive` calls for one cached token: eager `decode_one_token`, or
+    the model's static-shape `decode_step` compiled with mode="reduce-overhead" (a CUDA graph
+    per batch shape on a GPU). Compiled once per model; a failed compile falls back to eager."""
+    if not compile_decode or getattr(model, "compiled_decode_failed", False):
+        return lambda token, position: decode_one_token(model, token, position)
+    if not hasattr(model, "compiled_decode"):
+        model.compiled_decode = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
+
+    def step(token: torch.Tensor, position: int) -> torch.Tensor:
+        try:  # a graph's outputs are overwritten by its next replay: clone
+            return model.compiled_decode(token, torch.tensor([position], device=token.device)).clone()
+        except Exception as err:  # compile is a speed-up, never a requirement
+            import warnings
+
+            warnings.warn(f"compiled decode step failed, decoding eagerly: {type(err).__name__}: {err}",
+                          stacklevel=2)
+            model.compiled_decode_failed = True
+            return decode_one_token(model, token, position)
+
+    return step
+
+
 def check_generation_args(model: GPT, layout: TokenLayout, num_positions, cfg_scale) -> None:
     if isinstance(num_positions, bool) or not isinstance(num_positions, int) or num_positions < 1:
         raise ValueError(f"num_positions must be a positive int, got {num_positions!r}")
@@ -145,6 +168,7 @@ def generate_autoregressive(
     window_shift: int = 1,
     precision: str = "fp32",
     sample_keys: torch.Tensor | None = None,
+    compile_decode: bool | None = None,
 ) -> torch.Tensor:
     """Sample full token sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
 
@@ -162,6 +186,8 @@ def generate_autoregressive(
     `precision` "bf16" runs the model under bf16 autocast (see `precision.choose_precision`).
     `sample_keys` (B,) int64 (see `sample_keys`) gives every row its own random stream, so a
     row's sequence does not depend on the batch it is drawn in; else `generator` is used.
+    `compile_decode` (default: on a GPU) decodes with the compiled static-shape step
+    (`decode_step_function`); the sequences are the same up to floating-point rounding.
     """
     device = model.tok_emb.weight.device
     check_generation_args(model, layout, num_positions, cfg_scale)
@@ -190,7 +216,8 @@ def generate_autoregressive(
     was_training = model.training
     model.eval()
     if use_cache:
-        model.setup_cache(seq.shape[0])
+        model.setup_cache(seq.shape[0], dtype=torch.bfloat16 if precision == "bf16" else None)
+        decode = decode_step_function(model, device.type == "cuda" if compile_decode is None else compile_decode)
     invalid = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     invalid[layout.num_codes :] = True
     prefix = seq.shape[1]
@@ -208,7 +235,7 @@ def generate_autoregressive(
                 elif cached == 0:
                     logits = prefill(model, context)
                 else:
-                    logits = decode_one_token(model, context[:, -1:], cached)
+                    logits = decode(context[:, -1:], cached)
             cached = context.shape[1]
             logits = logits.float()
             if guided:
@@ -219,7 +246,7 @@ def generate_autoregressive(
             token = sample_next_token(logits, temperature, top_k, top_p, generator, uniforms)
             seq[:, length] = token.repeat(2) if guided else token
     finally:
-        if use_cache:
+        if use_cache and not hasattr(model, "compiled_decode"):  # a captured graph keeps reading it
             model.clear_cache()
         model.train(was_training)
     seq = seq[:num_samples]
