@@ -1,6 +1,7 @@
 """The whole chain in one command, at small sizes: tokenize → train (Ray Train) → generate
 (Ray Data) → evaluate → report; run again, every stage is reused; force redoes one."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,14 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path):
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert "[train] reused" in forced.stdout and "[generate] running" in forced.stdout
     assert "[evaluate] running" in forced.stdout
+
+    # other sampling settings: the same training run, new samples (not a stale folder, not a retrain)
+    resampled = pipeline(tmp_path, "train.sample.cfg_scale=1.5")
+    assert resampled.returncode == 0, resampled.stderr[-3000:]
+    assert "[train] reused" in resampled.stdout and "sampling settings changed" in resampled.stdout
+    assert "[evaluate] running" in resampled.stdout
+    (manifest,) = (tmp_path / "samples" / "mnist_sample").glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["settings"]["cfg_scale"] == 1.5
 
 
 def test_pipeline_bad_stage_key_is_one_line_before_any_work(tmp_path):

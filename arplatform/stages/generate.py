@@ -127,6 +127,13 @@ def sampler_spec(cfg: GenerateConfig, models: dict, out: str) -> dict:
         "out": out, "seed": cfg.seed, "sample": to_dict(cfg.sample), "device": cfg.device, "threads": None}
 
 
+def manifest_settings(cfg: GenerateConfig) -> dict:
+    """What a samples folder's images depend on besides the checkpoint (its manifest's
+    "settings"): a folder holds one such setting."""
+    sample = {k: v for k, v in to_dict(cfg.sample).items() if k not in ("num_samples", "precision")}
+    return {"seed": cfg.seed, "classes": cfg.classes, **sample}
+
+
 def run_generate(cfg: GenerateConfig, log=print) -> dict:
     t0 = time.perf_counter()
     models = resolve_models(cfg)
@@ -135,8 +142,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
     manifest = {"checkpoint": models["transformer_ckpt"],
                 "checkpoint_sha256": sample_folder.sha256(models["transformer_ckpt"]),
                 "codebook_pt": models["codebook_pt"], "vae_ckpt": models["vae_ckpt"],
-                "settings": {"seed": cfg.seed, "classes": cfg.classes, **{k: v for k, v in to_dict(cfg.sample).items()
-                                                                          if k not in ("num_samples", "precision")}}}
+                "settings": manifest_settings(cfg)}
     storage.check_writable(out, "out")
     sample_folder.check_manifest(out, manifest)
     with writer_lock(out):

@@ -48,7 +48,8 @@ def tokenizer_done(tok: TokenizerConfig) -> bool:
 
 
 def published_run(job: TrainJobConfig) -> dict | None:
-    """The run behind the seed path when it trained this very config on this very codebook."""
+    """The run behind the seed path when it trained this very config on this very codebook
+    (its `sample:` section aside: sampling settings change the samples, not the training)."""
     from ..core.checkpoint import load_checkpoint
 
     ckpt_dir = storage.join(job.output_root, "transformer", job.name, "checkpoints")
@@ -59,7 +60,7 @@ def published_run(job: TrainJobConfig) -> dict | None:
     saved = _saved_config(storage.join(run_dir, "config.json"))
     if saved and job.optim.precision == "auto":
         saved["optim"]["precision"] = "auto"  # the run saved what `auto` resolved to on its machine
-    if saved != to_dict(job):
+    if saved is None or {**saved, "sample": None} != {**to_dict(job), "sample": None}:
         return None
     codebook = storage.join(job.data.codebook_dir, "codebook.pt")
     codebook = codebook if storage.is_uri(codebook) else os.path.realpath(codebook)
@@ -73,7 +74,7 @@ def published_run(job: TrainJobConfig) -> dict | None:
 def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
     from ..report import training_curve, write_report
     from .evaluate import evaluate_samples, quality_table
-    from .generate import run_generate
+    from .generate import manifest_settings, run_generate
     from .tokenize import run_tokenize
     from .train import run_train
 
@@ -110,8 +111,14 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
         "transformer_ckpt": storage.join(root, "transformer", job.name, "checkpoints", "best.pt"),
         "num_samples": cfg.num_samples, "out": samples, "output_root": root, "sample": to_dict(job.sample),
         "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
-    complete = storage.exists(storage.join(samples, "samples.npz")) and storage.read_json_object(
-        storage.join(samples, "manifest.json"), DataError).get("num_written") == cfg.num_samples
+    manifest_path = storage.join(samples, "manifest.json")
+    manifest = storage.read_json_object(manifest_path, DataError) if storage.exists(manifest_path) else {}
+    same_settings = manifest.get("settings") == manifest_settings(gen)
+    if manifest and not same_settings:  # the pipeline's own folder, drawn under other settings
+        log(f"[generate] the sampling settings changed since {samples} was drawn: drawing again")
+        storage.remove_tree(samples)
+    complete = (same_settings and manifest.get("num_written") == cfg.num_samples
+                and storage.exists(storage.join(samples, "samples.npz")))
     if "generate" in cfg.force and complete:
         storage.remove_tree(samples)
         complete = False
