@@ -52,7 +52,8 @@ def main() -> int:
         return run(PY, "-m", "arplatform.demo", *extra, env=env)
     if run(PY, "-m", "ruff", "check", ".", env=env):
         return 1
-    return run(PY, "-m", "pytest", "-q", "--timeout=900", *extra, env=env)
+    # --durations: the slowest tests, so the suite's time (about 15 minutes on 2 cores) stays visible in CI
+    return run(PY, "-m", "pytest", "-q", "--timeout=900", "--durations=12", *extra, env=env)
 
 
 if __name__ == "__main__":
