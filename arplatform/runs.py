@@ -62,6 +62,12 @@ def config_dir(output_root: str, config: str) -> str:
     return os.path.join(storage.Mirror(output_root).local, "transformer", config)
 
 
+def seed_checkpoint(output_root: str, config: str) -> str:
+    """The seed's path, `<output_root>/transformer/<config>/checkpoints/best.pt`: the best checkpoint
+    of the config's latest finished run (`publish_best`); a URI for a bucket root."""
+    return storage.join(storage.absolute(output_root), "transformer", config, "checkpoints", "best.pt")
+
+
 def ray_storage(output_root: str) -> str:
     return storage.join(storage.absolute(output_root), "ray")
 

@@ -21,6 +21,7 @@ from .. import storage, tracking
 from ..cli import compose
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, from_dict, to_dict
 from ..errors import DataError
+from ..runs import seed_checkpoint
 
 
 def stage_configs(cfg: PipelineConfig) -> tuple[TokenizerConfig, TrainJobConfig]:
@@ -52,8 +53,8 @@ def published_run(job: TrainJobConfig) -> dict | None:
     (its `sample:` section aside: sampling settings change the samples, not the training)."""
     from ..core.checkpoint import load_checkpoint
 
-    ckpt_dir = storage.join(job.output_root, "transformer", job.name, "checkpoints")
-    published = storage.join(ckpt_dir, "published.json")
+    seed_path = seed_checkpoint(job.output_root, job.name)
+    published = storage.join(storage.dirname(seed_path), "published.json")
     if not storage.exists(published):
         return None
     run_dir = storage.read_json_object(published, DataError).get("run_dir") or ""
@@ -64,7 +65,7 @@ def published_run(job: TrainJobConfig) -> dict | None:
         return None
     codebook = storage.join(job.data.codebook_dir, "codebook.pt")
     codebook = codebook if storage.is_uri(codebook) else os.path.realpath(codebook)
-    best = storage.fetch(storage.join(ckpt_dir, "best.pt"))
+    best = storage.fetch(seed_path)
     trained_on = load_checkpoint(best).get("train_config", {}).get("codebook_pt")
     if trained_on != codebook:
         return None  # the tokenizer was redone since
@@ -104,16 +105,16 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     redo_train = "tokenize" in cfg.force or "train" in cfg.force
     stage("train", published_run(job) is not None and not redo_train,
           lambda: run_train(job, config_name=cfg.train_config, log=log),
-          storage.join(root, "transformer", job.name, "checkpoints", "best.pt"))
+          seed_checkpoint(root, job.name))
     run = published_run(job)
     samples = storage.join(root, "samples", job.name, os.path.basename(run["run_dir"]))
     gen = from_dict(GenerateConfig, {
-        "transformer_ckpt": storage.join(root, "transformer", job.name, "checkpoints", "best.pt"),
+        "transformer_ckpt": seed_checkpoint(root, job.name),
         "num_samples": cfg.num_samples, "out": samples, "output_root": root, "sample": to_dict(job.sample),
         "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
     manifest_path = storage.join(samples, "manifest.json")
     manifest = storage.read_json_object(manifest_path, DataError) if storage.exists(manifest_path) else {}
-    same_settings = manifest.get("settings") == manifest_settings(gen)
+    same_settings = manifest.get("settings") == manifest_settings(gen)  # what the folder was drawn with
     if manifest and not same_settings:  # the pipeline's own folder, drawn under other settings
         log(f"[generate] the sampling settings changed since {samples} was drawn: drawing again")
         storage.remove_tree(samples)
