@@ -52,7 +52,8 @@ def main() -> int:
         return run(PY, "-m", "arplatform.demo", *extra, env=env)
     if run(PY, "-m", "ruff", "check", ".", env=env):
         return 1
-    # --durations: the slowest tests, so the suite's time (about 15 minutes on 2 cores) stays visible in CI
+    # One process: on 2 cores the Ray tests are CPU-bound (docs/testing.md), so running them side
+    # by side was slower. --durations: the slowest tests, so the suite's time stays visible in CI.
     return run(PY, "-m", "pytest", "-q", "--timeout=900", "--durations=12", *extra, env=env)
 
 

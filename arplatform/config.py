@@ -64,6 +64,15 @@ def check_name(path: str, value: str) -> str:
     return value
 
 
+def root_path(path: str, value) -> str:
+    """An output root: a local folder or a URI (s3://…). `file:///dir` is the local folder /dir
+    here, once, so every stage and MLflow's store see one path. Empty is refused: it would mean
+    the current directory, wherever a command happens to run."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: {value!r} is empty; name a folder (e.g. experiments) or a bucket URI")
+    return value[len("file://"):] or "/" if value.startswith("file://") else value
+
+
 def _convert(path: str, value, tp):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -209,6 +218,7 @@ class TokenizerConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
+        self.output_root = root_path("output_root", self.output_root)
         check_name("name", self.name)
         check_range("shards", self.shards, 0, 100_000)
         if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
@@ -318,6 +328,7 @@ class TrainJobConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self):
+        self.output_root = root_path("output_root", self.output_root)
         check_name("name", self.name)
         if self.run_name is not None:
             check_name("run_name", self.run_name)
@@ -404,6 +415,7 @@ class GenerateConfig:
     stall_timeout_s: float = 300.0  # Ray engine: fail when no batch finishes for this long
 
     def __post_init__(self):
+        self.output_root = root_path("output_root", self.output_root)
         check_ranges("", self, num_samples=(1, 10_000_000), seed=(0, 2**62), batch_size=(1, 65536),
                      actors=(1, 4096), cpus_per_actor=(0, 1024, True), stall_timeout_s=(1, None))
         _check_choice("engine", self.engine, ("local", "ray"))
@@ -440,6 +452,7 @@ class SamplerSweepConfig:
     seed: int = 0
 
     def __post_init__(self):
+        self.output_root = root_path("output_root", self.output_root)
         check_name("name", self.name)
         check_ranges("", self, trials=(1, 10_000), num_samples=(10, 1_000_000), max_concurrent_trials=(1, 10_000),
                      cpus_per_trial=(0, 1024, True), seed=(0, 2**62))
@@ -466,6 +479,7 @@ class PipelineConfig:
     force: list[str] = field(default_factory=list)  # stages to redo even when done with the same config
 
     def __post_init__(self):
+        self.output_root = root_path("output_root", self.output_root)
         check_name("name", self.name)
         check_range("num_samples", self.num_samples, 1, 10_000_000)
         check_ranges("", self, actors=(1, 4096), cpus_per_actor=(0, 1024, True))

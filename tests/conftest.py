@@ -31,6 +31,30 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray head for the tests that need *a* cluster, not one of their own (a job that is
+    killed with its cluster, a budget refusal that counts the cluster's CPUs, and the job-submit
+    and two-node tests start their own). Joining it saves each command the start and stop of a
+    local cluster. Its workers get the platform's quiet settings, as a local cluster's would.
+    4 logical CPUs: a job of 2 workers × 0.5 CPU plus its Ray Data tasks, and a second job at
+    once (the concurrent-runs test). Yields the variables that make a command join it."""
+    import shutil
+    import tempfile
+
+    from helpers import start_head, stop_process_group
+
+    from arplatform.distributed.cluster import QUIET_ENV
+
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
+    group, join, _ = start_head(tmp, 4, QUIET_ENV | dict(os.environ))
+    try:
+        yield join
+    finally:
+        stop_process_group(group)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's server mode) on loopback, with its own port and a
     bucket; the AWS_* variables that reach it are set in this process (pyarrow, boto3 and the
@@ -77,3 +101,4 @@ def s3_root(s3_server, request):
     import uuid
 
     return f"s3://{s3_server['bucket']}/{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
+

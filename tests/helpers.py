@@ -1,6 +1,8 @@
-"""Shared by the Ray tests: a small learnable code set and a way to run the training job."""
+"""Shared by the Ray tests: a small learnable code set, a way to run the training job, and
+Ray heads of a test's own (started with `ray start`, stopped by their process group)."""
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,22 +35,50 @@ def learnable_codes(folder, n=320, k=16, classes=4, seed=0):
     return str(folder)
 
 
-def run_train(root, data, *overrides, timeout=300, popen=None):
-    """Run the job to completion (CompletedProcess), or start it (Popen) when popen is a dict of Popen options."""
+def job_env(cluster=None):
+    """The environment of a platform command in a test: this process's, without a tracking
+    store or a Ray address of the user's; with `cluster` (the `ray_cluster` fixture) the
+    command joins that cluster instead of starting one of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    return env | (cluster or {})
+
+
+def run_train(root, data, *overrides, timeout=300, popen=None, cluster=None):
+    """Run the job to completion (CompletedProcess), or start it (Popen) when popen is a dict of Popen options.
+    With `cluster` the job joins the suite's shared Ray cluster; without, it starts its own."""
     cmd = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
            f"output_root={root}", f"data.codebook_dir={data}", *TINY, *overrides]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = job_env(cluster)
     if popen is not None:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below `pid`, read from /proc."""
+    parents, args = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # gone in between
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += [(p, args.get(p, "")) for p in children]
+        frontier = children
+    return found
 
 
 def stop_process_group(pgid: int, grace: float = 3.0) -> None:
@@ -66,3 +96,36 @@ def stop_process_group(pgid: int, grace: float = 3.0) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.2)
+
+
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def node_ports() -> list[str]:
+    """Ports of a node's daemons, chosen here so that two clusters on one machine never meet."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+
+
+def start_head(tmp: str, num_cpus: int, env: dict, *extra: str) -> tuple[int, dict, str]:
+    """`ray start --head` on loopback with its own token, temp dir and ports, in a process group
+    of its own. Returns that group, the environment that joins the head (RAY_ADDRESS and the
+    token), and the jobs API address."""
+    token = os.path.join(tmp, "auth_token")
+    with open(token, "w") as f:
+        f.write(secrets.token_hex(32))
+    gcs, dash = free_port(), free_port()
+    join = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}
+    # the head's workers find their own cluster's state API, whatever else runs on the machine
+    env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"} | join | {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dash}"}
+    head = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={num_cpus}",
+                             f"--temp-dir={tmp}/r", "--disable-usage-stats", *node_ports(), *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert head.wait(timeout=120) == 0, "ray start --head failed"
+    except BaseException:
+        stop_process_group(head.pid)
+        raise
+    return head.pid, join | {"RAY_ADDRESS": f"127.0.0.1:{gcs}"}, f"http://127.0.0.1:{dash}"

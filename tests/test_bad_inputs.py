@@ -343,3 +343,18 @@ def test_cli_subprocess_spot_checks(tmp_path, files):
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "ray").exists() and not (tmp_path / "transformer").exists()
+
+
+@pytest.mark.parametrize("command,args", [("train", ["output_root="]), ("tokenize", ["output_root=' '"]),
+                                          ("tune", ["train.output_root="]), ("pipeline", ["output_root="])])
+def test_an_empty_output_root_is_refused(command, args, tmp_path, monkeypatch):
+    """Empty would mean the current directory, wherever the command runs (here an empty folder)."""
+    from arplatform import pipeline as pipeline_cli
+
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        code = (MAINS | {"pipeline": pipeline_cli.main})[command](args)
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "output_root" in lines[0] and "empty" in lines[0], err.getvalue()
+    assert os.listdir(tmp_path) == []

@@ -12,6 +12,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import numpy as np
 import pytest
 import torch
+from helpers import job_env
 
 from arplatform import GPT, GPTConfig, TokenLayout, save_checkpoint
 from arplatform import generate as generate_cli
@@ -122,10 +123,10 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_engine_gives_the_local_engines_images(tmp_path):
+def test_ray_engine_gives_the_local_engines_images(tmp_path, ray_cluster):
     ckpt, _, _ = write_models(tmp_path / "m")
     assert generate("--transformer_ckpt", ckpt, "--num_samples", 12, "--out", tmp_path / "local")[0] == 0
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = job_env(ray_cluster)
     proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
                            "12", "--batch_size", "5", "--engine", "ray", "--actors", "2", "--cpus_per_actor", "0.5",
                            "--out", str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TINY
+from helpers import TINY, job_env
 
 pytestmark = pytest.mark.slow
 
@@ -15,16 +15,16 @@ SMALL_TOKENIZER = ["data.limit=600", "vae.epochs=2", "vae.batch_size=32", "vae.c
                    "codebook.num_codes=16"]
 
 
-def pipeline(root, *extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+def pipeline(root, *extra, cluster=None):
+    env = job_env(cluster)
     cmd = [sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
            f"output_root={root}", "num_samples=20", *[f"tokenizer.{o}" for o in SMALL_TOKENIZER],
            *[f"train.{o}" for o in TINY], "train.optim.epochs=2", "train.model.embed_dim=32", *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_pipeline_runs_the_chain_then_reuses_it(tmp_path):
-    first = pipeline(tmp_path)
+def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
+    first = pipeline(tmp_path, cluster=ray_cluster)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out[-4000:]
     for stage in ("tokenize", "train", "generate", "evaluate"):
@@ -36,18 +36,18 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path):
     assert "<img src='grid.png'" in (report / "report.html").read_text()
     assert f"report: {report / 'report.md'}" in first.stdout
 
-    again = pipeline(tmp_path)
+    again = pipeline(tmp_path, cluster=ray_cluster)
     assert again.returncode == 0, again.stderr[-3000:]
     for stage in ("tokenize", "train", "generate", "evaluate"):
         assert f"[{stage}] reused" in again.stdout, (stage, again.stdout[-3000:])
 
-    forced = pipeline(tmp_path, "force=[generate]")
+    forced = pipeline(tmp_path, "force=[generate]", cluster=ray_cluster)
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert "[train] reused" in forced.stdout and "[generate] running" in forced.stdout
     assert "[evaluate] running" in forced.stdout
 
     # other sampling settings: the same training run, new samples (not a stale folder, not a retrain)
-    resampled = pipeline(tmp_path, "train.sample.cfg_scale=1.5")
+    resampled = pipeline(tmp_path, "train.sample.cfg_scale=1.5", cluster=ray_cluster)
     assert resampled.returncode == 0, resampled.stderr[-3000:]
     assert "[train] reused" in resampled.stdout and "sampling settings changed" in resampled.stdout
     assert "[evaluate] running" in resampled.stdout

@@ -3,7 +3,6 @@ and the refusal of a submission without the token. (`test_two_nodes.py` submits 
 pipeline, training included, to two nodes.)"""
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -11,11 +10,10 @@ import tempfile
 import time
 
 import pytest
-from helpers import TINY, free_port, learnable_codes, stop_process_group
+from helpers import RAY, TINY, learnable_codes, start_head, stop_process_group
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
 @pytest.fixture
@@ -23,21 +21,15 @@ def head():
     """A Ray head on 127.0.0.1 with its own token, temp dir and ports, in a process group of its
     own (`ray start` leaves its daemons in it); that group is stopped afterwards."""
     tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths live under it
-    token = os.path.join(tmp, "auth_token")
-    with open(token, "w") as f:
-        f.write(secrets.token_hex(32))
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token)
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
-    start = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                              f"--temp-dir={tmp}/r", "--disable-usage-stats"],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert start.wait(timeout=120) == 0, "ray start failed"
-        yield env, f"http://127.0.0.1:{dash}", tmp
+        group, join, address = start_head(tmp, 2, dict(os.environ))
+        try:
+            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | join
+            env.pop("RAY_ADDRESS")  # `ray job` talks to the jobs API at `address`
+            yield env, address, tmp
+        finally:
+            stop_process_group(group)
     finally:
-        stop_process_group(start.pid)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -208,3 +208,15 @@ def test_base_yaml_and_dataclass_defaults_agree(group, cls, required, composed):
     """The YAML a user reads and the dataclass a dict-built config gets are the same defaults."""
     defaults = to_dict(cls(**required)) if dataclasses.is_dataclass(cls) else {}
     _same_keys_and_values(_base_yaml(group), {k: v for k, v in defaults.items() if k not in composed})
+
+
+def test_file_uri_roots_are_local_folders_everywhere(tmp_path):
+    """`output_root=file:///dir` is the folder /dir for every stage and for MLflow's default
+    store (not a folder named `file:` under the current directory)."""
+    for cls in (TokenizerConfig, TrainJobConfig, PipelineConfig, SamplerSweepConfig):
+        data = {"output_root": f"file://{tmp_path}"}
+        if cls is SamplerSweepConfig:
+            data["transformer_ckpt"] = "x.pt"
+        assert from_dict(cls, data).output_root == str(tmp_path)
+    job = from_dict(TrainJobConfig, {"output_root": f"file://{tmp_path}"})
+    assert tracking.tracking_uri(None, job.output_root) == f"sqlite:///{tmp_path}/mlflow.db"

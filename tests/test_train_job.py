@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pytest
 import torch
-from helpers import learnable_codes, run_train
+from helpers import descendants, learnable_codes, run_train
 
 from arplatform import runs
 from arplatform.config import ConfigError, TrainJobConfig, from_dict
@@ -64,10 +63,10 @@ def wait_for_checkpoint(root, proc, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("job")
     data = learnable_codes(root / "codes")
-    proc = run_train(root, data, "optim.epochs=4")
+    proc = run_train(root, data, "optim.epochs=4", cluster=ray_cluster)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root, data, proc
 
@@ -113,14 +112,18 @@ def test_logs_are_quiet(trained):
     assert len(text.strip().splitlines()) < 30, text
 
 
+def train_workers(driver_pid: int) -> list[int]:
+    """The Ray Train worker processes of the local cluster a driver started: its descendants
+    only, never those of another cluster on the machine."""
+    return [pid for pid, args in descendants(driver_pid) if "RayTrainWorker" in args]
+
+
 def test_worker_killed_mid_run_resumes_from_checkpoint(tmp_path):
     data = learnable_codes(tmp_path / "codes", n=640)
-    proc = run_train(tmp_path, data, "optim.epochs=14", "trainer.max_failures=2", popen={})
+    proc = run_train(tmp_path, data, "optim.epochs=14", "trainer.max_failures=2", popen={})  # its own cluster
     try:
         wait_for_checkpoint(tmp_path, proc)
-        workers = [int(line.split()[0]) for line in subprocess.run(
-            ["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
-            if "RayTrainWorker" in line and "ps -eo" not in line]
+        workers = train_workers(proc.pid)
         assert workers, "no Ray Train worker process found"
         os.kill(workers[-1], signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
@@ -132,11 +135,12 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(tmp_path):
     assert s["final"]["epoch"] == 13 and "resuming from epoch" in out
 
 
-def test_driver_killed_then_resume_true_continues(tmp_path):
-    """A finished run is published; a second run killed mid-way leaves the seed's path as it
-    was; resume=true continues the killed run (same Ray and MLflow runs) and publishes it."""
+def test_driver_killed_then_resume_true_continues(tmp_path, ray_cluster):
+    """A finished run is published; a second run killed mid-way, with the local cluster it
+    started, leaves the seed's path as it was; resume=true (here on another cluster, as from
+    another machine) continues the killed run (same Ray and MLflow runs) and publishes it."""
     data = learnable_codes(tmp_path / "codes", n=640)
-    first = run_train(tmp_path, data, "optim.epochs=1")
+    first = run_train(tmp_path, data, "optim.epochs=1", cluster=ray_cluster)
     assert first.returncode == 0, first.stdout + first.stderr
     seed_path = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
     published = seed_path.read_bytes()
@@ -153,7 +157,7 @@ def test_driver_killed_then_resume_true_continues(tmp_path):
         state = json.load(f)
     assert state["status"] == "RUNNING" and seed_path.read_bytes() == published  # unchanged by the killed run
     time.sleep(3)  # let orphaned workers notice their raylet is gone
-    again = run_train(tmp_path, data, "optim.epochs=14", "resume=true")
+    again = run_train(tmp_path, data, "optim.epochs=14", "resume=true", cluster=ray_cluster)
     assert again.returncode == 0, again.stdout + again.stderr
     s = summary(tmp_path, killed)
     assert s["run_name"] == state["run_name"] and s["mlflow_run_id"] == state["mlflow_run_id"]
@@ -165,13 +169,42 @@ def test_driver_killed_then_resume_true_continues(tmp_path):
     assert MlflowClient(s["tracking_uri"]).get_run(s["mlflow_run_id"]).info.status == "FINISHED"
 
 
-def test_two_runs_of_one_config_at_once_in_a_fresh_root(tmp_path):
+def test_sigterm_ends_the_run_killed_with_one_line(tmp_path, ray_cluster):
+    """`ray job stop` and schedulers send SIGTERM: once Ray has started, the run still ends
+    KILLED in run.json and MLflow, the command exits 130 with "interrupted", and no C++ crash
+    dump reaches the user. (ray.init installs its handlers whether it starts a cluster or
+    joins one; the driver-kill test covers a local cluster's end.)"""
+    data = learnable_codes(tmp_path / "codes", n=640)
+    proc = run_train(tmp_path, data, "optim.epochs=14", popen={}, cluster=ray_cluster)
+    try:
+        ray_dir = wait_for_checkpoint(tmp_path, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in out.splitlines(), out[-3000:]
+    assert "SIGTERM received" not in out and "Traceback" not in out, out[-3000:]
+    run_dir = os.path.join(tmp_path, "transformer", "mnist_sample", "runs", os.path.basename(ray_dir))
+    with open(os.path.join(run_dir, "run.json")) as f:
+        state = json.load(f)
+    assert state["status"] == "KILLED"
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(state["tracking_uri"]).get_run(state["mlflow_run_id"]).info.status == "KILLED"
+
+
+def test_two_runs_of_one_config_at_once_in_a_fresh_root(tmp_path, ray_cluster):
     """Both finish with their own checkpoints and MLflow runs (the sqlite store is created by
-    two processes at once); the seed's path names one of them, complete."""
+    two processes at once); the seed's path names one of them, complete. Each starts a local
+    cluster of its own beside the suite's: three Ray clusters on one machine, and no Ray
+    process of either job mistakes another's for its own."""
     data = learnable_codes(tmp_path / "codes")
     procs = [run_train(tmp_path, data, "optim.epochs=2", f"optim.seed={seed}", popen={}) for seed in (1, 2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    for out in outs:
+        assert "Traceback" not in out and "multiple active Ray instances" not in out, out
     dirs = run_dirs(tmp_path)
     assert len(dirs) == 2
     bests = {open(os.path.join(d, "checkpoints", "best.pt"), "rb").read() for d in dirs}
@@ -212,6 +245,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     that differ in embed_dim, seq_len and batch_size train models, windows and step counts of their own."""
     import ray
 
+    from arplatform.distributed.cluster import init_ray
     from arplatform.distributed.code_data import build_row_datasets
     from arplatform.stages.train import build_trainer, check_data, copy_checkpoint_files
 
@@ -222,7 +256,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
                                               "optim": base["optim"] | {"batch_size": b}})
             for e, s, b in ((32, None, 16), (48, 8, 40))]
     files, facts = check_data(jobs[0])
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    init_ray(2)  # the platform's own local cluster, in this process
     try:
         train, val, facts = build_row_datasets(files, facts, jobs[0].data, 0)
         results = []

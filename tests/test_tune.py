@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import TINY, learnable_codes
+from helpers import TINY, job_env, learnable_codes
 
 from arplatform.core.checkpoint import load_model
 from arplatform.errors import ConfigError
@@ -21,12 +21,12 @@ from arplatform.tune_space import apply_params, is_integer_key, parse_space, tun
 SPACE = "+space={model: {embed_dim: {grid: [16, 32]}}, optim: {lr: {grid: [0.01, 0.000001]}}}"
 
 
-def run_tune(root, data, *overrides, timeout=600, popen=None):
+def run_tune(root, data, *overrides, timeout=600, popen=None, cluster=None):
     cmd = [sys.executable, "-m", "arplatform.tune", "--config-name", "tune/mnist_sample", "~space", SPACE,
            "search.num_samples=1", "search.max_concurrent_trials=2", "asha.grace_period=1",
            f"train.output_root={root}", f"train.data.codebook_dir={data}", *[f"train.{o}" for o in TINY],
            "train.trainer.cpus_per_worker=0.25", "train.optim.epochs=3", *overrides]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = job_env(cluster)
     if popen is not None:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -58,7 +58,8 @@ def wait_for_a_finished_trial(root, proc, timeout=400):
 
 
 @pytest.mark.slow
-def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(tmp_path):
+def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(tmp_path, ray_cluster):
+    """The sweep is killed with the local cluster it started; it resumes on another (the suite's)."""
     data = learnable_codes(tmp_path / "codes", n=160)
     proc = run_tune(tmp_path, data, popen={"start_new_session": True})
     try:
@@ -73,7 +74,7 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
     stamp = os.stat(first_best).st_mtime_ns
     time.sleep(3)  # let orphaned workers notice their raylet is gone
 
-    again = run_tune(tmp_path, data, "resume=true")
+    again = run_tune(tmp_path, data, "resume=true", cluster=ray_cluster)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
     assert "(resumed)" in out
@@ -109,7 +110,7 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
     assert {"leaderboard.csv", "leaderboard.md", "best.yaml"} <= artifacts
 
     best = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-dir", sweep_dir, "--config-name",
-                           "best"], capture_output=True, text=True, timeout=300)
+                           "best"], capture_output=True, text=True, timeout=300, env=job_env(ray_cluster))
     assert best.returncode == 0, best.stdout + best.stderr
     runs_dir = os.path.join(tmp_path, "transformer", "mnist_sample", "runs")
     (run,) = os.listdir(runs_dir)

@@ -9,7 +9,6 @@ machine). About 1.5 minutes on 2 cores, with the cluster's start and stop.
 """
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -17,20 +16,13 @@ import tempfile
 import time
 
 import pytest
-from helpers import TINY, free_port, stop_process_group
+from helpers import RAY, TINY, node_ports, start_head, stop_process_group
 from test_pipeline import SMALL_TOKENIZER
 
 from arplatform import storage
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
-
-
-def node_ports() -> list[str]:
-    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
 
 
 @pytest.fixture
@@ -38,28 +30,21 @@ def two_nodes(s3_server):
     """A head and a second node, one CPU each, token auth on, the bucket's AWS_* variables and
     an MLflow store both nodes reach in every Ray process's environment."""
     tmp = tempfile.mkdtemp(prefix="tn", dir="/tmp")  # short: Ray's socket paths live under it
-    token = os.path.join(tmp, "auth_token")
-    with open(token, "w") as f:
-        f.write(secrets.token_hex(32))
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token, **s3_server["env"],
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", ARPLATFORM_CACHE_DIR=f"{tmp}/cache")
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
+    env = dict(os.environ, **s3_server["env"], MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+               ARPLATFORM_CACHE_DIR=f"{tmp}/cache")
     groups = []
     try:
-        head = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=1",
-                                 f"--temp-dir={tmp}/r", "--disable-usage-stats", *node_ports()],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        groups.append(head.pid)
-        assert head.wait(timeout=120) == 0, "ray start --head failed"
-        second = subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
+        group, join, address = start_head(tmp, 1, env)
+        groups.append(group)
+        env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"} | join
+        second = subprocess.Popen([RAY, "start", f"--address={join['RAY_ADDRESS']}", "--node-ip-address=127.0.0.1",
                                    "--num-cpus=1", f"--temp-dir={tmp}/n2", "--disable-usage-stats", *node_ports()],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  env=env | {"RAY_API_SERVER_ADDRESS": address}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
         groups.append(second.pid)
         assert second.wait(timeout=120) == 0, "ray start --address failed"
-        yield env, f"http://127.0.0.1:{dash}", tmp
+        env.pop("RAY_ADDRESS")  # `ray job` talks to the jobs API at `address`
+        yield env, address, tmp
     finally:
         for pgid in reversed(groups):
             stop_process_group(pgid)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from contextlib import contextmanager
 
 # Defaults for a readable console (each can be overridden from the environment):
 # no Ray Data progress bars, one copy of each worker print, no per-report INFO lines,
@@ -46,13 +49,56 @@ def init_ray(num_cpus: int | None = None):
 
     if ray.is_initialized():
         return ray
-    # A local cluster inherits this environment; on a joined cluster Ray Train forwards
-    # the RAY_TRAIN_* variables and the DataContext above reaches the Train workers.
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)
+    with own_sigterm_handler():
+        # A local cluster inherits this environment; on a joined cluster Ray Train forwards
+        # the RAY_TRAIN_* variables and the DataContext above reaches the Train workers.
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(logging_level=logging.WARNING)
+        else:
+            start_local_cluster(ray, num_cpus)
     return ray
+
+
+@contextmanager
+def own_sigterm_handler():
+    """Keep the process's SIGTERM handling through ray.init, which replaces it twice (a Python
+    handler that exits 15, then the core worker's crash handler that dumps a C++ stack and
+    aborts with 134). The commands' handler unwinds like Ctrl-C, so a run stopped by
+    `ray job stop` ends KILLED and the command exits 130."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def start_local_cluster(ray, num_cpus: int | None) -> None:
+    """A local cluster that knows it is this process's: Ray Train's placement-group cleaner
+    (and any other state-API call in a worker) finds "its" cluster by auto-detection, which
+    fails with "Found multiple active Ray instances" when another Ray runs on the machine. So
+    the dashboard gets a port chosen here and every worker of this job is told its address.
+    Metrics export is off (no Prometheus endpoints answering without a token) unless
+    ARPLATFORM_RAY_METRICS=1."""
+    system_config = {} if os.environ.get("ARPLATFORM_RAY_METRICS") == "1" else {"enable_metrics_collection": False}
+    for _ in range(3):  # a chosen port can be taken before the dashboard binds it: choose again
+        dashboard = f"127.0.0.1:{free_port()}"
+        context = ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, dashboard_host="127.0.0.1",
+                           dashboard_port=int(dashboard.split(":")[1]), _system_config=system_config,
+                           runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://{dashboard}"}})
+        if not context.dashboard_url or context.dashboard_url.split("//")[-1] == dashboard:
+            return
+        ray.shutdown()
+    raise RuntimeError(f"Ray's dashboard did not start on the port chosen for it ({context.dashboard_url})")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def check_cpu_budget(ray, num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
