@@ -109,6 +109,20 @@ def check_manifest(out: str, manifest: dict) -> None:
                             f"({old.get(key)!r}); pass another --out")
 
 
+def bind(out: str, manifest: dict, num_samples: int) -> None:
+    """Check the folder again under its writer lock, refuse a smaller --num_samples than it
+    already holds (its samples.npz would hold more than asked), and write the manifest's
+    identity part (checkpoint, its SHA-256, settings) before any batch is drawn."""
+    check_manifest(out, manifest)
+    held = written(out)["index"]
+    if len(held) and int(held.max()) >= num_samples:
+        raise DataError(f"{out}: this folder already holds samples up to index {int(held.max())}; pass "
+                        f"--num_samples {int(held.max()) + 1} or more, or another --out")
+    path = storage.join(out, MANIFEST)
+    if not storage.exists(path):
+        storage.write_json(path, dict(manifest, num_written=0, samples=[]))
+
+
 def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10) -> dict:
     """samples.npz, grid.png and manifest.json from every written batch."""
     from PIL import Image

@@ -80,6 +80,17 @@ def test_same_seed_same_images_whatever_the_batch(tmp_path):
     assert code == 0 and not np.array_equal(images(tmp_path / "other")[0], runs[0][0])
 
 
+def test_fewer_samples_than_the_folder_holds_is_refused(tmp_path):
+    """samples.npz would hold more than asked: refused in one line, the folder unchanged."""
+    ckpt, _, _ = write_models(tmp_path / "m")
+    out = tmp_path / "s"
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 8, "--out", out)[0] == 0
+    before = (out / "samples.npz").read_bytes()
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 4, "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "--num_samples 8 or more" in err, err
+    assert (out / "samples.npz").read_bytes() == before and len(images(out)[0]) == 8
+
+
 def test_more_samples_later_keeps_the_first_ones(tmp_path):
     ckpt, _, _ = write_models(tmp_path / "m")
     out = tmp_path / "s"
@@ -112,6 +123,13 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
             proc.kill()
     marks = {p.name: p.stat().st_mtime_ns for p in (out / "codes").glob("index-*.npy")}
     assert 2 <= len(marks) < 50 and not (out / "samples.npz").exists()
+    # the folder was bound before its first image: another seed, settings or checkpoint is refused
+    other, _, _ = write_models(tmp_path / "other", grid=8, seed=1)
+    for args, name in ((["--transformer_ckpt", ckpt, "--seed", "9"], "settings"),
+                       (["--transformer_ckpt", ckpt, "--cfg_scale", "3"], "settings"),
+                       (["--transformer_ckpt", other], "checkpoint")):
+        code, _, err = generate(*args, "--num_samples", 400, "--out", out)
+        assert code == 2 and err.count("\n") == 1 and name in err, (args, err)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert all((out / "codes" / n).stat().st_mtime_ns == t for n, t in marks.items())  # not redone

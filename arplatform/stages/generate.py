@@ -146,6 +146,9 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
     storage.check_writable(out, "out")
     sample_folder.check_manifest(out, manifest)
     with writer_lock(out):
+        # bound before its first image: a run killed mid-way leaves this manifest, and a rerun
+        # under other settings or another checkpoint is refused instead of mixing samples
+        sample_folder.bind(out, manifest, cfg.num_samples)
         done = set(sample_folder.written(out)["index"].tolist())
         todo = np.array([i for i in range(cfg.num_samples) if i not in done], dtype=np.int64)
         log(f"generate {cfg.num_samples} samples into {out}: {len(done & set(range(cfg.num_samples)))} already "

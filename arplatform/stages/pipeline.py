@@ -118,6 +118,9 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     if manifest and not same_settings:  # the pipeline's own folder, drawn under other settings
         log(f"[generate] the sampling settings changed since {samples} was drawn: drawing again")
         storage.remove_tree(samples)
+    elif manifest.get("num_written", 0) > cfg.num_samples:  # generate refuses a folder holding more
+        log(f"[generate] {samples} holds {manifest['num_written']} samples, {cfg.num_samples} asked: drawing again")
+        storage.remove_tree(samples)
     complete = (same_settings and manifest.get("num_written") == cfg.num_samples
                 and storage.exists(storage.join(samples, "samples.npz")))
     if "generate" in cfg.force and complete:
