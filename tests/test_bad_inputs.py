@@ -358,3 +358,18 @@ def test_an_empty_output_root_is_refused(command, args, tmp_path, monkeypatch):
     lines = err.getvalue().strip().splitlines()
     assert code == 2 and len(lines) == 1 and "output_root" in lines[0] and "empty" in lines[0], err.getvalue()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("key", ["output_root", "transformer_ckpt"])
+def test_sampler_sweep_refuses_uris_in_one_line(key, tmp_path, monkeypatch):
+    """The sampler sweep reads and writes local files only: a bucket URI is refused before any
+    work, instead of becoming a folder named `s3:` under the current directory."""
+    from arplatform import tune_sampler as sampler_cli
+
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        code = sampler_cli.main(["--config-name", "sampler_tune/mnist_sample", f"{key}=s3://bucket/prefix/best.pt"])
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and key in lines[0] and "URI" in lines[0], err.getvalue()
+    assert os.listdir(tmp_path) == []

@@ -180,3 +180,23 @@ def test_wrong_or_mismatched_models_are_one_line(tmp_path):
     assert generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "s")[0] == 0
     code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "s", "--seed", 9)
     assert code == 2 and "settings" in err
+
+
+def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
+    """A sweep's sampler.json records the checkpoint's SHA-256; beside a checkpoint that was
+    replaced since (a new run published), its settings are not used."""
+    import json
+
+    from arplatform.sample_folder import sha256
+    from arplatform.stages.generate import tuned_sampler_settings
+
+    ckpt, _, _ = write_models(tmp_path / "m")
+    tuned = {"sample": {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}}
+    (tmp_path / "m" / "sampler.json").write_text(json.dumps(tuned | {"checkpoint_sha256": sha256(ckpt)}))
+    assert tuned_sampler_settings(ckpt) == tuned["sample"]
+    write_models(tmp_path / "m", seed=1)  # a new checkpoint at the same path
+    assert tuned_sampler_settings(ckpt) == {}
+    code, log, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "s")
+    assert code == 0 and "tuned on another checkpoint" in err, err
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["settings"]["cfg_scale"] != 3.0

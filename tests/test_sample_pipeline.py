@@ -37,9 +37,9 @@ def checkpoint(tmp_path_factory):
     return root, ckpt
 
 
-def run(module, *args, timeout=600, cluster=None):
+def run(module, *args, timeout=600, cluster=None, cwd=None):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=job_env(cluster), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=cwd)
 
 
 def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
@@ -61,9 +61,11 @@ def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
 
 def test_sampler_sweep_writes_settings_that_generate_uses(checkpoint, tmp_path, ray_cluster):
     root, ckpt = checkpoint
-    sweep = run("arplatform.tune_sampler", "--config-name", "sampler_tune/mnist_sample", f"transformer_ckpt={ckpt}",
-                f"output_root={root}", "trials=1", "num_samples=20", "cpus_per_trial=0.5",
-                "~space", "+space={sample: {cfg_scale: {grid: [1.0, 3.0]}}}", cluster=ray_cluster)
+    # relative paths, as the docs write them: the trials (in Ray's working directories) get absolute ones
+    sweep = run("arplatform.tune_sampler", "--config-name", "sampler_tune/mnist_sample",
+                f"transformer_ckpt={os.path.relpath(ckpt, root)}", "output_root=.", "trials=1", "num_samples=20",
+                "cpus_per_trial=0.5", "~space", "+space={sample: {cfg_scale: {grid: [1.0, 3.0]}}}",
+                cluster=ray_cluster, cwd=root)
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     settings = json.loads((Path(ckpt).parent / "sampler.json").read_text())
     assert settings["sample"]["cfg_scale"] in (1.0, 3.0) and settings["frechet"] > 0

@@ -80,17 +80,28 @@ def checkpoint_sampler_settings(checkpoint: str) -> dict:
     return trained | tuned_sampler_settings(checkpoint)
 
 
-def tuned_sampler_settings(checkpoint: str) -> dict:
+def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
     """temperature, top_k, top_p and cfg_scale a sampler sweep wrote beside `checkpoint`
-    (`arplatform.tune_sampler`), or {}."""
+    (`arplatform.tune_sampler`), or {}. They apply only to the checkpoint they were tuned on:
+    the one whose SHA-256 sampler.json records, compared with `sampled` (default: `checkpoint`
+    itself; the training job samples its new best.pt before it replaces the seed's path)."""
     path = storage.join(storage.dirname(storage.absolute(checkpoint)), "sampler.json")
     if not storage.exists(path):
         return {}
-    from ..core.io import read_json_object
+    import sys
 
-    settings = read_json_object(storage.fetch(path), DataError).get("sample")
+    from ..core.io import read_json_object
+    from ..sample_folder import sha256
+
+    tuned = read_json_object(storage.fetch(path), DataError)
+    settings = tuned.get("sample")
     if not isinstance(settings, dict):
         raise DataError(f"{path}: expected a 'sample' mapping (written by arplatform.tune_sampler)")
+    target = sampled or checkpoint
+    if tuned.get("checkpoint_sha256") != sha256(target):
+        print(f"note: {path} was tuned on another checkpoint than {target}; its settings are not used",
+              file=sys.stderr, flush=True)
+        return {}
     return settings
 
 

@@ -14,13 +14,14 @@ by the sample-quality evaluation; the best settings become that checkpoint's def
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
-from .. import sweeps
+from .. import storage, sweeps
 from ..config import SamplerSweepConfig, TrainJobConfig, to_dict
 from ..core.io import save_json
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from ..tune_space import apply_params, check_space, parse_space, tune_domains
 
 SAMPLER_FILE = "sampler.json"
@@ -67,9 +68,16 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     t0 = time.perf_counter()
     axes = parse_space(cfg.space, sections=("sample",))
     check_space(axes, to_dict(TrainJobConfig()))
-    gen = from_dict(GenerateConfig, {"transformer_ckpt": cfg.transformer_ckpt, "num_samples": cfg.num_samples,
-                                     "seed": cfg.seed, "output_root": cfg.output_root})
+    for key in ("output_root", "transformer_ckpt"):
+        if storage.is_uri(getattr(cfg, key)):
+            raise ConfigError(f"{key}: {getattr(cfg, key)} is a URI; the sampler sweep reads and writes local "
+                              "files only (copy the checkpoint, or run it on the head with a local output_root)")
+    # trials run in Ray's working directories: every path they get is absolute, resolved here
+    gen = from_dict(GenerateConfig, {"transformer_ckpt": os.path.abspath(cfg.transformer_ckpt),
+                                     "num_samples": cfg.num_samples, "seed": cfg.seed,
+                                     "output_root": os.path.abspath(cfg.output_root)})
     models = resolve_models(gen)
+    gen = dataclasses.replace(gen, codebook_pt=models["codebook_pt"], vae_ckpt=models["vae_ckpt"])
     if not models["layout"].conditional:
         raise ConfigError(f"{models['transformer_ckpt']}: an unconditional checkpoint; the sweep scores class "
                           "accuracy and guidance, which need classes")
@@ -98,6 +106,10 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
                      **{a.key: result.config.get(a.key) for a in axes}, **{k: m.get(k) for k in METRICS}})
     rows = sweeps.sort_rows(rows, "frechet")
     sweeps.write_leaderboard(sweep, rows, [a.key for a in axes], METRICS)
+    failed = [result for result in grid if result.error]
+    if rows and len(failed) == len(rows):  # nothing was scored: say why, exit non-zero
+        first = " ".join(str(failed[0].error).split())[:300]
+        raise TrainingError(f"every trial of the sampler sweep failed ({sweep.dir}); the first: {first}")
     best = rows[0] if rows and rows[0]["frechet"] is not None else None
     if best is not None:
         tuned = apply_params({"sample": to_dict(gen.sample)}, {a.key: best[a.key] for a in axes})["sample"]

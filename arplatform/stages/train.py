@@ -242,7 +242,7 @@ def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri
     best = os.path.join(run.checkpoint_dir, "best.pt")
     artifacts = [best, save_json(to_dict(job) | {"config_name": config_name}, os.path.join(run.dir, "config.json"))]
     # a sampler sweep's sampler.json beside the seed's path, in the bucket for a URI root
-    tuned = tuned_sampler_settings(runs.seed_checkpoint(job.output_root, job.name))
+    tuned = tuned_sampler_settings(runs.seed_checkpoint(job.output_root, job.name), sampled=best)
     artifacts += sample_grid(job, best, codebook, run.dir, tuned)
     if uri:
         for path in artifacts:
