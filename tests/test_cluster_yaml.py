@@ -70,3 +70,14 @@ def test_dashboard_is_not_exposed(raw):
     head = " ".join(raw["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
     assert raw["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1
+
+
+def test_workers_run_the_heads_ray_version(raw):
+    """Ray refuses (or misbehaves with) nodes of another version: the workers install the Ray
+    the head pins, read from constraints-cpu.txt (one source), while torch stays a CUDA build."""
+    with open(os.path.join(REPO, "constraints-cpu.txt")) as f:
+        assert any(line.startswith("ray==") for line in f), "constraints-cpu.txt pins no Ray version"
+    head = " ".join(raw["head_setup_commands"])
+    workers = " ".join(raw["worker_setup_commands"])
+    assert "-c ~/arplatform/constraints-cpu.txt" in head
+    assert "grep '^ray==' ~/arplatform/constraints-cpu.txt" in workers and "-c " not in workers, workers
