@@ -153,6 +153,19 @@ def test_ray_engine_gives_the_local_engines_images(tmp_path, ray_cluster):
     assert np.array_equal(images(tmp_path / "ray")[0], images(tmp_path / "local")[0])
 
 
+@pytest.mark.slow
+def test_a_refused_ray_generate_leaves_no_folder(tmp_path, ray_cluster):
+    """Refused after its folder was locked (the actors' CPUs are checked against the cluster
+    once Ray is up): no empty folder with a lock and a manifest is left behind."""
+    ckpt, _, _ = write_models(tmp_path / "m")
+    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+                           "4", "--engine", "ray", "--actors", "64", "--cpus_per_actor", "1",
+                           "--out", str(tmp_path / "s")], env=job_env(ray_cluster), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "actors: 64 actors" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "s").exists()
+
+
 def test_wrong_or_mismatched_models_are_one_line(tmp_path):
     ckpt, codebook, vae = write_models(tmp_path / "m")
     _, other_codebook, other_vae = write_models(tmp_path / "o", k=32, latent=6)

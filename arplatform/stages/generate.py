@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from contextlib import contextmanager
 
@@ -188,6 +189,7 @@ def writer_lock(out: str):
         return
     from filelock import FileLock, Timeout
 
+    created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     lock = FileLock(os.path.join(out, ".lock"), timeout=0)
     try:
@@ -196,6 +198,11 @@ def writer_lock(out: str):
         raise DataError(f"{out}: another generate run is writing this folder") from None
     try:
         yield
+    except BaseException:
+        # a run refused or stopped before its first file leaves no folder behind (only its lock was there)
+        if created and set(os.listdir(out)) <= {".lock", sample_folder.MANIFEST}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         lock.release()
 
