@@ -41,6 +41,16 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     for stage in ("tokenize", "train", "generate", "evaluate"):
         assert f"[{stage}] reused" in again.stdout, (stage, again.stdout[-3000:])
 
+    # a standalone generate writing the pipeline's samples folder: force does not cut it short
+    from filelock import FileLock
+
+    (folder,) = (tmp_path / "samples" / "mnist_sample").iterdir()
+    before = (folder / "samples.npz").read_bytes()
+    with FileLock(str(folder / ".lock"), timeout=0):
+        busy = pipeline(tmp_path, "force=[generate]", cluster=ray_cluster)
+    assert busy.returncode == 2 and "another generate run is writing" in busy.stderr, busy.stderr[-3000:]
+    assert (folder / "samples.npz").read_bytes() == before
+
     forced = pipeline(tmp_path, "force=[generate]", cluster=ray_cluster)
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert "[train] reused" in forced.stdout and "[generate] running" in forced.stdout

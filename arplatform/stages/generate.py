@@ -207,6 +207,20 @@ def writer_lock(out: str):
         lock.release()
 
 
+def clear_samples_folder(out: str) -> None:
+    """Empty a samples folder to draw it again (the pipeline's `force=[generate]`, new settings),
+    holding its writer lock: a generate run writing it now is never cut short, the pipeline is
+    refused instead."""
+    if storage.is_uri(out) or not os.path.isdir(out):
+        storage.remove_tree(out)
+        return
+    with writer_lock(out):
+        for name in os.listdir(out):
+            if name != ".lock":
+                path = os.path.join(out, name)
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
 def _batches(todo: np.ndarray, labels: np.ndarray, batch_size: int):
     for s in range(0, len(todo), batch_size):
         yield {"index": todo[s : s + batch_size], "label": labels[s : s + batch_size]}

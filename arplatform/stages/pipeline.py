@@ -75,7 +75,7 @@ def published_run(job: TrainJobConfig) -> dict | None:
 def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
     from ..report import training_curve, write_report
     from .evaluate import evaluate_samples, quality_table
-    from .generate import manifest_settings, run_generate
+    from .generate import clear_samples_folder, manifest_settings, run_generate
     from .tokenize import run_tokenize
     from .train import run_train
 
@@ -117,14 +117,14 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     same_settings = manifest.get("settings") == manifest_settings(gen)  # what the folder was drawn with
     if manifest and not same_settings:  # the pipeline's own folder, drawn under other settings
         log(f"[generate] the sampling settings changed since {samples} was drawn: drawing again")
-        storage.remove_tree(samples)
+        clear_samples_folder(samples)
     elif manifest.get("num_written", 0) > cfg.num_samples:  # generate refuses a folder holding more
         log(f"[generate] {samples} holds {manifest['num_written']} samples, {cfg.num_samples} asked: drawing again")
-        storage.remove_tree(samples)
+        clear_samples_folder(samples)
     complete = (same_settings and manifest.get("num_written") == cfg.num_samples
                 and storage.exists(storage.join(samples, "samples.npz")))
     if "generate" in cfg.force and complete:
-        storage.remove_tree(samples)
+        clear_samples_folder(samples)
         complete = False
     stage("generate", complete, lambda: run_generate(gen, log=log), samples)
     quality = storage.join(samples, "quality.json")
