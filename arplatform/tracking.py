@@ -63,7 +63,10 @@ def client(uri: str):
         return MlflowClient(tracking_uri=uri)
     with store_lock(uri):  # the first client of a store creates or migrates its tables
         if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
-            seed_sqlite_store(uri[len("sqlite:///"):])
+            try:
+                seed_sqlite_store(uri[len("sqlite:///"):])
+            except OSError:  # e.g. an unwritable cache: MLflow makes the store itself, as it always could
+                pass
         c = MlflowClient(tracking_uri=uri)
         c.search_experiments(max_results=1)
     _ready.add(uri)

@@ -70,7 +70,9 @@ def own_sigterm_handler():
     try:
         yield
     finally:
-        if main and previous is not None:
+        # only a handler someone installed (the commands' one): with none, Ray's own stay, and
+        # they stop the local cluster's processes on SIGTERM
+        if callable(previous):
             signal.signal(signal.SIGTERM, previous)
 
 
