@@ -282,7 +282,7 @@ class ModelConfig:
 class TrainerConfig:
     num_workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 0.5  # fractional on small machines: see README "CPU budget"
+    cpus_per_worker: float = 0.5  # fractional on small machines: see docs/ray.md (CPU deadlocks)
     threads_per_worker: int = 0  # torch threads per worker; 0 = the node's cores / num_workers
     max_failures: int = 2
     worker_start_attempts: int = 3  # each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for resources

@@ -4,7 +4,6 @@ Ray heads of a test's own (started with `ray start`, stopped by their process gr
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from arplatform.core.codebook import save_codebook
+from arplatform.distributed.cluster import free_port  # noqa: F401 (the tests' helper too)
 
 TINY = ["model.embed_dim=32", "model.num_layers=1", "model.num_heads=2", "model.dropout=0.0",
         "optim.batch_size=16", "optim.lr=0.01", "optim.warmup_steps=2", "optim.log_every=10",
@@ -54,10 +54,6 @@ def run_train(root, data, *overrides, timeout=300, popen=None, cluster=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:
