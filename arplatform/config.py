@@ -79,8 +79,12 @@ def _convert(path: str, value, tp):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(path, value, inner)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # e.g. str | bool: a value of one of them, checked by the dataclass itself
+            if not isinstance(value, tuple(inner)):
+                raise ConfigError(f"{path}: expected {' or '.join(a.__name__ for a in inner)}, got {value!r}")
+            return value
+        return _convert(path, value, inner[0])
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
@@ -248,9 +252,15 @@ class CodeDataConfig:
     num_classes: int | None = None  # default: from the codebook config or the labels
     invalid_codes: str = "unk"
     val_fraction: float = 0.1
+    # true: the rows are read on the driver and held whole in Ray's object store (a job starts
+    # seconds sooner: no Ray Data actors); false: Ray Data streams them from the files;
+    # auto: true for code files up to HELD_ROWS_MAX_BYTES
+    materialize: str | bool = "auto"
 
     def __post_init__(self):
         _check_choice("data.invalid_codes", self.invalid_codes, INVALID_CODE_POLICIES)
+        if not (self.materialize == "auto" or isinstance(self.materialize, bool)):
+            raise ConfigError(f"data.materialize must be auto, true or false, got {self.materialize!r}")
         check_ranges("data.", self, num_codes=(1, 65536), num_classes=(0, 100_000), val_fraction=(0, 1, True, True))
 
 

@@ -120,7 +120,8 @@ def train_workers(driver_pid: int) -> list[int]:
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(tmp_path):
     data = learnable_codes(tmp_path / "codes", n=640)
-    proc = run_train(tmp_path, data, "optim.epochs=14", "trainer.max_failures=2", popen={})  # its own cluster
+    # its own cluster; the rows streamed by Ray Data (the path large data takes) through the kill
+    proc = run_train(tmp_path, data, "optim.epochs=14", "trainer.max_failures=2", "data.materialize=false", popen={})
     try:
         wait_for_checkpoint(tmp_path, proc)
         workers = train_workers(proc.pid)
@@ -140,11 +141,12 @@ def test_driver_killed_then_resume_true_continues(tmp_path, ray_cluster):
     started, leaves the seed's path as it was; resume=true (here on another cluster, as from
     another machine) continues the killed run (same Ray and MLflow runs) and publishes it."""
     data = learnable_codes(tmp_path / "codes", n=640)
-    first = run_train(tmp_path, data, "optim.epochs=1", cluster=ray_cluster)
+    one = "trainer.num_workers=1"  # (a kill and a resume need no second worker)
+    first = run_train(tmp_path, data, "optim.epochs=1", one, cluster=ray_cluster)
     assert first.returncode == 0, first.stdout + first.stderr
     seed_path = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
     published = seed_path.read_bytes()
-    proc = run_train(tmp_path, data, "optim.epochs=14", popen={"start_new_session": True})
+    proc = run_train(tmp_path, data, "optim.epochs=14", one, popen={"start_new_session": True})
     try:
         ray_dir = wait_for_checkpoint(tmp_path, proc)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
@@ -157,7 +159,7 @@ def test_driver_killed_then_resume_true_continues(tmp_path, ray_cluster):
         state = json.load(f)
     assert state["status"] == "RUNNING" and seed_path.read_bytes() == published  # unchanged by the killed run
     time.sleep(3)  # let orphaned workers notice their raylet is gone
-    again = run_train(tmp_path, data, "optim.epochs=14", "resume=true", cluster=ray_cluster)
+    again = run_train(tmp_path, data, "optim.epochs=14", one, "resume=true", cluster=ray_cluster)
     assert again.returncode == 0, again.stdout + again.stderr
     s = summary(tmp_path, killed)
     assert s["run_name"] == state["run_name"] and s["mlflow_run_id"] == state["mlflow_run_id"]
@@ -175,7 +177,7 @@ def test_sigterm_ends_the_run_killed_with_one_line(tmp_path, ray_cluster):
     dump reaches the user. (ray.init installs its handlers whether it starts a cluster or
     joins one; the driver-kill test covers a local cluster's end.)"""
     data = learnable_codes(tmp_path / "codes", n=640)
-    proc = run_train(tmp_path, data, "optim.epochs=14", popen={}, cluster=ray_cluster)
+    proc = run_train(tmp_path, data, "optim.epochs=14", "trainer.num_workers=1", popen={}, cluster=ray_cluster)
     try:
         ray_dir = wait_for_checkpoint(tmp_path, proc)
         proc.send_signal(signal.SIGTERM)
@@ -200,7 +202,8 @@ def test_two_runs_of_one_config_at_once_in_a_fresh_root(tmp_path, ray_cluster):
     cluster of its own beside the suite's: three Ray clusters on one machine, and no Ray
     process of either job mistakes another's for its own."""
     data = learnable_codes(tmp_path / "codes")
-    procs = [run_train(tmp_path, data, "optim.epochs=2", f"optim.seed={seed}", popen={}) for seed in (1, 2)]
+    procs = [run_train(tmp_path, data, "optim.epochs=2", f"optim.seed={seed}", "trainer.num_workers=1", popen={})
+             for seed in (1, 2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     for out in outs:
@@ -246,7 +249,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     import ray
 
     from arplatform.distributed.cluster import init_ray
-    from arplatform.distributed.code_data import build_row_datasets
+    from arplatform.distributed.code_data import build_rows
     from arplatform.stages.train import build_trainer, check_data, copy_checkpoint_files
 
     data = learnable_codes(tmp_path / "codes")
@@ -258,7 +261,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     files, facts = check_data(jobs[0])
     init_ray(2)  # the platform's own local cluster, in this process
     try:
-        train, val, facts = build_row_datasets(files, facts, jobs[0].data, 0)
+        train, val, facts = build_rows(files, facts, jobs[0].data, 0)
         results = []
         for job in jobs:
             run = runs.new_run(job.output_root, job.name)
@@ -346,3 +349,52 @@ def test_config_errors_name_the_key():
     proc = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_small",
                            "trainer.num_workers=two"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: trainer.num_workers: expected int")
+
+
+def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
+    """data.materialize: rows held in the object store and rows streamed by Ray Data are the same
+    rows after the seeded validation split and the invalid-code policy; each worker's share of
+    held rows is equal and disjoint, and an epoch resumed after `skip` batches continues its order."""
+    import ray
+
+    from arplatform.distributed.cluster import init_ray
+    from arplatform.distributed.code_data import HeldBatches, HeldRows, build_rows
+    from arplatform.stages.train import check_data
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 16, size=(203, 16)).astype(np.int32)
+    codes[rng.random(203) < 0.1, 5] = -1  # rows the drop policy removes
+    np.save(tmp_path / "codes.npy", codes)
+    np.save(tmp_path / "labels.npy", rng.integers(0, 3, 203))
+    kept = codes[(codes >= 0).all(1)]
+
+    def job(materialize):
+        return from_dict(TrainJobConfig, {"output_root": str(tmp_path), "data": {
+            "codes": str(tmp_path / "codes.npy"), "labels": str(tmp_path / "labels.npy"), "num_codes": 16,
+            "invalid_codes": "drop", "val_fraction": 0.2, "materialize": materialize}})
+
+    def rows(part):
+        got = ray.get(part.codes) if isinstance(part, HeldRows) else np.stack([r["codes"] for r in part.take_all()])
+        return sorted(map(tuple, got.tolist()))
+
+    init_ray(2)
+    try:
+        (held_train, held_val, held_facts), (ds_train, ds_val, ds_facts) = (
+            build_rows(*check_data(job(m)), job(m).data, 0) for m in (True, False))
+        assert isinstance(held_train, HeldRows) and not isinstance(ds_train, HeldRows)
+        for facts in (held_facts, ds_facts):  # (each engine's seeded split holds out different rows)
+            assert facts.num_train + facts.num_val == len(kept) and 0.1 < facts.num_val / len(kept) < 0.3
+        assert rows(held_train) + rows(held_val) != [] and sorted(rows(held_train) + rows(held_val)) == \
+            sorted(map(tuple, kept.astype(np.int64).tolist())) == sorted(rows(ds_train) + rows(ds_val))
+        layout = held_facts.layout
+        shares = [HeldBatches(held_train.to_dict(), layout, 18, 8, 0, rank, 2) for rank in (0, 1)]
+        assert len(shares[0].x) == len(shares[1].x) == held_facts.num_train // 2
+        assert not set(map(tuple, shares[0].x.tolist())) & set(map(tuple, shares[1].x.tolist()))
+        epoch1 = [b["input_ids"] for b in shares[0](1)]
+        assert len(epoch1) == len(shares[0].x) // 8
+        assert all(torch.equal(a, b["input_ids"]) for a, b in zip(epoch1[3:], shares[0](1, skip=3), strict=True))
+        assert not torch.equal(torch.cat(epoch1), torch.cat([b["input_ids"] for b in shares[0](0)]))
+    finally:
+        ray.shutdown()
+    with pytest.raises(ConfigError, match="data.materialize must be auto, true or false, got 'yes'"):
+        job("yes")

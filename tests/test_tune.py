@@ -25,7 +25,7 @@ def run_tune(root, data, *overrides, timeout=600, popen=None, cluster=None):
     cmd = [sys.executable, "-m", "arplatform.tune", "--config-name", "tune/mnist_sample", "~space", SPACE,
            "search.num_samples=1", "search.max_concurrent_trials=2", "asha.grace_period=1",
            f"train.output_root={root}", f"train.data.codebook_dir={data}", *[f"train.{o}" for o in TINY],
-           "train.trainer.cpus_per_worker=0.25", "train.optim.epochs=3", *overrides]
+           "train.trainer.num_workers=1", "train.trainer.cpus_per_worker=0.25", "train.optim.epochs=3", *overrides]
     env = job_env(cluster)
     if popen is not None:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)

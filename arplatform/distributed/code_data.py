@@ -1,7 +1,8 @@
 """Code datasets for Ray Train: resolve the files, check them on the driver (`preflight`),
-read the rows through Ray Data (`build_row_datasets`), and, inside each worker, turn its
-shard's rows into training examples with the core's `encode_sequences`/`make_examples`
-(the code `CodeSequenceDataset` runs) for the worker's own `seq_len` (`ShardBatches`)."""
+read the rows (`build_rows`: held whole in the object store for small data, streamed by Ray
+Data otherwise), and, inside each worker, turn its share of the rows into training examples
+with the core's `encode_sequences`/`make_examples` (the code `CodeSequenceDataset` runs) for
+the worker's own `seq_len` (`worker_batches`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..core.data import (
     apply_invalid_code_policy,
     check_label_range,
     encode_sequences,
+    load_array,
     load_codes,
     load_labels,
     make_examples,
@@ -165,10 +167,75 @@ def read_codes(code_files: list[str], label_files: list[str] | None):
     return ds
 
 
-def build_row_datasets(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int):
-    """Materialised train and validation datasets of code rows (the policy applied), and the
-    facts completed with their row counts. Rows, not examples: the windows depend on the
-    model's `seq_len`, which each training job decides for itself.
+# data.materialize=auto holds the rows in the object store up to this size of code files
+HELD_ROWS_MAX_BYTES = 64 * 2**20
+
+
+@dataclass
+class HeldRows:
+    """Rows held whole in Ray's object store (`data.materialize`): each worker takes its share
+    with `ray.get`, so a small job starts without Ray Data's actors and read tasks."""
+
+    codes: object  # an ObjectRef of the int64 (N, positions) codes
+    labels: object | None  # an ObjectRef of the int64 (N,) labels, or None
+    count: int
+
+    def to_dict(self) -> dict:
+        return {"codes": self.codes, "labels": self.labels}
+
+
+def holds_rows(cfg: CodeDataConfig, files: CodeFiles) -> bool:
+    """`data.materialize`, with auto decided by the size of the code files."""
+    if cfg.materialize != "auto":
+        return cfg.materialize
+    return sum(os.path.getsize(p) for p in files.codes + (files.val_codes or [])) <= HELD_ROWS_MAX_BYTES
+
+
+def build_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int):
+    """The train and validation rows (the invalid-code policy applied) as `HeldRows` or Ray
+    datasets (`data.materialize`), and the facts completed with their row counts. Rows, not
+    examples: the windows depend on the model's `seq_len`, which each job decides for itself."""
+    train, val = (hold_rows if holds_rows(cfg, files) else stream_rows)(files, facts, cfg, seed)
+    n_train, n_val = (r.count if isinstance(r, HeldRows) else r.count() for r in (train, val))
+    if n_val == 0:
+        raise DataError("the validation split is empty: give val_codes or raise data.val_fraction")
+    return train, val, dataclasses.replace(facts, num_train=n_train, num_val=n_val)
+
+
+def hold_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int) -> tuple[HeldRows, HeldRows]:
+    """Every row read here (the files passed `preflight`) and put in the object store once. With
+    no validation files, a seeded `val_fraction` of the rows is held out first, as Ray Data's
+    `train_test_split` does, and then the invalid-code policy drops rows from each part."""
+    import ray
+
+    train = read_rows(files.codes, files.labels, facts)
+    if files.val_codes:
+        val = read_rows(files.val_codes, files.val_labels, facts)
+    else:
+        order = np.random.default_rng(seed).permutation(len(train[0]))
+        n_val = len(order) - int(len(order) * (1 - cfg.val_fraction))
+        val, train = ([None if a is None else a[part] for a in train] for part in (order[:n_val], order[n_val:]))
+
+    def held(codes, labels) -> HeldRows:
+        if cfg.invalid_codes == "drop":
+            with warnings.catch_warnings():  # the driver's pre-flight already reported the counts once
+                warnings.simplefilter("ignore")
+                codes, labels, _ = apply_invalid_code_policy(codes, labels, facts.layout.num_codes, "drop")
+        return HeldRows(ray.put(codes), None if labels is None else ray.put(labels), len(codes))
+
+    return held(*train), held(*val)
+
+
+def read_rows(code_files: list[str], label_files: list[str] | None, facts: DataFacts):
+    """(int64 codes (N, positions), int64 labels or None) of the files, concatenated."""
+    codes = np.concatenate([load_codes(p)[0] for p in code_files]).reshape(-1, facts.num_positions)
+    labels = np.concatenate([load_array(p, "labels").reshape(-1) for p in label_files]).astype(np.int64) \
+        if label_files else None
+    return codes.astype(np.int64, copy=False), labels
+
+
+def stream_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int):
+    """Materialised Ray datasets of the rows (the policy applied in Ray Data tasks).
 
     Materialising on the driver runs the read tasks before the workers take their
     CPUs (a lazy read_numpy under whole-CPU workers deadlocks on small machines).
@@ -184,11 +251,59 @@ def build_row_datasets(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, 
         if cfg.invalid_codes == "drop":
             train = train.map_batches(apply_policy, fn_kwargs=kwargs, batch_format="numpy")
             val = val.map_batches(apply_policy, fn_kwargs=kwargs, batch_format="numpy")
-        train, val = train.materialize(), val.materialize()
-    n_train, n_val = train.count(), val.count()
-    if n_val == 0:
-        raise DataError("the validation split is empty: give val_codes or raise data.val_fraction")
-    return train, val, dataclasses.replace(facts, num_train=n_train, num_val=n_val)
+        return train.materialize(), val.materialize()
+
+
+def worker_batches(held: dict, layout: TokenLayout, seq_len: int, batch_size: int, seed: int, rank: int,
+                   world: int):
+    """A worker's training batches (a callable of epoch and skip) and validation batches (a
+    callable, read once): from the held rows the config carries, else its Ray Data shards."""
+    import ray.train
+
+    if "train" in held:
+        train = HeldBatches(held["train"], layout, seq_len, batch_size, seed, rank, world)
+    else:
+        train = ShardBatches(ray.train.get_dataset_shard("train"), layout, seq_len, batch_size, seed, rank)
+    cache = []
+
+    def val() -> list:
+        if not cache:
+            if "val" in held:
+                x, y = held_examples(held["val"], layout, seq_len, rank, world)
+                cache.extend(as_tensors(x[s: s + 256], y[s: s + 256]) for s in range(0, len(x), 256))
+            else:
+                cache.extend(val_batches(ray.train.get_dataset_shard("val"), layout, seq_len))
+        return cache
+
+    return train, val
+
+
+def held_examples(rows: dict, layout: TokenLayout, seq_len: int, rank: int, world: int):
+    """This rank's equal share of held rows (every world-th row: Ray's split is equal too) as examples."""
+    import ray
+
+    codes = ray.get(rows["codes"])
+    share = slice(rank, rank + len(codes) // world * world, world)
+    batch = {"codes": codes[share]} | ({} if rows["labels"] is None else {"labels": ray.get(rows["labels"])[share]})
+    ex = tokenize_rows(batch, layout, seq_len)
+    return ex["input_ids"], ex["labels"]
+
+
+class HeldBatches:
+    """`ShardBatches` for held rows: a worker's examples, in a fresh seeded order each epoch;
+    `skip` drops the first micro-batches of an epoch when a run resumes inside it."""
+
+    def __init__(self, rows: dict, layout: TokenLayout, seq_len: int, batch_size: int, seed: int, rank: int,
+                 world: int):
+        self.x, self.y = held_examples(rows, layout, seq_len, rank, world)
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+
+    def __call__(self, epoch: int = 0, skip: int = 0):
+        order = np.random.default_rng((self.seed, epoch, self.rank)).permutation(len(self.x))
+        b = self.batch_size
+        for i in range(skip, len(order) // b):
+            pick = order[i * b : (i + 1) * b]
+            yield as_tensors(self.x[pick], self.y[pick])
 
 
 class ShardBatches:

@@ -22,8 +22,9 @@ from ..core.checkpoint import load_checkpoint
 from ..core.errors import TrainingError
 from ..core.loop import GPTObjective, fit
 from ..core.model import GPT
+from ..startup import first_batch_times
 from ..train_plan import DataFacts, plan_training, torch_threads
-from .code_data import ShardBatches, val_batches
+from .code_data import worker_batches
 
 
 def train_worker(config: dict) -> dict:
@@ -31,6 +32,7 @@ def train_worker(config: dict) -> dict:
     import ray.train.torch
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
+    times = {"entered": time.time()}
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     job, facts = from_dict(TrainJobConfig, config["job"]), DataFacts.from_dict(config["facts"])
@@ -41,20 +43,16 @@ def train_worker(config: dict) -> dict:
     model = ray.train.torch.prepare_model(GPT(plan.model))
     torch.manual_seed(job.optim.seed + 1000 * rank)  # but different dropout masks
 
-    train = ShardBatches(ray.train.get_dataset_shard("train"), facts.layout, plan.seq_len, job.optim.batch_size,
-                         job.optim.seed, rank)
-    val_shard, val_cache = ray.train.get_dataset_shard("val"), []
-
-    def val():  # read through Ray Data once, then reused every epoch
-        if not val_cache:
-            val_cache.extend(val_batches(val_shard, facts.layout, plan.seq_len))
-        return val_cache
+    train, val = worker_batches(config["held_rows"], facts.layout, plan.seq_len, job.optim.batch_size,
+                                job.optim.seed, rank, world)
+    train = first_batch_times(train, times)
 
     # rank 0 writes last.pt / best.pt on its own node and hands them to Ray each epoch
     # (`epoch_reporter`): they reach the run's storage wherever this worker runs
     checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-ckpt-")
     resume_from = load_resume_checkpoint(facts, device, rank, checkpoint_dir)
     start_step = resume_from["step"] if resume_from else 0
+    times["ready"] = time.time()
     t_fit = time.perf_counter()
     try:
         final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
@@ -75,7 +73,7 @@ def train_worker(config: dict) -> dict:
     return {"final": final, "resumed": resumed, "world_size": world, "fit_seconds": seconds,
             "steps_per_epoch": plan.steps_per_epoch, "model": plan.model.to_dict(),
             "input_tokens": tokens, "tokens_per_s": tokens / seconds, "torch_threads": torch.get_num_threads(),
-            "worker_nodes": worker_nodes(world)}
+            "worker_nodes": worker_nodes(world), "startup_times": times}
 
 
 def worker_nodes(world: int) -> list[str]:

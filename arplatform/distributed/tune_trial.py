@@ -25,7 +25,7 @@ from ..train_plan import DataFacts
 from ..tune_space import apply_params
 
 
-def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, sweep: dict, parent_run_id: str | None,
+def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: dict, parent_run_id: str | None,
                config_name: str) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -46,7 +46,7 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, datasets: dict, swe
         tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep
     with tracked(job, run, {**to_dict(job), "trial": params}, config_name, tags) as (uri, mlflow_run_id):
         save_json(to_dict(job) | {"config_name": config_name, "trial": params}, os.path.join(run.dir, "config.json"))
-        trainer = build_trainer(job, DataFacts.from_dict(facts), datasets, run, uri, mlflow_run_id,
+        trainer = build_trainer(job, DataFacts.from_dict(facts), rows, run, uri, mlflow_run_id,
                                 callbacks=[TuneReportCallback()])
         result = trainer.fit()
         if (result.return_value or {}).get("error"):

@@ -31,8 +31,9 @@ from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import GPTObjective, decide_precision
 from ..core.model import GPT
-from ..distributed.code_data import CodeFiles, build_row_datasets, preflight, resolve_files
+from ..distributed.code_data import CodeFiles, HeldRows, build_rows, preflight, resolve_files
 from ..errors import RunStateError, TrainingError
+from ..startup import StartupClock
 from ..train_plan import DataFacts, TrainPlan, plan_training, torch_threads
 from .generate import tuned_sampler_settings
 
@@ -138,25 +139,31 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
         yield uri, mlflow_run_id
 
 
-def worker_config(job: TrainJobConfig, facts: DataFacts, uri: str | None, mlflow_run_id: str | None) -> dict:
-    """What every worker receives: plain data only (no paths: checkpoints leave through Ray)."""
-    return {"job": to_dict(job), "facts": facts.to_dict(), "tracking_uri": uri, "mlflow_run_id": mlflow_run_id}
+def worker_config(job: TrainJobConfig, facts: DataFacts, uri: str | None, mlflow_run_id: str | None,
+                  held_rows: dict) -> dict:
+    """What every worker receives: plain data only (no paths: checkpoints leave through Ray), and
+    the object refs of the rows held in the object store."""
+    return {"job": to_dict(job), "facts": facts.to_dict(), "tracking_uri": uri, "mlflow_run_id": mlflow_run_id,
+            "held_rows": held_rows}
 
 
-def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: runs.Run, uri: str | None = None,
+def build_trainer(job: TrainJobConfig, facts: DataFacts, rows: dict, run: runs.Run, uri: str | None = None,
                   mlflow_run_id: str | None = None, callbacks: list | None = None):
     """The TorchTrainer of one training run: the job's config, the checked data facts and the
-    row datasets in; workers plan their own model, windows and steps from the config."""
+    train and val rows (`code_data.build_rows`) in; workers plan their own model, windows and
+    steps from the config."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ..distributed.train_worker import train_worker
 
     plan_training(job, facts, job.trainer.num_workers)  # refuse a job with no full step before any worker
+    held = {name: r.to_dict() for name, r in rows.items() if isinstance(r, HeldRows)}
+    streamed = {name: r for name, r in rows.items() if not isinstance(r, HeldRows)}
     t = job.trainer
     return TorchTrainer(
         train_worker,
-        train_loop_config=worker_config(job, facts, uri, mlflow_run_id),
+        train_loop_config=worker_config(job, facts, uri, mlflow_run_id, held),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker},
                                      placement_strategy=t.placement_strategy),
@@ -166,7 +173,7 @@ def build_trainer(job: TrainJobConfig, facts: DataFacts, datasets: dict, run: ru
                                                           controller_failure_limit=t.worker_start_attempts),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
                              logging_config=LoggingConfig(log_level="WARNING")),
-        datasets=datasets,
+        datasets=streamed or None,
     )
 
 
@@ -196,17 +203,21 @@ def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan) -> str:
 def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) -> dict:
     from ..distributed.cluster import check_cpu_budget, init_ray
 
-    t0 = time.perf_counter()
+    t0, clock = time.perf_counter(), StartupClock()
     files, facts = check_data(job)
     if job.tracking.enabled:
         tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
     storage.check_writable(job.output_root, "output_root")
     run = resume_target(job, facts)
+    clock.mark("imports and checks")
     ray = init_ray(job.trainer.num_cpus)
     check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
-    train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
+    clock.mark("Ray")
+    train_rows, val_rows, facts = build_rows(files, facts, job.data, job.optim.seed)
+    clock.mark("rows")
     plan = plan_training(job, facts, job.trainer.num_workers)
     job = resolve_train_precision(job, facts, plan, log)
+    clock.mark("precision")
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
     run = run or runs.new_run(job.output_root, job.name, job.run_name)
     public = storage.Mirror(job.output_root).uri  # a path's name under the root: the bucket's, for a URI root
@@ -217,11 +228,14 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
                         "global": job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps},
               "data_examples": {"train": facts.num_train, "val": facts.num_val}}
     with tracked(job, run, params, config_name) as (uri, mlflow_run_id):
-        trainer = build_trainer(job, facts, {"train": train_ds, "val": val_ds}, run, uri, mlflow_run_id)
+        clock.mark("run folder and MLflow run")
+        trainer = build_trainer(job, facts, {"train": train_rows, "val": val_rows}, run, uri, mlflow_run_id)
         result = trainer.fit()
         if (result.return_value or {}).get("error"):
             raise TrainingError(result.return_value["error"])
         summary = finish(job, run, facts.codebook_pt, result, uri, mlflow_run_id, config_name)
+        summary["startup"] = clock.report(summary.pop("startup_times", None))
+        log(StartupClock.line(summary["startup"]))
         summary["seconds"] = time.perf_counter() - t0
         save_json(summary, os.path.join(run.dir, "summary.json"))
     runs.push_run(run, job.output_root, published=True)  # (the run folder went when the run ended)

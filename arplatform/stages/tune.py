@@ -115,7 +115,7 @@ def outcome_recorder(sweep: sweeps.Sweep):
     return RecordOutcome()
 
 
-def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts: DataFacts, datasets: dict,
+def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts: DataFacts, rows: dict,
                 sweep: sweeps.Sweep, parent: str | None, config_name: str):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -127,7 +127,7 @@ def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts
     # Tune saw the end) finishes without a new report; Tune's strict check would stop the sweep.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, base_job=to_dict(job), facts=facts.to_dict(), datasets=datasets,
+        tune.with_parameters(tune_trial, base_job=to_dict(job), facts=facts.to_dict(), rows=rows,
                              sweep=sweep.to_dict(), parent_run_id=parent, config_name=config_name),
         {"CPU": cfg.trial_cpus})
     if sweep.resumed:
@@ -235,7 +235,7 @@ def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
 
 def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> dict:
     from ..distributed.cluster import check_sweep_budget, init_ray
-    from ..distributed.code_data import build_row_datasets
+    from ..distributed.code_data import build_rows
 
     t0 = time.perf_counter()
     config_name = config_name or cfg.name
@@ -252,7 +252,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     t = job.trainer
     check_sweep_budget(ray, cfg.search.max_concurrent_trials, cfg.trial_cpus, t.num_workers, t.cpus_per_worker,
                        t.use_gpu)
-    train_ds, val_ds, facts = build_row_datasets(files, facts, job.data, job.optim.seed)
+    train_rows, val_rows, facts = build_rows(files, facts, job.data, job.optim.seed)
     # now that the rows are counted: every value gives at least one full step
     check_space(axes, to_dict(job), lambda trial: plan_training(trial, facts, trial.trainer.num_workers))
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
@@ -263,7 +263,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
         f"{cfg.search.num_samples} sample(s), {cfg.search.max_concurrent_trials} at once, "
         f"ASHA {'on' if cfg.asha.enabled else 'off'} over {max_epochs(cfg)} epochs")
     with tracked_sweep(cfg, sweep, uri, config_name) as parent:
-        tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_ds, "val": val_ds}, sweep, parent,
+        tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_rows, "val": val_rows}, sweep, parent,
                             config_name)
         grid = tuner.fit()
         summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log)

@@ -1,0 +1,99 @@
+"""How a training job's start grows with the data: time to the first step, the driver's peak
+memory and training tokens/s, for synthetic code shards of 10^4 to 10^6 rows (10^7 with
+--sizes), with the rows held in the object store (`data.materialize=true`) and streamed
+by Ray Data (`data.materialize=false`), side by side in one run.
+
+Each job is the real command (`python -m arplatform.train`, its own local Ray cluster, as
+a user starts it): a tiny model (1 layer × 32), 20 steps of 64 rows per worker, 2 workers,
+no MLflow, no samples. Rows: 64 codes over K=256, 10 classes, seeded random, in shards of
+at most 10^6 rows (`codes-XXXXX.npy`, `labels-XXXXX.npy`), 1 % more as validation files.
+"time to first step" counts from the command's process start (its imports included) to
+rank 0's first batch (`summary.json`'s `startup`); "driver peak RSS" is the command
+process's own VmHWM, read from /proc while it runs.
+
+    python bench/scale.py [--sizes 10000 1000000] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from machine import machine_line, save
+
+SHARD_ROWS = 1_000_000
+
+
+def write_shards(folder: str, rows: int, positions: int = 64, k: int = 256, classes: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    for sub, n in (("train", rows), ("val", max(100, rows // 100))):
+        os.makedirs(os.path.join(folder, sub))
+        for i, start in enumerate(range(0, n, SHARD_ROWS)):
+            m = min(SHARD_ROWS, n - start)
+            np.save(os.path.join(folder, sub, f"codes-{i:05d}.npy"), rng.integers(0, k, (m, positions), np.int32))
+            np.save(os.path.join(folder, sub, f"labels-{i:05d}.npy"), rng.integers(0, classes, m, np.int64))
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
+def one_job(root: str, data: str, materialize: bool) -> dict:
+    out = os.path.join(root, f"out-{time.time_ns()}")
+    cmd = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+           f"output_root={out}", f"data.codes={data}/train", f"data.labels={data}/train",
+           f"data.val_codes={data}/val", f"data.val_labels={data}/val", "data.num_codes=256", "data.num_classes=10",
+           f"data.materialize={str(materialize).lower()}", "model.embed_dim=32", "model.num_layers=1",
+           "model.num_heads=2", "optim.batch_size=64", "optim.max_steps=20", "optim.epochs=1", "optim.log_every=10",
+           "optim.warmup_steps=2", "trainer.num_workers=2", "tracking.enabled=false", "sample.num_samples=0"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, peak_rss_mib(proc.pid) or 0.0)
+        time.sleep(0.1)
+    text = proc.stdout.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"the job failed ({proc.returncode}):\n{text[-3000:]}")
+    (summary_path,) = [os.path.join(d, "summary.json") for d, _, files in os.walk(out) if "summary.json" in files]
+    with open(summary_path) as f:
+        s = json.load(f)
+    return {"first_step_s": s["startup"]["first_step_s"], "phases_s": s["startup"]["phases_s"],
+            "driver_peak_rss_mib": round(peak, 1), "tokens_per_s": round(s["tokens_per_s"]), "wall_s": s["seconds"]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--rounds", type=int, default=1)
+    args = p.parse_args()
+    print(machine_line(), flush=True)
+    figures = []
+    with tempfile.TemporaryDirectory() as root:
+        for rows in args.sizes:
+            data = os.path.join(root, f"rows-{rows}")
+            write_shards(data, rows)
+            for _ in range(args.rounds):
+                for materialize in (True, False):  # side by side, alternating
+                    r = {"rows": rows, "materialize": materialize, **one_job(root, data, materialize)}
+                    figures.append(r)
+                    phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_s"].items())
+                    print(f"{rows:>10,} rows  materialize={str(materialize).lower():5s}  first step "
+                          f"{r['first_step_s']:5.1f} s  driver peak RSS {r['driver_peak_rss_mib']:7.1f} MiB  "
+                          f"{r['tokens_per_s']:>8,} tokens/s  ({phases})", flush=True)
+    print(f"saved {save('scale', figures)}")
+
+
+if __name__ == "__main__":
+    main()
