@@ -423,6 +423,7 @@ class GenerateConfig:
     use_gpu: str = "auto"  # auto: one GPU per actor when the cluster has GPUs | true | false
     device: str = "auto"  # local engine
     stall_timeout_s: float = 300.0  # Ray engine: fail when no batch finishes for this long
+    allow_mismatch: bool = False  # decode with a codebook or VAE other than those the checkpoint trained with
 
     def __post_init__(self):
         self.output_root = root_path("output_root", self.output_root)

@@ -42,6 +42,8 @@ def parse(argv=None) -> dict:
     p.add_argument("--use_gpu", default=d.use_gpu, help="auto | true | false (Ray engine)")
     p.add_argument("--device", default=d.device, help="local engine: auto | cpu | cuda[:i]")
     p.add_argument("--stall_timeout_s", type=float, default=d.stall_timeout_s)
+    p.add_argument("--allow_mismatch", action="store_true", default=None,
+                   help="decode with a codebook or VAE other than those the checkpoint was trained with")
     args = vars(p.parse_args(argv))
     sample = {k: args.pop(k) for k in SAMPLER_FLAGS}
     sample = {k: v for k, v in sample.items() if v is not None}

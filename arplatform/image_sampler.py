@@ -46,11 +46,14 @@ class ImageSampler:
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
         self.device = pick_device(spec["device"])
-        # local copies on this actor's node when the files live in a bucket
-        self.model, self.layout, ckpt = load_model(storage.fetch(spec["transformer_ckpt"]), map_location=self.device)
+        # exactly the bytes the driver checked and the manifest names (a file replaced since is refused)
+        with storage.pinned(spec["transformer_ckpt"], spec.get("transformer_sha256")) as (local, _):
+            self.model, self.layout, ckpt = load_model(local, map_location=self.device)
         self.positions = math.prod(ckpt["grid_shape"])
-        self.codebook = load_codebook_file(storage.fetch(spec["codebook_pt"]))
-        self.vae = load_vae(storage.fetch(spec["vae_ckpt"]), map_location=self.device)
+        with storage.pinned(spec["codebook_pt"], spec.get("codebook_sha256")) as (local, _):
+            self.codebook = load_codebook_file(local)
+        with storage.pinned(spec["vae_ckpt"], spec.get("vae_sha256")) as (local, _):
+            self.vae = load_vae(local, map_location=self.device)
         self.precision = sampling_precision(self.model, self.layout, spec["sample"]["precision"],
                                             self.device).precision
         self.node = node_id()

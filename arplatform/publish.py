@@ -95,15 +95,45 @@ def current_version(root: str, name: str) -> str | None:
     return os.readlink(link) if os.path.islink(link) else None
 
 
-def prune_versions(root: str, name: str, keep_previous: str | None = None) -> None:
+def prune_versions(root: str, name: str, keep_previous: str | None = None, log=print) -> None:
+    """Remove the versions of `name` nobody needs: not current, not the previous one (a reader
+    may have opened it), not one a live process is publishing, and not one whose codebook a
+    training run or sweep trial under `root` trained on (its checkpoints decode through it)."""
     base = versions_dir(root, name)
     if not os.path.isdir(base):
         return
     keep = {current_version(root, name), keep_previous, "current"}
+    named = versions_named_by_runs(root, base)
     for entry in os.listdir(base):
         pid = _owner_pid(entry)
-        if entry not in keep and (pid is None or not _pid_alive(pid)):
-            _remove(os.path.join(base, entry))
+        if entry in keep or (pid is not None and _pid_alive(pid)):
+            continue
+        if entry in named:
+            log(f"kept tokenizer version {os.path.join(base, entry)}: run {named[entry]} trained on it")
+            continue
+        _remove(os.path.join(base, entry))
+
+
+def versions_named_by_runs(root: str, base: str) -> dict[str, str]:
+    """{version: a run folder that names it}: the `codebook_pt` every training run and sweep
+    trial records in its run.json, resolved (it may name the version through a link)."""
+    import glob
+    import json
+
+    named = {}
+    base = os.path.realpath(base)
+    for state in glob.glob(os.path.join(root, "transformer", "*", "runs", "*", "run.json")) + \
+            glob.glob(os.path.join(root, "tune", "*", "trials", "*", "run.json")):
+        try:
+            with open(state, encoding="utf-8") as f:
+                codebook = json.load(f).get("codebook_pt")
+        except (OSError, ValueError, AttributeError):
+            continue  # a run.json being written, or not a run's: it names nothing
+        if isinstance(codebook, str) and not codebook.startswith(("s3://", "gs://")):
+            rel = os.path.relpath(os.path.realpath(codebook), base)
+            if not rel.startswith(".."):
+                named.setdefault(rel.split(os.sep)[0], os.path.dirname(state))
+    return named
 
 
 def _replace_with_link(path: str, target: str) -> None:

@@ -20,7 +20,6 @@ from whichever node's actor drew the batch.
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 import numpy as np
@@ -48,14 +47,6 @@ def png_bytes(picture: np.ndarray) -> bytes:
 
 def load_npy(path: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(storage.fetch(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def image_path(out: str, index: int) -> str:

@@ -36,22 +36,22 @@ class StartupClock:
         self.marks.append((phase, time.time()))
 
     def report(self, worker: dict | None = None) -> dict:
-        """Seconds per phase in order, plus `first_step_s` from the process start when the
+        """Seconds per phase in order (`phases_s`), plus `first_step_s` from the process start when the
         workers said when their first batch went in (`worker`: rank 0's times)."""
         marks = list(self.marks)
         worker = worker if worker and "first_batch" in worker else None  # a resumed run with no epoch left
         if worker:
             marks += [("Train workers started", worker["entered"]), ("worker set-up", worker["ready"]),
                       ("first batch", worker["first_batch"])]
-        phases = {name: round(t - previous, 2) for (_, previous), (name, t) in itertools.pairwise(marks)}
-        out = {"phases_s": phases}
+        # [name, seconds] pairs: JSON files keep them in the order they happened
+        out = {"phases_s": [[name, round(t - previous, 2)] for (_, previous), (name, t) in itertools.pairwise(marks)]}
         if worker:
             out["first_step_s"] = round(worker["first_batch"] - self.marks[0][1], 2)
         return out
 
     @staticmethod
     def line(report: dict) -> str:
-        shown = ", ".join(f"{name} {s:.1f} s" for name, s in report["phases_s"].items())
+        shown = ", ".join(f"{name} {s:.1f} s" for name, s in report["phases_s"])
         first = f" → first step {report['first_step_s']:.1f} s after the command started" \
             if "first_step_s" in report else ""
         return f"start-up: {shown}{first}"

@@ -27,6 +27,7 @@ import os
 import posixpath
 import shutil
 import uuid
+from contextlib import contextmanager
 from functools import lru_cache
 
 from .core.io import atomic_write
@@ -222,6 +223,42 @@ def fetch(path) -> str:
     atomic_write(local, download)  # several actors on one node may fetch at once: each renames a whole file
     atomic_write(stamp_file, lambda tmp: open(tmp, "w").write(json.dumps(stamp)))
     return local
+
+
+def sha256(path) -> str:
+    """The SHA-256 of a file's bytes (a local copy's, for a URI)."""
+    h = hashlib.sha256()
+    with open(fetch(path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def pinned(path, expected_sha256: str | None = None):
+    """(a private local copy of `path`, its SHA-256): the copy is made in one read that also
+    hashes it, so a reader that loads the copy loads exactly the bytes it hashed, whatever
+    replaces `path` meanwhile (a finishing run renames a new best.pt over the old). With
+    `expected_sha256`, bytes other than those are refused in one line. The copy is removed
+    when the block ends."""
+    import tempfile
+
+    from .core.errors import CheckpointError
+
+    folder = tempfile.mkdtemp(prefix="arplatform-pinned-")
+    try:
+        copy, h = os.path.join(folder, posixpath.basename(str(path)) or "file"), hashlib.sha256()
+        with open(fetch(path), "rb") as src, open(copy, "wb") as dst:
+            for block in iter(lambda: src.read(1 << 22), b""):
+                h.update(block)
+                dst.write(block)
+        digest = h.hexdigest()
+        if expected_sha256 and digest != expected_sha256:
+            raise CheckpointError(f"{path}: changed since this run checked it (SHA-256 {digest[:12]}…, expected "
+                                  f"{expected_sha256[:12]}…); rerun to use the new file")
+        yield copy, digest
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @remote_errors

@@ -30,16 +30,26 @@ class DataFacts:
     num_train: int = 0  # rows after the invalid-code policy
     num_val: int = 0
     codebook_pt: str | None = None  # absolute; checkpoints record it, so `generate` finds codebook and VAE
+    # the identities checkpoints record, so `generate` refuses another codebook or VAE of the same shape
+    codebook_sha256: str | None = None
+    vae_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return {"layout": self.layout.to_dict(), "grid_shape": list(self.grid_shape),
                 "num_positions": self.num_positions, "num_train": self.num_train, "num_val": self.num_val,
-                "codebook_pt": self.codebook_pt}
+                "codebook_pt": self.codebook_pt, "codebook_sha256": self.codebook_sha256,
+                "vae_sha256": self.vae_sha256}
 
     @classmethod
     def from_dict(cls, d: dict) -> DataFacts:
         return cls(TokenLayout.from_dict(d["layout"]), tuple(d["grid_shape"]), int(d["num_positions"]),
-                   int(d["num_train"]), int(d["num_val"]), d.get("codebook_pt"))
+                   int(d["num_train"]), int(d["num_val"]), d.get("codebook_pt"), d.get("codebook_sha256"),
+                   d.get("vae_sha256"))
+
+    def identity(self) -> dict:
+        """What a checkpoint and run.json record of the codebook and VAE the run trained with."""
+        return {"codebook_pt": self.codebook_pt, "codebook_sha256": self.codebook_sha256,
+                "vae_sha256": self.vae_sha256}
 
 
 @dataclass

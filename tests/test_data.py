@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,50 @@ def test_worker_tokenize_rows_matches_the_dataset(tmp_path):
     kept = ~(codes == -1).reshape(6, -1).any(1)
     assert len(dropped["codes"]) == len(dropped["labels"]) == int(kept.sum())
     assert np.array_equal(dropped["labels"], labels[kept])
+
+
+def test_preflight_holds_one_chunk_at_a_time(tmp_path):
+    """The driver's check of the code files reads a chunk of one file at a time: its peak memory
+    is a chunk's, not the data's, for many shards and for one large file (every array numpy
+    allocates is traced)."""
+    import tracemalloc
+
+    from arplatform.config import CodeDataConfig
+    from arplatform.distributed.code_data import preflight, resolve_files
+
+    rng = np.random.default_rng(0)
+    for folder, shards, rows in (("shards", 8, 40_000), ("one", 1, 400_000)):
+        os.makedirs(tmp_path / folder)
+        for i in range(shards):
+            np.save(tmp_path / folder / f"codes-{i:05d}.npy", rng.integers(0, 64, (rows, 16), dtype=np.int32))
+            np.save(tmp_path / folder / f"labels-{i:05d}.npy", rng.integers(0, 5, rows))
+        cfg = CodeDataConfig(codes=str(tmp_path / folder), labels=str(tmp_path / folder), num_codes=64)
+        files = resolve_files(cfg)
+        data = shards * rows * 16 * 4  # the codes' bytes on disk
+        tracemalloc.start()
+        try:
+            facts = preflight(cfg, files)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert facts.layout.num_codes == 64 and facts.layout.num_classes == 5 and facts.num_positions == 16
+        assert peak < data / 2, f"{folder}: preflight peaked at {peak / data:.2f}× the codes' size"
+
+
+def test_preflight_without_a_vocabulary(tmp_path):
+    """With no codebook and no num_codes the vocabulary is inferred from the valid codes;
+    negative codes are still invalid, and files without one valid code are refused in a line."""
+    from arplatform.config import CodeDataConfig
+    from arplatform.distributed.code_data import preflight, resolve_files
+
+    codes = np.array([[0, 5, -1, 2]] * 4, dtype=np.int64)
+    np.save(tmp_path / "codes.npy", codes)
+    cfg = CodeDataConfig(codes=str(tmp_path / "codes.npy"), invalid_codes="error")
+    with pytest.raises(DataError, match=r"codes.npy: 4 invalid codes .* first at row 0"):
+        preflight(cfg, resolve_files(cfg))
+    with pytest.warns(UserWarning, match="vocabulary size 6 inferred"):
+        facts = preflight(CodeDataConfig(codes=str(tmp_path / "codes.npy")), resolve_files(cfg))
+    assert facts.layout.num_codes == 6 and facts.layout.num_classes == 0
+    np.save(tmp_path / "codes.npy", -np.ones((3, 4), dtype=np.int64))
+    with pytest.raises(DataError, match="no valid code in the code files; give data.num_codes"):
+        preflight(CodeDataConfig(codes=str(tmp_path / "codes.npy")), resolve_files(cfg))

@@ -2,6 +2,7 @@
 batch sizes, engines and actor counts, resume after a kill, and one line for bad models."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,8 @@ from helpers import job_env
 
 from arplatform import GPT, GPTConfig, TokenLayout, save_checkpoint
 from arplatform import generate as generate_cli
+from arplatform.config import GenerateConfig
+from arplatform.core.checkpoint import load_model
 from arplatform.core.codebook import save_codebook
 from arplatform.core.vae import VAE, VAEConfig
 
@@ -200,8 +203,8 @@ def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
     replaced since (a new run published), its settings are not used."""
     import json
 
-    from arplatform.sample_folder import sha256
     from arplatform.stages.generate import tuned_sampler_settings
+    from arplatform.storage import sha256
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"sample": {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}}
@@ -213,3 +216,54 @@ def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
     assert code == 0 and "tuned on another checkpoint" in err, err
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["settings"]["cfg_scale"] != 3.0
+
+
+def test_a_codebook_or_vae_other_than_the_trained_one_is_refused(tmp_path):
+    """A checkpoint records the SHA-256 of the codebook and VAE it trained with; another codebook
+    or VAE of the very same shape (another tokenizer run) decodes wrong images, so it is refused in
+    one line unless --allow_mismatch; the samples' manifest records all three identities."""
+    from arplatform.storage import sha256
+
+    ckpt, codebook, vae = write_models(tmp_path / "m")
+    _, other_codebook, other_vae = write_models(tmp_path / "other", seed=1)  # same shapes, other weights
+    model, layout, saved = load_model(ckpt)
+    save_checkpoint(ckpt, model, layout, grid_shape=saved["grid_shape"], train_config=saved["train_config"] | {
+        "codebook_sha256": sha256(codebook), "vae_sha256": sha256(vae)})
+    common = ("--transformer_ckpt", ckpt, "--num_samples", 4, "--batch_size", 4)
+    code, _, err = generate(*common, "--codebook_pt", other_codebook, "--out", tmp_path / "a")
+    assert code == 2 and f"{other_codebook}: not the codebook {ckpt} was trained with" in err, err
+    assert "--allow_mismatch" in err and err.strip().count("\n") == 0 and not (tmp_path / "a").exists()
+    code, _, err = generate(*common, "--vae_ckpt", other_vae, "--out", tmp_path / "b")
+    assert code == 2 and f"{other_vae}: not the VAE {ckpt} was trained with" in err, err
+    code, _, err = generate(*common, "--codebook_pt", other_codebook, "--allow_mismatch", "--out", tmp_path / "c")
+    assert code == 0, err
+    code, _, err = generate(*common, "--out", tmp_path / "d")  # the trained ones, found from the checkpoint
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert (manifest["checkpoint_sha256"], manifest["codebook_sha256"], manifest["vae_sha256"]) == (
+        sha256(ckpt), sha256(codebook), sha256(vae))
+
+
+def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
+    """A checkpoint replaced after the driver checked it (a finishing run renames a new best.pt
+    over the old) is refused by every sampler instead of drawing images the manifest does not
+    describe; `storage.pinned` loads from a private copy made in the read that hashed it."""
+    from arplatform.core.errors import CheckpointError
+    from arplatform.image_sampler import ImageSampler
+    from arplatform.stages.generate import resolve_models, sampler_spec
+    from arplatform.storage import pinned, sha256
+
+    ckpt, codebook, vae = write_models(tmp_path / "m")
+    cfg = GenerateConfig(transformer_ckpt=ckpt, num_samples=2)
+    models = resolve_models(cfg)
+    spec = sampler_spec(cfg, models, str(tmp_path / "s"))
+    assert spec["transformer_sha256"] == sha256(ckpt)
+    ImageSampler(spec)  # the same bytes: loads
+    new, _, _ = write_models(tmp_path / "new", seed=1)
+    os.replace(new, ckpt)  # what publishing a finished run does to the seed's path
+    with pytest.raises(CheckpointError, match=r"best.pt: changed since this run checked it"):
+        ImageSampler(spec)
+    with pinned(ckpt) as (copy, digest):
+        os.replace(codebook, ckpt)  # replaced while pinned: the copy still holds what was hashed
+        assert digest == sha256(copy) != sha256(ckpt)
+    assert not os.path.exists(copy)

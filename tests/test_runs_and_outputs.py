@@ -220,3 +220,44 @@ def test_file_uri_roots_are_local_folders_everywhere(tmp_path):
         assert from_dict(cls, data).output_root == str(tmp_path)
     job = from_dict(TrainJobConfig, {"output_root": f"file://{tmp_path}"})
     assert tracking.tracking_uri(None, job.output_root) == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def _publish_one(root: str, i: int) -> None:
+    staging = publish.staging_dir(root, "m")
+    for part in ("vae/checkpoints/best.pt", "codebook/codebook.pt"):
+        os.makedirs(os.path.dirname(os.path.join(staging, part)), exist_ok=True)
+        with open(os.path.join(staging, part), "w") as f:
+            f.write(str(i))
+    publish.publish(root, "m", staging)
+
+
+def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
+    """Tokenize, train, tokenize twice more: the first version stays, because the training run's
+    run.json names its codebook (what `run_train` records, through the seed's link or not);
+    versions no run names are pruned as before."""
+    from arplatform import runs
+    from arplatform.core.tokens import TokenLayout
+    from arplatform.train_plan import DataFacts
+
+    root = str(tmp_path)
+
+    def tokenize(i):  # in a process of its own, as a tokenizer run is (a live publisher's versions stay)
+        child = multiprocessing.get_context("fork").Process(target=_publish_one, args=(root, i))
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+        return os.path.join(publish.versions_dir(root, "m"), publish.current_version(root, "m"))
+
+    first = tokenize(0)
+    run = runs.new_run(root, "tiny")
+    trained_on = os.path.realpath(os.path.join(root, "codebook", "m", "codebook.pt"))  # as check_data resolves it
+    facts = DataFacts(TokenLayout(4, 0), (2, 2), 4, codebook_pt=trained_on, codebook_sha256="x", vae_sha256="y")
+    runs.write_state(run, **facts.identity())
+    unnamed = tokenize(1)
+    for i in (2, 3):
+        tokenize(i)
+    kept = set(os.listdir(publish.versions_dir(root, "m"))) - {"current"}
+    assert os.path.basename(first) in kept and os.path.basename(unnamed) not in kept and len(kept) == 3
+    with open(os.path.join(first, "codebook", "codebook.pt")) as f:
+        assert f.read() == "0"
+    assert f"kept tokenizer version {first}: run {run.dir} trained on it" in capfd.readouterr().out

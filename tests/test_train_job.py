@@ -75,6 +75,12 @@ def test_two_workers_learn_checkpoint_and_track(trained):
     root, data, proc = trained
     s = summary(root)
     assert s["world_size"] == 2 and s["resumed"] is None and s["final"]["epoch"] == 3
+    # where the time before the first step went, phase by phase, adding up to the first step
+    phases = dict(s["startup"]["phases_s"])
+    assert list(phases)[:2] == ["imports and checks", "Ray"] and list(phases)[-1] == "first batch"
+    assert all(v >= 0 for v in phases.values()) and 0 < s["startup"]["first_step_s"] < s["seconds"] + 5
+    assert abs(sum(phases.values()) - s["startup"]["first_step_s"]) < 0.1
+    assert "start-up: imports and checks" in proc.stdout
     out = root / "transformer" / "mnist_sample"
     run = out / "runs" / s["run_name"]
     assert s["run_dir"] == str(run) and s["published"] == str(out / "checkpoints" / "best.pt")
@@ -83,7 +89,15 @@ def test_two_workers_learn_checkpoint_and_track(trained):
     assert (out / "checkpoints" / "best.pt").read_bytes() == (run / "checkpoints" / "best.pt").read_bytes()
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert "optimizer_state_dict" in last and last["epoch"] == 3
-    assert json.loads((run / "run.json").read_text())["status"] == "FINISHED"
+    state = json.loads((run / "run.json").read_text())
+    assert state["status"] == "FINISHED"
+    # the codebook it trained on, by path and by identity, in run.json and in every checkpoint
+    from arplatform.storage import sha256
+
+    codebook = os.path.realpath(os.path.join(data, "codebook.pt"))
+    assert state["codebook_pt"] == codebook and state["codebook_sha256"] == sha256(codebook)
+    assert ckpt["train_config"]["codebook_sha256"] == sha256(codebook)
+    assert last["train_config"]["codebook_pt"] == codebook
     samples = np.load(run / "samples_codes.npy")
     assert samples.shape == (8, 16) and samples.min() >= 0 and samples.max() < 16
 

@@ -48,6 +48,17 @@ def read_npy_header(f, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
     return shape, dtype, math.prod(shape) * dtype.itemsize
 
 
+def checked_header(path: str, what: str, f) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the open .npy file `f` at `path`, whose size must hold what its header
+    promises; `f` is left at the first byte of data."""
+    shape, dtype, nbytes = read_npy_header(f, path)
+    available = os.fstat(f.fileno()).st_size - f.tell()
+    if available < nbytes:
+        raise DataError(f"{path}: the header promises a {dtype} array of shape {shape} ({nbytes} bytes) but the "
+                        f"file holds {available}; truncated or forged")
+    return shape, dtype
+
+
 def load_array(path: str | os.PathLike, what: str) -> np.ndarray:
     """np.load without pickles, turning every failure into one clear line."""
     path = os.fspath(path)
@@ -55,13 +66,9 @@ def load_array(path: str | os.PathLike, what: str) -> np.ndarray:
         raise DataError(f"{path}: {what} file not found")
     try:
         with open(path, "rb") as f:
-            shape, dtype, nbytes = read_npy_header(f, path)
-            available = os.fstat(f.fileno()).st_size - f.tell()
+            checked_header(path, what, f)
     except OSError as e:
         raise DataError(f"{path}: not a readable .npy {what} file ({e})") from e
-    if available < nbytes:
-        raise DataError(f"{path}: the header promises a {dtype} array of shape {shape} ({nbytes} bytes) but the "
-                        f"file holds {available}; truncated or forged")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -75,8 +82,9 @@ def load_array(path: str | os.PathLike, what: str) -> np.ndarray:
     return arr
 
 
-def load_codes(source) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Codes as int64 (N, H*W) plus the grid shape (H, W) when the file says it.
+def load_codes(source, dtype=np.int64) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Codes as `dtype` (N, H*W) plus the grid shape (H, W) when the file says it
+    (dtype=None: the file's own integer type, no copy; a check needs no wider one).
 
     Accepts (N, H*W) or (N, H, W) integer arrays; -1 and other invalid codes are
     kept for the invalid-code policy to handle.
@@ -84,14 +92,56 @@ def load_codes(source) -> tuple[np.ndarray, tuple[int, int] | None]:
     name = _name(source)
     arr = load_array(source, "codes") if isinstance(source, (str, os.PathLike)) else source
     arr = np.asarray(arr)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
-        raise DataError(f"{name}: codes must be integers, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3):
-        raise DataError(f"{name}: codes must be shaped (N, H*W) or (N, H, W), got {arr.shape}")
-    if arr.size == 0:
-        raise DataError(f"{name}: codes array is empty (shape {arr.shape})")
-    grid = (int(arr.shape[1]), int(arr.shape[2])) if arr.ndim == 3 else None
-    return arr.reshape(arr.shape[0], -1).astype(np.int64, copy=False), grid
+    grid = check_codes_shape(arr.shape, arr.dtype, name)
+    arr = arr.reshape(arr.shape[0], -1)
+    return (arr if dtype is None else arr.astype(dtype, copy=False)), grid
+
+
+def check_codes_shape(shape: tuple[int, ...], dtype: np.dtype, name: str) -> tuple[int, int] | None:
+    """Integer codes shaped (N, H*W) or (N, H, W), not empty; returns the grid (H, W) when given."""
+    if dtype.hasobject or not np.issubdtype(dtype, np.integer):
+        raise DataError(f"{name}: codes must be integers, got dtype {dtype}")
+    if len(shape) not in (2, 3):
+        raise DataError(f"{name}: codes must be shaped (N, H*W) or (N, H, W), got {shape}")
+    if math.prod(shape) == 0:
+        raise DataError(f"{name}: codes array is empty (shape {shape})")
+    return (int(shape[1]), int(shape[2])) if len(shape) == 3 else None
+
+
+def code_rows(path: str | os.PathLike) -> int:
+    """The number of rows a codes .npy file holds, from its header."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return int(checked_header(path, "codes", f)[0][0])
+    except (OSError, IndexError) as e:
+        raise DataError(f"{path}: not a readable .npy codes file ({e})") from e
+
+
+def code_chunks(path: str | os.PathLike, rows: int = 1 << 16):
+    """The codes of a .npy file `rows` at a time: (first row, (n, H*W) codes in the file's own
+    integer type, grid or None) — a check of a file of any size holds one chunk in memory."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: codes file not found")
+    try:
+        with open(path, "rb") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            fortran = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)[1]
+            f.seek(0)
+            shape, dtype = checked_header(path, "codes", f)
+            grid = check_codes_shape(shape, dtype, path)
+            if fortran:  # column-major: no rows to read in order; whole, as np.load reads it
+                codes, grid = load_codes(path, dtype=None)
+                yield 0, codes, grid
+                return
+            per_row = math.prod(shape[1:])
+            for start in range(0, shape[0], rows):
+                n = min(rows, shape[0] - start)
+                yield start, np.fromfile(f, dtype=dtype, count=n * per_row).reshape(n, per_row), grid
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy codes file ({' '.join(str(e).split())})") from e
 
 
 def load_labels(source, num_rows: int, num_classes: int | None = None) -> np.ndarray:
@@ -120,7 +170,8 @@ def check_label_range(labels: np.ndarray, num_classes: int | None, name: str) ->
 
 
 def apply_invalid_code_policy(
-    codes: np.ndarray, labels: np.ndarray | None, num_codes: int, policy: str, name: str = "<array>"
+    codes: np.ndarray, labels: np.ndarray | None, num_codes: int, policy: str, name: str = "<array>",
+    first_row: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Handle codes outside 0..num_codes-1. Returns (codes, labels, count of invalid codes).
 
@@ -137,7 +188,7 @@ def apply_invalid_code_policy(
     if policy == "error":
         row, pos = map(int, np.argwhere(bad)[0])
         raise DataError(
-            f"{name}: {count} invalid codes (outside 0..{num_codes - 1}), first at row {row}, "
+            f"{name}: {count} invalid codes (outside 0..{num_codes - 1}), first at row {row + first_row}, "
             f"position {pos} (value {int(codes[row, pos])})"
         )
     if policy == "drop":

@@ -19,7 +19,8 @@ from ..config import CodeDataConfig
 from ..core.codebook import load_codebook_file
 from ..core.data import (
     apply_invalid_code_policy,
-    check_label_range,
+    code_chunks,
+    code_rows,
     encode_sequences,
     load_array,
     load_codes,
@@ -30,6 +31,8 @@ from ..core.errors import DataError
 from ..core.tokens import TokenLayout
 from ..errors import ConfigError
 from ..train_plan import DataFacts
+
+UNBOUNDED = np.iinfo(np.int64).max  # a vocabulary not known yet: no code is too large
 
 
 @dataclass
@@ -79,12 +82,12 @@ def resolve_files(cfg: CodeDataConfig) -> CodeFiles:
 
 
 def _absolute(path: str | None) -> str | None:
-    return os.path.abspath(path) if path else None
+    return os.path.realpath(path) if path else None  # (through links: the version a run names, pinned)
 
 
 def preflight(cfg: CodeDataConfig, files: CodeFiles) -> DataFacts:
-    """Read every file on the driver and refuse bad data before any worker starts, so Ray
-    never burns its retries replaying a bad batch."""
+    """Check every file on the driver, one at a time, and refuse bad data before any worker
+    starts, so Ray never burns its retries replaying a bad batch."""
     if files.labels and len(files.labels) != len(files.codes):
         raise DataError(f"{len(files.codes)} code files but {len(files.labels)} label files")
     num_codes, num_classes, grid = cfg.num_codes, cfg.num_classes, None
@@ -98,33 +101,35 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> DataFacts:
     groups = [(files.codes, files.labels)]
     if files.val_codes:
         groups.append((files.val_codes, files.val_labels))
-    arrays = []  # (codes path, codes, labels, labels path)
-    for code_files, label_files in groups:
-        for i, path in enumerate(code_files):
-            codes, g = load_codes(path)
+    pairs = [(path, labels[i] if labels else None) for codes, labels in groups for i, path in enumerate(codes)]
+    # a chunk of one file at a time, nothing kept: the driver's memory does not grow with the data.
+    # With the vocabulary still unknown, only negative codes can be invalid; it is inferred after.
+    lengths, highest, highest_label, invalid = set(), -1, -1, 0
+    for path, label_path in pairs:
+        labels = None
+        for start, codes, g in code_chunks(path):
             grid = grid or g
-            labels, label_path = None, label_files[i] if label_files else None
-            if label_path:
-                labels = load_labels(label_path, len(codes), num_classes)
-            arrays.append((path, codes, labels, label_path))
-    lengths = {a[1].shape[1] for a in arrays}
+            lengths.add(codes.shape[1])
+            if start == 0 and label_path:
+                rows = code_rows(path)
+                labels = load_labels(label_path, rows, num_classes)
+                highest_label = max(highest_label, int(labels.max()) if labels.size else -1)
+            highest = max(highest, int(codes.max()))  # (negative codes are invalid, never the highest valid)
+            part = None if labels is None else labels[start : start + len(codes)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the count is reported once, below
+                invalid += apply_invalid_code_policy(codes, part, num_codes or UNBOUNDED, cfg.invalid_codes, path,
+                                                     first_row=start)[2]
     if len(lengths) > 1:
         raise DataError(f"code files disagree on positions per image: {sorted(lengths)}")
     if num_codes is None:
-        valid = [a[1][a[1] >= 0] for a in arrays]
-        num_codes = int(max(v.max() for v in valid if v.size)) + 1
+        if highest < 0:
+            raise DataError(f"{files.codes[0]}: no valid code in the code files; give data.num_codes")
+        num_codes = highest + 1
         warnings.warn(f"vocabulary size {num_codes} inferred from the data; give data.codebook or "
                       "data.num_codes to be exact", stacklevel=2)
     if num_classes is None:
-        has_labels = [a[2] for a in arrays if a[2] is not None]
-        num_classes = int(max(y.max() for y in has_labels)) + 1 if has_labels else 0
-    invalid = 0
-    for path, codes, labels, label_path in arrays:
-        if labels is not None:
-            check_label_range(labels, num_classes, label_path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the workers' counts are reported once, below
-            invalid += apply_invalid_code_policy(codes, labels, num_codes, cfg.invalid_codes, path)[2]
+        num_classes = highest_label + 1
     if invalid and cfg.invalid_codes != "error":
         warnings.warn(f"{invalid} invalid codes handled by policy {cfg.invalid_codes!r}", stacklevel=2)
     positions = lengths.pop()

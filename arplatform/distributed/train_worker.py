@@ -57,7 +57,7 @@ def train_worker(config: dict) -> dict:
     try:
         final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
                     job.optim, device=device, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                    grid_shape=facts.grid_shape, run_config=dict(config["job"], codebook_pt=facts.codebook_pt),
+                    grid_shape=facts.grid_shape, run_config=dict(config["job"], **facts.identity()),
                     callback=metrics_callback(config, world) if rank == 0 else None,
                     on_epoch_end=epoch_reporter(checkpoint_dir, rank), reduce=all_reduce if world > 1 else None,
                     is_main=rank == 0)

@@ -30,24 +30,33 @@ from ..errors import ConfigError
 
 
 def resolve_models(cfg: GenerateConfig) -> dict:
-    """Absolute paths (or URIs) of checkpoint, codebook and VAE, checked to fit together."""
+    """Absolute paths (or URIs) of checkpoint, codebook and VAE with the SHA-256 of the bytes
+    checked here (every sampler loads exactly those bytes, `ImageSampler`), checked to fit
+    together: shapes always, and identities where the checkpoint records those it trained with."""
     ckpt_path = storage.absolute(cfg.transformer_ckpt)
     if not storage.isfile(ckpt_path):
         raise CheckpointError(f"{ckpt_path}: transformer checkpoint not found (train one, or pass --transformer_ckpt)")
-    model, layout, ckpt = load_model(storage.fetch(ckpt_path))
-    codebook_pt = cfg.codebook_pt or trained_codebook(ckpt.get("train_config", {}))
+    with storage.pinned(ckpt_path) as (local, ckpt_sha):
+        model, layout, ckpt = load_model(local)
+    trained = ckpt.get("train_config") or {}
+    codebook_pt = cfg.codebook_pt or trained_codebook(trained)
     if not codebook_pt:
         raise ConfigError(f"{ckpt_path}: the checkpoint names no codebook; pass --codebook_pt")
     codebook_pt = storage.absolute(codebook_pt)
     if not storage.isfile(codebook_pt):
         raise CheckpointError(f"{codebook_pt}: codebook not found (pass --codebook_pt)")
-    codebook = load_codebook_file(storage.fetch(codebook_pt))
+    with storage.pinned(codebook_pt) as (local, codebook_sha):
+        codebook = load_codebook_file(local)
     vae_ckpt = storage.absolute(cfg.vae_ckpt) if cfg.vae_ckpt else codebook_vae_path(codebook_pt, codebook)
     if not vae_ckpt:
         raise ConfigError(f"{codebook_pt}: the codebook names no VAE; pass --vae_ckpt")
     if not storage.isfile(vae_ckpt):
         raise CheckpointError(f"{vae_ckpt}: VAE checkpoint not found (pass --vae_ckpt)")
-    vae = load_vae(storage.fetch(vae_ckpt))
+    with storage.pinned(vae_ckpt) as (local, vae_sha):
+        vae = load_vae(local)
+    if not cfg.allow_mismatch:
+        check_identity("codebook", codebook_pt, codebook_sha, trained.get("codebook_sha256"), ckpt_path)
+        check_identity("VAE", vae_ckpt, vae_sha, trained.get("vae_sha256"), ckpt_path)
     k, d = codebook["z_medoid"].shape
     if k != layout.num_codes:
         raise DataError(f"{codebook_pt}: the codebook has {k} codes but {ckpt_path} was trained on "
@@ -60,7 +69,17 @@ def resolve_models(cfg: GenerateConfig) -> dict:
         raise DataError(f"{vae_ckpt}: the VAE decodes a {vae.config.grid_size}² grid but {ckpt_path} samples "
                         f"{positions} codes per image")
     return {"transformer_ckpt": ckpt_path, "codebook_pt": codebook_pt, "vae_ckpt": vae_ckpt, "layout": layout,
-            "config_name": ckpt.get("train_config", {}).get("name") or "samples"}
+            "transformer_sha256": ckpt_sha, "codebook_sha256": codebook_sha, "vae_sha256": vae_sha,
+            "config_name": trained.get("name") or "samples"}
+
+
+def check_identity(what: str, path: str, sha: str, trained_sha: str | None, ckpt_path: str) -> None:
+    """A codebook or VAE whose bytes differ from those the checkpoint was trained with decodes
+    its codes into the wrong images, silently: refused, unless --allow_mismatch."""
+    if trained_sha and sha != trained_sha:
+        raise DataError(f"{path}: not the {what} {ckpt_path} was trained with (SHA-256 {sha[:12]}…, the "
+                        f"checkpoint records {trained_sha[:12]}…); pass that {what}, or --allow_mismatch to "
+                        "decode with this one anyway")
 
 
 SAMPLER_KEYS = ("temperature", "top_k", "top_p", "cfg_scale")
@@ -92,14 +111,13 @@ def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
     import sys
 
     from ..core.io import read_json_object
-    from ..sample_folder import sha256
 
     tuned = read_json_object(storage.fetch(path), DataError)
     settings = tuned.get("sample")
     if not isinstance(settings, dict):
         raise DataError(f"{path}: expected a 'sample' mapping (written by arplatform.tune_sampler)")
     target = sampled or checkpoint
-    if tuned.get("checkpoint_sha256") != sha256(target):
+    if tuned.get("checkpoint_sha256") != storage.sha256(target):
         print(f"note: {path} was tuned on another checkpoint than {target}; its settings are not used",
               file=sys.stderr, flush=True)
         return {}
@@ -134,8 +152,10 @@ def plan_labels(cfg: GenerateConfig, num_classes: int) -> np.ndarray:
 
 
 def sampler_spec(cfg: GenerateConfig, models: dict, out: str) -> dict:
-    """What every sampler (this process or an actor) receives: plain data only."""
-    return {k: models[k] for k in ("transformer_ckpt", "codebook_pt", "vae_ckpt")} | {
+    """What every sampler (this process or an actor) receives: plain data only; the files with
+    the SHA-256 of the bytes the driver checked, which are the bytes every sampler loads."""
+    keys = ("transformer_ckpt", "codebook_pt", "vae_ckpt", "transformer_sha256", "codebook_sha256", "vae_sha256")
+    return {k: models[k] for k in keys} | {
         "out": out, "seed": cfg.seed, "sample": to_dict(cfg.sample), "device": cfg.device, "threads": None}
 
 
@@ -152,8 +172,9 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
     labels = plan_labels(cfg, models["layout"].num_classes)
     out = storage.absolute(cfg.out or storage.join(cfg.output_root, "samples", models["config_name"]))
     manifest = {"checkpoint": models["transformer_ckpt"],
-                "checkpoint_sha256": sample_folder.sha256(models["transformer_ckpt"]),
-                "codebook_pt": models["codebook_pt"], "vae_ckpt": models["vae_ckpt"],
+                "checkpoint_sha256": models["transformer_sha256"], "codebook_pt": models["codebook_pt"],
+                "codebook_sha256": models["codebook_sha256"], "vae_ckpt": models["vae_ckpt"],
+                "vae_sha256": models["vae_sha256"],
                 "settings": manifest_settings(cfg)}
     storage.check_writable(out, "out")
     sample_folder.check_manifest(out, manifest)

@@ -123,11 +123,10 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
 
 
 def write_sampler_settings(checkpoint: str, sample: dict, best: dict, sweep_dir: str) -> str:
-    from ..sample_folder import sha256
 
     path = os.path.join(os.path.dirname(checkpoint), SAMPLER_FILE)
     settings = {k: sample[k] for k in ("temperature", "top_k", "top_p", "cfg_scale")}
-    save_json({"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": sha256(checkpoint),
+    save_json({"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": storage.sha256(checkpoint),
                "frechet": best["frechet"], "accuracy": best["accuracy"], "sweep": sweep_dir}, path)
     return path
 

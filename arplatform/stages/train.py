@@ -52,7 +52,19 @@ def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
         public = None
     if public and storage.is_uri(public):  # (a local path stays the one preflight resolved)
         facts = dataclasses.replace(facts, codebook_pt=public)
-    return files, facts
+    return files, codebook_identity(files, facts)
+
+
+def codebook_identity(files: CodeFiles, facts: DataFacts) -> DataFacts:
+    """The facts with the SHA-256 of the codebook and of the VAE it names (where that exists):
+    the checkpoints record both, and `generate` compares them with what it is given."""
+    from ..core.codebook import codebook_vae_path, load_codebook_file
+
+    if not files.codebook:
+        return facts
+    vae = codebook_vae_path(files.codebook, load_codebook_file(files.codebook))
+    return dataclasses.replace(facts, codebook_sha256=storage.sha256(files.codebook),
+                               vae_sha256=storage.sha256(vae) if vae and storage.isfile(vae) else None)
 
 
 def local_data(data):
@@ -220,6 +232,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     clock.mark("precision")
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
     run = run or runs.new_run(job.output_root, job.name, job.run_name)
+    runs.write_state(run, **facts.identity())  # a tokenizer version a run names is never pruned
     public = storage.Mirror(job.output_root).uri  # a path's name under the root: the bucket's, for a URI root
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {public(run.dir)}")
     log(describe(job, facts, plan))
