@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -500,3 +501,31 @@ class PipelineConfig:
 
 
 PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")
+
+
+# ---------------------------------------------------------------------------
+# Composing a config from the YAML files (Hydra's compose API)
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not os.path.exists(os.path.join(config_dir, config_name + ".yaml")):
+        group = os.path.dirname(config_name)
+        names = sorted(f[:-5] for f in os.listdir(os.path.join(config_dir, group)) if f.endswith(".yaml")
+                       and f != "base.yaml") if os.path.isdir(os.path.join(config_dir, group)) else []
+        raise ConfigError(f"{config_dir}/{config_name}.yaml: no such config; available in {group or '.'}: "
+                          f"{', '.join(names)}")
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from e
+

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     values = parse(argv)
 
     def generate():
-        from .stages.generate import checkpoint_sampler_settings, run_generate
+        from .jobs.sampling import checkpoint_sampler_settings
+        from .stages.generate import run_generate
 
         # defaults < the checkpoint's training config < its sampler.json (a sampler sweep) < the flags given
         settings = checkpoint_sampler_settings(values.get("transformer_ckpt", GenerateConfig.transformer_ckpt))

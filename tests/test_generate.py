@@ -203,7 +203,7 @@ def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
     replaced since (a new run published), its settings are not used."""
     import json
 
-    from arplatform.stages.generate import tuned_sampler_settings
+    from arplatform.jobs.sampling import tuned_sampler_settings
     from arplatform.storage import sha256
 
     ckpt, _, _ = write_models(tmp_path / "m")
@@ -250,7 +250,8 @@ def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
     describe; `storage.pinned` loads from a private copy made in the read that hashed it."""
     from arplatform.core.errors import CheckpointError
     from arplatform.image_sampler import ImageSampler
-    from arplatform.stages.generate import resolve_models, sampler_spec
+    from arplatform.jobs.sampling import resolve_models
+    from arplatform.stages.generate import sampler_spec
     from arplatform.storage import pinned, sha256
 
     ckpt, codebook, vae = write_models(tmp_path / "m")

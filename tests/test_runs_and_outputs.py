@@ -139,7 +139,8 @@ def test_codebook_names_its_vae_relative_to_itself(tmp_path):
     """The VAE path inside codebook.pt resolves from any working directory, through the links."""
     import torch
 
-    from arplatform.core.codebook import codebook_vae_path, save_codebook
+    from arplatform.core.codebook import save_codebook
+    from arplatform.publish import codebook_vae_path
 
     staging = publish.staging_dir(str(tmp_path), "m")
     os.makedirs(os.path.join(staging, "vae", "checkpoints"))
@@ -261,3 +262,46 @@ def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
     with open(os.path.join(first, "codebook", "codebook.pt")) as f:
         assert f.read() == "0"
     assert f"kept tokenizer version {first}: run {run.dir} trained on it" in capfd.readouterr().out
+
+
+def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tmp_path):
+    """Samples drawn from run A's checkpoint, evaluated after run B was published over the seed's
+    path: the metrics go to A's MLflow run, found by the SHA-256 the manifest records (A's run.json
+    records it; B, an older run, has its best.pt hashed), and nothing goes to B's. Samples of a
+    checkpoint no run made go to no run."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from arplatform import runs
+    from arplatform.stages.evaluate import log_to_training_run
+    from arplatform.storage import sha256
+
+    root = str(tmp_path / "root")
+    uri = tracking.tracking_uri(None, root)
+    ids = {}
+    for name, weights in (("a", b"weights of run a"), ("b", b"weights of run b")):
+        run = runs.new_run(root, "tiny", run_name=f"tiny-{name}")
+        os.makedirs(run.checkpoint_dir)
+        with open(os.path.join(run.checkpoint_dir, "best.pt"), "wb") as f:
+            f.write(weights)
+        ids[name] = tracking.start_run(uri, "arplatform", root, run.name, {}, {})
+        extra = {"best_sha256": sha256(os.path.join(run.checkpoint_dir, "best.pt"))} if name == "a" else {}
+        runs.write_state(run, tracking_uri=uri, mlflow_run_id=ids[name], **extra)
+        runs.publish_best(run, root)  # b last: the seed's path is b's now
+    seed = os.path.join(root, "transformer", "tiny", "checkpoints", "best.pt")
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "quality.json").write_text("{}")
+    report = {"frechet": {"samples": 1.5}, "memorisation": {"ratio": 0.9}, "heldout_bits_per_code": 2.0}
+    said = []
+    drawn_by_a = sha256(os.path.join(root, "transformer", "tiny", "runs", "tiny-a", "checkpoints", "best.pt"))
+    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": drawn_by_a}, report, str(samples), said.append)
+    client = MlflowClient(uri)
+    assert client.get_run(ids["a"]).data.metrics["samples/frechet"] == 1.5
+    assert "samples/frechet" not in client.get_run(ids["b"]).data.metrics
+    assert said == [f"logged to MLflow run {ids['a']} ({uri})"]
+    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": "0" * 64}, report, str(samples), said.append)
+    assert said[-1].startswith(f"no training run beside {seed} made the checkpoint") and len(said) == 2
+    assert json.loads(open(os.path.join(root, "transformer", "tiny", "checkpoints", "published.json")).read())[
+        "run_name"] == "tiny-b"

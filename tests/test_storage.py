@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from arplatform import sample_folder, storage
-from arplatform.core.codebook import codebook_vae_path, save_codebook
+from arplatform.core.codebook import save_codebook
 from arplatform.errors import StorageError
+from arplatform.publish import codebook_vae_path
 
 
 def test_files_round_trip_in_a_bucket(s3_root, tmp_path):

@@ -264,7 +264,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
 
     from arplatform.distributed.cluster import init_ray
     from arplatform.distributed.code_data import build_rows
-    from arplatform.stages.train import build_trainer, check_data, copy_checkpoint_files
+    from arplatform.jobs.training import build_trainer, check_data, copy_checkpoint_files
 
     data = learnable_codes(tmp_path / "codes")
     base = {"output_root": str(tmp_path), "data": {"codebook_dir": data}, "tracking": {"enabled": False},
@@ -373,7 +373,7 @@ def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
 
     from arplatform.distributed.cluster import init_ray
     from arplatform.distributed.code_data import HeldBatches, HeldRows, build_rows
-    from arplatform.stages.train import check_data
+    from arplatform.jobs.training import check_data
 
     rng = np.random.default_rng(3)
     codes = rng.integers(0, 16, size=(203, 16)).astype(np.int32)

@@ -180,32 +180,6 @@ def load_codebook_file(path) -> dict:
     return obj
 
 
-def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None:
-    """The VAE checkpoint a codebook names. The tokenizer stores it relative to the codebook's
-    own folder, so it resolves from any working directory; absolute paths are kept. Where that
-    file is missing (a copy of the published folders, as in a bucket, has no version folders),
-    the published layout's `<root>/vae_<name>/checkpoints/best.pt` beside `<root>/codebook/<name>`."""
-    from .. import storage
-
-    codebook = codebook if codebook is not None else load_codebook_file(storage.fetch(codebook_path))
-    config = codebook.get("config", {})
-    path = config.get("vae_checkpoint")
-    if not isinstance(path, str) or not path:
-        return None
-    if os.path.isabs(path) or storage.is_uri(path):
-        return path
-    codebook_path = os.fspath(codebook_path)
-    # realpath first: the codebook folder may be a link into a versioned tokenizer output
-    folder = storage.dirname(codebook_path if storage.is_uri(codebook_path) else os.path.realpath(codebook_path))
-    candidate = storage.join(folder, path)
-    candidate = candidate if storage.is_uri(candidate) else os.path.normpath(candidate)
-    published = storage.join(storage.dirname(codebook_path), "..", "..", f"vae_{config.get('name')}", "checkpoints",
-                             "best.pt")
-    if not storage.exists(candidate) and config.get("name") and storage.exists(published):
-        return published
-    return candidate
-
-
 def check_codebook(z, name="<codebook>") -> torch.Tensor:
     if not isinstance(z, torch.Tensor):
         array = np.asarray(z) if isinstance(z, (np.ndarray, list, tuple)) else None

@@ -9,14 +9,15 @@ import numpy as np
 
 from .. import storage
 from ..config import TokenizerConfig, from_dict
-from ..core.codebook import assign, codebook_vae_path, load_codebook_file
+from ..core.codebook import assign, load_codebook_file
 from ..core.data import load_codes
 from ..core.errors import DataError
 from ..core.io import read_json_object, save_json
 from ..core.vae import load_vae
 from ..errors import ConfigError
 from ..imagedata import load_images
-from .tokenize import encode_means, evaluate_tokenizer, resolve_device
+from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer, resolve_device
+from ..publish import codebook_vae_path
 
 
 def read_indices(path: str, key: str) -> np.ndarray:
@@ -138,7 +139,7 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     report["samples_dir"], report["checkpoint"] = samples_dir, manifest["checkpoint"]
     storage.write_json(storage.join(samples_dir, "quality.json"), report)
     storage.write_text(storage.join(samples_dir, "quality.md"), quality_table(report))
-    log_to_training_run(manifest["checkpoint"], report, samples_dir, log)
+    log_to_training_run(manifest, report, samples_dir, log)
     return report
 
 
@@ -156,18 +157,39 @@ def quality_table(r: dict) -> str:
     return "| measure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
 
 
-def log_to_training_run(checkpoint: str, report: dict, samples_dir: str, log) -> None:
-    """The metrics go to the MLflow run that trained the checkpoint, when run.json names one."""
-    from .. import tracking
-
+def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
+    """The run.json of the training run whose best.pt drew the samples, found by the SHA-256 the
+    samples' manifest records, never by which run is published now (a newer run may have been
+    published since): the run published.json names, the checkpoint's own run, then every run of
+    its config. A run's run.json records its best.pt's SHA-256 (`best_sha256`); an older run's
+    best.pt is hashed."""
     ckpt_dir = storage.dirname(storage.absolute(checkpoint))
     published = storage.join(ckpt_dir, "published.json")
-    run_dir = (storage.read_json_object(published, DataError).get("run_dir") if storage.exists(published)
-               else storage.dirname(ckpt_dir))
-    state_path = storage.join(run_dir or "", "run.json")
-    if not storage.exists(state_path):
+    candidates = [storage.read_json_object(published, DataError).get("run_dir")] if storage.exists(published) else []
+    candidates.append(storage.dirname(ckpt_dir))
+    runs_dir = storage.join(storage.dirname(ckpt_dir), "runs")
+    if storage.exists(runs_dir):
+        candidates += [storage.join(runs_dir, name) for name in sorted(storage.listdir(runs_dir), reverse=True)]
+    for run_dir in dict.fromkeys(c for c in candidates if c):
+        state_path, best = storage.join(run_dir, "run.json"), storage.join(run_dir, "checkpoints", "best.pt")
+        if not storage.exists(state_path):
+            continue
+        state = storage.read_json_object(state_path, DataError)
+        recorded = state.get("best_sha256") or (storage.sha256(best) if storage.isfile(best) else None)
+        if recorded == checkpoint_sha256:
+            return state
+    return None
+
+
+def log_to_training_run(manifest: dict, report: dict, samples_dir: str, log) -> None:
+    """The metrics go to the MLflow run that trained the checkpoint the samples were drawn with."""
+    from .. import tracking
+
+    state = training_run_of(manifest["checkpoint"], manifest["checkpoint_sha256"])
+    if state is None:
+        log(f"no training run beside {manifest['checkpoint']} made the checkpoint these samples were drawn "
+            f"with (SHA-256 {manifest['checkpoint_sha256'][:12]}…): the report stays in quality.json")
         return
-    state = storage.read_json_object(state_path, DataError)
     if not (state.get("tracking_uri") and state.get("mlflow_run_id")):
         return
     metrics = {"samples/frechet": report["frechet"]["samples"],

@@ -18,8 +18,7 @@ import os
 import time
 
 from .. import storage, tracking
-from ..cli import compose
-from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, from_dict, to_dict
+from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
 from ..errors import DataError
 from ..runs import seed_checkpoint
 

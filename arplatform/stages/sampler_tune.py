@@ -61,9 +61,9 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
 
     from ..config import GenerateConfig, from_dict
     from ..distributed.cluster import init_ray
+    from ..jobs.sampling import resolve_models
     from ..sample_quality import classifier_dir, load_or_train_classifier
     from .evaluate import real_data
-    from .generate import resolve_models
 
     t0 = time.perf_counter()
     axes = parse_space(cfg.space, sections=("sample",))

@@ -24,29 +24,13 @@ import torch
 
 from .. import publish, storage, tracking
 from ..config import TokenizerConfig, to_dict
-from ..core.codebook import assign, codebook_usage, fit_kmeans, save_codebook
-from ..core.decode import decode_codes_to_images
+from ..core.codebook import assign, fit_kmeans, save_codebook
 from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, TrainConfig, fit
-from ..core.metrics import psnr, ssim
 from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
-from ..errors import ConfigError
 from ..imagedata import ImageSet, load_images, split_indices
-
-
-def resolve_device(device: str) -> torch.device:
-    """auto → CUDA when there is one, else CPU; an explicit device must exist here."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"device: {device!r} is not a torch device ({e})") from e
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"device: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use device=auto or cpu")
-    return dev
+from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer, resolve_device
 
 
 def check_image_shape(data: ImageSet) -> None:
@@ -56,17 +40,6 @@ def check_image_shape(data: ImageSet) -> None:
             f"{data.source}: images are {c}×{h}×{w}; the VAE needs square 1- or 3-channel images "
             f"with a side divisible by {DOWNSAMPLE} (e.g. 28 or 32)"
         )
-
-
-@torch.inference_mode()
-def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512) -> torch.Tensor:
-    """Encoder means of all images → (N, h, w, D) on CPU."""
-    vae.eval()
-    out = []
-    for s in range(0, len(images), batch_size):
-        mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
-        out.append(mu.permute(0, 2, 3, 1).float().cpu())
-    return torch.cat(out)
 
 
 def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: str, device, log) -> VAE:
@@ -87,24 +60,6 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
         callback=lambda m, step: log(f"vae epoch {m['epoch']:.0f}: val loss/image {m['val/loss']:.2f}")
         if "val/loss" in m else None)
     return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
-
-
-def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
-                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> dict:
-    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage."""
-    with torch.inference_mode():
-        real = torch.from_numpy(val.images)
-        cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()
-                          for z in val_latents.split(512)])
-    quant = decode_codes_to_images(val_codes, centres, vae)
-    usage = codebook_usage(all_codes, centres.shape[0])
-    return {
-        "psnr_real_vs_vae": psnr(real, cont), "ssim_real_vs_vae": ssim(real, cont),
-        "psnr_real_vs_quantised": psnr(real, quant), "ssim_real_vs_quantised": ssim(real, quant),
-        "psnr_vae_vs_quantised": psnr(cont, quant), "ssim_vae_vs_quantised": ssim(cont, quant),
-        "codebook_usage": usage["usage"], "codebook_perplexity": usage["perplexity"],
-        "num_val_images": len(val),
-    }
 
 
 def write_shards(folder: str, codes: np.ndarray, labels: np.ndarray, shards: int) -> None:

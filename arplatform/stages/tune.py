@@ -10,7 +10,7 @@
       5. fit          Tuner(tune_trial, ASHA on epochs_done) — or Tuner.restore on resume
       6. finish       trial statuses (ASHA-stopped → KILLED), leaderboard, best.yaml
 
-Trials run `distributed.tune_trial.tune_trial`.
+Trials run `jobs.tune_trial.tune_trial`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from .. import runs, storage, sweeps, tracking
 from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
 from ..core.io import read_json_object
 from ..errors import ConfigError, RunStateError
+from ..jobs.training import check_data, resolve_train_precision
 from ..train_plan import DataFacts, plan_training
 from ..tune_space import Axis, apply_params, check_space, parse_space, tune_domains
-from .train import check_data, resolve_train_precision
 
 
 def check_search(cfg: TuneJobConfig, axes: list[Axis]) -> None:
@@ -121,7 +121,7 @@ def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from ..distributed.tune_trial import tune_trial
+    from ..jobs.tune_trial import tune_trial
 
     # A trial restarted after its run had already trained every epoch (its driver died before
     # Tune saw the end) finishes without a new report; Tune's strict check would stop the sweep.
@@ -192,7 +192,7 @@ def trial_checkpoints(run: runs.Run) -> str | None:
     """The trial's last.pt; a trial Tune stopped mid-fit (or one killed while copying) has not
     copied its checkpoints from Ray's storage into its folder, so they are copied here
     (None: it never reported an epoch)."""
-    from .train import copy_checkpoint_files, latest_ray_checkpoint
+    from ..jobs.training import copy_checkpoint_files, latest_ray_checkpoint
 
     last = os.path.join(run.checkpoint_dir, "last.pt")
     if not (os.path.exists(last) and os.path.exists(os.path.join(run.checkpoint_dir, "best.pt"))):

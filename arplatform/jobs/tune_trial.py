@@ -1,7 +1,7 @@
 """One Tune trial: the platform's training job with the trial's parameters, on Ray Train.
 
 Tune calls `tune_trial(params, **constants)` in a trial process. It builds the
-same TorchTrainer as `python -m arplatform.train` (`stages.train.build_trainer`)
+same TorchTrainer as `python -m arplatform.train` (`jobs.training.build_trainer`)
 from the sweep's base job with the trial's values set, and fits it; Ray Train's
 `TuneReportCallback` forwards rank 0's per-epoch report (`val/loss`,
 `val/bits_per_token`, `epochs_done`) to Tune, where ASHA reads it.
@@ -30,8 +30,8 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: 
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ..stages.train import build_trainer, copy_checkpoint_files, tracked
-    from .cluster import quiet_ray_logs
+    from ..distributed.cluster import quiet_ray_logs
+    from .training import build_trainer, copy_checkpoint_files, tracked
 
     quiet_ray_logs()
     job = from_dict(TrainJobConfig, apply_params(base_job, params))

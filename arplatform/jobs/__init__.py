@@ -1,0 +1,4 @@
+"""Pieces of a job that more than one stage runs: one training job on Ray Train (`training`,
+the Tune trial `tune_trial`), the models and sampler settings of a sampling job (`sampling`),
+the tokenizer's quality report (`tokenizer_quality`). Stages import these; no stage imports
+another stage."""

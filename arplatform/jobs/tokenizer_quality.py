@@ -1,0 +1,59 @@
+"""The tokenizer's quality report: latents of images (`encode_means`) and the held-out
+reconstruction quality of VAE + codebook (`evaluate_tokenizer`); the tokenize stage writes it
+after training and `evaluate tokenizer` again for any tokenizer output."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..core.codebook import codebook_usage
+from ..core.decode import decode_codes_to_images
+from ..core.metrics import psnr, ssim
+from ..core.vae import VAE
+from ..errors import ConfigError
+from ..imagedata import ImageSet
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto → CUDA when there is one, else CPU; an explicit device must exist here."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {device!r} is not a torch device ({e})") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use device=auto or cpu")
+    return dev
+
+
+@torch.inference_mode()
+def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512) -> torch.Tensor:
+    """Encoder means of all images → (N, h, w, D) on CPU."""
+    vae.eval()
+    out = []
+    for s in range(0, len(images), batch_size):
+        mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
+        out.append(mu.permute(0, 2, 3, 1).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
+                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> dict:
+    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage."""
+    with torch.inference_mode():
+        real = torch.from_numpy(val.images)
+        cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()
+                          for z in val_latents.split(512)])
+    quant = decode_codes_to_images(val_codes, centres, vae)
+    usage = codebook_usage(all_codes, centres.shape[0])
+    return {
+        "psnr_real_vs_vae": psnr(real, cont), "ssim_real_vs_vae": ssim(real, cont),
+        "psnr_real_vs_quantised": psnr(real, quant), "ssim_real_vs_quantised": ssim(real, quant),
+        "psnr_vae_vs_quantised": psnr(cont, quant), "ssim_vae_vs_quantised": ssim(cont, quant),
+        "codebook_usage": usage["usage"], "codebook_perplexity": usage["perplexity"],
+        "num_val_images": len(val),
+    }
+

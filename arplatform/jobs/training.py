@@ -1,0 +1,180 @@
+"""One training job on Ray Train, as the training stage, a sweep and each of its trials run it:
+the data checked on the driver (`check_data`), the run tracked in MLflow and run.json
+(`tracked`), the `TorchTrainer` (`build_trainer`), the precision decided once
+(`resolve_train_precision`) and the checkpoints copied back from Ray's storage."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+
+import torch
+
+from .. import runs, storage, tracking
+from ..config import TrainJobConfig, to_dict
+from ..core.errors import DataError
+from ..core.loop import GPTObjective, decide_precision
+from ..core.model import GPT
+from ..distributed.code_data import CodeFiles, HeldRows, preflight, resolve_files
+from ..errors import RunStateError
+from ..train_plan import DataFacts, TrainPlan, plan_training, torch_threads
+
+
+def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
+    """The code files (local copies of those in a bucket), each checked; the facts name the
+    codebook by its public path, which a later stage on any machine can read."""
+    data = local_data(job.data)
+    files = resolve_files(data)
+    facts = preflight(data, files)
+    if job.data.codebook:
+        public = job.data.codebook
+    elif files.codebook and job.data.codebook_dir:
+        public = storage.join(job.data.codebook_dir, "codebook.pt")
+    else:
+        public = None
+    if public and storage.is_uri(public):  # (a local path stays the one preflight resolved)
+        facts = dataclasses.replace(facts, codebook_pt=public)
+    return files, codebook_identity(files, facts)
+
+
+def codebook_identity(files: CodeFiles, facts: DataFacts) -> DataFacts:
+    """The facts with the SHA-256 of the codebook and of the VAE it names (where that exists):
+    the checkpoints record both, and `generate` compares them with what it is given."""
+    from ..core.codebook import load_codebook_file
+    from ..publish import codebook_vae_path
+
+    if not files.codebook:
+        return facts
+    vae = codebook_vae_path(files.codebook, load_codebook_file(files.codebook))
+    return dataclasses.replace(facts, codebook_sha256=storage.sha256(files.codebook),
+                               vae_sha256=storage.sha256(vae) if vae and storage.isfile(vae) else None)
+
+
+def local_data(data):
+    """The data section with every URI replaced by a local copy (`storage.fetch`)."""
+    changes = {}
+    for key in ("codes", "labels", "val_codes", "val_labels", "codebook"):
+        value = getattr(data, key)
+        if value and storage.is_uri(value):
+            changes[key] = storage.fetch(value)
+    if data.codebook_dir and storage.is_uri(data.codebook_dir):
+        if not storage.isfile(storage.join(data.codebook_dir, "codebook.pt")):  # uploaded last by the tokenizer
+            raise DataError(f"{data.codebook_dir}: no codebook.pt, so not a finished tokenizer output "
+                            "(run arplatform.tokenize first)")
+        changes["codebook_dir"] = storage.fetch_folder(data.codebook_dir)
+    return dataclasses.replace(data, **changes) if changes else data
+
+
+def latest_ray_checkpoint(run: runs.Run):
+    """The latest checkpoint Ray registered for `run`; a run without one never started."""
+    from ray.train import Result
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # its "A run snapshot was found…" notice
+    try:
+        result = Result.from_path(run.ray_path)
+    except Exception as e:  # noqa: BLE001 - any failure here means there is nothing to resume
+        raise RunStateError(f"{run.ray_path}: run {run.name!r} has no Ray run state to resume from "
+                            f"({type(e).__name__}); it never started training") from e
+    if result.checkpoint is None:
+        raise RunStateError(f"{run.ray_path}: run {run.name!r} registered no checkpoint; nothing to resume from")
+    return result.checkpoint
+
+
+def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
+    """best.pt and last.pt of a Ray checkpoint into `folder`: the driver's copy, read from the run's
+    storage (downloaded from a bucket), never from the disk of the node rank 0 ran on. last.pt
+    goes last: a copy cut short by a kill has no last.pt."""
+    from ..core.io import atomic_write
+
+    copied = []
+    if checkpoint is None:
+        return copied
+    with checkpoint.as_directory() as d:
+        for name in ("best.pt", "last.pt"):
+            src = os.path.join(d, name)
+            if os.path.exists(src):
+                copied.append(atomic_write(os.path.join(folder, name), lambda tmp, src=src: shutil.copyfile(src, tmp)))
+    return copied
+
+
+@contextmanager
+def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str | None, tags: dict | None = None):
+    """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
+    FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
+    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id)."""
+    uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
+    previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
+
+    def start() -> str:
+        return tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
+                                  {"config_name": config_name or job.name, "ray_run": run.name, "run_dir": run.dir,
+                                   **(tags or {})})
+
+    def on_start(run_id):
+        runs.write_state(run, status=runs.RUNNING, mlflow_run_id=run_id, tracking_uri=uri, config_name=config_name,
+                         ray_storage=run.ray_storage)
+        runs.push_run(run, job.output_root)  # a driver SIGKILLed later can be resumed from another machine
+
+    def on_end(status: str):
+        runs.write_state(run, status=status)
+        runs.push_run(run, job.output_root)
+
+    with tracking.tracked_run(uri, previous, start, on_start, on_end) as mlflow_run_id:
+        yield uri, mlflow_run_id
+
+
+def worker_config(job: TrainJobConfig, facts: DataFacts, uri: str | None, mlflow_run_id: str | None,
+                  held_rows: dict) -> dict:
+    """What every worker receives: plain data only (no paths: checkpoints leave through Ray), and
+    the object refs of the rows held in the object store."""
+    return {"job": to_dict(job), "facts": facts.to_dict(), "tracking_uri": uri, "mlflow_run_id": mlflow_run_id,
+            "held_rows": held_rows}
+
+
+def build_trainer(job: TrainJobConfig, facts: DataFacts, rows: dict, run: runs.Run, uri: str | None = None,
+                  mlflow_run_id: str | None = None, callbacks: list | None = None):
+    """The TorchTrainer of one training run: the job's config, the checked data facts and the
+    train and val rows (`code_data.build_rows`) in; workers plan their own model, windows and
+    steps from the config."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..distributed.train_worker import train_worker
+
+    plan_training(job, facts, job.trainer.num_workers)  # refuse a job with no full step before any worker
+    held = {name: r.to_dict() for name, r in rows.items() if isinstance(r, HeldRows)}
+    streamed = {name: r for name, r in rows.items() if not isinstance(r, HeldRows)}
+    t = job.trainer
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=worker_config(job, facts, uri, mlflow_run_id, held),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker},
+                                     placement_strategy=t.placement_strategy),
+        run_config=RunConfig(name=run.name, storage_path=run.ray_storage, callbacks=callbacks,
+                             # bounded: Train V2 otherwise retries a worker group that cannot start forever
+                             failure_config=FailureConfig(max_failures=t.max_failures,
+                                                          controller_failure_limit=t.worker_start_attempts),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+        datasets=streamed or None,
+    )
+
+
+def resolve_train_precision(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, log) -> TrainJobConfig:
+    """CPU jobs: decide `precision: auto` once, here, by timing the job's own model in both
+    precisions at the workers' thread count, so every worker trains in the same precision.
+    GPU jobs keep `auto`: each worker picks bf16 where its GPU supports it."""
+    if job.optim.precision != "auto" or job.trainer.use_gpu:
+        return job
+    previous = torch.get_num_threads()
+    torch.set_num_threads(torch_threads(job, job.trainer.num_workers))  # as on a node running every worker
+    try:
+        precision = decide_precision("auto", GPT(plan.model), GPTObjective(facts.layout), "cpu", log)
+    finally:
+        torch.set_num_threads(previous)
+    return dataclasses.replace(job, optim=dataclasses.replace(job.optim, precision=precision))
+
