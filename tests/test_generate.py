@@ -268,3 +268,23 @@ def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
         os.replace(codebook, ckpt)  # replaced while pinned: the copy still holds what was hashed
         assert digest == sha256(copy) != sha256(ckpt)
     assert not os.path.exists(copy)
+
+
+def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
+    """After a sampler sweep, the pipeline and `generate` draw one checkpoint with the same
+    settings: the checkpoint's training config, then the sampler.json tuned on it."""
+    from arplatform.cli import compose
+    from arplatform.config import PipelineConfig, from_dict
+    from arplatform.stages.pipeline import generate_config, stage_configs
+    from arplatform.storage import sha256
+
+    ckpt, _, _ = write_models(tmp_path / "m")
+    tuned = {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}
+    (tmp_path / "m" / "sampler.json").write_text(json.dumps({"sample": tuned, "checkpoint_sha256": sha256(ckpt)}))
+    cfg = from_dict(PipelineConfig, compose("pipeline/mnist_sample", [f"output_root={tmp_path / 'root'}"]))
+    _, job = stage_configs(cfg)
+    gen = generate_config(cfg, job, ckpt, str(tmp_path / "s"), str(tmp_path / "root"))
+    assert {k: getattr(gen.sample, k) for k in tuned} == tuned
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "g")
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert code == 0 and {k: manifest["settings"][k] for k in tuned} == tuned, err

@@ -20,6 +20,7 @@ import time
 from .. import storage, tracking
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
 from ..errors import DataError
+from ..jobs.sampling import checkpoint_sampler_settings
 from ..runs import seed_checkpoint
 
 
@@ -71,6 +72,17 @@ def published_run(job: TrainJobConfig) -> dict | None:
     return storage.read_json_object(storage.join(run_dir, "run.json"), DataError) | {"run_dir": run_dir}
 
 
+def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, samples: str,
+                    root: str) -> GenerateConfig:
+    """What the pipeline draws: `checkpoint` with the settings `generate` would draw it with (its
+    training config's `sample:`, then the sampler.json a sampler sweep tuned on it: one decision,
+    `jobs.sampling.checkpoint_sampler_settings`), into the pipeline's own samples folder."""
+    sample = to_dict(job.sample) | checkpoint_sampler_settings(checkpoint)
+    return from_dict(GenerateConfig, {
+        "transformer_ckpt": checkpoint, "num_samples": cfg.num_samples, "out": samples, "output_root": root,
+        "sample": sample, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
+
+
 def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
     from ..report import training_curve, write_report
     from .evaluate import evaluate_samples, quality_table
@@ -107,10 +119,7 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
           seed_checkpoint(root, job.name))
     run = published_run(job)
     samples = storage.join(root, "samples", job.name, os.path.basename(run["run_dir"]))
-    gen = from_dict(GenerateConfig, {
-        "transformer_ckpt": seed_checkpoint(root, job.name),
-        "num_samples": cfg.num_samples, "out": samples, "output_root": root, "sample": to_dict(job.sample),
-        "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
+    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples, root)
     manifest_path = storage.join(samples, "manifest.json")
     manifest = storage.read_json_object(manifest_path, DataError) if storage.exists(manifest_path) else {}
     same_settings = manifest.get("settings") == manifest_settings(gen)  # what the folder was drawn with
