@@ -15,8 +15,8 @@ LAYERS = [
     ("errors and clocks", ["errors", "startup"]),
     ("files", ["storage", "images", "imagedata"]),
     ("config", ["config"]),
-    ("outputs and plans", ["publish", "runs", "sweeps", "tracking", "train_plan", "tune_space", "sample_folder",
-                           "sample_quality", "image_sampler", "report"]),
+    ("outputs and plans", ["publish", "runs", "sweeps", "sweep_pictures", "tracking", "train_plan", "tune_space",
+                           "sample_folder", "sample_quality", "image_sampler", "report"]),
     ("distributed", ["distributed"]),
     ("jobs", ["jobs"]),
     ("stages", ["stages"]),  # tokenize, train, tune, generate, evaluate

@@ -71,6 +71,8 @@ def test_sampler_sweep_writes_settings_that_generate_uses(checkpoint, tmp_path, 
     assert settings["sample"]["cfg_scale"] in (1.0, 3.0) and settings["frechet"] > 0
     (board,) = (root / "sampler_tune").glob("*/leaderboard.csv")
     assert len(board.read_text().strip().splitlines()) == 1 + 2
+    assert (board.parent / "parallel.png").stat().st_size > 0  # the settings against accuracy and Fréchet
+    assert "![parallel](parallel.png)" in (board.parent / "report.md").read_text()
     gen = run("arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples", 4, "--out", tmp_path / "g")
     assert gen.returncode == 0 and "sampler.json" in gen.stdout, gen.stderr
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())

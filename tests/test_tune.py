@@ -107,7 +107,9 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
         assert int(child.data.params["model.embed_dim"]) == int(r["model.embed_dim"])
         assert "val/loss" in child.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"leaderboard.csv", "leaderboard.md", "best.yaml"} <= artifacts
+    assert {"leaderboard.csv", "leaderboard.md", "best.yaml", "parallel.png", "curves.png", "report.md"} <= artifacts
+    report = open(os.path.join(sweep_dir, "report.md")).read()
+    assert "![parallel](parallel.png)" in report and "![curves](curves.png)" in report
 
     best = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-dir", sweep_dir, "--config-name",
                            "best"], capture_output=True, text=True, timeout=300, env=job_env(ray_cluster))
@@ -152,3 +154,34 @@ def test_leaderboard_puts_failed_trials_last():
     rows = sort_rows([{"trial": "a", "best_val_loss": None}, {"trial": "b", "best_val_loss": 2.0},
                       {"trial": "c", "best_val_loss": float("nan")}, {"trial": "d", "best_val_loss": 1.0}])
     assert [r["trial"] for r in rows][:2] == ["d", "b"] and [r["rank"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_sweep_pictures_and_report(tmp_path):
+    """parallel.png and curves.png from leaderboard rows of every kind (a log-scale lr, a
+    categorical axis, a failed trial with no metric, an ASHA-stopped shorter curve), and a
+    report.md that shows both beside the leaderboard."""
+    from PIL import Image
+
+    from arplatform.sweep_pictures import axis_positions, write_all
+
+    rows = [
+        {"trial": "t1", "optim.lr": 0.01, "model.embed_dim": 32, "optim.precision": "fp32", "best_val_loss": 0.9,
+         "status": "FINISHED", "curve": [[1, 1.6], [2, 1.1], [3, 0.9]]},
+        {"trial": "t2", "optim.lr": 1e-6, "model.embed_dim": 16, "optim.precision": "bf16", "best_val_loss": 2.7,
+         "status": "STOPPED", "curve": [[1, 2.8], [2, 2.7]]},
+        {"trial": "t3", "optim.lr": 1e-4, "model.embed_dim": 16, "optim.precision": "fp32", "best_val_loss": None,
+         "status": "FAILED", "curve": []},
+    ]
+    (tmp_path / "leaderboard.md").write_text("| rank | trial |\n|---|---|\n| 1 | t1 |\n")
+    keys = ["optim.lr", "model.embed_dim", "optim.precision"]
+    written = write_all(str(tmp_path), "s", rows, keys, "best_val_loss", "best val/loss")
+    assert [os.path.basename(p) for p in written] == ["parallel.png", "curves.png", "report.md"]
+    for name in ("parallel.png", "curves.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and im.size[0] > 300
+    report = (tmp_path / "report.md").read_text()
+    assert "![parallel](parallel.png)" in report and "![curves](curves.png)" in report
+    assert "Best: trial t1, 0.9." in report and "| 1 | t1 |" in report
+    assert axis_positions([1e-6, 1e-4, 1e-2])[0] == [0.0, 0.5, 1.0]  # log scale across 10^4
+    assert axis_positions(["fp32", "bf16", "fp32"])[0] == [1.0, 0.0, 1.0]
+    assert write_all(str(tmp_path / "none"), "s", rows[2:], keys, "best_val_loss", "x")[-1].endswith("report.md")

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import time
 
-from .. import storage, sweeps
+from .. import storage, sweep_pictures, sweeps
 from ..config import SamplerSweepConfig, TrainJobConfig, to_dict
 from ..core.io import save_json
 from ..errors import ConfigError, TrainingError
@@ -106,6 +106,9 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
                      **{a.key: result.config.get(a.key) for a in axes}, **{k: m.get(k) for k in METRICS}})
     rows = sweeps.sort_rows(rows, "frechet")
     sweeps.write_leaderboard(sweep, rows, [a.key for a in axes], METRICS)
+    # the settings against accuracy and Fréchet distance (parallel.png), with the leaderboard (report.md)
+    sweep_pictures.write_all(sweep.dir, sweep.name, rows, [a.key for a in axes] + ["accuracy"], "frechet",
+                             "Fréchet distance")
     failed = [result for result in grid if result.error]
     if rows and len(failed) == len(rows):  # nothing was scored: say why, exit non-zero
         first = " ".join(str(failed[0].error).split())[:300]

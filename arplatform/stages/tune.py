@@ -21,7 +21,7 @@ import os
 import time
 from contextlib import contextmanager
 
-from .. import runs, storage, sweeps, tracking
+from .. import runs, storage, sweep_pictures, sweeps, tracking
 from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
 from ..core.io import read_json_object
 from ..errors import ConfigError, RunStateError
@@ -184,8 +184,21 @@ def trial_rows(grid, axes: list[Axis], sweep: sweeps.Sweep, epochs: int, metric:
         else:
             row["status"] = "FINISHED" if row["epochs"] >= epochs else "STOPPED"  # ASHA stopped it early
         row["mlflow_run_id"], row["tracking_uri"] = outcome.get("mlflow_run_id"), outcome.get("tracking_uri")
+        row["curve"] = validation_curve(history, row)
         rows.append(row)
     return sweeps.sort_rows(rows)
+
+
+def validation_curve(history, row: dict) -> list[list[float]]:
+    """[[epoch, val/loss], …] of a trial: Tune's reports, or, where those were lost with an earlier
+    driver (a restored trial's start empty), the per-epoch val/loss of the trial's MLflow run."""
+    curve = []
+    if history is not None and "val/loss" in history and "epochs_done" in history:
+        curve = [[int(e), float(v)] for e, v in zip(history["epochs_done"], history["val/loss"], strict=True)]
+    if len(curve) < row["epochs"] and row.get("tracking_uri") and row.get("mlflow_run_id"):
+        points = tracking.client(row["tracking_uri"]).get_metric_history(row["mlflow_run_id"], "val/loss")
+        curve = [[i + 1, m.value] for i, m in enumerate(sorted(points, key=lambda m: m.step))]
+    return curve
 
 
 def trial_checkpoints(run: runs.Run) -> str | None:
@@ -281,6 +294,8 @@ def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri:
     if best is not None:
         params = {a.key: best[a.key] for a in axes}
         artifacts.append(sweeps.write_best_yaml(sweep, apply_params(to_dict(cfg.train), params), best))
+    artifacts += sweep_pictures.write_all(sweep.dir, sweep.name, rows, [a.key for a in axes], "best_val_loss",
+                                          "best val/loss (nats/token)")
     seconds = time.perf_counter() - t0
     summary = {"sweep": sweep.name, "dir": sweep.dir, "seconds": seconds, "best": best, "leaderboard": rows,
                "mlflow_parent_run_id": parent}
