@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import zipfile
 
 import torch
@@ -22,6 +23,11 @@ from .tokens import TokenLayout
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "kind", "model_config", "model_state_dict")
+
+# what torch.load raises on damaged bytes: its zip reader, and the weights-only unpickler walking
+# a corrupt pickle (a memo index or opcode argument out of range)
+UNREADABLE = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError,
+              AttributeError, struct.error)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -100,7 +106,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain data ({first})"
         ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except UNREADABLE as e:
         reason = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason})") from e
     required = REQUIRED_KEYS + (("layout",) if kind == "gpt" else ())

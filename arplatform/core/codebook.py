@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .checkpoint import UNREADABLE
 from .errors import DataError
 from .io import save_torch
 
@@ -170,7 +170,7 @@ def load_codebook_file(path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise DataError(f"{path}: refused to load: it holds objects other than tensors and plain data") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except UNREADABLE as e:
         raise DataError(f"{path}: unreadable or truncated codebook ({e})") from e
     if isinstance(obj, torch.Tensor):
         obj = {"z_medoid": obj, "config": {}}

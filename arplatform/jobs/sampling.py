@@ -94,23 +94,40 @@ def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
     (`arplatform.tune_sampler`), or {}. They apply only to the checkpoint they were tuned on:
     the one whose SHA-256 sampler.json records, compared with `sampled` (default: `checkpoint`
     itself; the training job samples its new best.pt before it replaces the seed's path)."""
-    path = storage.join(storage.dirname(storage.absolute(checkpoint)), "sampler.json")
-    if not storage.exists(path):
-        return {}
     import sys
 
-    from ..core.io import read_json_object
-
-    tuned = read_json_object(storage.fetch(path), DataError)
-    settings = tuned.get("sample")
-    if not isinstance(settings, dict):
-        raise DataError(f"{path}: expected a 'sample' mapping (written by arplatform.tune_sampler)")
+    tuned = read_sampler_file(checkpoint)
+    if not tuned:
+        return {}
+    path, settings = tuned["path"], tuned["sample"]
     target = sampled or checkpoint
-    if tuned.get("checkpoint_sha256") != storage.sha256(target):
+    if tuned["checkpoint_sha256"] != storage.sha256(target):
         print(f"note: {path} was tuned on another checkpoint than {target}; its settings are not used",
               file=sys.stderr, flush=True)
         return {}
     return settings
+
+
+def read_sampler_file(checkpoint: str) -> dict:
+    """The sampler.json beside `checkpoint`, checked ({} when there is none): a mapping whose
+    `sample` holds only sampler keys with values a `sample:` section allows. A training job checks
+    it before it starts, so a damaged file stops it in one line, not after training."""
+    from ..config import SampleConfig, from_dict
+    from ..core.io import read_json_object
+
+    path = storage.join(storage.dirname(storage.absolute(checkpoint)), "sampler.json")
+    if not storage.exists(path):
+        return {}
+    tuned = read_json_object(storage.fetch(path), DataError)
+    settings = tuned.get("sample")
+    if not isinstance(settings, dict) or set(settings) - set(SAMPLER_KEYS):
+        raise DataError(f"{path}: expected a 'sample' mapping of {', '.join(SAMPLER_KEYS)} "
+                        "(written by arplatform.tune_sampler)")
+    try:
+        from_dict(SampleConfig, settings, "sample")
+    except ConfigError as e:
+        raise DataError(f"{path}: {e}") from None
+    return {"path": path, "sample": settings, "checkpoint_sha256": tuned.get("checkpoint_sha256")}
 
 
 def trained_codebook(train_config: dict) -> str | None:

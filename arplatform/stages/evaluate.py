@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -109,6 +110,29 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     return real, cfg, folder
 
 
+def read_samples(samples_dir: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The manifest, images and labels of a samples folder `arplatform.generate` wrote, each
+    checked: anything else is one line naming the file."""
+    path = storage.join(samples_dir, "manifest.json")
+    manifest = storage.read_json_object(path, DataError)
+    missing = [k for k in ("checkpoint", "checkpoint_sha256", "codebook_pt") if not isinstance(manifest.get(k), str)]
+    if missing:
+        raise DataError(f"{path}: not a samples manifest (no {missing[0]}); pass a folder arplatform.generate wrote")
+    npz_path = storage.join(samples_dir, "samples.npz")
+    if not storage.exists(npz_path):
+        raise DataError(f"{npz_path}: not found (written by arplatform.generate)")
+    try:
+        with np.load(storage.fetch(npz_path), allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (ValueError, OSError, KeyError, EOFError, AttributeError, TypeError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())[:120] or type(e).__name__
+        raise DataError(f"{npz_path}: not a samples file holding images and labels ({reason})") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.shape != (len(images),):
+        raise DataError(f"{npz_path}: expected uint8 images (N, H, W[, C]) and N labels, got {images.dtype} "
+                        f"{images.shape} and labels {labels.shape}")
+    return manifest, images, labels
+
+
 def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=print) -> dict:
     """The quality report of a samples folder (`arplatform.generate`) against the real dataset
     its checkpoint's codebook was made from: quality.json and quality.md in the folder, and
@@ -117,12 +141,8 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     from ..sample_quality import classifier_dir, evaluate_images, heldout_bits_per_code, load_or_train_classifier
 
     samples_dir = storage.absolute(samples_dir)
-    manifest = storage.read_json_object(storage.join(samples_dir, "manifest.json"), DataError)
+    manifest, images, labels = read_samples(samples_dir)
     npz_path = storage.join(samples_dir, "samples.npz")
-    if not storage.exists(npz_path):
-        raise DataError(f"{npz_path}: not found (written by arplatform.generate)")
-    with np.load(storage.fetch(npz_path), allow_pickle=False) as z:
-        images, labels = z["images"], z["labels"]
     images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
     real, tok_cfg, folder = real_data(manifest["codebook_pt"], len(images), log)
     if images.shape[1:] != real.val_images.shape[1:]:

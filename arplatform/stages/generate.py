@@ -66,6 +66,8 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
                 "codebook_sha256": models["codebook_sha256"], "vae_ckpt": models["vae_ckpt"],
                 "vae_sha256": models["vae_sha256"],
                 "settings": manifest_settings(cfg)}
+    if storage.isfile(out):
+        raise ConfigError(f"out: {out} is a file; name a samples folder (new, or one generate wrote)")
     storage.check_writable(out, "out")
     sample_folder.check_manifest(out, manifest)
     with writer_lock(out):

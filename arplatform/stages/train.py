@@ -28,7 +28,7 @@ from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
 from ..distributed.code_data import build_rows
 from ..errors import TrainingError
-from ..jobs.sampling import tuned_sampler_settings
+from ..jobs.sampling import read_sampler_file, tuned_sampler_settings
 from ..jobs.training import (
     build_trainer,
     check_data,
@@ -68,6 +68,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     if job.tracking.enabled:
         tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
     storage.check_writable(job.output_root, "output_root")
+    read_sampler_file(runs.seed_checkpoint(job.output_root, job.name))  # read after training: checked now
     run = resume_target(job, facts)
     clock.mark("imports and checks")
     ray = init_ray(job.trainer.num_cpus)
