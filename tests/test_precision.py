@@ -64,7 +64,7 @@ def test_fit_obeys_the_decision_and_probing_never_changes_the_trajectory(bf16_cp
     from arplatform import GPT, CodeSequenceDataset, GPTConfig, TokenLayout, TrainConfig
     from arplatform.core.loop import GPTObjective, IndexBatches, fit
 
-    monkeypatch.setattr(P, "measure_speedup", lambda probe, rounds=3: (probe("fp32"), probe("bf16"), 0.5)[-1])
+    monkeypatch.setattr(P, "measure_speedup", lambda probe, **kw: [(probe("fp32"), probe("bf16"), 0.5)[-1]] * 5)
     codes, labels = tiny_codes
     layout = TokenLayout(16, 3)
     ds = CodeSequenceDataset(codes, labels, layout=layout)
@@ -77,3 +77,65 @@ def test_fit_obeys_the_decision_and_probing_never_changes_the_trajectory(bf16_cp
         states.append(model.state_dict())
     for a, b in zip(states[0].values(), states[1].values(), strict=True):
         assert torch.equal(a, b)
+
+
+class LoadedClock:
+    """A clock the probe itself advances: each call takes its precision's time × the load of the
+    moment (1 = a quiet machine), so a busy machine is a list of loads, the same on any CPU."""
+
+    def __init__(self, fp32: float, bf16: float, loads):
+        self.t, self.took, self.loads = 0.0, {"fp32": fp32, "bf16": bf16}, iter(loads)
+
+    def now(self) -> float:
+        return self.t
+
+    def probe(self, precision: str) -> None:
+        self.t += self.took[precision] * next(self.loads, 1.0)
+
+
+def test_a_burst_of_load_does_not_decide_and_is_not_cached(bf16_cpu):
+    """bf16 2.35× faster; other work slows the first timed bf16 call 10×: the median round still
+    says bf16, and a verdict whose rounds disagreed is used but not cached."""
+    clock = LoadedClock(2.35, 1.0, [1, 1, 1, 10])  # warm-up fp32, bf16; round 0 fp32, then the burst
+    choice = P.choose_precision("auto", "cpu", clock.probe, key="burst", timer=clock.now)
+    assert choice.precision == "bf16" and "2.35×" in choice.reason and "not cached" in choice.reason
+    assert P._read_cache() == {}
+    steady = LoadedClock(2.35, 1.0, [])
+    again = P.choose_precision("auto", "cpu", steady.probe, key="burst", timer=steady.now)
+    assert again.precision == "bf16" and again.reason.endswith("(measured)")
+    assert P.choose_precision("auto", "cpu", steady.probe, key="burst", timer=steady.now).reason.endswith("(cached)")
+
+
+def test_rounds_that_keep_disagreeing_are_probed_twice_and_never_cached(bf16_cpu):
+    loads = [1, 1] + [1, 1, 1, 3] * 20  # every other round bf16 is slowed 3×: 2.0× then 0.67×
+    clock, calls = LoadedClock(2.0, 1.0, loads), []
+
+    def probe(p):
+        calls.append(p)
+        clock.probe(p)
+
+    choice = P.choose_precision("auto", "cpu", probe, key="noisy", timer=clock.now)
+    assert len(calls) == 2 + 2 * 2 * P.ROUNDS  # warm-up, then the rounds twice
+    assert "not cached" in choice.reason and P._read_cache() == {}
+
+
+def test_a_cached_verdict_expires_and_can_be_cleared(bf16_cpu, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    clock = LoadedClock(1.0, 2.0, [])
+    assert P.choose_precision("auto", "cpu", clock.probe, key="k", timer=clock.now).precision == "fp32"
+    path = bf16_cpu / "precision.json"
+    cache = json.loads(path.read_text())
+    (entry,) = cache.values()
+    entry["measured_at"] -= (P.CACHE_DAYS + 1) * 86400
+    path.write_text(json.dumps(cache))
+    faster = LoadedClock(2.0, 1.0, [])
+    assert P.choose_precision("auto", "cpu", faster.probe, key="k", timer=faster.now).reason.endswith("(measured)")
+    monkeypatch.setenv("ARPLATFORM_PRECISION_REPROBE", "1")
+    assert P.choose_precision("auto", "cpu", clock.probe, key="k", timer=clock.now).precision == "fp32"
+    monkeypatch.delenv("ARPLATFORM_PRECISION_REPROBE")
+    out = subprocess.run([sys.executable, "-m", "arplatform.core.precision", "clear"], capture_output=True, text=True,
+                         env={**__import__("os").environ, "ARPLATFORM_CACHE_DIR": str(bf16_cpu)})
+    assert out.returncode == 0 and "cleared" in out.stdout and not path.exists()

@@ -7,6 +7,14 @@ fp32. So on a CPU with bf16 support, `auto` times a short probe of the work at h
 faster, and caches the verdict per machine, torch version, thread count and probe key.
 On CUDA, bf16 where the GPU supports it, without a probe.
 
+A machine busy with other work makes a probe lie (one measured bf16 at 0.64× on a CPU
+where it trains 2.35× faster). So the probe times both precisions interleaved, in rounds
+whose order alternates, and judges by the median round; when the rounds disagree (some
+say bf16 is faster, some not, or they spread more than `MAX_SPREAD`) it probes again, and
+a verdict whose rounds still disagree is used once but never cached. Cached verdicts
+expire after `CACHE_DAYS`; `python -m arplatform.core.precision clear` forgets them all
+(`ARPLATFORM_PRECISION_REPROBE=1` probes again for one run).
+
     choice = choose_precision("auto", device, probe=lambda p: step(p), key="gpt:4x256")
     choice.precision   # "fp32"
     choice.reason      # "bf16 0.81× fp32 on this CPU (measured)"
@@ -29,6 +37,9 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
 MIN_SPEEDUP = 1.05  # bf16 must beat fp32 by 5 %: less is within the noise of a short probe
+ROUNDS = 5  # timed rounds of a probe (and as many again when they disagree)
+MAX_SPREAD = 1.5  # rounds whose fastest and slowest ratio differ more than this disagree
+CACHE_DAYS = 30  # a cached verdict older than this is measured again
 
 
 @dataclass(frozen=True)
@@ -67,17 +78,41 @@ def autocast(precision: str, device: torch.device | str):
     return nullcontext()
 
 
-def measure_speedup(probe: Callable[[str], None], rounds: int = 3) -> float:
-    """fp32 time / bf16 time of `probe(precision)`, warmed up, rounds alternating (min of each)."""
-    for p in ("fp32", "bf16"):
-        probe(p)  # warm-up: first calls pay for allocation and kernel selection
-    best = {"fp32": float("inf"), "bf16": float("inf")}
-    for _ in range(rounds):
+def measure_speedup(probe: Callable[[str], None], rounds: int = ROUNDS, timer: Callable[[], float] = time.perf_counter,
+                    warm_up: bool = True) -> list[float]:
+    """fp32 time / bf16 time of `probe(precision)`, one ratio per round; the two run back to back
+    in each round, in alternating order, so a burst of other work hits both or moves between rounds."""
+    if warm_up:
         for p in ("fp32", "bf16"):
-            t0 = time.perf_counter()
+            probe(p)  # first calls pay for allocation and kernel selection
+    ratios = []
+    for i in range(rounds):
+        took = {}
+        for p in (("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32")):
+            t0 = timer()
             probe(p)
-            best[p] = min(best[p], time.perf_counter() - t0)
-    return best["fp32"] / best["bf16"]
+            took[p] = max(timer() - t0, 1e-12)
+        ratios.append(took["fp32"] / took["bf16"])
+    return ratios
+
+
+def rounds_agree(ratios: list[float]) -> bool:
+    """All rounds on one side of MIN_SPEEDUP, and within MAX_SPREAD of each other."""
+    one_side = all(r >= MIN_SPEEDUP for r in ratios) or all(r < MIN_SPEEDUP for r in ratios)
+    return one_side and max(ratios) / min(ratios) <= MAX_SPREAD
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def probe_speedup(probe: Callable[[str], None], timer: Callable[[], float] = time.perf_counter) -> tuple[float, bool]:
+    """(bf16 speedup: the median round, whether the rounds agreed), probing again once when not."""
+    ratios = measure_speedup(probe, timer=timer)
+    if not rounds_agree(ratios):
+        ratios += measure_speedup(probe, timer=timer, warm_up=False)
+    return median(ratios), rounds_agree(ratios)
 
 
 def cache_dir() -> str:
@@ -97,6 +132,25 @@ def _cache_key(key: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def clear_cache() -> None:
+    """Forget every cached verdict: the next `auto` run measures again."""
+    try:
+        os.remove(_cache_file())
+    except FileNotFoundError:
+        pass
+
+
+def _cached_speedup(key: str) -> float | None:
+    """The cached verdict for `key`, unless it is older than CACHE_DAYS or a re-probe is asked."""
+    if os.environ.get("ARPLATFORM_PRECISION_REPROBE") == "1":
+        return None
+    entry = _read_cache().get(key, {})
+    speedup, measured_at = entry.get("bf16_speedup"), entry.get("measured_at")
+    if not isinstance(speedup, (int, float)) or not isinstance(measured_at, (int, float)):
+        return None  # (an entry of an older version has no date: measured again)
+    return float(speedup) if time.time() - measured_at < CACHE_DAYS * 86400 else None
+
+
 def _read_cache() -> dict:
     try:
         with open(_cache_file(), encoding="utf-8") as f:
@@ -110,7 +164,8 @@ def _write_cache(key: str, speedup: float) -> None:
     from .io import save_json
 
     data = _read_cache()
-    data[key] = {"bf16_speedup": speedup, "cpu": cpu_description()[0], "torch": torch.__version__}
+    data[key] = {"bf16_speedup": speedup, "cpu": cpu_description()[0], "torch": torch.__version__,
+                 "measured_at": time.time()}
     try:
         save_json(data, _cache_file())
     except OSError:  # a read-only home: measure again next time, never fail a run over a cache
@@ -118,8 +173,9 @@ def _write_cache(key: str, speedup: float) -> None:
 
 
 def choose_precision(requested: str, device: torch.device | str, probe: Callable[[str], None] | None = None,
-                     key: str = "") -> PrecisionChoice:
-    """The precision to run: an explicit fp32/bf16 is always obeyed; `auto` is decided as the module says."""
+                     key: str = "", timer: Callable[[], float] = time.perf_counter) -> PrecisionChoice:
+    """The precision to run: an explicit fp32/bf16 is always obeyed; `auto` is decided as the module says
+    (`timer`: the clock the probe is timed with)."""
     device = torch.device(device)
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
@@ -133,10 +189,21 @@ def choose_precision(requested: str, device: torch.device | str, probe: Callable
     if probe is None:
         return PrecisionChoice("fp32", "bf16 instructions, but nothing to measure")
     cache_key = _cache_key(key)
-    cached = _read_cache().get(cache_key, {}).get("bf16_speedup")
-    speedup = cached if isinstance(cached, (int, float)) else measure_speedup(probe)
-    if cached is None:
-        _write_cache(cache_key, speedup)
-    how = "cached" if cached is not None else "measured"
+    speedup = _cached_speedup(cache_key)
+    how = "cached"
+    if speedup is None:
+        speedup, agreed = probe_speedup(probe, timer)
+        how = "measured" if agreed else "measured; the rounds disagreed, so not cached"
+        if agreed:
+            _write_cache(cache_key, speedup)
     choice = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
     return PrecisionChoice(choice, f"bf16 {speedup:.2f}× fp32 on this CPU ({how})")
+
+
+if __name__ == "__main__":  # python -m arplatform.core.precision clear
+    import sys
+
+    if sys.argv[1:] != ["clear"]:
+        sys.exit("usage: python -m arplatform.core.precision clear   (forget the cached precision verdicts)")
+    clear_cache()
+    print(f"cleared {_cache_file()}")
