@@ -21,6 +21,7 @@ from whichever node's actor drew the batch.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 
@@ -100,11 +101,25 @@ def check_manifest(out: str, manifest: dict) -> None:
                             f"({old.get(key)!r}); pass another --out")
 
 
+def remove_dead_temps(out: str) -> None:
+    """The `.<name>.<random>.tmp` files a writer killed mid-write left (`core.io.atomic_write`):
+    called under the folder's writer lock, so no live writer owns one. (A bucket has none: each
+    object is written whole.)"""
+    if storage.is_uri(out):
+        return
+    for sub in ("", "images", "codes"):
+        folder = os.path.join(out, sub)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.remove(os.path.join(folder, name))
+
+
 def bind(out: str, manifest: dict, num_samples: int) -> None:
     """Check the folder again under its writer lock, refuse a smaller --num_samples than it
     already holds (its samples.npz would hold more than asked), and write the manifest's
     identity part (checkpoint, its SHA-256, settings) before any batch is drawn."""
     check_manifest(out, manifest)
+    remove_dead_temps(out)
     held = written(out)["index"]
     if len(held) and int(held.max()) >= num_samples:
         raise DataError(f"{out}: this folder already holds samples up to index {int(held.max())}; pass "

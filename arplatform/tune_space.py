@@ -102,6 +102,20 @@ def is_integer_key(key: str) -> bool:
     return hint is int or int in typing.get_args(hint)
 
 
+MAX_TRIALS = 10_000  # a sweep larger than this is a typo, not a plan: refused before Ray starts
+
+
+def check_trial_count(axes: list[Axis], samples: int, key: str) -> int:
+    """The sweep's trial count (`samples` × every grid's points, as Tune expands them), refused
+    in one line above MAX_TRIALS."""
+    trials = samples * math.prod(len(a.values) for a in axes if a.kind == "grid")
+    if trials > MAX_TRIALS:
+        grids = " × ".join(f"{len(a.values)} ({a.key})" for a in axes if a.kind == "grid")
+        raise ConfigError(f"{key}: {samples} × the grid's {grids} = {trials:,} trials; at most {MAX_TRIALS:,} — "
+                          f"lower {key} or the grid")
+    return trials
+
+
 def tune_domains(axes: list[Axis]) -> dict:
     """Tune's param_space: {dotted key: domain}."""
     from ray import tune

@@ -116,3 +116,37 @@ def test_out_naming_a_file_is_one_line(tmp_path):
     code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "taken")
     assert code == 2 and "out:" in err and "is a file" in err and err.strip().count("\n") == 0, err
     assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_a_rerun_removes_what_a_killed_writer_left_half_written(tmp_path):
+    """A SIGKILL inside `atomic_write` leaves `.<name>.<random>.tmp` beside the PNGs and codes;
+    the next generate into the folder (under its writer lock) removes them, and keeps the rest."""
+    ckpt, _, _ = write_models(tmp_path / "m")
+    args = ("--transformer_ckpt", ckpt, "--num_samples", 4, "--batch_size", 2, "--out", tmp_path / "s")
+    assert generate(*args)[0] == 0
+    leftovers = [tmp_path / "s" / "images" / ".000004.png.k3j2.tmp", tmp_path / "s" / "codes" / ".codes-x.npy.a1.tmp",
+                 tmp_path / "s" / ".samples.npz.zz.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    code, _, err = generate(*args[:3], 6, *args[4:])
+    assert code == 0, err
+    assert not any(p.exists() for p in leftovers)
+    assert len(os.listdir(tmp_path / "s" / "images")) == 6
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_work(tmp_path, monkeypatch):
+    """--batch_size 65536 once allocated 6.8 GB and died in the allocator: the KV cache, logits
+    and decoding of a batch are estimated first and refused in one line that says what fits."""
+    import arplatform.stages.generate as stage
+
+    ckpt, _, _ = write_models(tmp_path / "m")
+    monkeypatch.setattr(stage, "available_memory_bytes", lambda: 200 * 2**20)  # a machine with 200 MiB free
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 65536, "--batch_size", 65536,
+                            "--out", tmp_path / "s")
+    assert code == 2 and "batch_size: 65536 samples at once need about" in err and "at most" in err, err
+    assert err.strip().count("\n") == 0 and not (tmp_path / "s").exists()
+    fits = int(err.split("at most ")[1].split()[0])
+    assert 1 <= fits < 65536
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 8, "--batch_size", min(fits, 8),
+                            "--out", tmp_path / "s")
+    assert code == 0, err

@@ -185,3 +185,20 @@ def test_sweep_pictures_and_report(tmp_path):
     assert axis_positions([1e-6, 1e-4, 1e-2])[0] == [0.0, 0.5, 1.0]  # log scale across 10^4
     assert axis_positions(["fp32", "bf16", "fp32"])[0] == [1.0, 0.0, 1.0]
     assert write_all(str(tmp_path / "none"), "s", rows[2:], keys, "best_val_loss", "x")[-1].endswith("report.md")
+
+
+def test_a_sweep_of_a_million_trials_is_refused_before_ray(tmp_path):
+    import contextlib
+    import io
+
+    from arplatform import tune as tune_cli
+
+    data = learnable_codes(tmp_path / "codes", n=64)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = tune_cli.main(["--config-name", "tune/mnist_sample", "~space", SPACE, "search.num_samples=100000",
+                              f"train.output_root={tmp_path}", f"train.data.codebook_dir={data}"])
+    line = err.getvalue().strip()
+    assert code == 2 and "search.num_samples: 100000 × the grid's 2 (model.embed_dim) × 2 (optim.lr) = 400,000 " \
+        "trials; at most 10,000" in line and line.count("\n") == 0, line
+    assert not (tmp_path / "tune").exists() and not (tmp_path / "ray").exists()

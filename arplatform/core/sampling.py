@@ -277,3 +277,16 @@ def sampling_probe(model: GPT, layout: TokenLayout, batch_size: int = 8, positio
                                 generator=torch.Generator().manual_seed(0))
 
     return probe
+
+
+def sampling_memory_bytes(config, batch_size: int, guided: bool, image_pixels: int = 0) -> int:
+    """About how much memory drawing `batch_size` samples at once takes, in fp32: the KV cache
+    (every layer's keys and values for every row and position; a guided batch has twice the
+    rows), the logits and their sorted copies for top-k/top-p, and the decoded images with
+    the VAE decoder's activations (`image_pixels` per image, about 64 channels)."""
+    rows = batch_size * (2 if guided else 1)
+    kv = 2 * config.num_layers * rows * config.seq_len * config.embed_dim * 4
+    logits = 3 * rows * config.vocab_size * 4
+    decode = batch_size * image_pixels * 64 * 4
+    return kv + logits + decode
+

@@ -59,6 +59,7 @@ def resolve_models(cfg: GenerateConfig) -> dict:
                         f"{positions} codes per image")
     return {"transformer_ckpt": ckpt_path, "codebook_pt": codebook_pt, "vae_ckpt": vae_ckpt, "layout": layout,
             "transformer_sha256": ckpt_sha, "codebook_sha256": codebook_sha, "vae_sha256": vae_sha,
+            "model_config": model.config, "image_pixels": vae.config.image_size ** 2,
             "config_name": trained.get("name") or "samples"}
 
 

@@ -56,9 +56,44 @@ def manifest_settings(cfg: GenerateConfig) -> dict:
     return {"seed": cfg.seed, "classes": cfg.classes, **sample}
 
 
+def available_memory_bytes() -> int | None:
+    """MemAvailable of this machine, from /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_memory(cfg: GenerateConfig, models: dict) -> None:
+    """Refuse a --batch_size whose sampling would not fit in this machine's free memory, before
+    any model is loaded for work: one line that says how much it needs and what fits."""
+    from ..core.sampling import sampling_memory_bytes
+
+    free = available_memory_bytes()
+    if free is None:
+        return
+    guided = models["layout"].conditional and cfg.classes != "none" and cfg.sample.cfg_scale != 1.0
+    batch = min(cfg.batch_size, cfg.num_samples)
+    need = sampling_memory_bytes(models["model_config"], batch, guided, models["image_pixels"])
+    if need > 0.8 * free:
+        per_sample = max(1, need // batch)
+        raise ConfigError(f"batch_size: {batch} samples at once need about {_size(need)} (KV cache, logits, "
+                          f"decoding) but this machine has {_size(free)} available; at most "
+                          f"{max(1, int(0.8 * free // per_sample))} fit")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def run_generate(cfg: GenerateConfig, log=print) -> dict:
     t0 = time.perf_counter()
     models = resolve_models(cfg)
+    check_batch_memory(cfg, models)
     labels = plan_labels(cfg, models["layout"].num_classes)
     out = storage.absolute(cfg.out or storage.join(cfg.output_root, "samples", models["config_name"]))
     manifest = {"checkpoint": models["transformer_ckpt"],

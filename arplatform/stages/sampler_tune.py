@@ -22,7 +22,7 @@ from .. import storage, sweep_pictures, sweeps
 from ..config import SamplerSweepConfig, TrainJobConfig, to_dict
 from ..core.io import save_json
 from ..errors import ConfigError, TrainingError
-from ..tune_space import apply_params, check_space, parse_space, tune_domains
+from ..tune_space import apply_params, check_space, check_trial_count, parse_space, tune_domains
 
 SAMPLER_FILE = "sampler.json"
 METRICS = ("frechet", "accuracy", "frechet_over_reconstructions")
@@ -68,6 +68,7 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     t0 = time.perf_counter()
     axes = parse_space(cfg.space, sections=("sample",))
     check_space(axes, to_dict(TrainJobConfig()))
+    check_trial_count(axes, cfg.trials, "trials")
     for key in ("output_root", "transformer_ckpt"):
         if storage.is_uri(getattr(cfg, key)):
             raise ConfigError(f"{key}: {getattr(cfg, key)} is a URI; the sampler sweep reads and writes local "

@@ -27,7 +27,7 @@ from ..core.io import read_json_object
 from ..errors import ConfigError, RunStateError
 from ..jobs.training import check_data, resolve_train_precision
 from ..train_plan import DataFacts, plan_training
-from ..tune_space import Axis, apply_params, check_space, parse_space, tune_domains
+from ..tune_space import Axis, apply_params, check_space, check_trial_count, parse_space, tune_domains
 
 
 def check_search(cfg: TuneJobConfig, axes: list[Axis]) -> None:
@@ -255,6 +255,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     job = cfg.train
     axes = parse_space(cfg.space)
     check_space(axes, to_dict(job))  # every value a valid config, before Ray starts
+    check_trial_count(axes, cfg.search.num_samples, "search.num_samples")
     check_search(cfg, axes)
     if storage.is_uri(job.output_root):
         raise ConfigError(f"train.output_root: {job.output_root} is a URI; sweeps keep their folders on a local or "
