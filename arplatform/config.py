@@ -509,6 +509,21 @@ PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
+def refuse_env_interpolations(node, path: str = "") -> None:
+    """`${oc.env:…}` would copy an environment variable (a secret key, often) into the config,
+    which every command prints and logs to MLflow: refused, naming the key."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            refuse_env_interpolations(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            refuse_env_interpolations(v, f"{path}[{i}]")
+    elif isinstance(node, str) and "oc.env" in node.replace(" ", "") and "${" in node:
+        raise ConfigError(f"{path}: ${{oc.env:…}} is refused (configs are printed and logged to MLflow, so a "
+                          "secret would be too); pass the value as key=value, or leave credentials in the "
+                          "environment, where the platform reads them")
+
+
 def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -525,6 +540,7 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
     try:
         with initialize_config_dir(config_dir=config_dir, version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        refuse_env_interpolations(OmegaConf.to_container(cfg, resolve=False))
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(" ".join(str(e).split())) from e

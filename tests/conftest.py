@@ -48,7 +48,7 @@ def ray_cluster():
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
     group, join, _ = start_head(tmp, 4, QUIET_ENV | dict(os.environ))
     try:
-        yield join
+        yield join | {"ARPLATFORM_TEST_RAY_TEMP": tmp}  # (where its logs are: a test greps them)
     finally:
         stop_process_group(group)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -116,6 +116,8 @@ TUNE = "tune/mnist_sample"
 # (command, config name or None, args, what the one line must name)
 CLI_CASES = [
     ("train", TRAIN, ["optim.lr=inf"], "optim.lr"),
+    ("train", TRAIN, ["run_name=${{oc.env:AWS_SECRET_ACCESS_KEY}}"], "run_name: ${oc.env:…} is refused"),
+    ("tune", TUNE, ["train.run_name=${{oc.env:HOME}}"], "run_name: ${oc.env:…} is refused"),
     ("train", TRAIN, ["optim.lr=nan"], "optim.lr"),
     ("train", TRAIN, ["optim.beta1=5"], "optim.beta1"),
     ("train", TRAIN, ["optim.weight_decay=-1"], "optim.weight_decay"),

@@ -32,6 +32,14 @@ def run_tune(root, data, *overrides, timeout=600, popen=None, cluster=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _read(path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:  # a socket, or gone
+        return b""
+
+
 def trial_states(root):
     base = os.path.join(root, "tune")
     out = {}
@@ -74,10 +82,17 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
     stamp = os.stat(first_best).st_mtime_ns
     time.sleep(3)  # let orphaned workers notice their raylet is gone
 
-    again = run_tune(tmp_path, data, "resume=true", cluster=ray_cluster)
+    # S3 users set AWS_* credentials; Tune would copy them into every trial's runtime_env, which
+    # Ray's runtime-env agent logs in clear
+    secret = f"secret-{os.urandom(8).hex()}"
+    again = run_tune(tmp_path, data, "resume=true", cluster=ray_cluster | {
+        "AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": secret})
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
     assert "(resumed)" in out
+    leaks = [os.path.join(d, f) for top in (ray_cluster["ARPLATFORM_TEST_RAY_TEMP"], str(tmp_path))
+             for d, _, files in os.walk(top) for f in files if secret.encode() in _read(os.path.join(d, f))]
+    assert not leaks and secret not in out, leaks
     with open(os.path.join(sweep_dir, "leaderboard.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4, rows

@@ -27,6 +27,24 @@ QUIET_ENV = {
 }
 
 
+# what Ray Tune copies from the driver's environment into every trial's runtime_env
+CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+@contextmanager
+def credentials_kept_from_trials():
+    """Out of this process's environment while a sweep runs: Ray Tune copies AWS_* credentials
+    into each trial's runtime_env, and Ray's runtime-env agent writes that in clear into its
+    session log (readable by anyone on the node). The trials get their node's own: a local
+    cluster's processes inherited them when it started, a `ray start` node has its own
+    (instance profile or environment). Restored when the sweep ends."""
+    saved = {k: os.environ.pop(k) for k in CREDENTIAL_VARS if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def quiet_ray_logs() -> None:
     """The quiet settings above in this process: the driver, or a Tune trial that starts its
     own Ray Train run (its Ray Data split coordinator takes this process's DataContext)."""

@@ -60,7 +60,7 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     from ray import tune
 
     from ..config import GenerateConfig, from_dict
-    from ..distributed.cluster import init_ray
+    from ..distributed.cluster import credentials_kept_from_trials, init_ray
     from ..jobs.sampling import resolve_models
     from ..sample_quality import classifier_dir, load_or_train_classifier
     from .evaluate import real_data
@@ -99,7 +99,8 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
         metric="frechet", mode="min", num_samples=cfg.trials,
         search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)),
         run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0))
-    grid = tuner.fit()
+    with credentials_kept_from_trials():
+        grid = tuner.fit()
     rows = []
     for result in grid:
         m = result.metrics or {}

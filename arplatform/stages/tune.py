@@ -247,7 +247,7 @@ def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
 
 
 def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> dict:
-    from ..distributed.cluster import check_sweep_budget, init_ray
+    from ..distributed.cluster import check_sweep_budget, credentials_kept_from_trials, init_ray
     from ..distributed.code_data import build_rows
 
     t0 = time.perf_counter()
@@ -279,7 +279,8 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     with tracked_sweep(cfg, sweep, uri, config_name) as parent:
         tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_rows, "val": val_rows}, sweep, parent,
                             config_name)
-        grid = tuner.fit()
+        with credentials_kept_from_trials():
+            grid = tuner.fit()
         summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log)
         if any(r["status"] == "INTERRUPTED" for r in summary["leaderboard"]):
             raise KeyboardInterrupt  # Tune saved its state: resume=true continues the sweep
