@@ -288,3 +288,9 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "g")
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert code == 0 and {k: manifest["settings"][k] for k in tuned} == tuned, err
+    # a setting the user gives explicitly wins over sampler.json, as a flag of generate does
+    import dataclasses
+
+    explicit = dataclasses.replace(cfg, train_overrides=["sample.cfg_scale=1.5"])
+    gen = generate_config(explicit, stage_configs(explicit)[1], ckpt, str(tmp_path / "s"), str(tmp_path / "root"))
+    assert gen.sample.cfg_scale == 1.5 and gen.sample.temperature == 0.5

@@ -20,7 +20,7 @@ import time
 from .. import storage, tracking
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
 from ..errors import DataError
-from ..jobs.sampling import checkpoint_sampler_settings
+from ..jobs.sampling import tuned_sampler_settings
 from ..runs import seed_checkpoint
 
 
@@ -74,10 +74,14 @@ def published_run(job: TrainJobConfig) -> dict | None:
 
 def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, samples: str,
                     root: str) -> GenerateConfig:
-    """What the pipeline draws: `checkpoint` with the settings `generate` would draw it with (its
-    training config's `sample:`, then the sampler.json a sampler sweep tuned on it: one decision,
-    `jobs.sampling.checkpoint_sampler_settings`), into the pipeline's own samples folder."""
-    sample = to_dict(job.sample) | checkpoint_sampler_settings(checkpoint)
+    """What the pipeline draws: `checkpoint` with the settings `generate` would draw it with, in
+    the same order (`jobs.sampling`): the training config's `sample:`, then the sampler.json a
+    sampler sweep tuned on it, then what the user set explicitly (`train.sample.<key>=…`, as a
+    flag of `generate`), into the pipeline's own samples folder."""
+    explicit = {o.split("=", 1)[0].lstrip("+").removeprefix("sample.") for o in cfg.train_overrides
+                if o.lstrip("+").startswith("sample.")}
+    sample = to_dict(job.sample)
+    sample |= tuned_sampler_settings(checkpoint) | {k: sample[k] for k in explicit if k in sample}
     return from_dict(GenerateConfig, {
         "transformer_ckpt": checkpoint, "num_samples": cfg.num_samples, "out": samples, "output_root": root,
         "sample": sample, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
