@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import yaml
 
 from .core.io import read_json_object, save_json, save_text
-from .errors import RunStateError
+from .errors import RunStateError, TrainingError
 from .runs import Run
 
 
@@ -108,6 +108,14 @@ def find_sweep(output_root: str, config: str, sweep_name: str | None = None) -> 
 # Leaderboard and best.yaml
 
 COLUMNS = ("rank", "trial", "status", "epochs", "best_val_loss", "bits_per_token", "wall_s")
+
+
+def check_a_trial_ran(errors: list, where: str) -> None:
+    """A sweep whose every trial failed (`errors`: one per trial, None where it ran) ends in
+    one line naming the first failure, not in a leaderboard of failures and exit 0."""
+    if errors and all(e is not None for e in errors):
+        first = " ".join(str(errors[0]).split())[:300]
+        raise TrainingError(f"every trial of the sweep failed ({where}); the first: {first}")
 
 
 def sort_rows(rows: list[dict], metric: str = "best_val_loss") -> list[dict]:

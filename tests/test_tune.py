@@ -217,3 +217,17 @@ def test_a_sweep_of_a_million_trials_is_refused_before_ray(tmp_path):
     assert code == 2 and "search.num_samples: 100000 × the grid's 2 (model.embed_dim) × 2 (optim.lr) = 400,000 " \
         "trials; at most 10,000" in line and line.count("\n") == 0, line
     assert not (tmp_path / "tune").exists() and not (tmp_path / "ray").exists()
+
+
+def test_a_sweep_whose_every_trial_failed_ends_in_one_line():
+    """Both sweeps end this way (exit 2 through the commands), not with a leaderboard of failures
+    and exit 0; one trial that ran is enough."""
+    from arplatform.core.errors import TrainingError
+    from arplatform.sweeps import check_a_trial_ran
+
+    errors = [RuntimeError("Trial raised:\n  CUDA out of memory\n  at step 3"), ValueError("nan")]
+    with pytest.raises(TrainingError, match=r"every trial of the sweep failed \(/s\); the first: "
+                                            r"Trial raised: CUDA out of memory at step 3$"):
+        check_a_trial_ran(errors, "/s")
+    check_a_trial_ran([None, *errors], "/s")
+    check_a_trial_ran([], "/s")

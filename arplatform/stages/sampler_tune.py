@@ -21,7 +21,7 @@ import time
 from .. import storage, sweep_pictures, sweeps
 from ..config import SamplerSweepConfig, TrainJobConfig, to_dict
 from ..core.io import save_json
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
 from ..tune_space import apply_params, check_space, check_trial_count, parse_space, tune_domains
 
 SAMPLER_FILE = "sampler.json"
@@ -111,10 +111,7 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     # the settings against accuracy and Fréchet distance (parallel.png), with the leaderboard (report.md)
     sweep_pictures.write_all(sweep.dir, sweep.name, rows, [a.key for a in axes] + ["accuracy"], "frechet",
                              "Fréchet distance")
-    failed = [result for result in grid if result.error]
-    if rows and len(failed) == len(rows):  # nothing was scored: say why, exit non-zero
-        first = " ".join(str(failed[0].error).split())[:300]
-        raise TrainingError(f"every trial of the sampler sweep failed ({sweep.dir}); the first: {first}")
+    sweeps.check_a_trial_ran([result.error for result in grid], sweep.dir)  # nothing scored: say why, exit 2
     best = rows[0] if rows and rows[0]["frechet"] is not None else None
     if best is not None:
         tuned = apply_params({"sample": to_dict(gen.sample)}, {a.key: best[a.key] for a in axes})["sample"]

@@ -292,6 +292,7 @@ def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri:
     rows = trial_rows(grid, axes, sweep, max_epochs(cfg), cfg.search.metric)
     close_trial_runs(rows, sweep)
     artifacts = sweeps.write_leaderboard(sweep, rows, [a.key for a in axes])
+    sweeps.check_a_trial_ran([result.error for result in grid], sweep.dir)  # (the leaderboard says which failed)
     best = rows[0] if rows and rows[0]["best_val_loss"] is not None else None
     if best is not None:
         params = {a.key: best[a.key] for a in axes}
