@@ -167,6 +167,15 @@ def test_a_refused_ray_generate_leaves_no_folder(tmp_path, ray_cluster):
                           timeout=300)
     assert proc.returncode == 2 and "actors: 64 actors" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "s").exists()
+    # CPUs are not the only bound: 4,000 actors of 0.0005 CPU each would take about 1.2 TB of memory
+    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+                           "4", "--engine", "ray", "--actors", "4000", "--cpus_per_actor", "0.0005",
+                           "--out", str(tmp_path / "s")], env=job_env(ray_cluster), capture_output=True, text=True,
+                          timeout=300)
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and line.startswith("error: actors: 4000 actors × "), line[-2000:]
+    assert "of memory but the cluster has" in line and "at most" in line and "\n" not in line
+    assert not (tmp_path / "s").exists()
 
 
 def test_wrong_or_mismatched_models_are_one_line(tmp_path):

@@ -12,7 +12,7 @@ PACKAGE = os.path.dirname(arplatform.__file__)
 # lowest first; a module may import its own layer or lower ones
 LAYERS = [
     ("core", ["core"]),  # torch and numpy only
-    ("errors and clocks", ["errors", "startup"]),
+    ("errors and clocks", ["errors", "budget", "startup"]),
     ("files", ["storage", "images", "imagedata"]),
     ("config", ["config"]),
     ("outputs and plans", ["publish", "runs", "sweeps", "sweep_pictures", "tracking", "train_plan", "tune_space",

@@ -60,3 +60,64 @@ def test_job_submit_without_token_is_refused(head):
     proc = subprocess.run([RAY, "job", "list", "--address", address], env=no_token, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "Unauthorized" in proc.stdout + proc.stderr
+
+
+# Run in a fresh process: start a local cluster the way every command does, then list the TCP
+# sockets its processes listen on (from /proc: the process tree, its socket inodes, the tables).
+COUNT_LISTENERS = r"""
+import json, os
+from arplatform.distributed.cluster import init_ray
+
+def tree(root):
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]), []).append(int(pid))
+        except OSError:
+            pass
+    out, todo = [], [root]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(children.get(out[-1], []))
+    return out
+
+def inodes(pids):
+    found = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        found.update(link[8:-1] for link in links if link.startswith("socket:["))
+    return found
+
+ray = init_ray(num_cpus=1)
+mine = inodes(tree(os.getpid()))
+listening = [f[1] for table in ("/proc/net/tcp", "/proc/net/tcp6") for f in map(str.split, open(table).readlines()[1:])
+             if f[3] == "0A" and f[9] in mine]
+node = ray.nodes()[0]
+print(json.dumps({"listening": [[a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1], 16)] for a in listening],
+                  "metrics_port": node["MetricsExportPort"], "dashboard": ray.get_runtime_context().gcs_address}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="counts sockets through Linux's /proc")
+def test_a_local_cluster_opens_few_ports_and_no_metrics_endpoint():
+    """A command's local cluster exports no metrics (no Prometheus endpoint answering without a
+    token): with Ray's default it listens on 13 ports, one of them the metrics export port; with
+    the platform's, 12, and none of them that port. ARPLATFORM_RAY_METRICS=1 turns export back on."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ARPLATFORM_RAY_METRICS")}
+    tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths live under it
+    try:
+        proc = subprocess.run([sys.executable, "-c", COUNT_LISTENERS], env=env | {"TMPDIR": tmp},
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    ports = [port for _, port in found["listening"]]
+    assert found["metrics_port"] in (-1, 0, None) or found["metrics_port"] not in ports, found
+    assert 0 < len(ports) <= 12, found

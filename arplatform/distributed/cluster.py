@@ -123,38 +123,30 @@ def free_port() -> int:
 
 def check_cpu_budget(ray, num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
     """Refuse a job that can never be scheduled instead of letting it hang silently."""
-    from ..errors import ConfigError
+    from ..budget import check_fits
 
     total = ray.cluster_resources()
-    need = num_workers * cpus_per_worker
-    if need > total.get("CPU", 0):
-        raise ConfigError(
-            f"trainer: {num_workers} workers × {cpus_per_worker} CPU = {need} CPUs but the cluster has "
-            f"{total.get('CPU', 0):g}; lower trainer.cpus_per_worker or trainer.num_workers"
-        )
-    if use_gpu and num_workers > total.get("GPU", 0):
-        raise ConfigError(
-            f"trainer: {num_workers} GPU workers but the cluster has {total.get('GPU', 0):g} GPUs; "
-            "set trainer.use_gpu=false or fewer workers"
-        )
+    check_fits("trainer", f"{num_workers} workers × {cpus_per_worker:g} CPU", num_workers * cpus_per_worker,
+               total.get("CPU", 0), "CPU", "lower trainer.cpus_per_worker or trainer.num_workers")
+    if use_gpu:
+        check_fits("trainer", f"{num_workers} GPU workers", num_workers, total.get("GPU", 0), "GPU",
+                   "set trainer.use_gpu=false or fewer workers")
 
 
 def check_sweep_budget(ray, concurrent: int, trial_cpus: float, num_workers: int, cpus_per_worker: float,
                        use_gpu: bool) -> None:
     """Tune counts only a trial's own CPUs, not the Train workers it starts: a sweep whose
     concurrent trials cannot all get their workers would hang. Refuse it before any trial."""
-    from ..errors import ConfigError
+    from ..budget import check_fits
 
     total = ray.cluster_resources()
     per_trial = trial_cpus + num_workers * cpus_per_worker
-    if concurrent * per_trial > total.get("CPU", 0) + 1e-9:
-        raise ConfigError(
-            f"search.max_concurrent_trials: {concurrent} trials × ({trial_cpus:g} trial CPU + {num_workers} "
-            f"workers × {cpus_per_worker:g} CPU) = {concurrent * per_trial:g} CPUs but the cluster has "
-            f"{total.get('CPU', 0):g}; lower search.max_concurrent_trials, trial_cpus, "
-            "train.trainer.cpus_per_worker or train.trainer.num_workers")
-    if use_gpu and concurrent * num_workers > total.get("GPU", 0):
-        raise ConfigError(
-            f"search.max_concurrent_trials: {concurrent} trials × {num_workers} GPU workers = "
-            f"{concurrent * num_workers} GPUs but the cluster has {total.get('GPU', 0):g}; lower "
-            "search.max_concurrent_trials or train.trainer.num_workers")
+    check_fits("search.max_concurrent_trials",
+               f"{concurrent} trials × ({trial_cpus:g} trial CPU + {num_workers} workers × {cpus_per_worker:g} CPU)",
+               concurrent * per_trial, total.get("CPU", 0), "CPU",
+               "lower search.max_concurrent_trials, trial_cpus, train.trainer.cpus_per_worker or "
+               "train.trainer.num_workers")
+    if use_gpu:
+        check_fits("search.max_concurrent_trials", f"{concurrent} trials × {num_workers} GPU workers",
+                   concurrent * num_workers, total.get("GPU", 0), "GPU",
+                   "lower search.max_concurrent_trials or train.trainer.num_workers")

@@ -14,26 +14,42 @@ import time
 
 import numpy as np
 
-
-def actor_resources(ray, cfg) -> dict:
-    gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = cfg.use_gpu == "true" or (cfg.use_gpu == "auto" and gpus >= 1)
-    if use_gpu and gpus < cfg.actors:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"actors: {cfg.actors} GPU actors but the cluster has {gpus:g} GPUs; lower actors "
-                          "or pass --use_gpu false")
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if not use_gpu and cfg.actors * cfg.cpus_per_actor > cpus:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"actors: {cfg.actors} actors × {cfg.cpus_per_actor:g} CPU = "
-                          f"{cfg.actors * cfg.cpus_per_actor:g} CPUs but the cluster has {cpus:g}; lower actors "
-                          "or cpus_per_actor")
-    return {"num_gpus": 1} if use_gpu else {"num_cpus": cfg.cpus_per_actor}
+# What one sampling actor's process holds before its models: Python, torch, Ray's worker
+# (measured: 40 CPU actors of the MNIST checkpoint took 12.6 GB, about 300 MiB each).
+ACTOR_PROCESS_BYTES = 300 * 2**20
 
 
-def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> list[str]:
+def actor_memory_bytes(models: dict, batch_size: int, guided: bool) -> int:
+    """About how much memory one actor takes: its process, its models, one batch's sampling."""
+    from ..core.sampling import sampling_memory_bytes
+
+    batch = sampling_memory_bytes(models["model_config"], batch_size, guided, models["image_pixels"])
+    return ACTOR_PROCESS_BYTES + models["weights_bytes"] + batch
+
+
+def actor_resources(ray, cfg, memory_per_actor: int) -> dict:
+    """One GPU per actor where the cluster has GPUs (`use_gpu=auto`), else `cpus_per_actor`
+    CPUs; on CPU actors also their memory, so Ray never places more actors than a node holds.
+    Refused in one line when the pool can never be placed."""
+    from ..budget import check_fits
+
+    total = ray.cluster_resources()
+    use_gpu = cfg.use_gpu == "true" or (cfg.use_gpu == "auto" and total.get("GPU", 0) >= 1)
+    if use_gpu:
+        check_fits("actors", f"{cfg.actors} GPU actors", cfg.actors, total.get("GPU", 0), "GPU",
+                   "lower actors or pass --use_gpu false")
+        return {"num_gpus": 1}
+    check_fits("actors", f"{cfg.actors} actors × {cfg.cpus_per_actor:g} CPU", cfg.actors * cfg.cpus_per_actor,
+               total.get("CPU", 0), "CPU", "lower actors or cpus_per_actor")
+    fit = int(total.get("memory", 0) // memory_per_actor)
+    check_fits("actors", f"{cfg.actors} actors × {memory_per_actor / 2**20:.0f} MiB (process, models, a batch)",
+               cfg.actors * memory_per_actor, total.get("memory", 0), "memory",
+               f"at most {fit} actors fit; lower actors or batch_size")
+    return {"num_cpus": cfg.cpus_per_actor, "memory": memory_per_actor}
+
+
+def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray, memory_per_actor: int,
+                     log) -> list[str]:
     """Draw `todo` on the actors; returns the Ray node ids the batches were drawn on."""
     import ray.data
     from ray.data.exceptions import ExecutionTimeoutError
@@ -41,7 +57,7 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
     from ..errors import GenerationError
     from ..image_sampler import ImageSampler
 
-    resources = actor_resources(ray, cfg)
+    resources = actor_resources(ray, cfg, memory_per_actor)
     threads = max(1, int(resources.get("num_cpus", 1)))  # torch threads = the CPUs the actor holds
     spec = dict(spec, threads=threads, device="cuda" if "num_gpus" in resources else "cpu")
     ctx = ray.data.DataContext.get_current()

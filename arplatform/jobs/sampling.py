@@ -60,7 +60,12 @@ def resolve_models(cfg: GenerateConfig) -> dict:
     return {"transformer_ckpt": ckpt_path, "codebook_pt": codebook_pt, "vae_ckpt": vae_ckpt, "layout": layout,
             "transformer_sha256": ckpt_sha, "codebook_sha256": codebook_sha, "vae_sha256": vae_sha,
             "model_config": model.config, "image_pixels": vae.config.image_size ** 2,
+            "weights_bytes": tensor_bytes(model) + tensor_bytes(vae) + codebook["z_medoid"].nbytes,
             "config_name": trained.get("name") or "samples"}
+
+
+def tensor_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
 def check_identity(what: str, path: str, sha: str, trained_sha: str | None, ckpt_path: str) -> None:

@@ -56,38 +56,25 @@ def manifest_settings(cfg: GenerateConfig) -> dict:
     return {"seed": cfg.seed, "classes": cfg.classes, **sample}
 
 
-def available_memory_bytes() -> int | None:
-    """MemAvailable of this machine, from /proc/meminfo (None where there is none)."""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def guided(cfg: GenerateConfig, models: dict) -> bool:
+    """Whether a batch runs twice (class-conditional and unconditional rows) for guidance."""
+    return models["layout"].conditional and cfg.classes != "none" and cfg.sample.cfg_scale != 1.0
 
 
 def check_batch_memory(cfg: GenerateConfig, models: dict) -> None:
     """Refuse a --batch_size whose sampling would not fit in this machine's free memory, before
     any model is loaded for work: one line that says how much it needs and what fits."""
+    from ..budget import available_memory_bytes, check_fits
     from ..core.sampling import sampling_memory_bytes
 
     free = available_memory_bytes()
     if free is None:
         return
-    guided = models["layout"].conditional and cfg.classes != "none" and cfg.sample.cfg_scale != 1.0
     batch = min(cfg.batch_size, cfg.num_samples)
-    need = sampling_memory_bytes(models["model_config"], batch, guided, models["image_pixels"])
-    if need > 0.8 * free:
-        per_sample = max(1, need // batch)
-        raise ConfigError(f"batch_size: {batch} samples at once need about {_size(need)} (KV cache, logits, "
-                          f"decoding) but this machine has {_size(free)} available; at most "
-                          f"{max(1, int(0.8 * free // per_sample))} fit")
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    need = sampling_memory_bytes(models["model_config"], batch, guided(cfg, models), models["image_pixels"])
+    per_sample = max(1, need // batch)
+    check_fits("batch_size", f"{batch} samples at once (KV cache, logits, decoding)", need, 0.8 * free, "memory",
+               f"at most {max(1, int(0.8 * free // per_sample))} fit", where="this machine (80 % of free)")
 
 
 def run_generate(cfg: GenerateConfig, log=print) -> dict:
@@ -117,7 +104,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
         nodes = []
         if len(todo):
             engine = run_local if cfg.engine == "local" else run_ray
-            nodes = engine(cfg, spec, todo, labels[todo], log)
+            nodes = engine(cfg, spec, models, todo, labels[todo], log)
         manifest["nodes"] = nodes  # where this run drew its batches (Ray node ids; "local" in this process)
         keys = sample_keys(cfg.seed, np.arange(cfg.num_samples)).tolist()
         samples = [{"index": i, "class": int(labels[i]), "key": keys[i]} for i in range(cfg.num_samples)]
@@ -174,7 +161,8 @@ def _batches(todo: np.ndarray, labels: np.ndarray, batch_size: int):
         yield {"index": todo[s : s + batch_size], "label": labels[s : s + batch_size]}
 
 
-def run_local(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> list[str]:
+def run_local(cfg: GenerateConfig, spec: dict, models: dict, todo: np.ndarray, labels: np.ndarray,
+              log) -> list[str]:
     from ..image_sampler import ImageSampler
 
     sampler = ImageSampler(spec)
@@ -185,11 +173,13 @@ def run_local(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndar
     return ["local"]
 
 
-def run_ray(cfg: GenerateConfig, spec: dict, todo: np.ndarray, labels: np.ndarray, log) -> list[str]:
+def run_ray(cfg: GenerateConfig, spec: dict, models: dict, todo: np.ndarray, labels: np.ndarray,
+            log) -> list[str]:
     """map_batches(ImageSampler) over a materialised dataset of (index, label) on `cfg.actors`
     actors: one GPU each where the cluster has GPUs, else `cpus_per_actor` CPUs each."""
     from ..distributed.cluster import init_ray
-    from ..distributed.generate_actors import sample_on_actors
+    from ..distributed.generate_actors import actor_memory_bytes, sample_on_actors
 
+    memory = actor_memory_bytes(models, min(cfg.batch_size, len(todo)), guided(cfg, models))
     ray = init_ray()
-    return sample_on_actors(ray, cfg, spec, todo, labels, log)
+    return sample_on_actors(ray, cfg, spec, todo, labels, memory, log)

@@ -1,0 +1,36 @@
+"""The one resource-budget check: work that can never be scheduled, or would not fit in
+memory, is refused before it starts, in one line that names the key, what it asks for and
+what there is. Training workers, sweep trials, generation actors and a local generation
+batch all go through `check_fits`."""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+
+def show(amount: float, resource: str) -> str:
+    """4 CPUs, 1 GPUs, 3.2 GiB of memory."""
+    if resource == "memory":
+        size = f"{amount / 2**30:.1f} GiB" if amount >= 2**30 else f"{amount / 2**20:.0f} MiB"
+        return f"{size} of memory"
+    return f"{amount:g} {resource}s"
+
+
+def check_fits(key: str, asked: str, need: float, have: float, resource: str, hint: str,
+               where: str = "the cluster") -> None:
+    """Refuse `need` of `resource` (CPU, GPU, memory bytes) over `have`:
+    "<key>: <asked> = <need> but <where> has <have>; <hint>"."""
+    if need > have + 1e-9:
+        raise ConfigError(f"{key}: {asked} = {show(need, resource)} but {where} has {show(have, resource)}; {hint}")
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of this machine, from /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
