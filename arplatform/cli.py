@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from .config import CONFIG_DIR, compose, from_dict
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, ConfigError
 
 
 def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
@@ -75,3 +75,67 @@ def run_stage(cls, run: Callable, description: str, default_config: str, argv=No
             run(config, config_name=config_name)
 
     return exit_code(stage)
+
+
+# The one command: `arplatform <command> …` runs `python -m arplatform.<module> …`.
+COMMANDS = {
+    "tokenize": ("tokenize", "images → VAE → codebook → integer codes (configs/tokenizer/)"),
+    "train": ("train", "a GPT on code sequences with Ray Train, tracked in MLflow (configs/transformer/)"),
+    "tune": ("tune", "sweep a training job's hyperparameters with Ray Tune (configs/tune/)"),
+    "tune-sampler": ("tune_sampler", "sweep a checkpoint's sampling settings (configs/sampler_tune/)"),
+    "generate": ("generate", "a checkpoint → images, here or on Ray Data actors"),
+    "evaluate": ("evaluate", "a tokenizer folder (PSNR, SSIM) or a samples folder (accuracy, Fréchet, bits)"),
+    "pipeline": ("pipeline", "the whole chain: tokenize → train → generate → evaluate → report"),
+    "demo": ("demo", "the main job on the offline MNIST sample"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
+    return ("usage: arplatform <command> [--config-name group/name] [key=value …]\n\n"
+            "commands:\n" + "\n".join(lines) +
+            "\n\n`arplatform <command> --help` for each; `python -m arplatform.<module>` runs the same.")
+
+
+def main(argv=None) -> int:
+    import importlib
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"arplatform {version('arplatform')}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; one of: {', '.join(COMMANDS)} (arplatform --help)",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"arplatform.{COMMANDS[argv[0]][0]}")
+    sys.argv[0] = f"arplatform {argv[0]}"  # what each command's --help calls itself
+    return module.main(argv[1:])
+
+
+def overrides_as_flags(argv: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()) -> list[str]:
+    """The `key=value` style of every command for the commands whose seed flags stay
+    (`generate --transformer_ckpt …`): each `key=value` becomes its flag, `flags[key]`;
+    a switch takes true/false. An unknown key is a ConfigError that lists the known ones."""
+    out, switch_flags = [], {flags[k] for k in switches}
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        after_flag = i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1] \
+            and argv[i - 1] not in switch_flags  # `--out a=b`: the value of a flag
+        if not eq or arg.startswith("-") or after_flag:
+            out.append(arg)
+        elif key not in flags:
+            raise ConfigError(f"{key}: not a key of this command; one of: {', '.join(sorted(flags))}")
+        elif key in switches:
+            if value.lower() not in ("true", "false"):
+                raise ConfigError(f"{key}: {value!r} is not true or false")
+            out += [flags[key]] if value.lower() == "true" else []
+        else:
+            out += [flags[key], value]
+    return out

@@ -1,7 +1,8 @@
 """Evaluation: a tokenizer output folder, or a folder of generated samples.
 
-    python -m arplatform.evaluate --codebook-dir experiments/codebook/mnist_sample [--vae PATH]
-    python -m arplatform.evaluate samples --samples-dir experiments/samples/mnist_sample
+    arplatform evaluate codebook_dir=experiments/codebook/mnist_sample [vae=PATH]
+    arplatform evaluate samples samples_dir=experiments/samples/mnist_sample
+    (or python -m arplatform.evaluate [samples] --codebook-dir / --samples-dir …, the flags)
 
 Tokenizer: held-out PSNR and SSIM of real vs VAE reconstruction, real vs quantised,
 VAE vs quantised; codebook usage and perplexity (rewrites `tokenizer_eval.json`).
@@ -17,7 +18,16 @@ import argparse
 import json
 import sys
 
-from .cli import exit_code
+from .cli import exit_code, overrides_as_flags
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str], flags: dict[str, str]) -> argparse.Namespace | int:
+    """Flags, or the same as key=value; an unknown key is one line (exit 2)."""
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"the flags as key=value: {', '.join(flags)}")
+    parsed = []
+    if code := exit_code(lambda: parsed.append(overrides_as_flags(argv, flags))):
+        return code
+    return p.parse_args(parsed[0])
 
 
 def main(argv=None) -> int:
@@ -25,11 +35,15 @@ def main(argv=None) -> int:
     if argv[:1] == ["samples"]:
         return samples_main(argv[1:])
     p = argparse.ArgumentParser(description="Evaluate a tokenizer output folder on its held-out images "
-                                            "(or: evaluate samples --samples-dir DIR).")
-    p.add_argument("--codebook-dir", required=True)
+                                            "(or: evaluate samples samples_dir=DIR).")
+    p.add_argument("--codebook-dir", "--codebook_dir", dest="codebook_dir")
     p.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the codebook names)")
     p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
+    args = parse(p, argv, {"codebook_dir": "--codebook_dir", "vae": "--vae", "device": "--device"})
+    if isinstance(args, int):
+        return args
+    if not args.codebook_dir:
+        p.error("codebook_dir (--codebook-dir) is required")
     from .stages.evaluate import evaluate_codebook_dir
 
     def evaluate():
@@ -40,11 +54,16 @@ def main(argv=None) -> int:
 
 
 def samples_main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m arplatform.evaluate samples",
+    p = argparse.ArgumentParser(prog="arplatform evaluate samples",
                                 description="Score a folder of generated samples against the real dataset.")
-    p.add_argument("--samples-dir", required=True, help="a folder written by arplatform.generate")
-    p.add_argument("--output-root", default="experiments", help="where the classifier is cached (classifiers/)")
-    args = p.parse_args(argv)
+    p.add_argument("--samples-dir", "--samples_dir", dest="samples_dir", help="a folder written by generate")
+    p.add_argument("--output-root", "--output_root", dest="output_root", default="experiments",
+                   help="where the classifier is cached (classifiers/)")
+    args = parse(p, argv, {"samples_dir": "--samples_dir", "output_root": "--output_root"})
+    if isinstance(args, int):
+        return args
+    if not args.samples_dir:
+        p.error("samples_dir (--samples-dir) is required")
     from .stages.evaluate import evaluate_samples, quality_table
 
     def evaluate():

@@ -1,4 +1,5 @@
-"""python -m arplatform.generate --transformer_ckpt … [--vae_ckpt …] [--codebook_pt …] [options]
+"""arplatform generate transformer_ckpt=… [vae_ckpt=…] [codebook_pt=…] [key=value …]
+(python -m arplatform.generate --transformer_ckpt … [--vae_ckpt …] [--codebook_pt …] [--key value …])
 
 Samples images from a trained GPT: codes with the KV cache, decoded through the
 codebook and the VAE. --codebook_pt defaults to the codebook the checkpoint was
@@ -12,39 +13,54 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import exit_code
+from .cli import exit_code, overrides_as_flags
 from .config import GenerateConfig, SampleConfig, from_dict
 
 SAMPLER_FLAGS = ("temperature", "top_k", "top_p", "cfg_scale", "precision")
 
 
-def parse(argv=None) -> dict:
-    d = GenerateConfig()  # the defaults shown in --help are the config's own
+def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The flags, and {key: flag} for the `key=value` style (`sample.temperature=0.8` too)."""
+    d, s = GenerateConfig(), SampleConfig()  # the defaults shown in --help are the config's own
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--transformer_ckpt", default=d.transformer_ckpt, help="GPT checkpoint (best.pt)")
-    p.add_argument("--vae_ckpt", default=None, help="VAE checkpoint (default: the one the codebook names)")
-    p.add_argument("--codebook_pt", default=None, help="codebook.pt (default: the one the checkpoint trained on)")
-    p.add_argument("--num_samples", type=int, default=d.num_samples)
-    p.add_argument("--classes", default=d.classes, help="all (balanced), none (unconditional) or e.g. 3,5,7")
-    s = SampleConfig()
-    p.add_argument("--temperature", type=float, default=None, help=f"default {s.temperature}")
-    p.add_argument("--top_k", type=int, default=None, help=f"default {s.top_k}; 0 = off")
-    p.add_argument("--top_p", type=float, default=None, help=f"default {s.top_p} (off)")
-    p.add_argument("--cfg_scale", type=float, default=None, help=f"default {s.cfg_scale}")
-    p.add_argument("--precision", default=None, help=f"auto | fp32 | bf16 (default {s.precision})")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch_size", type=int, default=d.batch_size)
-    p.add_argument("--out", default=None, help="samples folder (default <output_root>/samples/<config>)")
-    p.add_argument("--output_root", default=d.output_root)
-    p.add_argument("--engine", default=d.engine, help="local | ray")
-    p.add_argument("--actors", type=int, default=d.actors, help="Ray engine: actors")
-    p.add_argument("--cpus_per_actor", type=float, default=d.cpus_per_actor)
-    p.add_argument("--use_gpu", default=d.use_gpu, help="auto | true | false (Ray engine)")
-    p.add_argument("--device", default=d.device, help="local engine: auto | cpu | cuda[:i]")
-    p.add_argument("--stall_timeout_s", type=float, default=d.stall_timeout_s)
-    p.add_argument("--allow_mismatch", action="store_true", default=None,
-                   help="decode with a codebook or VAE other than those the checkpoint was trained with")
-    args = vars(p.parse_args(argv))
+    flags = {}
+
+    def add(name: str, **kw):
+        p.add_argument(f"--{name}", **kw)
+        flags[f"sample.{name}" if name in SAMPLER_FLAGS else name] = f"--{name}"
+
+    add("transformer_ckpt", default=d.transformer_ckpt, help="GPT checkpoint (best.pt)")
+    add("vae_ckpt", default=None, help="VAE checkpoint (default: the one the codebook names)")
+    add("codebook_pt", default=None, help="codebook.pt (default: the one the checkpoint trained on)")
+    add("num_samples", type=int, default=d.num_samples)
+    add("classes", default=d.classes, help="all (balanced), none (unconditional) or e.g. 3,5,7")
+    add("temperature", type=float, default=None, help=f"default {s.temperature}")
+    add("top_k", type=int, default=None, help=f"default {s.top_k}; 0 = off")
+    add("top_p", type=float, default=None, help=f"default {s.top_p} (off)")
+    add("cfg_scale", type=float, default=None, help=f"default {s.cfg_scale}")
+    add("precision", default=None, help=f"auto | fp32 | bf16 (default {s.precision})")
+    add("seed", type=int, default=d.seed)
+    add("batch_size", type=int, default=d.batch_size)
+    add("out", default=None, help="samples folder (default <output_root>/samples/<config>)")
+    add("output_root", default=d.output_root)
+    add("engine", default=d.engine, help="local | ray")
+    add("actors", type=int, default=d.actors, help="Ray engine: actors")
+    add("cpus_per_actor", type=float, default=d.cpus_per_actor)
+    add("use_gpu", default=d.use_gpu, help="auto | true | false (Ray engine)")
+    add("device", default=d.device, help="local engine: auto | cpu | cuda[:i]")
+    add("stall_timeout_s", type=float, default=d.stall_timeout_s)
+    add("allow_mismatch", action="store_true", default=None,
+        help="decode with a codebook or VAE other than those the checkpoint was trained with")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="the same settings in every command's style: transformer_ckpt=… sample.temperature=0.8")
+    return p, flags
+
+
+def parse(argv=None) -> dict:
+    p, flags = parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = vars(p.parse_args(overrides_as_flags(argv, flags, switches=("allow_mismatch",))))
+    args.pop("overrides")
     sample = {k: args.pop(k) for k in SAMPLER_FLAGS}
     sample = {k: v for k, v in sample.items() if v is not None}
     if sample.get("top_k") == 0:
@@ -53,7 +69,9 @@ def parse(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    values = parse(argv)
+    values = {}
+    if code := exit_code(lambda: values.update(parse(argv))):
+        return code  # an unknown key=value: one line
 
     def generate():
         from .jobs.sampling import checkpoint_sampler_settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import tarfile
 import urllib.request
 import warnings
@@ -29,6 +28,7 @@ from PIL import Image
 
 from .core.data import check_label_range, read_npy_header
 from .core.errors import DataError
+from .progress import Progress
 
 DATASETS = ("mnist_sample", "mnist", "fashion", "cifar10", "folder", "npz")
 MAX_PIXELS = 4096 * 4096  # an image file larger than this is refused before decoding (data.max_pixels)
@@ -140,7 +140,11 @@ def download(url: str, path: str, md5: str) -> str:
     tmp = path + ".part"
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f)
+            size = int(r.headers.get("Content-Length") or 0)
+            with Progress(f"download {os.path.basename(path)}", size // 2**20, "MiB") as progress:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    f.write(block)
+                    progress.set(f.tell() // 2**20)
         got = _md5(tmp)
         if got != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {got}, expected {md5}); nothing kept")

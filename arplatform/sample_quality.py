@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .progress import Progress
+
 
 @dataclass
 class RealData:
@@ -69,15 +71,17 @@ def train_classifier(real: RealData, epochs: int = 8, seed: int = 0, log=print) 
     steps = epochs * math.ceil(len(x) / 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
     model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(128):
-            dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
-            batch = torch.roll(x[idx], shifts=(dx, dy), dims=(2, 3))
-            loss = F.cross_entropy(model(batch), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    with Progress("classifier", steps, "steps", log) as progress:
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x), generator=gen).split(128):
+                dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
+                batch = torch.roll(x[idx], shifts=(dx, dy), dims=(2, 3))
+                loss = F.cross_entropy(model(batch), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                progress.update()
     model.eval()
     accuracy = float((predict(model, real.val_images) == real.val_labels).mean())
     log(f"classifier: held-out accuracy {accuracy:.4f} on {len(real.val_labels)} real images")

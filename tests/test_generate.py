@@ -143,6 +143,32 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
     assert np.array_equal(images(out)[0], images(tmp_path / "clean")[0])
 
 
+def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
+    """`arplatform generate key=value …` (the console script, every command's style) and
+    `python -m arplatform.generate --flag value …` (the seed's flags, kept as aliases) are one
+    command: the same images; an unknown key is one line and exit 2."""
+    import shutil
+
+    ckpt, codebook, vae = write_models(tmp_path / "m")
+    code, _, err = generate("--transformer_ckpt", ckpt, "--codebook_pt", codebook, "--num_samples", 6, "--seed", 3,
+                            "--temperature", 0.7, "--out", tmp_path / "flags")
+    assert code == 0, err
+    command = shutil.which("arplatform", path=os.path.dirname(sys.executable))
+    assert command, "the arplatform console script is not installed beside this Python"
+    proc = subprocess.run([command, "generate", f"transformer_ckpt={ckpt}", f"codebook_pt={codebook}",
+                           "num_samples=6", "seed=3", "sample.temperature=0.7", f"out={tmp_path / 'keys'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.array_equal(images(tmp_path / "keys")[0], images(tmp_path / "flags")[0])
+    code, _, err = generate(f"transformer_ckpt={ckpt}", "sample.temprature=0.7", "--out", tmp_path / "x")
+    assert code == 2 and err.startswith("error: sample.temprature: not a key") and err.count("\n") == 1, err
+    help_text = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60).stdout
+    for name in ("tokenize", "train", "tune", "tune-sampler", "generate", "evaluate", "pipeline"):
+        assert f"\n  {name} " in help_text, help_text
+    proc = subprocess.run([command, "trian"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr
+
+
 @pytest.mark.slow
 def test_ray_engine_gives_the_local_engines_images(tmp_path, ray_cluster):
     ckpt, _, _ = write_models(tmp_path / "m")

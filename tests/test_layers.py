@@ -12,7 +12,7 @@ PACKAGE = os.path.dirname(arplatform.__file__)
 # lowest first; a module may import its own layer or lower ones
 LAYERS = [
     ("core", ["core"]),  # torch and numpy only
-    ("errors and clocks", ["errors", "budget", "startup"]),
+    ("errors and clocks", ["errors", "budget", "progress", "startup"]),
     ("files", ["storage", "images", "imagedata"]),
     ("config", ["config"]),
     ("outputs and plans", ["publish", "runs", "sweeps", "sweep_pictures", "tracking", "train_plan", "tune_space",
@@ -21,7 +21,7 @@ LAYERS = [
     ("jobs", ["jobs"]),
     ("stages", ["stages"]),  # tokenize, train, tune, generate, evaluate
     ("chains of stages", ["stages.pipeline", "stages.sampler_tune"]),
-    ("entry points", ["cli", "train", "tokenize", "generate", "evaluate", "tune", "tune_sampler", "pipeline",
+    ("entry points", ["__main__", "cli", "train", "tokenize", "generate", "evaluate", "tune", "tune_sampler", "pipeline",
                       "demo"]),
 ]
 

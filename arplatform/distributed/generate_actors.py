@@ -10,9 +10,9 @@ competes with the actors for CPUs. A pipeline that makes no progress for
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from ..progress import Progress
 
 # What one sampling actor's process holds before its models: Python, torch, Ray's worker
 # (measured: 40 CPU actors of the MNIST checkpoint took 12.6 GB, about 300 MiB each).
@@ -74,20 +74,20 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
                                size=cfg.actors, max_tasks_in_flight_per_actor=1), **resources)
     where = "GPU" if "num_gpus" in resources else f"{resources['num_cpus']:g} CPU"
     log(f"  {cfg.actors} actor(s), {where} each, batches of {batch_size}")
-    t0, count, nodes = time.perf_counter(), 0, set()
+    nodes, progress = set(), Progress("generate", len(todo), "images", log)
     try:
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
-            count += len(batch["index"])
+            progress.update(len(batch["index"]))
             nodes.update(str(n) for n in batch["node"])
-            log(f"  {count}/{len(todo)} images, {count / (time.perf_counter() - t0):.1f} images/s")
+        progress.close()
     except ExecutionTimeoutError as e:
         raise GenerationError(f"generation stalled: no batch finished for {cfg.stall_timeout_s:g} s "
                               f"(stall_timeout_s); are the actors' resources free? ({e})") from None
     except ray.exceptions.GetTimeoutError:
         raise GenerationError(f"the {cfg.actors} actor(s) did not all start within {cfg.stall_timeout_s:g} s "
                               "(stall_timeout_s); are their resources free?") from None
-    if count != len(todo):
-        raise GenerationError(f"{spec['out']}: {count} of {len(todo)} images came back; rerun to draw the rest")
+    if progress.done != len(todo):
+        raise GenerationError(f"{spec['out']}: {progress.done} of {len(todo)} images came back; rerun to draw the rest")
     log(f"  drawn on {len(nodes)} node(s)")
     return sorted(nodes)
 

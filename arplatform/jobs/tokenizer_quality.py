@@ -13,6 +13,7 @@ from ..core.metrics import psnr, ssim
 from ..core.vae import VAE
 from ..errors import ConfigError
 from ..imagedata import ImageSet
+from ..progress import Progress
 
 
 def resolve_device(device: str) -> torch.device:
@@ -30,13 +31,15 @@ def resolve_device(device: str) -> torch.device:
 
 
 @torch.inference_mode()
-def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512) -> torch.Tensor:
+def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512, log=print) -> torch.Tensor:
     """Encoder means of all images → (N, h, w, D) on CPU."""
     vae.eval()
     out = []
-    for s in range(0, len(images), batch_size):
-        mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
-        out.append(mu.permute(0, 2, 3, 1).float().cpu())
+    with Progress("encode", len(images), "images", log) as progress:
+        for s in range(0, len(images), batch_size):
+            mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
+            out.append(mu.permute(0, 2, 3, 1).float().cpu())
+            progress.update(len(mu))
     return torch.cat(out)
 
 

@@ -24,6 +24,7 @@ from ..core.errors import DataError
 from ..core.sampling import sample_keys
 from ..errors import ConfigError
 from ..jobs.sampling import resolve_models
+from ..progress import Progress
 
 
 def plan_labels(cfg: GenerateConfig, num_classes: int) -> np.ndarray:
@@ -166,10 +167,9 @@ def run_local(cfg: GenerateConfig, spec: dict, models: dict, todo: np.ndarray, l
     from ..image_sampler import ImageSampler
 
     sampler = ImageSampler(spec)
-    t0, count = time.perf_counter(), 0
-    for batch in _batches(todo, labels, cfg.batch_size):
-        count += len(sampler(batch)["index"])
-        log(f"  {count}/{len(todo)} images, {count / (time.perf_counter() - t0):.1f} images/s")
+    with Progress("generate", len(todo), "images", log) as progress:
+        for batch in _batches(todo, labels, cfg.batch_size):
+            progress.update(len(sampler(batch)["index"]))
     return ["local"]
 
 

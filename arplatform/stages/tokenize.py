@@ -31,6 +31,7 @@ from ..core.loop import IndexBatches, TrainConfig, fit
 from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
 from ..imagedata import ImageSet, load_images, split_indices
 from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer, resolve_device
+from ..progress import Progress
 
 
 def check_image_shape(data: ImageSet) -> None:
@@ -51,14 +52,20 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
     vae = VAE(model_cfg).to(device)
     batches = IndexBatches({"images": torch.from_numpy(train.images)}, vcfg.batch_size, seed=cfg.data.seed)
     val_batches = IndexBatches({"images": torch.from_numpy(val.images)}, 512, shuffle=False, drop_last=False)
+    steps = vcfg.epochs * len(batches)
     train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
                             warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
-                            seed=cfg.data.seed, log_every=10**9)
-    fit(vae, VAEObjective(vcfg.beta, vcfg.recon_loss), batches, len(batches), val_batches, train_cfg,
-        device=device, checkpoint_dir=ckpt_dir, grid_shape=(model_cfg.grid_size,) * 2,
-        run_config={"tokenizer": to_dict(cfg)},
-        callback=lambda m, step: log(f"vae epoch {m['epoch']:.0f}: val loss/image {m['val/loss']:.2f}")
-        if "val/loss" in m else None)
+                            seed=cfg.data.seed, log_every=max(1, steps // 100))  # the bar moves 100 times
+    with Progress("vae", steps, "steps", log) as progress:
+
+        def report(metrics: dict, step: int) -> None:
+            progress.set(step)
+            if "val/loss" in metrics:
+                progress.note(f"vae epoch {metrics['epoch']:.0f}: val loss/image {metrics['val/loss']:.2f}")
+
+        fit(vae, VAEObjective(vcfg.beta, vcfg.recon_loss), batches, len(batches), val_batches, train_cfg,
+            device=device, checkpoint_dir=ckpt_dir, grid_shape=(model_cfg.grid_size,) * 2,
+            run_config={"tokenizer": to_dict(cfg)}, callback=report)
     return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
 
 
@@ -138,7 +145,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
         vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
                         device, log)
-        latents = encode_means(vae, data.images, device)  # (N, h, w, D)
+        latents = encode_means(vae, data.images, device, log=log)  # (N, h, w, D)
         km, codes = fit_codebook(cfg, latents, train_idx, device, log)
         report = evaluate_tokenizer(vae, km.centres.cpu(), data.subset(val_idx), latents[torch.from_numpy(val_idx)],
                                     codes[val_idx], codes, device)
