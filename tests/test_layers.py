@@ -21,8 +21,8 @@ LAYERS = [
     ("jobs", ["jobs"]),
     ("stages", ["stages"]),  # tokenize, train, tune, generate, evaluate
     ("chains of stages", ["stages.pipeline", "stages.sampler_tune"]),
-    ("entry points", ["__main__", "cli", "train", "tokenize", "generate", "evaluate", "tune", "tune_sampler", "pipeline",
-                      "demo"]),
+    ("entry points", ["__main__", "cli", "train", "tokenize", "generate", "evaluate", "tune", "tune_sampler",
+                      "pipeline", "demo"]),
 ]
 
 
