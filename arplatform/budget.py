@@ -1,7 +1,9 @@
-"""The one resource-budget check: work that can never be scheduled, or would not fit in
-memory, is refused before it starts, in one line that names the key, what it asks for and
-what there is. Training workers, sweep trials, generation actors and a local generation
-batch all go through `check_fits`."""
+"""What this machine and cluster hold, checked once before work starts.
+
+`check_fits` is the one resource-budget check: work that can never be scheduled, or would
+not fit in memory, is refused in one line that names the key, what it asks for and what
+there is (training workers, sweep trials, generation actors, a local generation batch).
+`resolve_device` is the one device resolver (tokenize, evaluate, every image sampler)."""
 
 from __future__ import annotations
 
@@ -34,3 +36,19 @@ def available_memory_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def resolve_device(device: str):
+    """auto → CUDA when there is one, else CPU; an explicit device must exist here (a torch.device)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {device!r} is not a torch device ({e})") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use device=auto or cpu")
+    return dev

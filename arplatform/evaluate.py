@@ -47,7 +47,9 @@ def main(argv=None) -> int:
     from .stages.evaluate import evaluate_codebook_dir
 
     def evaluate():
-        report = evaluate_codebook_dir(args.codebook_dir, args.vae, args.device)
+        # stdout is the JSON report: progress goes to stderr
+        report = evaluate_codebook_dir(args.codebook_dir, args.vae, args.device,
+                                       log=lambda line: print(line, file=sys.stderr))
         print(json.dumps(report, indent=2, sort_keys=True))
 
     return exit_code(evaluate)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import storage
+from .budget import resolve_device
 from .core.checkpoint import load_model
 from .core.codebook import load_codebook_file
 from .core.decode import decode_codes_to_images
@@ -25,12 +26,6 @@ from .core.sampling import codes_from_sequences, generate_autoregressive, sample
 from .core.vae import load_vae
 from .images import to_uint8
 from .sample_folder import write_batch
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def node_id() -> str:
@@ -45,7 +40,7 @@ class ImageSampler:
         self.spec = spec
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
-        self.device = pick_device(spec["device"])
+        self.device = resolve_device(spec["device"])
         # exactly the bytes the driver checked and the manifest names (a file replaced since is refused)
         with storage.pinned(spec["transformer_ckpt"], spec.get("transformer_sha256")) as (local, _):
             self.model, self.layout, ckpt = load_model(local, map_location=self.device)

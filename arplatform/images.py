@@ -1,6 +1,8 @@
-"""Image grids as PNG files (atomic writes)."""
+"""Image grids, and the one PNG encoder (for files, samples folders and inlined report images)."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 from PIL import Image
@@ -27,7 +29,20 @@ def make_grid(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray:
     return grid
 
 
-def save_png(picture: np.ndarray, path) -> str:
-    """Write an (H, W, C) or (H, W) uint8 array as PNG, atomically."""
+def png_bytes(picture: np.ndarray) -> bytes:
+    """An (H, W, C) or (H, W) uint8 array as PNG bytes."""
     picture = picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
-    return atomic_write(path, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(path, picture: np.ndarray) -> str:
+    """Write an (H, W, C) or (H, W) uint8 array as a PNG file, atomically."""
+    data = png_bytes(picture)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)

@@ -14,6 +14,12 @@ Publishing is one `rename` of `current`, so a reader of the seed's paths sees th
 old VAE with the old codebook or the new with the new, whenever the publisher is
 killed. Staging folders and versions left by dead processes are removed by the
 next run; the previous version is kept for readers that opened it.
+
+Who is alive is decided by locks, not process ids: each publish has a token
+(`<pid>-<random>`, in the names of its staging folder, version and link temps)
+and holds `<root>/.publish-locks/<token>.lock` while it works. The kernel drops
+that lock when the process dies, whatever its pid becomes later, and on a shared
+file system another host sees the lock too.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 
@@ -31,21 +36,56 @@ from .core.codebook import load_codebook_file
 STAGING_PREFIX = ".staging-tokenize-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
+_HELD: dict[str, object] = {}  # token → the FileLock this process holds while it stages and publishes
+
+
+def _lock_path(root: str, token: str) -> str:
+    return os.path.join(root, ".publish-locks", f"{token}.lock")
+
+
+def _claim(root: str) -> str:
+    """A new token, its lock held by this process until `release`."""
+    from filelock import FileLock
+
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.makedirs(os.path.dirname(_lock_path(root, token)), exist_ok=True)
+    lock = FileLock(_lock_path(root, token))
+    lock.acquire()
+    _HELD[token] = lock
+    return token
+
+
+def release(root: str, token: str) -> None:
+    lock = _HELD.pop(token, None)
+    if lock is not None:
+        lock.release()
+        _remove(_lock_path(root, token))
+
+
+def _alive(root: str, token: str) -> bool:
+    """Whether the publisher of `token` still works: its lock is held (by this process or another)."""
+    from filelock import FileLock, Timeout
+
+    if token in _HELD:
         return True
-    return True
+    path = _lock_path(root, token)
+    if not os.path.exists(path):
+        return False  # never locked (an older layout), or released: its owner is done
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    _remove(path)
+    return False
 
 
-def _owner_pid(name: str) -> int | None:
-    """The pid in a version name (`<date>-<time>-<pid>-<random>`), a staging suffix (`<pid>-<random>`)
-    or a link being replaced (`<name>.link-<pid>-<random>`)."""
-    match = re.fullmatch(r"(?:\d{8}-\d{6}-|.*\.link-)?(\d+)-\w+", name)
-    return int(match.group(1)) if match else None
+def _owner_token(name: str) -> str | None:
+    """The token in a version name (`<date>-<time>-<token>`), a staging suffix (`<token>`) or a
+    link being replaced (`<name>.link-<token>`)."""
+    match = re.fullmatch(r"(?:\d{8}-\d{6}-|.*\.link-)?(\d+-\w+)", name)
+    return match.group(1) if match else None
 
 
 def _remove(path: str) -> None:
@@ -59,13 +99,13 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove_dead_link_temps(folder: str, prefix: str) -> None:
+def _remove_dead_link_temps(root: str, folder: str, prefix: str) -> None:
     """`<prefix>.link-<pid>-<random>`: a link a killed publisher made but never renamed into place."""
     if not os.path.isdir(folder):
         return
     for entry in os.listdir(folder):
-        pid = _owner_pid(entry) if entry.startswith(f"{prefix}.link-") else None
-        if pid is not None and not _pid_alive(pid):
+        token = _owner_token(entry) if entry.startswith(f"{prefix}.link-") else None
+        if token is not None and not _alive(root, token):
             _remove(os.path.join(folder, entry))
 
 
@@ -74,9 +114,22 @@ def versions_dir(root: str, name: str) -> str:
 
 
 def staging_dir(root: str, name: str) -> str:
+    """A new staging folder, its token's lock held until `publish` or `discard`."""
     os.makedirs(root, exist_ok=True)
     clean_stale(root, name)
-    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-{os.getpid()}-", dir=root)
+    folder = os.path.join(root, f"{STAGING_PREFIX}{name}-{_claim(root)}")
+    os.makedirs(folder)
+    return folder
+
+
+def _token_of_staging(staging: str) -> str:
+    return "-".join(os.path.basename(staging).rsplit("-", 2)[-2:])  # `<prefix><name>-<pid>-<random>`
+
+
+def discard(root: str, staging: str) -> None:
+    """A staging folder that will not be published (a failed run): removed, its lock released."""
+    shutil.rmtree(staging, ignore_errors=True)
+    release(root, _token_of_staging(staging))
 
 
 def clean_stale(root: str, name: str) -> None:
@@ -85,11 +138,11 @@ def clean_stale(root: str, name: str) -> None:
         return
     prefix = f"{STAGING_PREFIX}{name}-"
     for entry in os.listdir(root):
-        pid = _owner_pid(entry[len(prefix):]) if entry.startswith(prefix) else None
-        if pid is not None and not _pid_alive(pid):
+        token = _owner_token(entry[len(prefix):]) if entry.startswith(prefix) else None
+        if token is not None and not _alive(root, token):
             _remove(os.path.join(root, entry))
-    _remove_dead_link_temps(root, f"vae_{name}")
-    _remove_dead_link_temps(os.path.join(root, "codebook"), name)
+    _remove_dead_link_temps(root, root, f"vae_{name}")
+    _remove_dead_link_temps(root, os.path.join(root, "codebook"), name)
     prune_versions(root, name)
 
 
@@ -108,8 +161,8 @@ def prune_versions(root: str, name: str, keep_previous: str | None = None, log=p
     keep = {current_version(root, name), keep_previous, "current"}
     named = versions_named_by_runs(root, base)
     for entry in os.listdir(base):
-        pid = _owner_pid(entry)
-        if entry in keep or (pid is not None and _pid_alive(pid)):
+        token = _owner_token(entry)
+        if entry in keep or (token is not None and _alive(root, token)):
             continue
         if entry in named:
             log(f"kept tokenizer version {os.path.join(base, entry)}: run {named[entry]} trained on it")
@@ -139,14 +192,14 @@ def versions_named_by_runs(root: str, base: str) -> dict[str, str]:
     return named
 
 
-def _replace_with_link(path: str, target: str) -> None:
+def _replace_with_link(path: str, target: str, token: str) -> None:
     """Make `path` a symbolic link to `target`, atomically when `path` is already a link or absent."""
     if os.path.islink(path) and os.readlink(path) == target:
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.isdir(path) and not os.path.islink(path):  # outputs of an earlier layout: moved aside
         shutil.rmtree(path)
-    tmp = f"{path}.link-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp = f"{path}.link-{token}"
     os.symlink(target, tmp)
     os.replace(tmp, path)
 
@@ -156,13 +209,15 @@ def publish(root: str, name: str, staging: str) -> str:
     Returns the version folder."""
     base = versions_dir(root, name)
     os.makedirs(base, exist_ok=True)
-    version = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    token = _token_of_staging(staging)
+    version = f"{time.strftime('%Y%m%d-%H%M%S')}-{token}"
     os.rename(staging, os.path.join(base, version))
-    _replace_with_link(os.path.join(root, f"vae_{name}"), os.path.join("tokenizers", name, "current", "vae"))
+    _replace_with_link(os.path.join(root, f"vae_{name}"), os.path.join("tokenizers", name, "current", "vae"), token)
     _replace_with_link(os.path.join(root, "codebook", name),
-                       os.path.join("..", "tokenizers", name, "current", "codebook"))
+                       os.path.join("..", "tokenizers", name, "current", "codebook"), token)
     previous = current_version(root, name)
-    _replace_with_link(os.path.join(base, "current"), version)  # the publish: one rename
+    _replace_with_link(os.path.join(base, "current"), version, token)  # the publish: one rename
+    release(root, token)
     prune_versions(root, name, keep_previous=previous)
     return os.path.join(base, version)
 

@@ -63,8 +63,8 @@ def write_report(folder: str, facts: dict) -> tuple[str, str]:
           *[f"| {k} | {v} |" for k, v in tok_rows], "",
           "## Training", "", f"![training curve]({images['curve']})" if "curve" in images else
           "(no curve: tracking was off)", "", "## Runs", "", *[f"- {line}" for line in facts["runs"]], ""]
-    md_path = save_text("\n".join(md), os.path.join(folder, "report.md"))
-    html_path = save_text(to_html(facts, images, tok_rows), os.path.join(folder, "report.html"))
+    md_path = save_text(os.path.join(folder, "report.md"), "\n".join(md))
+    html_path = save_text(os.path.join(folder, "report.html"), to_html(facts, images, tok_rows))
     return md_path, html_path
 
 

@@ -80,7 +80,7 @@ def write_state(run: Run, **fields) -> dict:
     """Merge `fields` into run.json (atomically)."""
     state = read_state(run) if os.path.exists(run.state_path) else {}
     state.update(fields, updated_at=time.time())
-    save_json(state, run.state_path)
+    save_json(run.state_path, state)
     return state
 
 
@@ -125,8 +125,8 @@ def publish_best(run: Run, output_root: str) -> str:
     target = os.path.join(run.config_dir, "checkpoints", "best.pt")
     atomic_write(target, lambda tmp: shutil.copyfile(os.path.join(run.checkpoint_dir, "best.pt"), tmp))
     run_dir = storage.Mirror(output_root).uri(run.dir)  # the root's name for it: a URI for a bucket
-    save_json({"run_name": run.name, "run_dir": run_dir, "published_at": time.time()},
-              os.path.join(run.config_dir, "checkpoints", "published.json"))
+    save_json(os.path.join(run.config_dir, "checkpoints", "published.json"),
+              {"run_name": run.name, "run_dir": run_dir, "published_at": time.time()})
     return target
 
 

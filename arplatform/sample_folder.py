@@ -27,6 +27,7 @@ import numpy as np
 
 from . import storage
 from .core.errors import DataError
+from .images import png_bytes
 
 MANIFEST = "manifest.json"
 
@@ -34,15 +35,6 @@ MANIFEST = "manifest.json"
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def png_bytes(picture: np.ndarray) -> bytes:
-    from PIL import Image
-
-    picture = picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

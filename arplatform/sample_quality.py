@@ -179,7 +179,7 @@ def load_or_train_classifier(cache_dir: str, real: RealData, log=print) -> tuple
         log(f"classifier: cached {path} (held-out accuracy {saved['heldout_accuracy']:.4f})")
         return model, float(saved["heldout_accuracy"])
     model, accuracy = train_classifier(real, log=log)
-    save_torch({"config": model.config, "state_dict": model.state_dict(), "heldout_accuracy": accuracy}, path)
+    save_torch(path, {"config": model.config, "state_dict": model.state_dict(), "heldout_accuracy": accuracy})
     return model, accuracy
 
 

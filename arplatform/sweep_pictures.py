@@ -118,4 +118,4 @@ def write_all(folder: str, name: str, rows: list[dict], keys: list[str], metric:
     if os.path.exists(board):
         with open(board, encoding="utf-8") as f:
             lines += ["", "## Leaderboard", "", f.read().rstrip()]
-    return [*pictures, save_text("\n".join(lines) + "\n", os.path.join(folder, "report.md"))]
+    return [*pictures, save_text(os.path.join(folder, "report.md"), "\n".join(lines) + "\n")]

@@ -63,7 +63,7 @@ def read_state(sweep: Sweep) -> dict:
 def write_state(sweep: Sweep, **fields) -> dict:
     state = read_state(sweep) if os.path.exists(sweep.state_path) else {}
     state.update(fields, updated_at=time.time())
-    save_json(state, sweep.state_path)
+    save_json(sweep.state_path, state)
     return state
 
 
@@ -147,7 +147,7 @@ def write_leaderboard(sweep: Sweep, rows: list[dict], param_keys: list[str], met
     table += "".join("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |\n" for r in rows)
     paths = []
     for name, text in (("leaderboard.csv", buf.getvalue()), ("leaderboard.md", table)):
-        paths.append(save_text(text, os.path.join(sweep.dir, name)))
+        paths.append(save_text(os.path.join(sweep.dir, name), text))
     return paths
 
 
@@ -156,4 +156,4 @@ def write_best_yaml(sweep: Sweep, job: dict, trial: dict) -> str:
     job = dict(job, run_name=None, resume=False)
     header = (f"# Best trial {trial['trial']} of sweep {sweep.name}: best val/loss {trial['best_val_loss']:.4f}.\n"
               f"# Train it: python -m arplatform.train --config-dir {sweep.dir} --config-name best\n")
-    return save_text(header + yaml.safe_dump(job, sort_keys=False), os.path.join(sweep.dir, "best.yaml"))
+    return save_text(os.path.join(sweep.dir, "best.yaml"), header + yaml.safe_dump(job, sort_keys=False))

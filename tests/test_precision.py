@@ -139,3 +139,21 @@ def test_a_cached_verdict_expires_and_can_be_cleared(bf16_cpu, monkeypatch):
     out = subprocess.run([sys.executable, "-m", "arplatform.core.precision", "clear"], capture_output=True, text=True,
                          env={**__import__("os").environ, "ARPLATFORM_CACHE_DIR": str(bf16_cpu)})
     assert out.returncode == 0 and "cleared" in out.stdout and not path.exists()
+
+
+def test_runs_that_probe_at_once_all_keep_their_verdicts(tmp_path):
+    """The cache's read-modify-write is locked: 4 processes writing 10 verdicts each into one
+    cache file at once leave all 40 (unlocked, each rewrite dropped the others' new keys)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom arplatform.core import precision as P\n"
+            "for i in range(10):\n    P._write_cache(f'{sys.argv[1]}-{i}', 1.0 + i)\n")
+    env = {**os.environ, "ARPLATFORM_CACHE_DIR": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"p{n}"], env=env) for n in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    import json
+
+    cached = json.loads((tmp_path / "precision.json").read_text())
+    assert sorted(cached) == sorted(f"p{n}-{i}" for n in range(4) for i in range(10))

@@ -116,23 +116,33 @@ def test_a_kill_at_any_point_of_publish_leaves_old_or_new_never_a_mix(tmp_path):
 
 def test_leftovers_of_dead_publishers_are_cleaned_and_live_ones_kept(tmp_path):
     """What a SIGKILL can leave at each step of a publish: a staging folder, a version never made
-    current, a half-made link beside each of the three links."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    root, live = str(tmp_path), os.getpid()
+    current, a half-made link beside each of the three links. Liveness is the publisher's lock,
+    not its pid: a dead publisher whose pid now belongs to a live process (pid 1 here) is dead."""
+    root = str(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", f"from arplatform import publish; print(publish.staging_dir({root!r}, "
+                           "'m'))"], capture_output=True, text=True, timeout=120)  # exits holding its lock: freed
+    assert dead.returncode == 0, dead.stderr
+    dead_token = "-".join(dead.stdout.strip().rsplit("-", 2)[-2:])
     staging = publish.staging_dir(root, "m")  # a live publisher's (this process)
-    for pid in (dead.pid, live):
-        os.makedirs(os.path.join(root, f"{publish.STAGING_PREFIX}m-{pid}-abc123"))
-        os.makedirs(os.path.join(publish.versions_dir(root, "m"), f"20260101-000000-{pid}-abcdef"))
+    live_token = "-".join(staging.rsplit("-", 2)[-2:])
+    recycled = "1-abc123"  # pid 1 is alive, but no publisher holds this token's lock
+    for token in (dead_token, live_token, recycled):
+        if token != live_token:
+            os.makedirs(os.path.join(root, f"{publish.STAGING_PREFIX}m-{token}"), exist_ok=True)
+        os.makedirs(os.path.join(publish.versions_dir(root, "m"), f"20260101-000000-{token}"))
         os.makedirs(os.path.join(root, "codebook"), exist_ok=True)
-        for link in (os.path.join(root, f"vae_m.link-{pid}-ab12cd"), os.path.join(root, "codebook", f"m.link-{pid}-x"),
-                     os.path.join(publish.versions_dir(root, "m"), f"current.link-{pid}-y")):
+        for link in (os.path.join(root, f"vae_m.link-{token}"), os.path.join(root, "codebook", f"m.link-{token}"),
+                     os.path.join(publish.versions_dir(root, "m"), f"current.link-{token}")):
             os.symlink("nowhere", link)
     publish.clean_stale(root, "m")
     left = sorted(e for d in (root, os.path.join(root, "codebook"), publish.versions_dir(root, "m"))
                   for e in os.listdir(d))
-    assert not [e for e in left if str(dead.pid) in e]
-    assert len([e for e in left if str(live) in e]) == 6 and os.path.isdir(staging)
+    assert not [e for e in left if dead_token in e or recycled in e], left
+    assert len([e for e in left if live_token in e]) == 5 and os.path.isdir(staging)
+    publish.discard(root, staging)
+    publish.clean_stale(root, "m")  # released: its leftovers are anybody's to remove now
+    assert not os.path.exists(staging)
+    assert not [e for e in os.listdir(publish.versions_dir(root, "m")) if live_token in e]
 
 
 def test_codebook_names_its_vae_relative_to_itself(tmp_path):

@@ -89,7 +89,7 @@ def save_checkpoint(
         ckpt["optimizer_state_dict"] = optimizer.state_dict()
     if with_rng:
         ckpt["rng_state"] = rng_state()
-    return save_torch(ckpt, path)
+    return save_torch(path, ckpt)
 
 
 def load_checkpoint(

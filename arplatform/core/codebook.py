@@ -148,7 +148,7 @@ def save_codebook(path, centres: torch.Tensor, config: dict, medoid_indices=None
         obj["medoid_indices"] = torch.as_tensor(medoid_indices).cpu()
     if stats:
         obj["stats"] = {k: float(v) for k, v in stats.items()}
-    return save_torch(obj, path)
+    return save_torch(path, obj)
 
 
 def _numpy_safe_globals() -> list:

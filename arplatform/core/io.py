@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target's folder, then a rename."""
+"""Atomic file writes: a temp file in the target's folder, then a rename. Every writer takes
+`(path, what)`, as `storage.write_json(path, obj)` does."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
     return path
 
 
-def save_torch(obj, path) -> str:
+def save_torch(path, obj) -> str:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_npy(array: np.ndarray, path) -> str:
+def save_npy(path, array: np.ndarray) -> str:
     def write(tmp):
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
@@ -42,7 +43,7 @@ def save_npy(array: np.ndarray, path) -> str:
     return atomic_write(path, write)
 
 
-def save_text(text: str, path) -> str:
+def save_text(path, text: str) -> str:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -50,7 +51,7 @@ def save_text(text: str, path) -> str:
     return atomic_write(path, write)
 
 
-def save_json(obj, path) -> str:
+def save_json(path, obj) -> str:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=True)

@@ -28,7 +28,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -160,14 +160,34 @@ def _read_cache() -> dict:
         return {}
 
 
+@contextmanager
+def _cache_locked():
+    """The cache file's read-modify-write under an exclusive lock: two runs that probe at once
+    (two trials, two workers' first runs) both keep their verdicts. The kernel drops the lock
+    of a killed process. Where there is no flock (Windows), the write is still atomic."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    os.makedirs(cache_dir(), exist_ok=True)
+    with open(_cache_file() + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _write_cache(key: str, speedup: float) -> None:
     from .io import save_json
 
-    data = _read_cache()
-    data[key] = {"bf16_speedup": speedup, "cpu": cpu_description()[0], "torch": torch.__version__,
-                 "measured_at": time.time()}
     try:
-        save_json(data, _cache_file())
+        with _cache_locked():
+            data = _read_cache()
+            data[key] = {"bf16_speedup": speedup, "cpu": cpu_description()[0], "torch": torch.__version__,
+                         "measured_at": time.time()}
+            save_json(_cache_file(), data)
     except OSError:  # a read-only home: measure again next time, never fail a run over a cache
         pass
 

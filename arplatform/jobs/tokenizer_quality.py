@@ -11,23 +11,8 @@ from ..core.codebook import codebook_usage
 from ..core.decode import decode_codes_to_images
 from ..core.metrics import psnr, ssim
 from ..core.vae import VAE
-from ..errors import ConfigError
 from ..imagedata import ImageSet
 from ..progress import Progress
-
-
-def resolve_device(device: str) -> torch.device:
-    """auto → CUDA when there is one, else CPU; an explicit device must exist here."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"device: {device!r} is not a torch device ({e})") from e
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"device: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use device=auto or cpu")
-    return dev
 
 
 @torch.inference_mode()

@@ -46,7 +46,7 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: 
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep
     with tracked(job, run, {**to_dict(job), "trial": params}, config_name, tags) as (uri, mlflow_run_id):
-        save_json(to_dict(job) | {"config_name": config_name, "trial": params}, os.path.join(run.dir, "config.json"))
+        save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name, "trial": params})
         trainer = build_trainer(job, DataFacts.from_dict(facts), rows, run, uri, mlflow_run_id,
                                 callbacks=[TuneReportCallback()])
         result = trainer.fit()

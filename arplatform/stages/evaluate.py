@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 
 from .. import storage
+from ..budget import resolve_device
 from ..config import TokenizerConfig, from_dict
 from ..core.codebook import assign, load_codebook_file
 from ..core.data import load_codes
@@ -17,7 +18,7 @@ from ..core.io import read_json_object, save_json
 from ..core.vae import load_vae
 from ..errors import ConfigError
 from ..imagedata import load_images
-from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer, resolve_device
+from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer
 from ..publish import codebook_vae_path
 
 
@@ -33,7 +34,7 @@ def read_indices(path: str, key: str) -> np.ndarray:
     return idx
 
 
-def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device: str = "auto") -> dict:
+def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device: str = "auto", log=print) -> dict:
     """Re-run the held-out evaluation of a tokenizer output folder and rewrite its tokenizer_eval.json.
 
     The images and the held-out split come from the folder's tokenizer_config.json and
@@ -61,14 +62,14 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     if val_idx.size == 0 or val_idx.max() >= len(data):
         raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
     val = data.subset(val_idx)
-    latents = encode_means(vae, val.images, dev)
+    latents = encode_means(vae, val.images, dev, log=log)
     dim = latents.shape[-1]
     val_codes = assign(latents.reshape(-1, dim).to(dev), codebook["z_medoid"])[0].reshape(len(val), -1).cpu()
     all_codes = [load_codes(os.path.join(codebook_dir, n))[0] for n in ("codes.npy", "val_codes.npy")
                  if os.path.exists(os.path.join(codebook_dir, n))]
     report = evaluate_tokenizer(vae, codebook["z_medoid"], val, latents, val_codes.numpy(),
                                 np.concatenate(all_codes) if all_codes else val_codes.numpy(), dev)
-    save_json(report, os.path.join(codebook_dir, "tokenizer_eval.json"))
+    save_json(os.path.join(codebook_dir, "tokenizer_eval.json"), report)
     return report
 
 

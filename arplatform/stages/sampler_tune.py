@@ -128,7 +128,7 @@ def write_sampler_settings(checkpoint: str, sample: dict, best: dict, sweep_dir:
 
     path = os.path.join(os.path.dirname(checkpoint), SAMPLER_FILE)
     settings = {k: sample[k] for k in ("temperature", "top_k", "top_p", "cfg_scale")}
-    save_json({"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": storage.sha256(checkpoint),
-               "frechet": best["frechet"], "accuracy": best["accuracy"], "sweep": sweep_dir}, path)
+    save_json(path, {"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": storage.sha256(checkpoint),
+                     "frechet": best["frechet"], "accuracy": best["accuracy"], "sweep": sweep_dir})
     return path
 

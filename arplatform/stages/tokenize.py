@@ -16,13 +16,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import numpy as np
 import torch
 
 from .. import publish, storage, tracking
+from ..budget import resolve_device
 from ..config import TokenizerConfig, to_dict
 from ..core.codebook import assign, fit_kmeans, save_codebook
 from ..core.errors import DataError
@@ -30,7 +30,7 @@ from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, TrainConfig, fit
 from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
 from ..imagedata import ImageSet, load_images, split_indices
-from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer, resolve_device
+from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer
 from ..progress import Progress
 
 
@@ -71,8 +71,8 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
 
 def write_shards(folder: str, codes: np.ndarray, labels: np.ndarray, shards: int) -> None:
     for i, (c, y) in enumerate(zip(np.array_split(codes, shards), np.array_split(labels, shards), strict=True)):
-        save_npy(c, os.path.join(folder, f"codes-{i:05d}.npy"))
-        save_npy(y, os.path.join(folder, f"labels-{i:05d}.npy"))
+        save_npy(os.path.join(folder, f"codes-{i:05d}.npy"), c)
+        save_npy(os.path.join(folder, f"labels-{i:05d}.npy"), y)
 
 
 def fit_codebook(cfg: TokenizerConfig, latents: torch.Tensor, train_idx: np.ndarray, device, log):
@@ -103,15 +103,15 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
                    "perplexity": report["codebook_perplexity"]})
     labels = data.labels.astype(np.int64)
     for prefix, idx in (("", train_idx), ("val_", val_idx)):
-        save_npy(codes[idx], os.path.join(folder, f"{prefix}codes.npy"))
-        save_npy(labels[idx], os.path.join(folder, f"{prefix}labels.npy"))
+        save_npy(os.path.join(folder, f"{prefix}codes.npy"), codes[idx])
+        save_npy(os.path.join(folder, f"{prefix}labels.npy"), labels[idx])
     if cfg.shards:
         write_shards(os.path.join(folder, "shards"), codes[train_idx], labels[train_idx], cfg.shards)
-    save_json({"seed": d.seed, "val_fraction": d.val_fraction, "num_train": len(train_idx),
-               "num_val": len(val_idx), "val_indices": val_idx.tolist(), "source": data.source},
-              os.path.join(folder, "split.json"))
-    save_json(report, os.path.join(folder, "tokenizer_eval.json"))
-    save_json(to_dict(cfg) | {"config_name": config_name}, os.path.join(folder, "tokenizer_config.json"))
+    save_json(os.path.join(folder, "split.json"),
+              {"seed": d.seed, "val_fraction": d.val_fraction, "num_train": len(train_idx),
+               "num_val": len(val_idx), "val_indices": val_idx.tolist(), "source": data.source})
+    save_json(os.path.join(folder, "tokenizer_eval.json"), report)
+    save_json(os.path.join(folder, "tokenizer_config.json"), to_dict(cfg) | {"config_name": config_name})
 
 
 def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndarray]:
@@ -153,7 +153,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
                               latents.shape[1:3])
         version = publish.publish(root, cfg.name, staging)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+        publish.discard(root, staging)  # gone already when published; its lock released either way
     mirror.push(f"vae_{cfg.name}")
     # the files the pipeline and the trainer look for go last: a folder without them is not done
     mirror.push("codebook", cfg.name, last=("tokenizer_config.json", "codebook.pt"))

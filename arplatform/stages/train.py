@@ -99,7 +99,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
         summary["startup"] = clock.report(summary.pop("startup_times", None))
         log(StartupClock.line(summary["startup"]))
         summary["seconds"] = time.perf_counter() - t0
-        save_json(summary, os.path.join(run.dir, "summary.json"))
+        save_json(os.path.join(run.dir, "summary.json"), summary)
     runs.push_run(run, job.output_root, published=True)  # (the run folder went when the run ended)
     log(f"done in {summary['seconds']:.0f} s: best val {summary['final'].get('best_val_loss', float('nan')):.4f} "
         f"nats/token\n  run:         {public(run.dir)}\n  checkpoint:  {public(summary['published'])} (published)"
@@ -117,7 +117,7 @@ def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri
     copy_checkpoint_files(result.checkpoint, run.checkpoint_dir)
     best = os.path.join(run.checkpoint_dir, "best.pt")
     runs.write_state(run, best_sha256=storage.sha256(best))  # `evaluate samples` finds this run by it
-    artifacts = [best, save_json(to_dict(job) | {"config_name": config_name}, os.path.join(run.dir, "config.json"))]
+    artifacts = [best, save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name})]
     # a sampler sweep's sampler.json beside the seed's path, in the bucket for a URI root
     tuned = tuned_sampler_settings(runs.seed_checkpoint(job.output_root, job.name), sampled=best)
     artifacts += sample_grid(job, best, codebook, run.dir, tuned)
@@ -154,7 +154,7 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
                                    cfg_scale=s.cfg_scale, generator=torch.Generator().manual_seed(job.optim.seed),
                                    precision=choice.precision)
     codes = codes_from_sequences(seqs, layout).numpy().astype(np.int32)
-    written = [save_npy(codes, os.path.join(out, "samples_codes.npy"))]
+    written = [save_npy(os.path.join(out, "samples_codes.npy"), codes)]
     codebook_dict = load_codebook_file(storage.fetch(codebook)) if codebook else None  # read once: VAE and vectors
     vae_path = codebook_vae_path(codebook, codebook_dict) if codebook else None
     if vae_path and storage.isfile(vae_path):
@@ -165,6 +165,6 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
         images = decode_codes_to_images(codes, codebook_dict, vae_path)
         order = np.argsort(labels.numpy(), kind="stable") if labels is not None else np.arange(n)
         columns = max(1, n // max(1, layout.num_classes)) if labels is not None else 8
-        written.append(save_png(make_grid(images.numpy()[order], columns=columns),
-                                os.path.join(out, "samples_grid.png")))
+        written.append(save_png(os.path.join(out, "samples_grid.png"),
+                                make_grid(images.numpy()[order], columns=columns)))
     return written
