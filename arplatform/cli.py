@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from .config import CONFIG_DIR, compose, from_dict
-from .errors import USER_ERRORS, ConfigError
+from .errors import USER_ERRORS, ConfigError, Interrupted
 
 
 def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
@@ -48,6 +48,9 @@ def exit_code(run: Callable[[], object]) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
         return 130
     return 0
 

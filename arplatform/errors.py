@@ -9,6 +9,9 @@
     StorageError     a URI cannot be reached: unknown scheme, missing bucket, no credentials,
                      an endpoint that does not answer
 
+`Interrupted` is not an error: a run stopped by the user (Ctrl-C, SIGTERM, `ray job stop`)
+whose state is saved; the command exits 130 and `resume=true` continues it.
+
 Anything else that escapes a command is a bug and keeps its traceback.
 """
 
@@ -33,7 +36,11 @@ class StorageError(OSError):
     """A path or URI of the storage layer cannot be read or written (`storage.py`)."""
 
 
+class Interrupted(Exception):
+    """A run was stopped (a sweep whose trials Ray Tune interrupted); its state is kept."""
+
+
 USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError, GenerationError, StorageError)
 
 __all__ = ["ConfigError", "DataError", "CheckpointError", "RunStateError", "TrainingError", "GenerationError",
-           "StorageError", "USER_ERRORS"]
+           "StorageError", "USER_ERRORS", "Interrupted"]

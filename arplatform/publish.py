@@ -60,6 +60,10 @@ def release(root: str, token: str) -> None:
     if lock is not None:
         lock.release()
         _remove(_lock_path(root, token))
+        try:
+            os.rmdir(os.path.dirname(_lock_path(root, token)))  # the last one out: no empty folder left
+        except OSError:
+            pass
 
 
 def _alive(root: str, token: str) -> bool:

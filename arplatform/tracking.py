@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 
 from .config import flatten
+from .errors import Interrupted
 
 QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
 _ready: set[str] = set()  # stores this process has created or checked
@@ -185,7 +186,7 @@ def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end):
         on_start(run_id)
         yield run_id
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
         raise
     finally:

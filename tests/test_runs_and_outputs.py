@@ -315,3 +315,41 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
     assert said[-1].startswith(f"no training run beside {seed} made the checkpoint") and len(said) == 2
     assert json.loads(open(os.path.join(root, "transformer", "tiny", "checkpoints", "published.json")).read())[
         "run_name"] == "tiny-b"
+
+
+def test_an_interrupted_sweep_is_a_status_not_a_keyboard_interrupt(capsys):
+    """A sweep whose trials Tune interrupted raises `Interrupted` (not a fake Ctrl-C): its run
+    ends KILLED, the command says how to continue and exits 130; a real Ctrl-C does the same."""
+    from arplatform.cli import exit_code
+    from arplatform.errors import Interrupted
+    from arplatform.tracking import tracked_run
+
+    ended = []
+
+    def sweep():
+        with tracked_run(None, None, None, lambda run_id: None, ended.append):
+            raise Interrupted("sweep s1 interrupted; resume=true continues it")
+
+    def ctrl_c():
+        with tracked_run(None, None, None, lambda run_id: None, ended.append):
+            raise KeyboardInterrupt
+
+    assert exit_code(sweep) == 130 and exit_code(ctrl_c) == 130
+    assert ended == ["KILLED", "KILLED"]
+    assert capsys.readouterr().err.splitlines() == ["interrupted: sweep s1 interrupted; resume=true continues it",
+                                                   "interrupted"]
+
+
+def test_ray_data_settings_of_one_run_do_not_outlive_it():
+    """generate's stall timeout and actor wait are Ray Data's process-wide DataContext: set for
+    its block and put back after, also when the block fails."""
+    import ray.data
+
+    from arplatform.distributed.cluster import data_context
+
+    ctx = ray.data.DataContext.get_current()
+    before = (ctx.execution_no_progress_timeout_s, ctx.wait_for_min_actors_s)
+    with pytest.raises(RuntimeError), data_context(execution_no_progress_timeout_s=7.0, wait_for_min_actors_s=3):
+        assert (ctx.execution_no_progress_timeout_s, ctx.wait_for_min_actors_s) == (7.0, 3)
+        raise RuntimeError("a stalled run")
+    assert (ctx.execution_no_progress_timeout_s, ctx.wait_for_min_actors_s) == before

@@ -36,11 +36,21 @@ def summary(root, run_dir=None):
         return json.load(f)
 
 
+def registered_checkpoint(run_dir):
+    """The checkpoint Ray Train registered for a run folder (its public `Result.from_path`), or None."""
+    from ray.train import Result
+
+    try:
+        return Result.from_path(run_dir).checkpoint
+    except Exception:  # noqa: BLE001 - no state yet, or caught mid-write
+        return None
+
+
 def wait_for_checkpoint(root, proc, timeout=180):
     """The Ray run folder once Ray's controller has *registered* a checkpoint.
 
     A checkpoint folder appears in storage before the controller records it in its
-    snapshot; a process killed in between loses that report (docs/ray.md, "Fault tolerance"), and the
+    state; a process killed in between loses that report (docs/ray.md, "Fault tolerance"), and the
     retry would rightly start from the previous registered checkpoint, or none.
     """
     deadline = time.time() + timeout
@@ -50,14 +60,8 @@ def wait_for_checkpoint(root, proc, timeout=180):
         new = [d for d in run_dirs(root) if d not in known]
         if new:
             run_dir = os.path.join(root, "ray", os.path.basename(new[0]))
-            snapshot = os.path.join(run_dir, "checkpoint_manager_snapshot.json")
-            if os.path.exists(snapshot):
-                try:
-                    with open(snapshot) as f:
-                        if json.load(f).get("latest_checkpoint_result"):
-                            return run_dir
-                except ValueError:  # caught mid-write
-                    pass
+            if registered_checkpoint(run_dir) is not None:
+                return run_dir
         time.sleep(0.2)
     raise AssertionError("no checkpoint was registered")
 
@@ -245,9 +249,8 @@ def test_resume_with_broken_checkpoint_stops_with_clear_error(trained, tmp_path)
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("mlflow.db"))
     (run_dir,) = run_dirs(copy)
     ray_dir = copy / "ray" / os.path.basename(run_dir)
-    # point Ray's snapshot at the copied folders, then truncate every reported last.pt
-    snap = ray_dir / "checkpoint_manager_snapshot.json"
-    snap.write_text(snap.read_text().replace(str(root), str(copy)))
+    # truncate every last.pt of the copy: Ray's state still names the original's files, and the
+    # resume checks the bytes in the copy's own folder (what `jobs.training.own_copy` resolves)
     for d in ray_dir.iterdir():
         if d.is_dir() and d.name.startswith("checkpoint_"):
             (d / "last.pt").write_bytes(b"PK\x03\x04 truncated")

@@ -59,6 +59,23 @@ def quiet_ray_logs() -> None:
     ctx.print_on_execution_start = False
 
 
+@contextmanager
+def data_context(**settings):
+    """Ray Data's process-wide DataContext with `settings` for the block, then as it was: a
+    stall timeout chosen for one generate run does not outlive it."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved = {key: getattr(ctx, key) for key in settings}
+    for key, value in settings.items():
+        setattr(ctx, key, value)
+    try:
+        yield ctx
+    finally:
+        for key, value in saved.items():
+            setattr(ctx, key, value)
+
+
 def init_ray(num_cpus: int | None = None):
     """Join the cluster named by RAY_ADDRESS (e.g. inside `ray job submit`), else start a
     local one; either way with the quiet settings above."""

@@ -51,20 +51,45 @@ def actor_resources(ray, cfg, memory_per_actor: int) -> dict:
 def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray, memory_per_actor: int,
                      log) -> list[str]:
     """Draw `todo` on the actors; returns the Ray node ids the batches were drawn on."""
-    import ray.data
     from ray.data.exceptions import ExecutionTimeoutError
 
     from ..errors import GenerationError
-    from ..image_sampler import ImageSampler
+    from .cluster import data_context
 
     resources = actor_resources(ray, cfg, memory_per_actor)
     threads = max(1, int(resources.get("num_cpus", 1)))  # torch threads = the CPUs the actor holds
     spec = dict(spec, threads=threads, device="cuda" if "num_gpus" in resources else "cpu")
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_no_progress_timeout_s = cfg.stall_timeout_s
     # every actor has loaded its models before the first batch is handed out: the batches spread
     # over all of them (and all nodes), and a pool that cannot start fails within the same bound
-    ctx.wait_for_min_actors_s = max(1, int(cfg.stall_timeout_s))
+    with data_context(execution_no_progress_timeout_s=cfg.stall_timeout_s,
+                      wait_for_min_actors_s=max(1, int(cfg.stall_timeout_s))):
+        out, batch_size = actor_pipeline(cfg, spec, todo, labels, resources)
+        where = "GPU" if "num_gpus" in resources else f"{resources['num_cpus']:g} CPU"
+        log(f"  {cfg.actors} actor(s), {where} each, batches of {batch_size}")
+        nodes, progress = set(), Progress("generate", len(todo), "images", log)
+        try:
+            for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+                progress.update(len(batch["index"]))
+                nodes.update(str(n) for n in batch["node"])
+            progress.close()
+        except ExecutionTimeoutError as e:
+            raise GenerationError(f"generation stalled: no batch finished for {cfg.stall_timeout_s:g} s "
+                                  f"(stall_timeout_s); are the actors' resources free? ({e})") from None
+        except ray.exceptions.GetTimeoutError:
+            raise GenerationError(f"the {cfg.actors} actor(s) did not all start within {cfg.stall_timeout_s:g} s "
+                                  "(stall_timeout_s); are their resources free?") from None
+    if progress.done != len(todo):
+        raise GenerationError(f"{spec['out']}: {progress.done} of {len(todo)} images came back; rerun to draw the rest")
+    log(f"  drawn on {len(nodes)} node(s)")
+    return sorted(nodes)
+
+
+def actor_pipeline(cfg, spec: dict, todo: np.ndarray, labels: np.ndarray, resources: dict):
+    """The dataset of (index, label) rows mapped by `ImageSampler` actors, and its batch size."""
+    import ray.data
+
+    from ..image_sampler import ImageSampler
+
     batch_size = min(cfg.batch_size, -(-len(todo) // cfg.actors))  # a small job still reaches every actor
     blocks = max(1, -(-len(todo) // batch_size))
     rows = ray.data.from_items([{"index": int(i), "label": int(c)} for i, c in zip(todo, labels, strict=True)],
@@ -72,22 +97,5 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
     out = rows.map_batches(ImageSampler, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
                            batch_format="numpy", compute=ray.data.ActorPoolStrategy(
                                size=cfg.actors, max_tasks_in_flight_per_actor=1), **resources)
-    where = "GPU" if "num_gpus" in resources else f"{resources['num_cpus']:g} CPU"
-    log(f"  {cfg.actors} actor(s), {where} each, batches of {batch_size}")
-    nodes, progress = set(), Progress("generate", len(todo), "images", log)
-    try:
-        for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
-            progress.update(len(batch["index"]))
-            nodes.update(str(n) for n in batch["node"])
-        progress.close()
-    except ExecutionTimeoutError as e:
-        raise GenerationError(f"generation stalled: no batch finished for {cfg.stall_timeout_s:g} s "
-                              f"(stall_timeout_s); are the actors' resources free? ({e})") from None
-    except ray.exceptions.GetTimeoutError:
-        raise GenerationError(f"the {cfg.actors} actor(s) did not all start within {cfg.stall_timeout_s:g} s "
-                              "(stall_timeout_s); are their resources free?") from None
-    if progress.done != len(todo):
-        raise GenerationError(f"{spec['out']}: {progress.done} of {len(todo)} images came back; rerun to draw the rest")
-    log(f"  drawn on {len(nodes)} node(s)")
-    return sorted(nodes)
+    return out, batch_size
 

@@ -80,7 +80,18 @@ def latest_ray_checkpoint(run: runs.Run):
                             f"({type(e).__name__}); it never started training") from e
     if result.checkpoint is None:
         raise RunStateError(f"{run.ray_path}: run {run.name!r} registered no checkpoint; nothing to resume from")
-    return result.checkpoint
+    return own_copy(run, result.checkpoint)
+
+
+def own_copy(run: runs.Run, checkpoint):
+    """The registered checkpoint in this run's own folder: Ray records absolute paths, so in a
+    copied or moved output root they still name the original's files. Checked are the bytes here."""
+    from ray.train import Checkpoint
+
+    if storage.is_uri(run.ray_path):
+        return checkpoint
+    here = os.path.join(run.ray_path, os.path.basename(checkpoint.path.rstrip("/")))
+    return Checkpoint(here) if os.path.isdir(here) and here != checkpoint.path else checkpoint
 
 
 def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:

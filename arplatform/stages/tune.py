@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from .. import runs, storage, sweep_pictures, sweeps, tracking
 from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
 from ..core.io import read_json_object
-from ..errors import ConfigError, RunStateError
+from ..errors import ConfigError, Interrupted, RunStateError
 from ..jobs.training import check_data, resolve_train_precision
 from ..train_plan import DataFacts, plan_training
 from ..tune_space import Axis, apply_params, check_space, check_trial_count, parse_space, tune_domains
@@ -283,7 +283,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
             grid = tuner.fit()
         summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log)
         if any(r["status"] == "INTERRUPTED" for r in summary["leaderboard"]):
-            raise KeyboardInterrupt  # Tune saved its state: resume=true continues the sweep
+            raise Interrupted(f"sweep {sweep.name} interrupted; resume=true continues it")  # Tune saved its state
     return summary
 
 
