@@ -150,6 +150,13 @@ class TrackingConfig:
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output_root>/mlflow.db
     experiment: str = "arplatform"
+    log_model: bool = True  # a finished training run logs best.pt + codebook + VAE as an MLflow model
+    register: bool = False  # … and registers it as a new version of `model_name`
+    model_name: str | None = None  # default: arplatform-<job name>
+
+    def __post_init__(self):
+        if self.model_name is not None and not SAFE_NAME.fullmatch(str(self.model_name)):
+            raise ConfigError(f"tracking.model_name: {self.model_name!r} is not a safe name (letters, digits, . _ -)")
 
 
 
@@ -425,6 +432,7 @@ class GenerateConfig:
     device: str = "auto"  # local engine
     stall_timeout_s: float = 300.0  # Ray engine: fail when no batch finishes for this long
     allow_mismatch: bool = False  # decode with a codebook or VAE other than those the checkpoint trained with
+    tracking_uri: str | None = None  # the MLflow store of a models:/ or runs:/ transformer_ckpt (default as training)
 
     def __post_init__(self):
         self.output_root = root_path("output_root", self.output_root)

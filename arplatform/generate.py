@@ -29,7 +29,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         p.add_argument(f"--{name}", **kw)
         flags[f"sample.{name}" if name in SAMPLER_FLAGS else name] = f"--{name}"
 
-    add("transformer_ckpt", default=d.transformer_ckpt, help="GPT checkpoint (best.pt)")
+    add("transformer_ckpt", default=d.transformer_ckpt,
+        help="GPT checkpoint (best.pt), or an MLflow model: models:/<name>/<version>, runs:/<run_id>/model")
     add("vae_ckpt", default=None, help="VAE checkpoint (default: the one the codebook names)")
     add("codebook_pt", default=None, help="codebook.pt (default: the one the checkpoint trained on)")
     add("num_samples", type=int, default=d.num_samples)
@@ -49,6 +50,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     add("use_gpu", default=d.use_gpu, help="auto | true | false (Ray engine)")
     add("device", default=d.device, help="local engine: auto | cpu | cuda[:i]")
     add("stall_timeout_s", type=float, default=d.stall_timeout_s)
+    add("tracking_uri", default=None, help="MLflow store of a models:/… or runs:/… checkpoint (default: as training)")
     add("allow_mismatch", action="store_true", default=None,
         help="decode with a codebook or VAE other than those the checkpoint was trained with")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -74,11 +76,12 @@ def main(argv=None) -> int:
         return code  # an unknown key=value: one line
 
     def generate():
-        from .jobs.sampling import checkpoint_sampler_settings
+        from .jobs.sampling import checkpoint_sampler_settings, model_files
         from .stages.generate import run_generate
 
         # defaults < the checkpoint's training config < its sampler.json (a sampler sweep) < the flags given
-        settings = checkpoint_sampler_settings(values.get("transformer_ckpt", GenerateConfig.transformer_ckpt))
+        # (a models:/… or runs:/… checkpoint: the files of that MLflow model)
+        settings = checkpoint_sampler_settings(model_files(from_dict(GenerateConfig, values)).transformer_ckpt)
         if settings:
             print(f"sampling settings of this checkpoint (its training config, its sampler.json): {settings}; "
                   "flags given win")

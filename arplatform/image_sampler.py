@@ -54,16 +54,21 @@ class ImageSampler:
         self.node = node_id()
 
     def __call__(self, batch: dict) -> dict:
+        """Draw a batch of (index, label) rows into the samples folder `spec["out"]`."""
         index = np.asarray(batch["index"], dtype=np.int64)
         labels = np.asarray(batch["label"], dtype=np.int64)
+        codes, images = self.draw(index, labels, self.spec["seed"])
+        write_batch(self.spec["out"], index, labels, codes, images)
+        return {"index": index, "label": labels, "node": np.full(len(index), self.node)}
+
+    def draw(self, index: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples `index` of `seed` (class `labels`, -1 for none): their codes and (B, H, W, C) uint8 images."""
         s = self.spec["sample"]
         conditional = self.layout.conditional and (labels >= 0).all()
         seqs = generate_autoregressive(
             self.model, self.layout, self.positions, num_samples=len(index),
             class_labels=torch.from_numpy(labels) if conditional else None, temperature=s["temperature"],
             top_k=s["top_k"], top_p=s["top_p"], cfg_scale=s["cfg_scale"], precision=self.precision,
-            sample_keys=sample_keys(self.spec["seed"], index).to(self.device))
+            sample_keys=sample_keys(seed, index).to(self.device))
         codes = codes_from_sequences(seqs, self.layout).cpu().numpy()
-        images = to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())
-        write_batch(self.spec["out"], index, labels, codes, images)
-        return {"index": index, "label": labels, "node": np.full(len(index), self.node)}
+        return codes, to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())

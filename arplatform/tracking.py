@@ -21,6 +21,11 @@ QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
 _ready: set[str] = set()  # stores this process has created or checked
 
 
+def is_model_uri(path) -> bool:
+    """An MLflow model URI (`models:/<name>/<version>`, `runs:/<run_id>/model`), not a path."""
+    return isinstance(path, str) and path.startswith(("models:/", "runs:/"))
+
+
 def tracking_uri(configured: str | None, output_root: str) -> str:
     """The MLflow store: configured, else $MLFLOW_TRACKING_URI, else a sqlite file in a local
     `output_root`. A URI root (a cluster's bucket) has no default: the driver and every

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from helpers import TINY, job_env
+from test_generate import generate, images
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,8 @@ def pipeline(root, *extra, cluster=None):
     env = job_env(cluster)
     cmd = [sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
            f"output_root={root}", "num_samples=20", *[f"tokenizer.{o}" for o in SMALL_TOKENIZER],
-           *[f"train.{o}" for o in TINY], "train.optim.epochs=2", "train.model.embed_dim=32", *extra]
+           *[f"train.{o}" for o in TINY], "train.optim.epochs=2", "train.model.embed_dim=32",
+           "train.tracking.register=true", *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -35,6 +37,17 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     assert "class accuracy" in text and "Fréchet" in text and "MLflow run" in text and "curve.png" in text
     assert "<img src='grid.png'" in (report / "report.html").read_text()
     assert f"report: {report / 'report.md'}" in first.stdout
+    # the training run's model in MLflow (the embedded store): registered, and generate takes its URI
+    (summary,) = (tmp_path / "transformer" / "mnist_sample" / "runs").glob("*/summary.json")
+    logged = json.loads(summary.read_text())["mlflow_model"]
+    assert logged["registered_uri"] == "models:/arplatform-mnist_sample/1" and "MLflow registered" in first.stdout
+    best = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
+    assert generate("--transformer_ckpt", best, "--num_samples", 4, "--out", tmp_path / "from_path")[0] == 0
+    for uri, name in ((logged["registered_uri"], "registered"), (logged["model_uri"], "run")):
+        code, _, err = generate(f"transformer_ckpt={uri}", f"output_root={tmp_path}", "num_samples=4",
+                                f"out={tmp_path / name}")
+        assert code == 0, err
+        assert (images(tmp_path / name)[0] == images(tmp_path / "from_path")[0]).all()
 
     again = pipeline(tmp_path, cluster=ray_cluster)
     assert again.returncode == 0, again.stderr[-3000:]

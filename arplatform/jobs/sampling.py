@@ -5,10 +5,11 @@ training job's sample grid, the pipeline and the sampler sweep all use these."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
-from .. import storage
+from .. import storage, tracking
 from ..config import GenerateConfig
 from ..core.checkpoint import load_model
 from ..core.codebook import load_codebook_file
@@ -18,10 +19,26 @@ from ..errors import ConfigError
 from ..publish import codebook_vae_path
 
 
+def model_files(cfg: GenerateConfig) -> GenerateConfig:
+    """A `models:/…` or `runs:/…` checkpoint as the three files of that MLflow model, downloaded
+    (a codebook or VAE given explicitly still wins); any other checkpoint as it is."""
+    if not tracking.is_model_uri(cfg.transformer_ckpt):
+        return cfg
+    from .mlflow_model import fetch_model
+
+    files = fetch_model(cfg.transformer_ckpt, tracking.tracking_uri(cfg.tracking_uri, cfg.output_root))
+    return dataclasses.replace(cfg, transformer_ckpt=files["transformer_ckpt"],
+                               codebook_pt=cfg.codebook_pt or files["codebook_pt"],
+                               vae_ckpt=cfg.vae_ckpt or files["vae_ckpt"])
+
+
 def resolve_models(cfg: GenerateConfig) -> dict:
     """Absolute paths (or URIs) of checkpoint, codebook and VAE with the SHA-256 of the bytes
     checked here (every sampler loads exactly those bytes, `ImageSampler`), checked to fit
-    together: shapes always, and identities where the checkpoint records those it trained with."""
+    together: shapes always, and identities where the checkpoint records those it trained with.
+    A checkpoint given as an MLflow model URI is downloaded first, then checked the same way."""
+    model_uri = cfg.transformer_ckpt if tracking.is_model_uri(cfg.transformer_ckpt) else None
+    cfg = model_files(cfg)
     ckpt_path = storage.absolute(cfg.transformer_ckpt)
     if not storage.isfile(ckpt_path):
         raise CheckpointError(f"{ckpt_path}: transformer checkpoint not found (train one, or pass --transformer_ckpt)")
@@ -61,7 +78,7 @@ def resolve_models(cfg: GenerateConfig) -> dict:
             "transformer_sha256": ckpt_sha, "codebook_sha256": codebook_sha, "vae_sha256": vae_sha,
             "model_config": model.config, "image_pixels": vae.config.image_size ** 2,
             "weights_bytes": tensor_bytes(model) + tensor_bytes(vae) + codebook["z_medoid"].nbytes,
-            "config_name": trained.get("name") or "samples"}
+            "config_name": trained.get("name") or "samples", "model_uri": model_uri}
 
 
 def tensor_bytes(module) -> int:

@@ -89,6 +89,8 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
                 "codebook_sha256": models["codebook_sha256"], "vae_ckpt": models["vae_ckpt"],
                 "vae_sha256": models["vae_sha256"],
                 "settings": manifest_settings(cfg)}
+    if models["model_uri"]:
+        manifest["model_uri"] = models["model_uri"]  # the MLflow model the checkpoint was downloaded from
     if storage.isfile(out):
         raise ConfigError(f"out: {out} is a file; name a samples folder (new, or one generate wrote)")
     storage.check_writable(out, "out")

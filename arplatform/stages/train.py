@@ -107,6 +107,11 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     if uri:
         log(f"  MLflow run:  {mlflow_run_id} in {uri}\n  look at it:  mlflow ui --backend-store-uri {uri} "
             "--host 127.0.0.1")
+        model = summary.get("mlflow_model", {})
+        if model.get("model_uri"):
+            log(f"  MLflow model: {model['model_uri']}" + (f", MLflow registered: {model['registered_uri']}"
+                                                          if model.get("registered_uri") else "")
+                + "  (arplatform generate transformer_ckpt=<either> draws from it)")
     return summary
 
 
@@ -125,10 +130,27 @@ def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri
         for path in artifacts:
             tracking.log_artifact(uri, mlflow_run_id, path)
     summary = dict(result.return_value or {})
+    if uri and job.tracking.log_model and codebook:
+        summary["mlflow_model"] = log_mlflow_model(job, best, codebook, tuned, uri, mlflow_run_id)
     summary.update({"run_name": run.name, "run_dir": run.dir, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
                     "output_dir": run.dir, "ray_run_path": result.path,
                     "published": runs.publish_best(run, job.output_root)})
     return summary
+
+
+def log_mlflow_model(job: TrainJobConfig, best: str, codebook: str, tuned: dict | None, uri: str,
+                     mlflow_run_id: str) -> dict:
+    """best.pt with the codebook and VAE it decodes through as one MLflow model of the run
+    (`jobs.mlflow_model`), registered when `tracking.register`; its URIs."""
+    from ..jobs.mlflow_model import log_model
+    from ..publish import codebook_vae_path
+
+    vae = codebook_vae_path(codebook)
+    if not vae or not storage.isfile(vae):
+        return {"skipped": f"{codebook} names no VAE here: no images to decode into"}
+    files = {"transformer_ckpt": best, "codebook_pt": storage.fetch(codebook), "vae_ckpt": storage.fetch(vae)}
+    name = (job.tracking.model_name or f"arplatform-{job.name}") if job.tracking.register else None
+    return log_model(uri, mlflow_run_id, files, to_dict(job.sample) | (tuned or {}), name)
 
 
 def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str,
