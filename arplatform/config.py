@@ -150,6 +150,12 @@ class TrackingConfig:
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output_root>/mlflow.db
     experiment: str = "arplatform"
+
+
+@dataclass
+class TrainTrackingConfig(TrackingConfig):
+    """A training job's tracking: the store, and the model it logs there."""
+
     log_model: bool = True  # a finished training run logs best.pt + codebook + VAE as an MLflow model
     register: bool = False  # … and registers it as a new version of `model_name`
     model_name: str | None = None  # default: arplatform-<job name>
@@ -342,7 +348,7 @@ class TrainJobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: TrainConfig = field(default_factory=TrainConfig)  # the core loop's own config
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrainTrackingConfig = field(default_factory=TrainTrackingConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self):

@@ -38,6 +38,7 @@ class RealData:
     val_labels: np.ndarray
     num_classes: int
     recon_images: np.ndarray | None = None  # the tokenizer's reconstructions of training images
+    recon_index: np.ndarray | None = None  # which training image each reconstruction is of
 
 
 class Classifier(nn.Module):
@@ -120,11 +121,34 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def nearest_distance(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     """For each query image, the L2 pixel distance to its nearest reference image."""
+    return nearest(queries, references)[0]
+
+
+def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query image, the L2 pixel distance to its nearest reference image, and its index."""
     ref = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).flatten(1)
-    out = []
+    distances, indices = [], []
     for q in _chunks(queries, 256):
-        out.append(torch.cdist(torch.from_numpy(q).flatten(1), ref).min(1).values.numpy())
-    return np.concatenate(out)
+        found = torch.cdist(torch.from_numpy(q).flatten(1), ref).min(1)
+        distances.append(found.values.numpy())
+        indices.append(found.indices.numpy())
+    return np.concatenate(distances), np.concatenate(indices)
+
+
+def pictures(images: np.ndarray, real: RealData, count: int = 8) -> dict[str, np.ndarray]:
+    """What a person checks by eye, as (H, W, C) uint8 pictures of two rows: `nearest`, the
+    first samples above their nearest training images (the memorisation check, shown), and
+    `reconstructions`, training images above the tokenizer's reconstructions of them."""
+    from .images import make_grid
+
+    shown = images[:count]
+    out = {"nearest": make_grid(np.concatenate([shown, real.train_images[nearest(shown, real.train_images)[1]]]),
+                                columns=len(shown))}
+    if real.recon_images is not None and real.recon_index is not None:
+        k = min(count, len(real.recon_images))
+        out["reconstructions"] = make_grid(np.concatenate([real.train_images[real.recon_index[:k]],
+                                                           real.recon_images[:k]]), columns=k)
+    return out
 
 
 def evaluate_images(images: np.ndarray, labels: np.ndarray, real: RealData, classifier: Classifier,

@@ -32,10 +32,13 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     for stage in ("tokenize", "train", "generate", "evaluate"):
         assert f"[{stage}] running" in first.stdout, stage
     report = tmp_path / "reports" / "mnist_sample"
-    assert {"report.md", "report.html", "grid.png", "curve.png"} <= set(os.listdir(report))
+    assert {"report.md", "report.html", "grid.png", "curve.png", "nearest.png", "reconstructions.png",
+            "history.json"} <= set(os.listdir(report))
     text = (report / "report.md").read_text()
     assert "class accuracy" in text and "Fréchet" in text and "MLflow run" in text and "curve.png" in text
-    assert "<img src='grid.png'" in (report / "report.html").read_text()
+    assert "first run of this config" in text and " parameters" in text and "composed config" in text
+    page = (report / "report.html").read_text()
+    assert page.count("<img src='data:image/png;base64,") == 4 and "src='grid.png'" not in page  # one file
     assert f"report: {report / 'report.md'}" in first.stdout
     # the training run's model in MLflow (the embedded store): registered, and generate takes its URI
     (summary,) = (tmp_path / "transformer" / "mnist_sample" / "runs").glob("*/summary.json")

@@ -107,7 +107,7 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     log(f"real data: {data.source}, {len(train_idx)} train / {len(val_idx)} held-out images; "
         f"{len(recon)} tokenizer reconstructions")
     real = RealData(data.images[train_idx], data.labels[train_idx], data.images[val_idx], data.labels[val_idx],
-                    data.num_classes, recon)
+                    data.num_classes, recon, np.sort(pick))  # codes.npy row j is training image j
     return real, cfg, folder
 
 
@@ -139,7 +139,14 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     its checkpoint's codebook was made from: quality.json and quality.md in the folder, and
     the metrics in the MLflow run that trained the checkpoint."""
     from ..core.checkpoint import load_model
-    from ..sample_quality import classifier_dir, evaluate_images, heldout_bits_per_code, load_or_train_classifier
+    from ..images import png_bytes
+    from ..sample_quality import (
+        classifier_dir,
+        evaluate_images,
+        heldout_bits_per_code,
+        load_or_train_classifier,
+        pictures,
+    )
 
     samples_dir = storage.absolute(samples_dir)
     manifest, images, labels = read_samples(samples_dir)
@@ -158,6 +165,8 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     report["heldout_bits_per_code"] = heldout_bits_per_code(model, layout, os.path.join(folder, "val_codes.npy"),
                                                             val_labels if layout.conditional else None)
     report["samples_dir"], report["checkpoint"] = samples_dir, manifest["checkpoint"]
+    for name, picture in pictures(images, real).items():  # nearest.png, reconstructions.png
+        storage.write_bytes(storage.join(samples_dir, f"{name}.png"), png_bytes(picture))
     storage.write_json(storage.join(samples_dir, "quality.json"), report)
     storage.write_text(storage.join(samples_dir, "quality.md"), quality_table(report))
     log_to_training_run(manifest, report, samples_dir, log)

@@ -87,8 +87,43 @@ def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, s
         "sample": sample, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
 
 
-def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
+def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples: str, codebook_dir: str,
+                          report: dict, times: dict) -> tuple[str, str]:
+    """reports/<name>/report.{md,html} (built in this machine's mirror of a URI root, then pushed)."""
+    from ..core.checkpoint import load_model
     from ..report import training_curve, write_report
+    from .evaluate import quality_table
+
+    tok, job = stages
+    root = storage.absolute(cfg.output_root)
+    mirror = storage.Mirror(root)
+    folder = os.path.join(mirror.local, "reports", cfg.name)
+    curve = training_curve(run.get("tracking_uri"), run.get("mlflow_run_id"), os.path.join(folder, "curve.png")) \
+        if run.get("tracking_uri") else None
+    pictures = {"curve": curve}
+    for key in ("grid", "nearest", "reconstructions"):
+        path = storage.join(samples, f"{key}.png")
+        pictures[key] = storage.fetch(path) if storage.exists(path) else None
+    tokenizer_eval = storage.join(codebook_dir, "tokenizer_eval.json")
+    summary = storage.join(run["run_dir"], "summary.json")
+    model = load_model(storage.fetch(seed_checkpoint(root, job.name)))[0]
+    runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
+    if run.get("tracking_uri"):
+        runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']} "
+                    f"(mlflow ui --backend-store-uri {run['tracking_uri']} --host 127.0.0.1)")
+    md, html = write_report(folder, {
+        "name": cfg.name, "run_name": run.get("run_name"), "pictures": pictures, "quality": report,
+        "quality_table": quality_table(report), "runs": runs, "times": times,
+        "tokenizer": storage.read_json_object(tokenizer_eval, DataError) if storage.exists(tokenizer_eval) else {},
+        "best_val_loss": (storage.read_json_object(summary, DataError).get("final") or {}).get("best_val_loss")
+        if storage.exists(summary) else None,
+        "params": sum(p.numel() for p in model.parameters()),
+        "config": {"pipeline": to_dict(cfg), "tokenizer": to_dict(tok), "train": to_dict(job)}})
+    mirror.push("reports", cfg.name)
+    return mirror.uri(md), mirror.uri(html)
+
+
+def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
     from .evaluate import evaluate_samples, quality_table
     from .generate import clear_samples_folder, manifest_settings, run_generate
     from .tokenize import run_tokenize
@@ -145,21 +180,7 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     stage("evaluate", evaluated and "generate" not in cfg.force,
           lambda: evaluate_samples(samples, root, log), quality)
     report = storage.read_json_object(quality, DataError)
-    mirror = storage.Mirror(root)  # the report is built here, then pushed to a URI root
-    folder = os.path.join(mirror.local, "reports", cfg.name)
-    curve = training_curve(run.get("tracking_uri"), run.get("mlflow_run_id"), os.path.join(folder, "curve.png")) \
-        if run.get("tracking_uri") else None
-    tokenizer_eval = storage.join(codebook_dir, "tokenizer_eval.json")
-    runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
-    if run.get("tracking_uri"):
-        runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']} "
-                    f"(mlflow ui --backend-store-uri {run['tracking_uri']} --host 127.0.0.1)")
-    md, html = write_report(folder, {
-        "name": cfg.name, "grid": storage.fetch(storage.join(samples, "grid.png")), "curve": curve,
-        "tokenizer": storage.read_json_object(tokenizer_eval, DataError) if storage.exists(tokenizer_eval) else {},
-        "quality_table": quality_table(report), "runs": runs, "times": times})
-    mirror.push("reports", cfg.name)
-    md, html = mirror.uri(md), mirror.uri(html)
+    md, html = write_pipeline_report(cfg, (tok, job), run, samples, codebook_dir, report, times)
     log("\n" + quality_table(report))
     log("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
         + f"; total {time.perf_counter() - t0:.0f} s")
