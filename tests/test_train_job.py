@@ -4,6 +4,7 @@ sqlite store, real files. Each run is a subprocess with a timeout, so a hang fai
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,9 @@ def test_two_workers_learn_checkpoint_and_track(trained):
     assert all(v >= 0 for v in phases.values()) and 0 < s["startup"]["first_step_s"] < s["seconds"] + 5
     assert abs(sum(phases.values()) - s["startup"]["first_step_s"]) < 0.1
     assert "start-up: imports and checks" in proc.stdout
+    # a line per log step says where the run is and how long it has left (the total: 4 epochs × steps)
+    total = 4 * s["steps_per_epoch"]
+    assert re.search(rf"step \d+/{total} \(\d+%\): train/loss", proc.stdout), proc.stdout[-2000:]
     out = root / "transformer" / "mnist_sample"
     run = out / "runs" / s["run_name"]
     assert s["run_dir"] == str(run) and s["published"] == str(out / "checkpoints" / "best.pt")

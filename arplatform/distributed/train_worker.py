@@ -58,7 +58,8 @@ def train_worker(config: dict) -> dict:
         final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
                     job.optim, device=device, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                     grid_shape=facts.grid_shape, run_config=dict(config["job"], **facts.identity()),
-                    callback=metrics_callback(config, world) if rank == 0 else None,
+                    callback=metrics_callback(config, world, total_steps(job, plan), start_step) if rank == 0
+                    else None,
                     on_epoch_end=epoch_reporter(checkpoint_dir, rank), reduce=all_reduce if world > 1 else None,
                     is_main=rank == 0)
     except TrainingError as e:
@@ -110,20 +111,33 @@ def all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def metrics_callback(config: dict, world: int):
-    """Rank 0's step and epoch metrics: one console line per log step, and MLflow."""
+def total_steps(job, plan) -> int:
+    steps = job.optim.epochs * plan.steps_per_epoch
+    return min(steps, job.optim.max_steps) if job.optim.max_steps else steps
+
+
+def metrics_callback(config: dict, world: int, steps: int, start_step: int):
+    """Rank 0's step and epoch metrics: one console line per log step (where the run is and
+    how long it has left: Ray forwards a worker's lines to the driver's log, so a line, not a
+    redrawn bar), and MLflow."""
+    from ..progress import duration
+
     mlflow_logger = None
     if config["mlflow_run_id"]:
         from ..tracking import MetricsLogger
 
         mlflow_logger = MetricsLogger(config["tracking_uri"], config["mlflow_run_id"])
+    t0 = time.perf_counter()
 
     def callback(metrics: dict, step: int):
         if "train/loss" in metrics:
             # every rank trains on an equal share, so the job's rate is world × rank 0's
             metrics = dict(metrics, **{"train/job_tokens_per_s": metrics["train/tokens_per_s"] * world})
-            print(f"step {step}: train/loss {metrics['train/loss']:.4f}, lr {metrics['train/lr']:.2e}, "
-                  f"{metrics['train/job_tokens_per_s']:.0f} tokens/s ({world} workers)", flush=True)
+            rate = (step - start_step) / max(time.perf_counter() - t0, 1e-9)
+            left = f", {duration((steps - step) / rate)} left" if rate > 0 and step < steps else ""
+            print(f"step {step}/{steps} ({step / max(steps, 1):.0%}): train/loss {metrics['train/loss']:.4f}, "
+                  f"lr {metrics['train/lr']:.2e}, {metrics['train/job_tokens_per_s']:.0f} tokens/s ({world} workers)"
+                  f"{left}", flush=True)
         if mlflow_logger is not None:
             mlflow_logger(metrics, step)
 
