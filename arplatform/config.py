@@ -278,23 +278,42 @@ class CodeDataConfig:
         check_ranges("data.", self, num_codes=(1, 65536), num_classes=(0, 100_000), val_fraction=(0, 1, True, True))
 
 
+# Named model sizes: LlamaGen's GPT-B, GPT-L and GPT-XL depths and widths, and two small ones
+# (`small` is the platform's default). docs/design.md lists their parameter counts.
+MODEL_PRESETS = {
+    "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4},
+    "small": {"embed_dim": 256, "num_layers": 4, "num_heads": 8},
+    "B": {"embed_dim": 768, "num_layers": 12, "num_heads": 12},
+    "L": {"embed_dim": 1024, "num_layers": 24, "num_heads": 16},
+    "XL": {"embed_dim": 1280, "num_layers": 36, "num_heads": 20},
+}
+
+
 @dataclass
 class ModelConfig:
+    preset: str | None = None  # a named size (MODEL_PRESETS); null: small
     seq_len: int | None = None  # context in tokens; None = the whole sequence
-    embed_dim: int = 256
-    num_layers: int = 4
-    num_heads: int = 8
+    embed_dim: int | None = None  # null: the preset's
+    num_layers: int | None = None  # null: the preset's
+    num_heads: int | None = None  # null: the preset's
     mlp_ratio: int = 4
     dropout: float = 0.1
 
     def __post_init__(self):
+        _check_choice("model.preset", self.preset, (None, *MODEL_PRESETS))
         if self.seq_len is not None and (not isinstance(self.seq_len, int) or self.seq_len < 2):
             raise ConfigError(f"model.seq_len must be null (the whole sequence) or an int >= 2, got {self.seq_len!r}")
         self.gpt_config(vocab_size=1, seq_len=self.seq_len or 2)  # the core's own checks, named by key
 
+    def sizes(self) -> dict:
+        """embed_dim, num_layers, num_heads: those set here, the rest the preset's. (Kept null in
+        the config, so a sweep's trial that names another preset gets that preset's sizes.)"""
+        preset = MODEL_PRESETS[self.preset or "small"]
+        return {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in preset}
+
     def gpt_config(self, vocab_size: int, seq_len: int) -> GPTConfig:
         """The core model's config: this section plus what the data decides (vocabulary, context)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "seq_len"}
+        fields = {"mlp_ratio": self.mlp_ratio, "dropout": self.dropout, **self.sizes()}
         try:
             return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, **fields)
         except ValueError as e:

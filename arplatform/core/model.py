@@ -240,3 +240,17 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, start)
         return self.lm_head(self.norm(x))
+
+
+def parameter_count(cfg: GPTConfig) -> int:
+    """The parameters of a GPT of `cfg`, counted on the meta device: nothing is allocated, so an
+    XL-sized count costs nothing."""
+    with torch.device("meta"):
+        return GPT(cfg).num_params()
+
+
+def training_flops_per_token(cfg: GPTConfig) -> int:
+    """FLOPs of one training token, forward and backward: 6 per weight (the tied embedding counts
+    once, as the output layer's matmul) and 12·layers·width·context for attention's scores and
+    sums (PaLM's count for MFU)."""
+    return 6 * parameter_count(cfg) + 12 * cfg.num_layers * cfg.embed_dim * cfg.seq_len

@@ -52,9 +52,22 @@ def resume_target(job: TrainJobConfig, facts: DataFacts) -> runs.Run | None:
     return run
 
 
-def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan) -> str:
+def model_size(job: TrainJobConfig, plan: TrainPlan) -> dict:
+    from ..core.model import parameter_count, training_flops_per_token
+
+    return {"preset": job.model.preset or "small", "parameters": parameter_count(plan.model),
+            "train_flops_per_token": training_flops_per_token(plan.model)}
+
+
+def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, size: dict) -> str:
+    from ..report import human
+
     global_batch = job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps
-    return (f"data: {facts.num_train} train / {facts.num_val} val sequences, {plan.windows} window(s) of "
+    m = plan.model
+    return (f"model: {size['preset']} ({m.num_layers} layers × {m.embed_dim} wide, {m.num_heads} heads), "
+            f"{human(size['parameters'] / 1e6)} M parameters, {human(size['train_flops_per_token'] / 1e6)} MFLOPs "
+            f"per training token\n"
+            f"data: {facts.num_train} train / {facts.num_val} val sequences, {plan.windows} window(s) of "
             f"{plan.seq_len} tokens each, layout {facts.layout}; batch {job.optim.batch_size} per worker × "
             f"{job.trainer.num_workers} workers × {job.optim.grad_accum_steps} accumulation = {global_batch} "
             f"global, {plan.steps_per_epoch} steps/epoch")
@@ -84,8 +97,10 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     runs.write_state(run, **facts.identity())  # a tokenizer version a run names is never pruned
     public = storage.Mirror(job.output_root).uri  # a path's name under the root: the bucket's, for a URI root
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {public(run.dir)}")
-    log(describe(job, facts, plan))
+    size = model_size(job, plan)
+    log(describe(job, facts, plan, size))
     params = {**to_dict(job), "layout": facts.layout.to_dict(), "model_resolved": plan.model.to_dict(),
+              "model_size": size,
               "batch": {"per_worker": job.optim.batch_size,
                         "global": job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps},
               "data_examples": {"train": facts.num_train, "val": facts.num_val}}
@@ -96,6 +111,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
         if (result.return_value or {}).get("error"):
             raise TrainingError(result.return_value["error"])
         summary = finish(job, run, facts.codebook_pt, result, uri, mlflow_run_id, config_name)
+        summary["model_size"] = size
         summary["startup"] = clock.report(summary.pop("startup_times", None))
         log(StartupClock.line(summary["startup"]))
         summary["seconds"] = time.perf_counter() - t0

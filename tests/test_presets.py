@@ -1,0 +1,32 @@
+"""Named model sizes: each preset builds (counted on the meta device, nothing allocated) with
+the parameter count docs/design.md lists, any field overrides its preset, and a sweep's trial
+that names a preset gets that preset's sizes."""
+
+import pytest
+
+from arplatform import TokenLayout
+from arplatform.config import ConfigError, ModelConfig, TrainJobConfig, from_dict, to_dict
+from arplatform.core.model import parameter_count, training_flops_per_token
+
+# docs/design.md, "Model sizes": 16×16 grids of a K=16,384 codebook, 1,000 classes (ImageNet-like)
+DOCUMENTED = {"tiny": 2.62e6, "small": 7.60e6, "B": 98.3e6, "L": 319.8e6, "XL": 730.1e6}
+
+
+@pytest.mark.parametrize("preset", DOCUMENTED)
+def test_each_preset_has_its_documented_size(preset):
+    layout = TokenLayout(16384, 1000)
+    cfg = ModelConfig(preset=preset).gpt_config(layout.vocab_size, layout.sequence_length(256) - 1)
+    count = parameter_count(cfg)
+    assert abs(count - DOCUMENTED[preset]) / DOCUMENTED[preset] < 0.01, count
+    assert training_flops_per_token(cfg) == 6 * count + 12 * cfg.num_layers * cfg.embed_dim * cfg.seq_len
+
+
+def test_fields_override_their_preset_and_a_trial_can_name_one():
+    assert ModelConfig().sizes() == {"embed_dim": 256, "num_layers": 4, "num_heads": 8}  # small, as before
+    assert ModelConfig(preset="B", num_layers=2).sizes() == {"embed_dim": 768, "num_layers": 2, "num_heads": 12}
+    job = from_dict(TrainJobConfig, {"data": {"codes": "x.npy"}})
+    trial = to_dict(job)
+    trial["model"]["preset"] = "L"  # what a sweep over model.preset does to the base job's dict
+    assert from_dict(TrainJobConfig, trial).model.sizes()["num_layers"] == 24
+    with pytest.raises(ConfigError, match="model.preset: 'H' is not one of"):
+        ModelConfig(preset="H")
