@@ -217,19 +217,25 @@ class CodebookConfig:
     iters: int = 50
     tol: float = 1e-4
     seed: int = 0
+    fit_images: int = 50_000  # k-means on the latents of at most this many training images (a seeded sample)
 
     def __post_init__(self):
         _check_choice("codebook.mode", self.mode, ("kmeans", "medoid"))
         # codes are stored as int32 and the GPT's vocabulary grows with K: 65,536 is already huge
-        check_ranges("codebook.", self, num_codes=(2, 65536), iters=(1, None), tol=(0, None), seed=(0, None))
+        check_ranges("codebook.", self, num_codes=(2, 65536), iters=(1, None), tol=(0, None), seed=(0, None),
+                     fit_images=(1, None))
 
 
 @dataclass
 class TokenizerConfig:
     name: str = "mnist_sample"
     output_root: str = "experiments"
-    shards: int = 0  # also write codes-00000.npy … in this many shards (0 = none)
+    shards: int = 0  # also write codes-00000.npy … in this many shards (0 = none; engine=ray always shards)
     device: str = "auto"
+    engine: str = "local"  # local: encode here | ray: Ray Data actors encode and write code shards in parallel
+    actors: int = 2  # engine=ray: encoding actors (one GPU each where the cluster has GPUs)
+    cpus_per_actor: float = 1.0
+    use_gpu: str = "auto"  # auto | true | false (engine=ray)
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
@@ -241,6 +247,9 @@ class TokenizerConfig:
         check_range("shards", self.shards, 0, 100_000)
         if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
             raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        _check_choice("engine", self.engine, ("local", "ray"))
+        _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
+        check_ranges("", self, actors=(1, 4096), cpus_per_actor=(0, 1024, True))
 
 
 # ---------------------------------------------------------------------------

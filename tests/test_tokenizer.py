@@ -153,3 +153,39 @@ def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "arplatform.evaluate", "--codebook-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "codebook.pt: not found" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_cluster):
+    """engine=ray: Ray Data actors encode the images and write the code shards in parallel;
+    read in order they are codes.npy, and the local engine's computation on the same VAE and
+    codebook gives the same codes, train and held-out."""
+    from types import SimpleNamespace
+
+    from helpers import job_env
+
+    from arplatform.stages.tokenize import codes_here
+
+    root = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample", "data.limit=600",
+         "vae.epochs=2", "vae.batch_size=32", "vae.channels=16", "codebook.num_codes=16", f"output_root={root}",
+         "engine=ray", "actors=2", "cpus_per_actor=0.5", "tracking.enabled=false"],
+        env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "encode: 2 actor(s), 0.5 CPU each, 2 chunks of 512 images" in proc.stdout
+    out = root / "codebook" / "mnist_sample"
+    shards = sorted(f for f in os.listdir(out / "shards") if f.startswith("codes-"))
+    assert shards == ["codes-00000.npy", "codes-00001.npy"] and not (out / "val_shards").exists()
+    codes, val_codes = np.load(out / "codes.npy"), np.load(out / "val_codes.npy")
+    assert np.array_equal(np.concatenate([np.load(out / "shards" / s) for s in shards]), codes)
+    labels = np.concatenate([np.load(out / "shards" / s.replace("codes", "labels")) for s in shards])
+    assert np.array_equal(labels, np.load(out / "labels.npy"))
+
+    vae = load_vae(root / "vae_mnist_sample" / "checkpoints" / "best.pt")
+    centres = load_codebook_file(out / "codebook.pt")["z_medoid"]
+    images = load_images("mnist_sample", None, "train", False, None, 1, 600).images
+    _, local = codes_here(vae, SimpleNamespace(centres=centres), images, "cpu", lambda line: None)
+    val_idx = np.array(json.loads((out / "split.json").read_text())["val_indices"])
+    train_idx = np.setdiff1d(np.arange(600), val_idx)
+    assert np.array_equal(local[train_idx], codes) and np.array_equal(local[val_idx], val_codes)

@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import time
 
 import numpy as np
@@ -75,17 +77,64 @@ def write_shards(folder: str, codes: np.ndarray, labels: np.ndarray, shards: int
         save_npy(os.path.join(folder, f"labels-{i:05d}.npy"), y)
 
 
-def fit_codebook(cfg: TokenizerConfig, latents: torch.Tensor, train_idx: np.ndarray, device, log):
-    """k-means (or medoids) on the training images' latents; every latent's nearest code."""
-    n, h, w, dim = latents.shape
-    train_vectors = latents[torch.from_numpy(train_idx)].reshape(-1, dim).to(device)
+def fit_sample(cfg: TokenizerConfig, train_idx: np.ndarray) -> np.ndarray:
+    """The training images the codebook is fitted on: all, or a seeded sample of codebook.fit_images."""
+    if len(train_idx) <= cfg.codebook.fit_images:
+        return train_idx
+    rng = np.random.default_rng(cfg.codebook.seed)
+    return np.sort(rng.choice(train_idx, cfg.codebook.fit_images, replace=False))
+
+
+def fit_codebook(cfg: TokenizerConfig, vae: VAE, images: np.ndarray, train_idx: np.ndarray, device, log):
+    """k-means (or medoids) on the latents of the training images (a sample of them at scale),
+    encoded here: both engines fit the same codebook."""
+    fit_idx = fit_sample(cfg, train_idx)
+    latents = encode_means(vae, images[fit_idx], device, log=lambda line: None)
+    vectors = latents.reshape(-1, latents.shape[-1]).to(device)
     cb = cfg.codebook
     t_cb = time.perf_counter()
-    km = fit_kmeans(train_vectors, cb.num_codes, iters=cb.iters, tol=cb.tol, seed=cb.seed, medoid=cb.mode == "medoid")
-    log(f"codebook: K={cb.num_codes} ({cb.mode}) on {len(train_vectors)} latents in "
+    km = fit_kmeans(vectors, cb.num_codes, iters=cb.iters, tol=cb.tol, seed=cb.seed, medoid=cb.mode == "medoid")
+    log(f"codebook: K={cb.num_codes} ({cb.mode}) on {len(vectors)} latents of {len(fit_idx)} images in "
         f"{time.perf_counter() - t_cb:.1f} s, {km.iterations} iterations, distortion {km.distortion:.4f}")
+    return km
+
+
+def codes_here(vae: VAE, km, images: np.ndarray, device, log) -> tuple[torch.Tensor, np.ndarray]:
+    """engine=local: every image's latents (N, h, w, D) and codes (N, h·w), in this process."""
+    latents = encode_means(vae, images, device, log=log)
+    n, h, w, dim = latents.shape
     codes = assign(latents.reshape(-1, dim).to(device), km.centres)[0].reshape(n, h * w).cpu().numpy()
-    return km, codes.astype(np.int32)
+    return latents, codes.astype(np.int32)
+
+
+def codes_on_ray(cfg: TokenizerConfig, staging: str, km, data: ImageSet, val_idx: np.ndarray, log) -> np.ndarray:
+    """engine=ray: Ray Data actors encode every image and write the code shards of the codebook
+    folder (`distributed/encode_actors.py`); returns the codes, read back from the shards."""
+    from ..core.codebook import save_codebook
+    from ..distributed.cluster import init_ray
+    from ..distributed.encode_actors import CHUNK, encode_on_actors
+    from ..distributed.generate_actors import ACTOR_PROCESS_BYTES
+
+    out = os.path.join(staging, "codebook")
+    fitted = save_codebook(os.path.join(staging, "fitted-codebook.pt"), km.centres.cpu(), {})  # for the actors
+    vae_ckpt = os.path.join(staging, "vae", "checkpoints", "best.pt")
+    is_val = np.zeros(len(data), dtype=bool)
+    is_val[val_idx] = True
+    ray = init_ray()
+    spec = {"vae_ckpt": vae_ckpt, "codebook_pt": fitted, "out": out, "images": ray.put(data.images),
+            "labels": ray.put(data.labels), "is_val": ray.put(is_val)}
+    memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + 64 * CHUNK * data.images[0].nbytes  # activations
+    encode_on_actors(ray, cfg, spec, len(data), memory, log)
+    os.remove(fitted)
+    parts = {}
+    for folder, rows in (("shards", np.flatnonzero(~is_val)), ("val_shards", val_idx)):
+        files = sorted(glob.glob(os.path.join(out, folder, "codes-*.npy")))
+        parts[folder] = (rows, np.concatenate([np.load(f, allow_pickle=False) for f in files]))
+    codes = np.zeros((len(data), parts["shards"][1].shape[1]), dtype=np.int32)
+    for rows, part in parts.values():
+        codes[rows] = part
+    shutil.rmtree(os.path.join(out, "val_shards"))  # held-out codes go into val_codes.npy, as locally
+    return codes
 
 
 def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: ImageSet, km, codes: np.ndarray,
@@ -105,7 +154,7 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
     for prefix, idx in (("", train_idx), ("val_", val_idx)):
         save_npy(os.path.join(folder, f"{prefix}codes.npy"), codes[idx])
         save_npy(os.path.join(folder, f"{prefix}labels.npy"), labels[idx])
-    if cfg.shards:
+    if cfg.shards and cfg.engine == "local":  # (engine=ray: the actors wrote shards/ already)
         write_shards(os.path.join(folder, "shards"), codes[train_idx], labels[train_idx], cfg.shards)
     save_json(os.path.join(folder, "split.json"),
               {"seed": d.seed, "val_fraction": d.val_fraction, "num_train": len(train_idx),
@@ -145,12 +194,17 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
         vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
                         device, log)
-        latents = encode_means(vae, data.images, device, log=log)  # (N, h, w, D)
-        km, codes = fit_codebook(cfg, latents, train_idx, device, log)
-        report = evaluate_tokenizer(vae, km.centres.cpu(), data.subset(val_idx), latents[torch.from_numpy(val_idx)],
-                                    codes[val_idx], codes, device)
+        km = fit_codebook(cfg, vae, data.images, train_idx, device, log)
+        if cfg.engine == "ray":
+            codes = codes_on_ray(cfg, staging, km, data, val_idx, log)
+            val_latents = encode_means(vae, data.images[val_idx], device, log=lambda line: None)
+        else:
+            latents, codes = codes_here(vae, km, data.images, device, log)
+            val_latents = latents[torch.from_numpy(val_idx)]
+        report = evaluate_tokenizer(vae, km.centres.cpu(), data.subset(val_idx), val_latents, codes[val_idx], codes,
+                                    device)
         write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
-                              latents.shape[1:3])
+                              val_latents.shape[1:3])
         version = publish.publish(root, cfg.name, staging)
     finally:
         publish.discard(root, staging)  # gone already when published; its lock released either way

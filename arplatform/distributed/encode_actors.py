@@ -1,0 +1,90 @@
+"""Encoding on Ray Data: every image through the VAE's encoder and the codebook, by actors that
+each load the VAE and codebook once and write their chunk's code shards straight into the
+tokenizer's staging folder, in parallel.
+
+The work is cut into chunks of `CHUNK` images from index 0, the same chunks the local engine
+encodes, so both engines give the same codes. Chunk c's training rows go to
+`shards/codes-<c>.npy` and `shards/labels-<c>.npy`, its held-out rows to `val_shards/`; read
+in order, the shards are the local engine's `codes.npy` and `val_codes.npy`. The images reach
+the actors through Ray's object store (one copy per node), not once per task.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..progress import Progress
+
+CHUNK = 512  # images per encoder call: jobs.tokenizer_quality.encode_means uses the same
+
+
+def shard_name(kind: str, chunk: int) -> str:
+    return f"{kind}-{chunk:05d}.npy"
+
+
+class ShardEncoder:
+    """A Ray Data actor: chunk starts in, its train and held-out code shards written, row counts out."""
+
+    def __init__(self, spec: dict):
+        import ray
+        import torch
+
+        from ..budget import resolve_device
+        from ..core.codebook import load_codebook_file
+        from ..core.vae import load_vae
+
+        if spec.get("threads"):
+            torch.set_num_threads(spec["threads"])
+        self.spec, self.device = spec, resolve_device(spec["device"])
+        self.vae = load_vae(spec["vae_ckpt"], map_location=self.device)
+        self.centres = load_codebook_file(spec["codebook_pt"])["z_medoid"].to(self.device)
+        self.images, self.labels, self.is_val = (ray.get(spec[k]) for k in ("images", "labels", "is_val"))
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from ..core.codebook import assign
+        from ..core.io import save_npy
+
+        rows = []
+        for chunk in batch["chunk"].tolist():
+            start = chunk * CHUNK
+            images = self.images[start : start + CHUNK]
+            with torch.inference_mode():
+                mu, _ = self.vae.encode(torch.from_numpy(images).to(self.device))
+            latents = mu.permute(0, 2, 3, 1).float()
+            n, h, w, d = latents.shape
+            codes = assign(latents.reshape(-1, d), self.centres)[0].reshape(n, h * w).cpu().numpy().astype(np.int32)
+            val = self.is_val[start : start + CHUNK]
+            labels = self.labels[start : start + CHUNK].astype(np.int64)
+            for folder, keep in (("shards", ~val), ("val_shards", val)):
+                save_npy(os.path.join(self.spec["out"], folder, shard_name("codes", chunk)), codes[keep])
+                save_npy(os.path.join(self.spec["out"], folder, shard_name("labels", chunk)), labels[keep])
+            rows.append(n)
+        return {"chunk": batch["chunk"], "rows": np.array(rows)}
+
+
+def encode_on_actors(ray, cfg, spec: dict, num_images: int, memory_per_actor: int, log) -> None:
+    """Every image of `spec["images"]` encoded into shards under `spec["out"]` by `cfg.actors` actors."""
+    import ray.data
+
+    from .generate_actors import actor_resources
+
+    resources = actor_resources(ray, cfg, memory_per_actor)
+    spec = dict(spec, threads=max(1, int(resources.get("num_cpus", 1))),
+                device="cuda" if "num_gpus" in resources else "cpu")
+    chunks = -(-num_images // CHUNK)
+    rows = ray.data.from_items([{"chunk": c} for c in range(chunks)], override_num_blocks=min(chunks, 4 * cfg.actors))
+    out = rows.map_batches(ShardEncoder, fn_constructor_kwargs={"spec": spec}, batch_size=1, batch_format="numpy",
+                           compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
+    where = "GPU" if "num_gpus" in resources else f"{resources['num_cpus']:g} CPU"
+    log(f"  encode: {cfg.actors} actor(s), {where} each, {chunks} chunks of {CHUNK} images")
+    with Progress("encode", num_images, "images", log) as progress:
+        for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+            progress.update(int(batch["rows"].sum()))
+    if progress.done != num_images:
+        from ..errors import GenerationError
+
+        raise GenerationError(f"encode: {progress.done} of {num_images} images came back; nothing was published")
