@@ -157,9 +157,9 @@ def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
 
 @pytest.mark.slow
 def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_cluster):
-    """engine=ray: Ray Data actors encode the images and write the code shards in parallel;
-    read in order they are codes.npy, and the local engine's computation on the same VAE and
-    codebook gives the same codes, train and held-out."""
+    """engine=ray: the VAE trains data-parallel on Ray Train, then Ray Data actors encode the
+    images and write the code shards in parallel; read in order they are codes.npy, and the local
+    engine's computation on the same VAE and codebook gives the same codes, train and held-out."""
     from types import SimpleNamespace
 
     from helpers import job_env
@@ -173,7 +173,10 @@ def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_clu
          "engine=ray", "actors=2", "cpus_per_actor=0.5", "tracking.enabled=false"],
         env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "vae: Ray Train, 2 worker(s), 0.5 CPU each" in proc.stdout  # the VAE data-parallel on Ray Train
     assert "encode: 2 actor(s), 0.5 CPU each, 2 chunks of 512 images" in proc.stdout
+    (version,) = [v for v in os.listdir(root / "tokenizers" / "mnist_sample") if v != "current"]
+    assert sorted(os.listdir(root / "tokenizers" / "mnist_sample" / version)) == ["codebook", "vae"]  # no Ray state
     out = root / "codebook" / "mnist_sample"
     shards = sorted(f for f in os.listdir(out / "shards") if f.startswith("codes-"))
     assert shards == ["codes-00000.npy", "codes-00001.npy"] and not (out / "val_shards").exists()

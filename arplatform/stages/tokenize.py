@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -31,6 +32,7 @@ from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, TrainConfig, fit
 from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
+from ..errors import ConfigError
 from ..imagedata import ImageSet, load_images, split_indices
 from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer
 from ..progress import Progress
@@ -45,20 +47,28 @@ def check_image_shape(data: ImageSet) -> None:
         )
 
 
-def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: str, device, log) -> VAE:
+def vae_setup(cfg: TokenizerConfig, train: ImageSet, steps_per_epoch: int) -> tuple[VAEConfig, TrainConfig]:
+    """The VAE's model and loop configs (both engines)."""
     c, h, _ = train.shape
     vcfg = cfg.vae
     model_cfg = VAEConfig(in_channels=c, image_size=h, latent_dim=vcfg.latent_dim, channels=vcfg.channels,
                           recon_loss=vcfg.recon_loss, beta=vcfg.beta)
-    torch.manual_seed(cfg.data.seed)
-    vae = VAE(model_cfg).to(device)
-    batches = IndexBatches({"images": torch.from_numpy(train.images)}, vcfg.batch_size, seed=cfg.data.seed)
-    val_batches = IndexBatches({"images": torch.from_numpy(val.images)}, 512, shuffle=False, drop_last=False)
-    steps = vcfg.epochs * len(batches)
+    steps = vcfg.epochs * steps_per_epoch
     train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
                             warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
                             seed=cfg.data.seed, log_every=max(1, steps // 100))  # the bar moves 100 times
-    with Progress("vae", steps, "steps", log) as progress:
+    return model_cfg, train_cfg
+
+
+def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: str, device, log) -> VAE:
+    """engine=local: the VAE in this process."""
+    vcfg = cfg.vae
+    batches = IndexBatches({"images": torch.from_numpy(train.images)}, vcfg.batch_size, seed=cfg.data.seed)
+    val_batches = IndexBatches({"images": torch.from_numpy(val.images)}, 512, shuffle=False, drop_last=False)
+    model_cfg, train_cfg = vae_setup(cfg, train, len(batches))
+    torch.manual_seed(cfg.data.seed)
+    vae = VAE(model_cfg).to(device)
+    with Progress("vae", train_cfg.epochs * len(batches), "steps", log) as progress:
 
         def report(metrics: dict, step: int) -> None:
             progress.set(step)
@@ -69,6 +79,62 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
             device=device, checkpoint_dir=ckpt_dir, grid_shape=(model_cfg.grid_size,) * 2,
             run_config={"tokenizer": to_dict(cfg)}, callback=report)
     return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
+
+
+def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, log) -> VAE:
+    """engine=ray: the VAE data-parallel on Ray Train, `actors` workers (one GPU each where the
+    cluster has GPUs, else `cpus_per_actor` CPUs); its best.pt into the staging folder."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..budget import check_fits
+    from ..core.loop import decide_precision
+    from ..distributed.cluster import init_ray
+    from ..distributed.vae_worker import vae_worker
+    from ..jobs.training import copy_checkpoint_files
+
+    if len(train) // cfg.actors < cfg.vae.batch_size:
+        raise DataError(f"{train.source}: {len(train)} training images over {cfg.actors} VAE workers (actors) are "
+                        f"fewer than one batch of vae.batch_size={cfg.vae.batch_size} each; lower actors")
+    ray = init_ray()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise ConfigError(f"engine: ray tokenizes on one node for now (this cluster has {len(nodes)}): its VAE "
+                          "checkpoints and code shards go into a staging folder on this machine's disk; use a "
+                          "one-node cluster, or engine=local")
+    total = ray.cluster_resources()
+    use_gpu = cfg.use_gpu == "true" or (cfg.use_gpu == "auto" and total.get("GPU", 0) >= 1)
+    check_fits("actors", f"{cfg.actors} VAE workers × {cfg.cpus_per_actor:g} CPU", cfg.actors * cfg.cpus_per_actor,
+               total.get("CPU", 0), "CPU", "lower actors or cpus_per_actor")
+    threads = max(1, int(cfg.cpus_per_actor))
+    model_cfg, train_cfg = vae_setup(cfg, train, len(train) // cfg.actors // cfg.vae.batch_size)
+    if not use_gpu:  # one decision for every worker, timed at their thread count (as the GPT's)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            precision = decide_precision(train_cfg.precision, VAE(model_cfg),
+                                         VAEObjective(cfg.vae.beta, cfg.vae.recon_loss), "cpu", log)
+        finally:
+            torch.set_num_threads(previous)
+        train_cfg = dataclasses.replace(train_cfg, precision=precision)
+    log(f"vae: Ray Train, {cfg.actors} worker(s), {'GPU' if use_gpu else f'{cfg.cpus_per_actor:g} CPU'} each")
+    config = {"model": dataclasses.asdict(model_cfg), "train": train_cfg.to_dict(), "beta": cfg.vae.beta,
+              "recon_loss": cfg.vae.recon_loss, "seed": cfg.data.seed, "threads": threads,
+              "run_config": {"tokenizer": to_dict(cfg)}, "train_images": ray.put(train.images),
+              "val_images": ray.put(val.images)}
+    trainer = TorchTrainer(
+        vae_worker, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=cfg.actors, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": cfg.cpus_per_actor}),
+        run_config=RunConfig(name="vae", storage_path=os.path.join(staging, "ray"),
+                             failure_config=FailureConfig(max_failures=2, controller_failure_limit=3),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             logging_config=LoggingConfig(log_level="WARNING")))
+    result = trainer.fit()
+    ckpt_dir = os.path.join(staging, "vae", "checkpoints")
+    copy_checkpoint_files(result.checkpoint, ckpt_dir)
+    shutil.rmtree(os.path.join(staging, "ray"), ignore_errors=True)  # Ray's copies: not part of the version
+    return load_vae(os.path.join(ckpt_dir, "best.pt"))
 
 
 def write_shards(folder: str, codes: np.ndarray, labels: np.ndarray, shards: int) -> None:
@@ -192,8 +258,11 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     staging = publish.staging_dir(root, cfg.name)
     try:
         s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
-        vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
-                        device, log)
+        if cfg.engine == "ray":
+            vae = train_vae_on_ray(cfg, data.subset(train_idx), data.subset(val_idx), staging, log).to(device)
+        else:
+            vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
+                            device, log)
         km = fit_codebook(cfg, vae, data.images, train_idx, device, log)
         if cfg.engine == "ray":
             codes = codes_on_ray(cfg, staging, km, data, val_idx, log)

@@ -1,0 +1,64 @@
+"""The tokenizer's VAE, trained data-parallel on Ray Train (`tokenize engine=ray`): the same
+core loop and objective as in one process, DDP over gloo (NCCL on GPUs), each worker on an
+equal, seeded share of the training images, which reach it through Ray's object store.
+
+Rank 0 reports last.pt and best.pt each epoch as Ray's checkpoint (`train_worker.epoch_reporter`);
+the driver copies best.pt into the tokenizer's staging folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+
+from ..core.loop import IndexBatches, TrainConfig, fit
+from ..core.vae import VAE, VAEConfig, VAEObjective
+from .train_worker import all_reduce, epoch_reporter
+
+
+def my_share(n: int, rank: int, world: int, seed: int) -> np.ndarray:
+    """This rank's rows of a seeded permutation of n: every rank the same count (equal steps)."""
+    rows = n // world
+    return np.sort(np.random.default_rng(seed).permutation(n)[rank * rows : (rank + 1) * rows])
+
+
+def vae_worker(config: dict) -> dict:
+    """config: model (VAEConfig fields), train (TrainConfig fields), beta, recon_loss, seed,
+    threads, run_config, and object refs of the train and val images."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config["seed"])  # the same initial weights on every rank
+    model_cfg = VAEConfig(**config["model"])
+    model = ray.train.torch.prepare_model(VAE(model_cfg))
+    train_images, val_images = ray.get(config["train_images"]), ray.get(config["val_images"])
+    train = IndexBatches({"images": torch.from_numpy(train_images[my_share(len(train_images), rank, world,
+                                                                              config["seed"])])},
+                         config["train"]["batch_size"], seed=config["seed"] + rank)
+    val = IndexBatches({"images": torch.from_numpy(val_images[rank::world])}, 512, shuffle=False, drop_last=False)
+    checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-vae-")
+
+    def show(metrics: dict, step: int) -> None:
+        if "train/loss" in metrics:
+            print(f"vae step {step}/{config['train']['epochs'] * len(train)}: train loss/image "
+                  f"{metrics['train/loss']:.2f}", flush=True)
+
+    try:
+        final = fit(model, VAEObjective(config["beta"], config["recon_loss"]), train, len(train), val,
+                    TrainConfig(**config["train"]), device=device, checkpoint_dir=checkpoint_dir,
+                    grid_shape=(model_cfg.grid_size,) * 2, run_config=config["run_config"],
+                    callback=show if rank == 0 else None, on_epoch_end=epoch_reporter(checkpoint_dir, rank),
+                    reduce=all_reduce if world > 1 else None, is_main=rank == 0)
+    finally:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return {"final": final, "world_size": world}
