@@ -279,6 +279,107 @@ def heap_frozen():
         gc.unfreeze()
 
 
+class Trainer:
+    """One run of `fit`: the model, its objective and optimizer, and where the run is (step, best
+    validation loss, stopped). `fit` drives it epoch by epoch; each method is one named step."""
+
+    def __init__(self, model, objective, cfg: TrainConfig, steps_per_epoch: int, device, checkpoint_dir, grid_shape,
+                 run_config, callback, reduce, is_main: bool):
+        self.model, self.objective, self.cfg, self.device = model, objective, cfg, torch.device(device)
+        self.precision = decide_precision(cfg.precision, model, objective, self.device, print if is_main else None)
+        self.optimizer = make_optimizer(model, cfg)
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, cfg.epochs * steps_per_epoch
+        self.step, self.best_val, self.stopped = 0, math.inf, False
+        self.last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
+        self.best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
+        self.grid_shape, self.callback, self.reduce, self.is_main = grid_shape, callback, reduce, is_main
+        self.run_config = dict(run_config or {}, train=cfg.to_dict(), precision=self.precision)
+
+    def restore(self, resume_from) -> None:
+        self.step, self.best_val = restore(self.model, self.optimizer, self.objective, resume_from, self.device)
+        self.stopped = bool(self.cfg.max_steps and self.step >= self.cfg.max_steps)
+
+    def metrics_so_far(self) -> dict:
+        """What a run resumed after its last epoch returns: it has nothing left to do."""
+        metrics = {"epoch": self.step // self.steps_per_epoch - 1, "step": self.step}
+        return metrics | ({"best_val_loss": self.best_val} if math.isfinite(self.best_val) else {})
+
+    def train_epoch(self, epoch: int, train_batches) -> None:
+        """The optimizer steps of `epoch` still to do (a resumed run skips those done)."""
+        cfg = self.cfg
+        skip = self.step - epoch * self.steps_per_epoch
+        window = Window()
+        for batch in train_batches(epoch, skip * cfg.grad_accum_steps):
+            loss_sum, count = self.objective.loss(self.model, batch, self.precision, self.device, train=True)
+            (loss_sum / count.clamp(min=1) / cfg.grad_accum_steps).backward()
+            window.add(loss_sum.item() / max(1, count.item()), int(count))
+            if window.micro % cfg.grad_accum_steps:
+                continue
+            lr = self.optimizer_step(epoch)
+            if self.step % cfg.log_every == 0:
+                self.emit(window.metrics(lr, self.objective.unit) | {"epoch": epoch})
+                window = Window()
+            if cfg.max_steps and self.step >= cfg.max_steps:
+                self.stopped = True
+                return
+            if self.step >= (epoch + 1) * self.steps_per_epoch:
+                return
+
+    def optimizer_step(self, epoch: int) -> float:
+        lr = lr_at(self.step, self.total_steps, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        check_finite(self.model, self.cfg.grad_clip, self.step, epoch, self.last_path)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return lr
+
+    def end_epoch(self, epoch: int, val_batches) -> dict:
+        """Validation, best.pt when it improved (or always, with nothing held out), last.pt."""
+        metrics = {"epoch": epoch, "step": self.step}
+        if val_batches is not None:
+            metrics.update(evaluate(self.model, self.objective, val_batches(), self.precision, self.device,
+                                    self.reduce))
+            if metrics["val/loss"] < self.best_val:
+                self.best_val = metrics["val/loss"]
+                self.save(self.best_path, epoch, metrics, full=False)
+        else:  # nothing held out: the latest weights are the best we know
+            self.save(self.best_path, epoch, metrics, full=False)
+        if math.isfinite(self.best_val):
+            metrics["best_val_loss"] = self.best_val
+        self.save(self.last_path, epoch, metrics, full=True)
+        self.emit(metrics)
+        return metrics
+
+    def save(self, path: str | None, epoch: int, metrics: dict, full: bool) -> None:
+        if path and self.is_main:
+            save_checkpoint(
+                path, self.model, kind=self.objective.kind, grid_shape=self.grid_shape,
+                train_config=self.run_config, step=self.step, epoch=epoch, metrics=metrics,
+                optimizer=self.optimizer if full else None, with_rng=full, **self.objective.checkpoint_fields(),
+            )
+
+    def emit(self, metrics: dict) -> None:
+        if self.callback is not None and self.is_main:
+            self.callback(metrics, self.step)
+
+
+class Window:
+    """Training loss and throughput since the last log step."""
+
+    def __init__(self):
+        self.micro, self.loss, self.units, self.start = 0, 0.0, 0, time.perf_counter()
+
+    def add(self, loss: float, units: int) -> None:
+        self.micro, self.loss, self.units = self.micro + 1, self.loss + loss, self.units + units
+
+    def metrics(self, lr: float, unit: str) -> dict:
+        elapsed = time.perf_counter() - self.start
+        return {"train/loss": self.loss / self.micro, "train/lr": lr,
+                f"train/{unit}_per_s": self.units / max(elapsed, 1e-9)}
+
+
 @heap_frozen()
 def fit(
     model: torch.nn.Module,
@@ -307,83 +408,17 @@ def fit(
     validation loss improves. resume_from (a last.pt, or its loaded dict) continues
     exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
     """
-    device = torch.device(device)
-    precision = decide_precision(cfg.precision, model, objective, device, print if is_main else None)
-    optimizer = make_optimizer(model, cfg)
-    total_steps = cfg.epochs * steps_per_epoch
-    step, best_val = 0, math.inf
-    last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
-    best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
+    trainer = Trainer(model, objective, cfg, steps_per_epoch, device, checkpoint_dir, grid_shape, run_config,
+                      callback, reduce, is_main)
     if resume_from is not None:
-        step, best_val = restore(model, optimizer, objective, resume_from, device)
-
-    run_config = dict(run_config or {}, train=cfg.to_dict(), precision=precision)
-
-    def save(path, epoch, metrics, full):
-        save_checkpoint(
-            path, model, kind=objective.kind, grid_shape=grid_shape, train_config=run_config, step=step,
-            epoch=epoch, metrics=metrics, optimizer=optimizer if full else None, with_rng=full,
-            **objective.checkpoint_fields(),
-        )
-
-    def emit(metrics: dict):
-        if callback is not None and is_main:
-            callback(metrics, step)
-
-    # what a run resumed after its last epoch returns: it has nothing left to do
-    metrics: dict[str, float] = {"epoch": step // steps_per_epoch - 1, "step": step}
-    if math.isfinite(best_val):
-        metrics["best_val_loss"] = best_val
-    stop = cfg.max_steps and step >= cfg.max_steps
+        trainer.restore(resume_from)
+    metrics = trainer.metrics_so_far()
     model.train()
-    for epoch in range(step // steps_per_epoch, cfg.epochs):
-        if stop:
+    for epoch in range(trainer.step // steps_per_epoch, cfg.epochs):
+        if trainer.stopped:
             break
-        skip = step - epoch * steps_per_epoch
-        micro, window_loss, window_tokens, window_start = 0, 0.0, 0, time.perf_counter()
-        for batch in train_batches(epoch, skip * cfg.grad_accum_steps):
-            loss_sum, count = objective.loss(model, batch, precision, device, train=True)
-            (loss_sum / count.clamp(min=1) / cfg.grad_accum_steps).backward()
-            window_loss += loss_sum.item() / max(1, count.item())
-            window_tokens += int(count)
-            micro += 1
-            if micro % cfg.grad_accum_steps:
-                continue
-            lr = lr_at(step, total_steps, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            check_finite(model, cfg.grad_clip, step, epoch, last_path)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % cfg.log_every == 0:
-                elapsed = time.perf_counter() - window_start
-                emit({
-                    "train/loss": window_loss / micro,
-                    "train/lr": lr,
-                    f"train/{objective.unit}_per_s": window_tokens / max(elapsed, 1e-9),
-                    "epoch": epoch,
-                })
-                micro, window_loss, window_tokens, window_start = 0, 0.0, 0, time.perf_counter()
-            if cfg.max_steps and step >= cfg.max_steps:
-                stop = True
-                break
-            if step >= (epoch + 1) * steps_per_epoch:
-                break
-        metrics = {"epoch": epoch, "step": step}
-        if val_batches is not None:
-            metrics.update(evaluate(model, objective, val_batches(), precision, device, reduce))
-            if metrics["val/loss"] < best_val:
-                best_val = metrics["val/loss"]
-                if best_path and is_main:
-                    save(best_path, epoch, metrics, full=False)
-        elif best_path and is_main:  # nothing held out: the latest weights are the best we know
-            save(best_path, epoch, metrics, full=False)
-        if math.isfinite(best_val):
-            metrics["best_val_loss"] = best_val
-        if last_path and is_main:
-            save(last_path, epoch, metrics, full=True)
-        emit(metrics)
+        trainer.train_epoch(epoch, train_batches)
+        metrics = trainer.end_epoch(epoch, val_batches)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
     return metrics

@@ -123,42 +123,31 @@ def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples
     return mirror.uri(md), mirror.uri(html)
 
 
-def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
-    from .evaluate import evaluate_samples, quality_table
-    from .generate import clear_samples_folder, manifest_settings, run_generate
-    from .tokenize import run_tokenize
-    from .train import run_train
+class Stages:
+    """Runs the chain's stages one after another: each is reused when done with the same config
+    (unless `force` names it), else run; the wall time of each is kept."""
 
-    tok, job = stage_configs(cfg)  # a bad key of any stage stops here, before any work
-    storage.check_writable(cfg.output_root, "output_root")
-    for stage_tracking, root in ((tok.tracking, tok.output_root), (job.tracking, job.output_root)):
-        if stage_tracking.enabled:  # a URI root needs a named MLflow store
-            tracking.tracking_uri(stage_tracking.tracking_uri, root)
-    times, t0 = {}, time.perf_counter()
+    def __init__(self, force: list[str], log):
+        self.force, self.log, self.times = force, log, {}
 
-    def stage(name: str, done: bool, run, reused: str):
+    def run(self, name: str, done: bool, work, output: str) -> None:
         start = time.perf_counter()
-        reuse = done and name not in cfg.force
+        reuse = done and name not in self.force
         if reuse:
-            log(f"[{name}] reused: {reused} (same config; force=[{name}] redoes it)")
+            self.log(f"[{name}] reused: {output} (same config; force=[{name}] redoes it)")
         else:
-            log(f"[{name}] running")
-            run()
+            self.log(f"[{name}] running")
+            work()
         key = f"{name} (reused)" if reuse else name
-        times[key] = time.perf_counter() - start
-        log(f"[{name}] done in {times[key]:.0f} s")
+        self.times[key] = time.perf_counter() - start
+        self.log(f"[{name}] done in {self.times[key]:.0f} s")
 
-    root = storage.absolute(cfg.output_root)
-    codebook_dir = storage.join(root, "codebook", tok.name)
-    stage("tokenize", tokenizer_done(tok), lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log),
-          codebook_dir)
-    redo_train = "tokenize" in cfg.force or "train" in cfg.force
-    stage("train", published_run(job) is not None and not redo_train,
-          lambda: run_train(job, config_name=cfg.train_config, log=log),
-          seed_checkpoint(root, job.name))
-    run = published_run(job)
-    samples = storage.join(root, "samples", job.name, os.path.basename(run["run_dir"]))
-    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples, root)
+
+def samples_done(cfg: PipelineConfig, gen: GenerateConfig, samples: str, log) -> bool:
+    """Whether the pipeline's samples folder holds what `gen` draws. A folder drawn under other
+    settings, holding more than asked, or forced is emptied first (under its writer lock)."""
+    from .generate import clear_samples_folder, manifest_settings
+
     manifest_path = storage.join(samples, "manifest.json")
     manifest = storage.read_json_object(manifest_path, DataError) if storage.exists(manifest_path) else {}
     same_settings = manifest.get("settings") == manifest_settings(gen)  # what the folder was drawn with
@@ -173,16 +162,48 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     if "generate" in cfg.force and complete:
         clear_samples_folder(samples)
         complete = False
-    stage("generate", complete, lambda: run_generate(gen, log=log), samples)
-    quality = storage.join(samples, "quality.json")
-    evaluated = storage.exists(quality) and \
+    return complete
+
+
+def evaluation_done(cfg: PipelineConfig, quality: str) -> bool:
+    return "generate" not in cfg.force and storage.exists(quality) and \
         storage.read_json_object(quality, DataError).get("num_samples") == cfg.num_samples
-    stage("evaluate", evaluated and "generate" not in cfg.force,
-          lambda: evaluate_samples(samples, root, log), quality)
+
+
+def check_stores(tok: TokenizerConfig, job: TrainJobConfig) -> None:
+    """A URI output root needs a named MLflow store: refused before any stage runs."""
+    for stage_tracking, root in ((tok.tracking, tok.output_root), (job.tracking, job.output_root)):
+        if stage_tracking.enabled:
+            tracking.tracking_uri(stage_tracking.tracking_uri, root)
+
+
+def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
+    from .evaluate import evaluate_samples, quality_table
+    from .generate import run_generate
+    from .tokenize import run_tokenize
+    from .train import run_train
+
+    tok, job = stage_configs(cfg)  # a bad key of any stage stops here, before any work
+    storage.check_writable(cfg.output_root, "output_root")
+    check_stores(tok, job)
+    t0, stages = time.perf_counter(), Stages(cfg.force, log)
+    root = storage.absolute(cfg.output_root)
+    codebook_dir = storage.join(root, "codebook", tok.name)
+    stages.run("tokenize", tokenizer_done(tok), lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log),
+               codebook_dir)
+    redo_train = "tokenize" in cfg.force  # new codes: a new model
+    stages.run("train", published_run(job) is not None and not redo_train,
+               lambda: run_train(job, config_name=cfg.train_config, log=log), seed_checkpoint(root, job.name))
+    run = published_run(job)
+    samples = storage.join(root, "samples", job.name, os.path.basename(run["run_dir"]))
+    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples, root)
+    stages.run("generate", samples_done(cfg, gen, samples, log), lambda: run_generate(gen, log=log), samples)
+    quality = storage.join(samples, "quality.json")
+    stages.run("evaluate", evaluation_done(cfg, quality), lambda: evaluate_samples(samples, root, log), quality)
     report = storage.read_json_object(quality, DataError)
-    md, html = write_pipeline_report(cfg, (tok, job), run, samples, codebook_dir, report, times)
+    md, html = write_pipeline_report(cfg, (tok, job), run, samples, codebook_dir, report, stages.times)
     log("\n" + quality_table(report))
-    log("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+    log("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.times.items())
         + f"; total {time.perf_counter() - t0:.0f} s")
     log(f"report: {md}\n        {html}")
-    return {"report": md, "html": html, "quality": report, "times": times, "samples": samples}
+    return {"report": md, "html": html, "quality": report, "times": stages.times, "samples": samples}

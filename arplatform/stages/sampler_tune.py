@@ -56,12 +56,53 @@ def sampler_trial(params: dict, *, gen: dict, real, classifier_state: dict, fold
                  "frechet_over_reconstructions": fd.get("samples_over_reconstructions", float("nan"))})
 
 
-def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, log=print) -> dict:
-    from ray import tune
-
+def sweep_models(cfg: SamplerSweepConfig) -> tuple:
+    """The checkpoint's GenerateConfig (absolute paths: trials run in Ray's working directories)
+    and its checked models; a URI or an unconditional checkpoint is refused."""
     from ..config import GenerateConfig, from_dict
-    from ..distributed.cluster import credentials_kept_from_trials, init_ray
     from ..jobs.sampling import resolve_models
+
+    for key in ("output_root", "transformer_ckpt"):
+        if storage.is_uri(getattr(cfg, key)):
+            raise ConfigError(f"{key}: {getattr(cfg, key)} is a URI; the sampler sweep reads and writes local "
+                              "files only (copy the checkpoint, or run it on the head with a local output_root)")
+    gen = from_dict(GenerateConfig, {"transformer_ckpt": os.path.abspath(cfg.transformer_ckpt),
+                                     "num_samples": cfg.num_samples, "seed": cfg.seed,
+                                     "output_root": os.path.abspath(cfg.output_root)})
+    models = resolve_models(gen)
+    if not models["layout"].conditional:
+        raise ConfigError(f"{models['transformer_ckpt']}: an unconditional checkpoint; the sweep scores class "
+                          "accuracy and guidance, which need classes")
+    return dataclasses.replace(gen, codebook_pt=models["codebook_pt"], vae_ckpt=models["vae_ckpt"]), models
+
+
+def build_sampler_tuner(cfg: SamplerSweepConfig, axes: list, gen, real, classifier, sweep):
+    """A Tuner whose every trial generates with its settings and is scored (`sampler_trial`)."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    trainable = tune.with_resources(tune.with_parameters(
+        sampler_trial, gen=to_dict(gen) | {"threads": max(1, int(cfg.cpus_per_trial))}, real=real,
+        classifier_state={"config": classifier.config, "state_dict": classifier.state_dict()}, folder=sweep.dir),
+        {"CPU": cfg.cpus_per_trial})
+    return tune.Tuner(trainable, param_space=tune_domains(axes), tune_config=tune.TuneConfig(
+        metric="frechet", mode="min", num_samples=cfg.trials,
+        search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0))
+
+
+def leaderboard_rows(grid, axes: list) -> list[dict]:
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        rows.append({"trial": os.path.basename(result.path), "status": "FAILED" if result.error else "FINISHED",
+                     **{a.key: result.config.get(a.key) for a in axes}, **{k: m.get(k) for k in METRICS}})
+    return sweeps.sort_rows(rows, "frechet")
+
+
+def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, log=print) -> dict:
+    from ..budget import check_fits
+    from ..distributed.cluster import credentials_kept_from_trials, init_ray
     from ..sample_quality import classifier_dir, load_or_train_classifier
     from .evaluate import real_data
 
@@ -69,44 +110,17 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     axes = parse_space(cfg.space, sections=("sample",))
     check_space(axes, to_dict(TrainJobConfig()))
     check_trial_count(axes, cfg.trials, "trials")
-    for key in ("output_root", "transformer_ckpt"):
-        if storage.is_uri(getattr(cfg, key)):
-            raise ConfigError(f"{key}: {getattr(cfg, key)} is a URI; the sampler sweep reads and writes local "
-                              "files only (copy the checkpoint, or run it on the head with a local output_root)")
-    # trials run in Ray's working directories: every path they get is absolute, resolved here
-    gen = from_dict(GenerateConfig, {"transformer_ckpt": os.path.abspath(cfg.transformer_ckpt),
-                                     "num_samples": cfg.num_samples, "seed": cfg.seed,
-                                     "output_root": os.path.abspath(cfg.output_root)})
-    models = resolve_models(gen)
-    gen = dataclasses.replace(gen, codebook_pt=models["codebook_pt"], vae_ckpt=models["vae_ckpt"])
-    if not models["layout"].conditional:
-        raise ConfigError(f"{models['transformer_ckpt']}: an unconditional checkpoint; the sweep scores class "
-                          "accuracy and guidance, which need classes")
+    gen, models = sweep_models(cfg)
     ray = init_ray()
-    if cfg.max_concurrent_trials * cfg.cpus_per_trial > ray.cluster_resources().get("CPU", 0):
-        raise ConfigError(f"max_concurrent_trials: {cfg.max_concurrent_trials} × {cfg.cpus_per_trial:g} CPU is more "
-                          f"than the cluster's {ray.cluster_resources().get('CPU', 0):g}; lower either")
+    check_fits("max_concurrent_trials", f"{cfg.max_concurrent_trials} trials × {cfg.cpus_per_trial:g} CPU",
+               cfg.max_concurrent_trials * cfg.cpus_per_trial, ray.cluster_resources().get("CPU", 0), "CPU",
+               "lower max_concurrent_trials or cpus_per_trial")
     real, tok_cfg, _ = real_data(models["codebook_pt"], cfg.num_samples, log)
     classifier, _ = load_or_train_classifier(classifier_dir(cfg.output_root, tok_cfg.data), real, log)
     sweep = sweeps.new_sweep(cfg.output_root, cfg.name, folder="sampler_tune")
-    trainable = tune.with_resources(tune.with_parameters(
-        sampler_trial, gen=to_dict(gen) | {"threads": max(1, int(cfg.cpus_per_trial))}, real=real,
-        classifier_state={"config": classifier.config, "state_dict": classifier.state_dict()}, folder=sweep.dir),
-        {"CPU": cfg.cpus_per_trial})
-    from ray.tune.search import BasicVariantGenerator
-
-    tuner = tune.Tuner(trainable, param_space=tune_domains(axes), tune_config=tune.TuneConfig(
-        metric="frechet", mode="min", num_samples=cfg.trials,
-        search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)),
-        run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0))
     with credentials_kept_from_trials():
-        grid = tuner.fit()
-    rows = []
-    for result in grid:
-        m = result.metrics or {}
-        rows.append({"trial": os.path.basename(result.path), "status": "FAILED" if result.error else "FINISHED",
-                     **{a.key: result.config.get(a.key) for a in axes}, **{k: m.get(k) for k in METRICS}})
-    rows = sweeps.sort_rows(rows, "frechet")
+        grid = build_sampler_tuner(cfg, axes, gen, real, classifier, sweep).fit()
+    rows = leaderboard_rows(grid, axes)
     sweeps.write_leaderboard(sweep, rows, [a.key for a in axes], METRICS)
     # the settings against accuracy and Fréchet distance (parallel.png), with the leaderboard (report.md)
     sweep_pictures.write_all(sweep.dir, sweep.name, rows, [a.key for a in axes] + ["accuracy"], "frechet",
