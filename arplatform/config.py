@@ -181,10 +181,14 @@ class ImageDataConfig:
     val_fraction: float = 0.1
     seed: int = 0
     max_pixels: int = MAX_PIXELS  # folder datasets: larger image files are refused before decoding
+    bad_images: str = "error"  # folder datasets: an unreadable image stops the run | skip: skipped and counted
+    crop: str = "none"  # folder datasets with image_size: none (resize the whole image) | center (its centred square)
 
     def __post_init__(self):
         _check_choice("data.dataset", self.dataset, DATASETS)
         _check_choice("data.channels", self.channels, (1, 3))
+        _check_choice("data.bad_images", self.bad_images, ("error", "skip"))
+        _check_choice("data.crop", self.crop, ("none", "center"))
         check_ranges("data.", self, image_size=(4, 4096), limit=(0, None), val_fraction=(0, 1, True, True),
                      seed=(0, None), max_pixels=(1, None))
         if self.image_size is not None and self.image_size % 4:

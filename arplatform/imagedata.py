@@ -60,6 +60,7 @@ class ImageSet(torch.utils.data.Dataset):
     labels: np.ndarray  # int64 (N,)
     num_classes: int
     source: str
+    skipped: tuple = ()  # (path, why) of the unreadable images a folder dataset skipped (bad_images=skip)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -72,7 +73,7 @@ class ImageSet(torch.utils.data.Dataset):
         return tuple(self.images.shape[1:])
 
     def subset(self, index: np.ndarray) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index], self.num_classes, self.source)
+        return ImageSet(self.images[index], self.labels[index], self.num_classes, self.source, self.skipped)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,9 +207,10 @@ def _inside(root: str, path: str) -> bool:
     return os.path.commonpath([real_root, real]) == real_root
 
 
-def read_image(path: str, mode: str, image_size: int | None, max_pixels: int) -> np.ndarray:
-    """One image file → float32 (C, H, W) in [0, 1]. The size is read from the header and
-    checked before any pixel is decoded; a truncated file is an error, never a black image."""
+def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, crop: str = "none") -> np.ndarray:
+    """One image file → float32 (C, H, W) in [0, 1], resized to image_size² (crop=center: its
+    centred square first). The size is read from the header and checked before any pixel is
+    decoded; a truncated file is an error, never a black image."""
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -219,6 +221,10 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int) ->
         with Image.open(path) as im:  # verify() leaves the image unusable: decode from a fresh open
             im.load()
             im = im.convert(mode)
+            if image_size and crop == "center":  # the largest centred square, then the size
+                side = min(im.size)
+                left, top = (im.size[0] - side) // 2, (im.size[1] - side) // 2
+                im = im.crop((left, top, left + side, top + side))
             if image_size:
                 im = im.resize((image_size, image_size), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
@@ -227,9 +233,12 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int) ->
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS) -> ImageSet:
+def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS,
+                bad_images: str = "error", crop: str = "none") -> ImageSet:
     """Images in class sub-folders (sorted names → labels 0…) or directly in data_dir (label 0).
-    Links that leave data_dir (or loop) are skipped with a warning."""
+    Links that leave data_dir (or loop) are skipped with a warning. An unreadable image (corrupt,
+    truncated, over max_pixels) stops the load (bad_images=error) or is skipped and counted
+    (bad_images=skip, `ImageSet.skipped`)."""
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: image folder not found")
 
@@ -244,20 +253,28 @@ def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels
     classes = [d for d in entries if os.path.isdir(os.path.join(data_dir, d))]
     groups = [(i, os.path.join(data_dir, c)) for i, c in enumerate(classes)] or [(0, data_dir)]
     mode = {1: "L", 3: "RGB"}[channels]
-    images, labels = [], []
+    images, labels, skipped = [], [], []
     for label, folder in groups:
         for fname in sorted(os.listdir(folder)):
             path = os.path.join(folder, fname)
             if not fname.lower().endswith(IMAGE_EXTENSIONS) or not usable(path) or not os.path.isfile(path):
                 continue
-            images.append(read_image(path, mode, image_size, max_pixels))
+            try:
+                images.append(read_image(path, mode, image_size, max_pixels, crop))
+            except DataError as e:
+                if bad_images == "error":
+                    raise DataError(f"{e} (data.bad_images=skip skips and counts such images)") from None
+                skipped.append((path, str(e)))
+                continue
             labels.append(label)
     if not images:
-        raise DataError(f"{data_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise DataError(f"{data_dir}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) found"
+                        + (f"; {len(skipped)} skipped as unreadable" if skipped else ""))
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DataError(f"{data_dir}: images differ in size {sorted(shapes)[:3]}; set image_size to resize")
-    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), max(1, len(classes)), data_dir)
+    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), max(1, len(classes)), data_dir,
+                    tuple(skipped))
 
 
 def check_npz(path: str) -> None:
@@ -322,6 +339,8 @@ def load_images(
     channels: int = 1,
     limit: int = 0,
     max_pixels: int = MAX_PIXELS,
+    bad_images: str = "error",
+    crop: str = "none",
 ) -> ImageSet:
     """The dataset `name` (see module doc) as an `ImageSet`; `limit` > 0 keeps the first rows."""
     if name not in DATASETS:
@@ -337,7 +356,7 @@ def load_images(
     elif name == "cifar10":
         data = load_cifar10(data_dir, split, download)
     elif name == "folder":
-        data = load_folder(data_dir, image_size, channels, max_pixels)
+        data = load_folder(data_dir, image_size, channels, max_pixels, bad_images, crop)
     else:
         data = load_npz(data_dir)
     if limit:

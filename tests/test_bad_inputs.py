@@ -165,6 +165,8 @@ CLI_CASES = [
     ("train", TRAIN, ["resume=true", "data.codebook_dir=null", "data.codes={good}"], "resume=true"),
     ("tokenize", TOK, ["vae.epochs=0"], "vae.epochs"),
     ("tokenize", TOK, ["engine=spark"], "engine"),
+    ("tokenize", TOK, ["data.bad_images=ignore"], "data.bad_images"),
+    ("tokenize", TOK, ["data.crop=left"], "data.crop"),
     ("tokenize", TOK, ["actors=0"], "actors"),
     ("tokenize", TOK, ["codebook.fit_images=0"], "codebook.fit_images"),
     ("tokenize", TOK, ["vae.lr=inf"], "vae.lr"),

@@ -103,3 +103,71 @@ def test_download_keeps_only_a_file_with_the_published_checksum(tmp_path):
     with pytest.raises(DataError, match="checksum mismatch"):
         download(src.as_uri(), str(tmp_path / "data" / "bad.gz"), "0" * 32)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train.gz"]  # nothing partial kept
+
+
+def scene(rng, size=(24, 20)):
+    """A small colour picture with edges and texture (not a flat block)."""
+    h, w = size[1], size[0]
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = 0.5 + 0.5 * np.sin(rng.uniform(0.3, 1.2) * xx + rng.uniform(0, 6) + yy * rng.uniform(-0.5, 0.5))
+    pixels = stripes[..., None] * rng.uniform(0.2, 1, 3) + rng.normal(0, 0.05, (h, w, 3))
+    pixels[h // 3 : h // 2, w // 4 : w // 2] = rng.uniform(0, 1, 3)  # a block with sharp edges
+    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+
+
+def bad_folder(root, good=24):
+    """Readable non-square RGB and grey scenes in two classes, and beside them a corrupt file, a
+    truncated PNG, an image over max_pixels, an unreadable 16-bit one and a link leaving the folder."""
+    import os
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(good):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(scene(rng))
+        (picture.convert("L") if i % 5 == 0 else picture).save(folder / f"{i:03d}.png")  # grey ones converted
+    (root / "a" / "corrupt.png").write_bytes(rng.bytes(300))
+    whole = (root / "a" / "000.png").read_bytes() if (root / "a" / "000.png").exists() else \
+        (root / "a" / "001.png").read_bytes()
+    (root / "a" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(np.zeros((90, 90, 3), np.uint8)).save(root / "b" / "huge.png")  # over max_pixels=5000
+    (root.parent / "outside.png").write_bytes(whole)
+    os.symlink(root.parent / "outside.png", root / "b" / "link.png")
+    return root
+
+
+def test_bad_images_are_skipped_and_counted_or_refused(tmp_path):
+    folder = bad_folder(tmp_path / "imgs")
+    with pytest.warns(UserWarning, match="link.png: skipped"):
+        data = load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000, bad_images="skip",
+                           crop="center")
+    assert data.images.shape == (24, 3, 16, 16) and len(data.skipped) == 3
+    assert sorted(p.rsplit("/", 1)[1] for p, _ in data.skipped) == ["corrupt.png", "huge.png", "truncated.png"]
+    with pytest.raises(DataError, match=r"corrupt.png: not a readable image .*bad_images=skip"):
+        load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000)
+
+
+def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_path):
+    """The whole command on real files no one cleaned: skipped and counted in tokenizer_eval.json;
+    refused in one line with bad_images=error, and then nothing is published."""
+    import json
+    import subprocess
+    import sys
+
+    folder = bad_folder(tmp_path / "imgs", good=40)
+    common = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
+              "data.dataset=folder", f"data.data_dir={folder}", "data.channels=3", "data.image_size=16",
+              "data.max_pixels=5000", "data.crop=center", "vae.epochs=1", "vae.batch_size=8", "vae.channels=8",
+              "codebook.num_codes=8", "tracking.enabled=false"]
+    refused = subprocess.run([*common, f"output_root={tmp_path / 'refused'}"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "bad_images=skip" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and not (tmp_path / "refused" / "codebook").exists()
+    done = subprocess.run([*common, f"output_root={tmp_path / 'out'}", "data.bad_images=skip"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 unreadable image(s) skipped" in done.stdout
+    report = json.loads((tmp_path / "out" / "codebook" / "mnist_sample" / "tokenizer_eval.json").read_text())
+    assert report["images"] == 40 and report["images_skipped"] == 3

@@ -58,7 +58,8 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
         raise DataError(f"{paths['codebook.pt']}: names no VAE checkpoint; pass --vae")
     vae = load_vae(vae_path, map_location=dev)
     d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels)
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
+                       d.bad_images, d.crop)
     if val_idx.size == 0 or val_idx.max() >= len(data):
         raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
     val = data.subset(val_idx)
@@ -95,7 +96,8 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     saved.pop("config_name", None)
     cfg = from_dict(TokenizerConfig, saved)
     d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels)
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
+                       d.bad_images, d.crop)
     val_idx = read_indices(paths["split.json"], "val_indices")
     if val_idx.max() >= len(data):
         raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")

@@ -231,7 +231,8 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
 
 def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndarray]:
     d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels)
+    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
+                       d.bad_images, d.crop)
     check_image_shape(data)
     if cfg.shards > len(data):
         raise DataError(f"{data.source}: shards={cfg.shards} but there are only {len(data)} images")
@@ -240,6 +241,10 @@ def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndar
         raise DataError(f"{data.source}: {len(train_idx)} training images are fewer than one batch of "
                         f"vae.batch_size={cfg.vae.batch_size}")
     log(f"{data.source}: {len(train_idx)} train / {len(val_idx)} val images of {data.shape}")
+    if data.skipped:
+        shown = "; ".join(why for _, why in data.skipped[:3])
+        log(f"{len(data.skipped)} unreadable image(s) skipped (data.bad_images=skip): {shown}"
+            + (" …" if len(data.skipped) > 3 else ""))
     return data, train_idx, val_idx
 
 
@@ -271,7 +276,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
             latents, codes = codes_here(vae, km, data.images, device, log)
             val_latents = latents[torch.from_numpy(val_idx)]
         report = evaluate_tokenizer(vae, km.centres.cpu(), data.subset(val_idx), val_latents, codes[val_idx], codes,
-                                    device)
+                                    device) | {"images": len(data), "images_skipped": len(data.skipped)}
         write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
                               val_latents.shape[1:3])
         version = publish.publish(root, cfg.name, staging)
