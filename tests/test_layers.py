@@ -102,7 +102,7 @@ def test_the_core_imports_only_torch_numpy_and_itself():
 
 def test_every_package_the_platform_imports_is_declared():
     """pyproject.toml names every third-party package `arplatform` imports (optuna: the `tune`
-    extra), and nothing it never imports."""
+    extra; mlxtend: the `sample` extra), and nothing it never imports."""
     import sys
 
     import pytest
@@ -111,7 +111,8 @@ def test_every_package_the_platform_imports_is_declared():
     with open(os.path.join(os.path.dirname(PACKAGE), "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)["project"]
     declared = {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
-                for d in project["dependencies"] + project["optional-dependencies"]["tune"]}
+                for d in project["dependencies"] + project["optional-dependencies"]["tune"]
+                + project["optional-dependencies"]["sample"]}
     distribution = {"PIL": "pillow", "yaml": "pyyaml", "hydra": "hydra-core"}  # import name → package
     used = set()
     for _, path in modules().items():
