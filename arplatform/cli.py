@@ -122,6 +122,12 @@ def main(argv=None) -> int:
     return module.main(argv[1:])
 
 
+def args_left(argv: list[str], flags: dict[str, str]) -> list[str]:
+    """The words of `argv` that are neither flags, their values, nor key=value."""
+    return [a for i, a in enumerate(argv) if not a.startswith("-") and "=" not in a
+            and not (i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1])]
+
+
 def overrides_as_flags(argv: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()) -> list[str]:
     """The `key=value` style of every command for the commands whose seed flags stay
     (`generate --transformer_ckpt …`): each `key=value` becomes its flag, `flags[key]`;

@@ -27,7 +27,11 @@ def parse(p: argparse.ArgumentParser, argv: list[str], flags: dict[str, str]) ->
     parsed = []
     if code := exit_code(lambda: parsed.append(overrides_as_flags(argv, flags))):
         return code
-    return p.parse_args(parsed[0])
+    args = p.parse_args(parsed[0])
+    if args.overrides:  # what is left is neither a flag nor key=value
+        print(f"error: {' '.join(args.overrides)}: expected key=value or --flag value", file=sys.stderr)
+        return 2
+    return args
 
 
 def main(argv=None) -> int:

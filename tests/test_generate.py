@@ -162,6 +162,8 @@ def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
     assert np.array_equal(images(tmp_path / "keys")[0], images(tmp_path / "flags")[0])
     code, _, err = generate(f"transformer_ckpt={ckpt}", "sample.temprature=0.7", "--out", tmp_path / "x")
     assert code == 2 and err.startswith("error: sample.temprature: not a key") and err.count("\n") == 1, err
+    code, _, err = generate(f"transformer_ckpt={ckpt}", "num_samples=4", "oops", "--out", tmp_path / "x")
+    assert code == 2 and err == "error: oops: expected key=value or --flag value\n", err  # never silently ignored
     help_text = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60).stdout
     for name in ("tokenize", "train", "tune", "tune-sampler", "generate", "evaluate", "pipeline"):
         assert f"\n  {name} " in help_text, help_text

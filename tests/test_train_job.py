@@ -363,7 +363,7 @@ def test_config_errors_name_the_key():
         compose("transformer/mnist_small", ["optim.learning_rate=1"])
     with pytest.raises(ConfigError, match="optim.batch_size: expected int"):
         from_dict(TrainJobConfig, compose("transformer/mnist_small", ["optim.batch_size=big"]))
-    with pytest.raises(ConfigError, match="unknown key model.depth; valid keys of model: seq_len, embed_dim"):
+    with pytest.raises(ConfigError, match="unknown key model.depth; valid keys of model: preset, seq_len, embed_dim"):
         from_dict(TrainJobConfig, {"model": {"depth": 3}, "data": {"codes": "x"}})
     with pytest.raises(ConfigError, match="data.invalid_codes: 'skip' is not one of unk, error, drop"):
         from_dict(TrainJobConfig, compose("transformer/mnist_small", ["data.invalid_codes=skip"]))

@@ -45,7 +45,9 @@ def vae_worker(config: dict) -> dict:
     train = IndexBatches({"images": torch.from_numpy(train_images[my_share(len(train_images), rank, world,
                                                                               config["seed"])])},
                          config["train"]["batch_size"], seed=config["seed"] + rank)
-    val = IndexBatches({"images": torch.from_numpy(val_images[rank::world])}, 512, shuffle=False, drop_last=False)
+    # every rank scores the whole held-out set: the all-reduced mean is the same, and a held-out
+    # set smaller than the number of workers leaves none of them empty
+    val = IndexBatches({"images": torch.from_numpy(val_images)}, 512, shuffle=False, drop_last=False)
     checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-vae-")
 
     def show(metrics: dict, step: int) -> None:

@@ -87,10 +87,16 @@ def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, s
         "sample": sample, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
 
 
+def parameter_count_of(root: str, name: str) -> int:
+    """A published checkpoint's parameters (a run from before summaries recorded them)."""
+    from ..core.checkpoint import load_model
+
+    return load_model(storage.fetch(seed_checkpoint(root, name)))[0].num_params()
+
+
 def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples: str, codebook_dir: str,
                           report: dict, times: dict) -> tuple[str, str]:
     """reports/<name>/report.{md,html} (built in this machine's mirror of a URI root, then pushed)."""
-    from ..core.checkpoint import load_model
     from ..report import training_curve, write_report
     from .evaluate import quality_table
 
@@ -106,7 +112,7 @@ def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples
         pictures[key] = storage.fetch(path) if storage.exists(path) else None
     tokenizer_eval = storage.join(codebook_dir, "tokenizer_eval.json")
     summary = storage.join(run["run_dir"], "summary.json")
-    model = load_model(storage.fetch(seed_checkpoint(root, job.name)))[0]
+    run_summary = storage.read_json_object(summary, DataError) if storage.exists(summary) else {}
     runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
     if run.get("tracking_uri"):
         runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']} "
@@ -115,9 +121,8 @@ def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples
         "name": cfg.name, "run_name": run.get("run_name"), "pictures": pictures, "quality": report,
         "quality_table": quality_table(report), "runs": runs, "times": times,
         "tokenizer": storage.read_json_object(tokenizer_eval, DataError) if storage.exists(tokenizer_eval) else {},
-        "best_val_loss": (storage.read_json_object(summary, DataError).get("final") or {}).get("best_val_loss")
-        if storage.exists(summary) else None,
-        "params": sum(p.numel() for p in model.parameters()),
+        "best_val_loss": (run_summary.get("final") or {}).get("best_val_loss"),
+        "params": (run_summary.get("model_size") or {}).get("parameters") or parameter_count_of(root, job.name),
         "config": {"pipeline": to_dict(cfg), "tokenizer": to_dict(tok), "train": to_dict(job)}})
     mirror.push("reports", cfg.name)
     return mirror.uri(md), mirror.uri(html)

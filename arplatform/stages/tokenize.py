@@ -104,8 +104,12 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
                           "one-node cluster, or engine=local")
     total = ray.cluster_resources()
     use_gpu = cfg.use_gpu == "true" or (cfg.use_gpu == "auto" and total.get("GPU", 0) >= 1)
-    check_fits("actors", f"{cfg.actors} VAE workers × {cfg.cpus_per_actor:g} CPU", cfg.actors * cfg.cpus_per_actor,
-               total.get("CPU", 0), "CPU", "lower actors or cpus_per_actor")
+    if use_gpu:
+        check_fits("actors", f"{cfg.actors} GPU VAE workers", cfg.actors, total.get("GPU", 0), "GPU",
+                   "lower actors or pass use_gpu=false")
+    else:
+        check_fits("actors", f"{cfg.actors} VAE workers × {cfg.cpus_per_actor:g} CPU",
+                   cfg.actors * cfg.cpus_per_actor, total.get("CPU", 0), "CPU", "lower actors or cpus_per_actor")
     threads = max(1, int(cfg.cpus_per_actor))
     model_cfg, train_cfg = vae_setup(cfg, train, len(train) // cfg.actors // cfg.vae.batch_size)
     if not use_gpu:  # one decision for every worker, timed at their thread count (as the GPT's)
