@@ -139,6 +139,7 @@ CLI_CASES = [
     ("train", TRAIN, ["sample.top_k=0"], "sample.top_k"),
     ("train", TRAIN, ["tracking.model_name=a b"], "tracking.model_name"),
     ("train", TRAIN, ["model.preset=XXL"], "model.preset"),
+    ("train", TRAIN, ["optim.compile=yes"], "optim.compile"),
     ("train", TRAIN, ["model.preset=B", "model.num_heads=7"], "num_heads"),
     ("train", TRAIN, ["tracking.register=maybe"], "tracking.register"),
     ("train", TRAIN, ["sample.top_p=1.5"], "sample.top_p"),

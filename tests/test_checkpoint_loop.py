@@ -2,6 +2,7 @@ import gc
 import math
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -214,3 +215,49 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["epoch"] == 0 and last["step"] == spe  # the epoch-0 checkpoint, untouched
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step never reached the weights
+
+
+def _train_three_steps(tiny_codes, compile_setting):
+    layout, ds, _ = _setup(tiny_codes)
+    torch.manual_seed(0)
+    model = make_model(layout)
+    cfg = TrainConfig(batch_size=8, epochs=1, max_steps=3, warmup_steps=1, class_dropout=0.0, precision="fp32",
+                      compile=compile_setting, log_every=1)
+    losses = []
+    fit(model, GPTObjective(layout, 0.0), IndexBatches(ds.tensors, 8, shuffle=False), 3, None, cfg,
+        callback=lambda m, step: losses.append(m["train/loss"]) if "train/loss" in m else None)
+    return model, losses
+
+
+def test_a_training_step_that_cannot_compile_trains_eagerly_with_a_warning(tiny_codes, monkeypatch):
+    """compile=true where the compiler fails (here: a compiled model whose first call raises, as
+    a missing C++ toolchain does): one warning, then the eager step, and the same weights."""
+    eager, eager_losses = _train_three_steps(tiny_codes, "false")
+
+    def broken_compile(model, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no C++ compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed, training eagerly: RuntimeError: no C"):
+        fallback, losses = _train_three_steps(tiny_codes, "true")
+    assert losses == eager_losses
+    assert all(torch.equal(a, b) for a, b in zip(eager.state_dict().values(), fallback.state_dict().values(),
+                                                 strict=True))
+
+
+@pytest.mark.slow
+def test_a_compiled_training_step_equals_the_eager_one(tiny_codes):
+    """torch.compile (inductor, about 20 s to compile here) trains what the eager loop trains."""
+    try:
+        torch.compile(lambda x: x * 2)(torch.ones(2))
+    except Exception as e:  # noqa: BLE001 - no toolchain: say so
+        pytest.skip(f"torch.compile does not work on this machine: {type(e).__name__}: {e}")
+    eager, eager_losses = _train_three_steps(tiny_codes, "false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a silent fallback to eager would pass unseen
+        compiled, losses = _train_three_steps(tiny_codes, "true")
+    assert losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    for a, b in zip(eager.state_dict().values(), compiled.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
