@@ -470,6 +470,7 @@ class GenerateConfig:
     device: str = "auto"  # local engine
     stall_timeout_s: float = 300.0  # Ray engine: fail when no batch finishes for this long
     allow_mismatch: bool = False  # decode with a codebook or VAE other than those the checkpoint trained with
+    format: str = "png"  # png: a file per image | tar: a tar of PNGs per batch | npz: an array per batch
     tracking_uri: str | None = None  # the MLflow store of a models:/ or runs:/ transformer_ckpt (default as training)
 
     def __post_init__(self):
@@ -478,6 +479,7 @@ class GenerateConfig:
                      actors=(1, 4096), cpus_per_actor=(0, 1024, True), stall_timeout_s=(1, None))
         _check_choice("engine", self.engine, ("local", "ray"))
         _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
+        _check_choice("format", self.format, ("png", "tar", "npz"))
         if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
             raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
         if not isinstance(self.classes, str) or not re.fullmatch(r"all|none|\d+(,\d+)*", self.classes):

@@ -51,6 +51,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     add("use_gpu", default=d.use_gpu, help="auto | true | false (Ray engine)")
     add("device", default=d.device, help="local engine: auto | cpu | cuda[:i]")
     add("stall_timeout_s", type=float, default=d.stall_timeout_s)
+    add("format", default=d.format, help="png (a file per image) | tar (a tar of PNGs per batch) | npz")
     add("tracking_uri", default=None, help="MLflow store of a models:/… or runs:/… checkpoint (default: as training)")
     add("allow_mismatch", action="store_true", default=None,
         help="decode with a codebook or VAE other than those the checkpoint was trained with")

@@ -58,7 +58,7 @@ class ImageSampler:
         index = np.asarray(batch["index"], dtype=np.int64)
         labels = np.asarray(batch["label"], dtype=np.int64)
         codes, images = self.draw(index, labels, self.spec["seed"])
-        write_batch(self.spec["out"], index, labels, codes, images)
+        write_batch(self.spec["out"], index, labels, codes, images, self.spec.get("format", "png"))
         return {"index": index, "label": labels, "node": np.full(len(index), self.node)}
 
     def draw(self, index: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

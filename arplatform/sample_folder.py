@@ -1,7 +1,9 @@
 """A folder of generated samples: written batch by batch, resumable, then summarised.
 
     <out>/
-        images/000123.png           one PNG per sample, named by its index
+        images/000123.png           one PNG per sample, named by its index (format=png), or
+        images/images-<first>-<n>.tar  one tar of a batch's PNGs, WebDataset-style (format=tar), or
+        images/images-<first>-<n>.npy  a batch's images as one uint8 array (format=npz)
         codes/codes-<first>-<n>.npy the codes of one written batch (int32, (n, positions)),
         codes/labels-<first>-<n>.npy   its classes (-1: unconditional)
         codes/index-<first>-<n>.npy    its indices: written last, so it marks the batch complete
@@ -10,9 +12,11 @@
         samples.npz                 images (N, H, W[, C]) uint8, labels, codes, index: what evaluation reads
         grid.png                    up to 10 samples per class, a row per class
 
-A sample is done when its index is in an index file. Rerunning the same command
-skips those; a batch cut short leaves no index file and is drawn again (its PNGs
-are replaced atomically), so nothing is redone twice and nothing is duplicated.
+Many small files are slow in a bucket: `tar` and `npz` write one file per batch; a
+sample is the same image whatever the format. A sample is done when its index is in
+an index file. Rerunning the same command skips those; a batch cut short leaves no
+index file and is drawn again (its files are replaced atomically), so nothing is
+redone twice and nothing is duplicated.
 
 `out` may be a local folder or a URI (`storage.py`): every file is written whole,
 from whichever node's actor drew the batch.
@@ -46,15 +50,67 @@ def image_path(out: str, index: int) -> str:
     return storage.join(out, "images", f"{int(index):06d}.png")
 
 
-def write_batch(out: str, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray) -> None:
-    """One batch's PNGs (images: (B, H, W, C) uint8), then its codes and labels, then its
-    index file (the completion mark)."""
-    for i, image in zip(index, images, strict=True):
-        storage.write_bytes(image_path(out, i), png_bytes(image))
+FORMATS = ("png", "tar", "npz")
+
+
+def write_batch(out: str, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray,
+                fmt: str = "png") -> None:
+    """One batch's images (images: (B, H, W, C) uint8) in `fmt`, then its codes and labels, then
+    its index file (the completion mark)."""
     tag = f"{int(index[0]):07d}-{len(index)}"
+    if fmt == "png":
+        for i, image in zip(index, images, strict=True):
+            storage.write_bytes(image_path(out, i), png_bytes(image))
+    elif fmt == "tar":
+        storage.write_bytes(storage.join(out, "images", f"images-{tag}.tar"), tar_bytes(index, images))
+    else:
+        grey = images.ndim == 4 and images.shape[-1] == 1  # (B, H, W) as a grey PNG decodes
+        storage.write_bytes(storage.join(out, "images", f"images-{tag}.npy"),
+                            npy_bytes((images[..., 0] if grey else images).astype(np.uint8)))
     storage.write_bytes(storage.join(out, "codes", f"codes-{tag}.npy"), npy_bytes(codes.astype(np.int32)))
     storage.write_bytes(storage.join(out, "codes", f"labels-{tag}.npy"), npy_bytes(labels.astype(np.int64)))
     storage.write_bytes(storage.join(out, "codes", f"index-{tag}.npy"), npy_bytes(index.astype(np.int64)))
+
+
+def tar_bytes(index: np.ndarray, images: np.ndarray) -> bytes:
+    """A WebDataset-style tar: `<index>.png` per sample, in index order."""
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for i, image in zip(index, images, strict=True):
+            data = png_bytes(image)
+            member = tarfile.TarInfo(f"{int(i):06d}.png")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def read_images(out: str, index: np.ndarray, fmt: str) -> np.ndarray:
+    """The images of `index`, whatever format the folder holds them in."""
+    from PIL import Image
+
+    def decode(data: bytes) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(data)))
+
+    if fmt == "png":
+        return np.stack([decode(storage.read_bytes(image_path(out, i))) for i in index])
+    found = {}
+    folder = storage.join(out, "images")
+    for name in storage.listdir(folder):
+        tag = name[len("images-"):].rsplit(".", 1)[0]
+        if not name.startswith("images-") or not storage.exists(storage.join(out, "codes", f"index-{tag}.npy")):
+            continue  # a batch cut short: drawn again
+        if name.endswith(".tar"):
+            import tarfile
+
+            with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(storage.join(folder, name)))) as tar:
+                for member in tar.getmembers():
+                    found[int(member.name.split(".")[0])] = decode(tar.extractfile(member).read())
+        elif name.endswith(".npy"):
+            batch_index = load_npy(storage.join(out, "codes", f"index-{tag}.npy"))
+            found.update(zip(batch_index.tolist(), load_npy(storage.join(folder, name)), strict=True))
+    return np.stack([found[int(i)] for i in index])
 
 
 def written(out: str) -> dict[str, np.ndarray]:
@@ -121,15 +177,12 @@ def bind(out: str, manifest: dict, num_samples: int) -> None:
         storage.write_json(path, dict(manifest, num_written=0, samples=[]))
 
 
-def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10) -> dict:
+def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10, fmt: str = "png") -> dict:
     """samples.npz, grid.png and manifest.json from every written batch."""
-    from PIL import Image
-
     from .images import make_grid
 
     done = written(out)
-    images = np.stack([np.asarray(Image.open(io.BytesIO(storage.read_bytes(image_path(out, i)))))
-                       for i in done["index"]])
+    images = read_images(out, done["index"], fmt)
     buffer = io.BytesIO()
     np.savez(buffer, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])
     storage.write_bytes(storage.join(out, "samples.npz"), buffer.getvalue())

@@ -219,6 +219,7 @@ def test_wrong_or_mismatched_models_are_one_line(tmp_path):
         (["--transformer_ckpt", ckpt, "--vae_ckpt", other_vae], "latent_dim"),
         (["--transformer_ckpt", ckpt, "--classes", "7"], "classes"),
         (["--transformer_ckpt", ckpt, "--classes", "a,b"], "classes"),
+        (["--transformer_ckpt", ckpt, "--format", "gif"], "format"),
         (["--transformer_ckpt", ckpt, "--num_samples", 0], "num_samples"),
         (["--transformer_ckpt", ckpt, "--top_p", 2], "top_p"),
         (["--transformer_ckpt", ckpt, "--engine", "spark"], "engine"),
@@ -331,3 +332,35 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     explicit = dataclasses.replace(cfg, train_overrides=["sample.cfg_scale=1.5"])
     gen = generate_config(explicit, stage_configs(explicit)[1], ckpt, str(tmp_path / "s"), str(tmp_path / "root"))
     assert gen.sample.cfg_scale == 1.5 and gen.sample.temperature == 0.5
+
+
+def test_tar_and_npz_formats_hold_the_same_images_and_resume(tmp_path):
+    """format=tar (a WebDataset-style tar of PNGs per batch) and npz (an array per batch) write a
+    file per batch, not per image; the images are the PNG format's, a rerun with more samples
+    draws only the rest, and a folder keeps its format."""
+    import tarfile
+
+    from PIL import Image
+
+    ckpt, _, _ = write_models(tmp_path / "m")
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 10, "--batch_size", 4, "--out",
+                    tmp_path / "png")[0] == 0
+    expected = images(tmp_path / "png")[0]
+    for fmt in ("tar", "npz"):
+        out = tmp_path / fmt
+        assert generate(f"transformer_ckpt={ckpt}", "num_samples=6", "batch_size=4", f"format={fmt}",
+                        f"out={out}")[0] == 0
+        code, log, err = generate(f"transformer_ckpt={ckpt}", "num_samples=10", "batch_size=4", f"format={fmt}",
+                                  f"out={out}")
+        assert code == 0 and "6 already written, 4 to draw" in log, err
+        assert np.array_equal(images(out)[0], expected)
+        shards = sorted(os.listdir(out / "images"))
+        assert shards == [f"images-0000000-4.{'tar' if fmt == 'tar' else 'npy'}",
+                          f"images-0000004-2.{'tar' if fmt == 'tar' else 'npy'}",
+                          f"images-0000006-4.{'tar' if fmt == 'tar' else 'npy'}"]
+        code, _, err = generate(f"transformer_ckpt={ckpt}", "num_samples=12", f"out={out}")  # png into a tar folder
+        assert code == 2 and "another settings" in err, err
+    with tarfile.open(tmp_path / "tar" / "images" / "images-0000004-2.tar") as tar:
+        assert tar.getnames() == ["000004.png", "000005.png"]
+        first = np.asarray(Image.open(tar.extractfile("000004.png")))
+    assert np.array_equal(first, expected[4])

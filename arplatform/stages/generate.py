@@ -47,14 +47,16 @@ def sampler_spec(cfg: GenerateConfig, models: dict, out: str) -> dict:
     the SHA-256 of the bytes the driver checked, which are the bytes every sampler loads."""
     keys = ("transformer_ckpt", "codebook_pt", "vae_ckpt", "transformer_sha256", "codebook_sha256", "vae_sha256")
     return {k: models[k] for k in keys} | {
-        "out": out, "seed": cfg.seed, "sample": to_dict(cfg.sample), "device": cfg.device, "threads": None}
+        "out": out, "seed": cfg.seed, "sample": to_dict(cfg.sample), "device": cfg.device, "threads": None,
+        "format": cfg.format}
 
 
 def manifest_settings(cfg: GenerateConfig) -> dict:
     """What a samples folder's images depend on besides the checkpoint (its manifest's
     "settings"): a folder holds one such setting."""
     sample = {k: v for k, v in to_dict(cfg.sample).items() if k not in ("num_samples", "precision")}
-    return {"seed": cfg.seed, "classes": cfg.classes, **sample}
+    layout = {"format": cfg.format} if cfg.format != "png" else {}  # a folder holds one format
+    return {"seed": cfg.seed, "classes": cfg.classes, **sample, **layout}
 
 
 def guided(cfg: GenerateConfig, models: dict) -> bool:
@@ -111,7 +113,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
         manifest["nodes"] = nodes  # where this run drew its batches (Ray node ids; "local" in this process)
         keys = sample_keys(cfg.seed, np.arange(cfg.num_samples)).tolist()
         samples = [{"index": i, "class": int(labels[i]), "key": keys[i]} for i in range(cfg.num_samples)]
-        written = sample_folder.finish(out, manifest, samples)
+        written = sample_folder.finish(out, manifest, samples, fmt=cfg.format)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s: {len(written['index'])} samples\n  folder:  {out}\n  grid:    "
         f"{storage.join(out, 'grid.png')}\n  samples: {storage.join(out, 'samples.npz')}")
