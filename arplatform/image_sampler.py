@@ -22,7 +22,7 @@ from .budget import resolve_device
 from .core.checkpoint import load_model
 from .core.codebook import load_codebook_file
 from .core.decode import decode_codes_to_images
-from .core.sampling import codes_from_sequences, generate_autoregressive, sample_keys, sampling_precision
+from .core.sampling import Decoder, codes_from_sequences, generate_autoregressive, sample_keys, sampling_precision
 from .core.vae import load_vae
 from .images import to_uint8
 from .sample_folder import write_batch
@@ -51,6 +51,8 @@ class ImageSampler:
             self.vae = load_vae(local, map_location=self.device)
         self.precision = sampling_precision(self.model, self.layout, spec["sample"]["precision"],
                                             self.device).precision
+        # one decoder for every batch: on a GPU its compiled step (a CUDA graph) is captured once
+        self.decoder = Decoder(self.model, "compiled" if self.device.type == "cuda" else "eager")
         self.node = node_id()
 
     def __call__(self, batch: dict) -> dict:
@@ -69,6 +71,6 @@ class ImageSampler:
             self.model, self.layout, self.positions, num_samples=len(index),
             class_labels=torch.from_numpy(labels) if conditional else None, temperature=s["temperature"],
             top_k=s["top_k"], top_p=s["top_p"], cfg_scale=s["cfg_scale"], precision=self.precision,
-            sample_keys=sample_keys(seed, index).to(self.device))
+            sample_keys=sample_keys(seed, index).to(self.device), decoder=self.decoder)
         codes = codes_from_sequences(seqs, self.layout).cpu().numpy()
         return codes, to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())

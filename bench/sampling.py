@@ -18,14 +18,19 @@ import torch
 from machine import machine_line, save
 
 from arplatform import GPT, GPTConfig, TokenLayout, generate_autoregressive
+from arplatform.core.sampling import Decoder
 
 # contender → (KV cache, precision, compiled decode step)
 CONTENDERS = {"cached": (True, "fp32", False), "plain": (False, "fp32", False), "bf16": (True, "bf16", False),
               "compiled": (True, "fp32", True), "compiled_bf16": (True, "bf16", True)}
 
 
+DECODERS = {}  # one Decoder per (model, contender), kept across rounds as an ImageSampler keeps its own
+
+
 def seconds(model, layout, positions, batch, contender, seed=0) -> float:
     use_cache, precision, compiled = CONTENDERS[contender]
+    decoder = DECODERS.setdefault((id(model), contender), Decoder(model, "compiled" if compiled else "eager"))
     device = model.tok_emb.weight.device
     g = torch.Generator(device).manual_seed(seed)
     labels = torch.arange(batch, device=device) % layout.num_classes
@@ -33,7 +38,7 @@ def seconds(model, layout, positions, batch, contender, seed=0) -> float:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     generate_autoregressive(model, layout, positions, class_labels=labels, generator=g, use_cache=use_cache,
-                            precision=precision, compile_decode=compiled)
+                            precision=precision, decoder=decoder if use_cache else None)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0

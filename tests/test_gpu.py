@@ -37,7 +37,7 @@ def test_compiled_decode_step_matches_the_full_forward_on_cuda():
     """The static-shape decode step compiled with mode="reduce-overhead" (a CUDA graph) gives the
     plain forward's logits, and generation uses it by default on a GPU."""
     from arplatform import GPT, GPTConfig, TokenLayout
-    from arplatform.core.sampling import decode_step_function, prefill
+    from arplatform.core.sampling import Decoder
 
     torch.manual_seed(0)
     layout = TokenLayout(num_codes=32, num_classes=4)
@@ -47,9 +47,9 @@ def test_compiled_decode_step_matches_the_full_forward_on_cuda():
     x = torch.randint(0, 32, (8, length), device="cuda")
     with torch.inference_mode():
         full = model(x)
-        model.setup_cache(8)
-        prefill(model, x[:, :2])
-        step = decode_step_function(model, True)
-        steps = torch.stack([step(x[:, t : t + 1], t) for t in range(2, length)], dim=1)
-    assert not getattr(model, "compiled_decode_failed", False)
+        decoder = Decoder(model, "compiled")
+        decoder.setup(8, "fp32")
+        decoder.prefill(x[:, :2])
+        steps = torch.stack([decoder.decode_one_token(x[:, t : t + 1], t) for t in range(2, length)], dim=1)
+    assert decoder.step == "compiled"  # not fallen back to eager
     assert (steps - full[:, 2:]).abs().max() < 1e-3

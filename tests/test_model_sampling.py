@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from arplatform import GPT, GPTConfig, TokenLayout, generate_autoregressive, sample_next_token
-from arplatform.core.sampling import codes_from_sequences, decode_one_token, prefill, sample_keys
+from arplatform.core.sampling import Decoder, codes_from_sequences, decode_one_token, prefill, sample_keys
 
 LAYOUT = TokenLayout(num_codes=16, num_classes=3)
 
@@ -79,10 +79,14 @@ def test_generate_with_the_static_step_matches_eager():
     keys = sample_keys(0, range(4))
     a = generate_autoregressive(m2, layout, 20, class_labels=torch.tensor([0, 1, 0, 1]), sample_keys=keys,
                                 compile_decode=False)
-    m2.compiled_decode = m2.decode_step  # the static step, uncompiled
+    decoder = Decoder(m2, "static")  # the static step the compiled one captures, uncompiled
     b = generate_autoregressive(m2, layout, 20, class_labels=torch.tensor([0, 1, 0, 1]), sample_keys=keys,
-                                compile_decode=True)
+                                decoder=decoder)
     assert torch.equal(a, b)
+    # the caller's decoder keeps what it owns; the module carries nothing of it
+    assert m2.blocks[0].attn.cache is not None and not hasattr(m2, "compiled_decode")
+    decoder.close()
+    assert m2.blocks[0].attn.cache is None
 
 
 def test_context_limit_is_enforced():

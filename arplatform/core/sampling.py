@@ -106,27 +106,56 @@ def decode_one_token(model: GPT, token: torch.Tensor, position: int) -> torch.Te
     return model(token, start=position)[:, -1]
 
 
-def decode_step_function(model: GPT, compile_decode: bool):
-    """What `generate_autoregressive` calls for one cached token: eager `decode_one_token`, or
-    the model's static-shape `decode_step` compiled with mode="reduce-overhead" (a CUDA graph
-    per batch shape on a GPU). Compiled once per model; a failed compile falls back to eager."""
-    if not compile_decode or getattr(model, "compiled_decode_failed", False):
-        return lambda token, position: decode_one_token(model, token, position)
-    if not hasattr(model, "compiled_decode"):
-        model.compiled_decode = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
+class Decoder:
+    """A GPT's cached decoding, gpt-fast style: `prefill` fills the KV cache with a prompt and
+    `decode_one_token` feeds one token at a position. It owns what decoding keeps between
+    calls, instead of the module carrying it:
 
-    def step(token: torch.Tensor, position: int) -> torch.Tensor:
+    - the KV cache, for one batch shape (`setup`);
+    - its step: `eager` (`model(token, start=position)`), `static` (`model.decode_step`, every
+      shape fixed) or `compiled` (the static step under torch.compile mode="reduce-overhead":
+      a CUDA graph per batch shape on a GPU; if it fails, one warning and eager from then on).
+
+    A captured graph reads the cache's buffers by address, so a compiled decoder keeps its
+    cache until `close(force=True)`; the others free it at `close()`. Keep one decoder per
+    model for as long as it samples (an `ImageSampler` keeps its own)."""
+
+    STEPS = ("eager", "static", "compiled")
+
+    def __init__(self, model: GPT, step: str = "eager"):
+        if step not in self.STEPS:
+            raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
+        self.model, self.step = model, step
+        self.static = None
+        if step == "static":
+            self.static = model.decode_step
+        elif step == "compiled":
+            self.static = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
+
+    def setup(self, batch_size: int, precision: str) -> None:
+        self.model.setup_cache(batch_size, dtype=torch.bfloat16 if precision == "bf16" else None)
+
+    def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
+        return prefill(self.model, tokens)
+
+    def decode_one_token(self, token: torch.Tensor, position: int) -> torch.Tensor:
+        if self.static is None:
+            return decode_one_token(self.model, token, position)
         try:  # a graph's outputs are overwritten by its next replay: clone
-            return model.compiled_decode(token, torch.tensor([position], device=token.device)).clone()
+            return self.static(token, torch.tensor([position], device=token.device)).clone()
         except Exception as err:  # compile is a speed-up, never a requirement
+            if self.step != "compiled":
+                raise
             import warnings
 
             warnings.warn(f"compiled decode step failed, decoding eagerly: {type(err).__name__}: {err}",
                           stacklevel=2)
-            model.compiled_decode_failed = True
-            return decode_one_token(model, token, position)
+            self.static, self.step = None, "eager"
+            return decode_one_token(self.model, token, position)
 
-    return step
+    def close(self, force: bool = False) -> None:
+        if force or self.step != "compiled":
+            self.model.clear_cache()
 
 
 def check_generation_args(model: GPT, layout: TokenLayout, num_positions, cfg_scale) -> None:
@@ -169,6 +198,7 @@ def generate_autoregressive(
     precision: str = "fp32",
     sample_keys: torch.Tensor | None = None,
     compile_decode: bool | None = None,
+    decoder: Decoder | None = None,
 ) -> torch.Tensor:
     """Sample full token sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
 
@@ -186,8 +216,9 @@ def generate_autoregressive(
     `precision` "bf16" runs the model under bf16 autocast (see `precision.choose_precision`).
     `sample_keys` (B,) int64 (see `sample_keys`) gives every row its own random stream, so a
     row's sequence does not depend on the batch it is drawn in; else `generator` is used.
-    `compile_decode` (default: on a GPU) decodes with the compiled static-shape step
-    (`decode_step_function`); the sequences are the same up to floating-point rounding.
+    `decoder` (a `Decoder` of this model, kept by the caller across calls) owns the cache and
+    the decode step; without one, a decoder for this call is made, compiled when
+    `compile_decode` (default: on a GPU); the sequences are the same up to rounding.
     """
     device = model.tok_emb.weight.device
     check_generation_args(model, layout, num_positions, cfg_scale)
@@ -215,9 +246,12 @@ def generate_autoregressive(
         seq = torch.cat([seq, _prefix(layout, None, num_samples, device)])
     was_training = model.training
     model.eval()
+    own_decoder = decoder is None
     if use_cache:
-        model.setup_cache(seq.shape[0], dtype=torch.bfloat16 if precision == "bf16" else None)
-        decode = decode_step_function(model, device.type == "cuda" if compile_decode is None else compile_decode)
+        if own_decoder:
+            compiled = device.type == "cuda" if compile_decode is None else compile_decode
+            decoder = Decoder(model, "compiled" if compiled else "eager")
+        decoder.setup(seq.shape[0], precision)
     invalid = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     invalid[layout.num_codes :] = True
     prefix = seq.shape[1]
@@ -233,9 +267,9 @@ def generate_autoregressive(
                 if not use_cache:
                     logits = model(context)[:, -1]
                 elif cached == 0:
-                    logits = prefill(model, context)
+                    logits = decoder.prefill(context)
                 else:
-                    logits = decode(context[:, -1:], cached)
+                    logits = decoder.decode_one_token(context[:, -1:], cached)
             cached = context.shape[1]
             logits = logits.float()
             if guided:
@@ -246,8 +280,8 @@ def generate_autoregressive(
             token = sample_next_token(logits, temperature, top_k, top_p, generator, uniforms)
             seq[:, length] = token.repeat(2) if guided else token
     finally:
-        if use_cache and not hasattr(model, "compiled_decode"):  # a captured graph keeps reading it
-            model.clear_cache()
+        if use_cache and own_decoder:
+            decoder.close()  # (a compiled decoder keeps its cache: a captured graph reads it)
         model.train(was_training)
     seq = seq[:num_samples]
     eos = torch.full((num_samples, 1), layout.eos_id, dtype=torch.long, device=device)
