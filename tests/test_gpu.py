@@ -53,3 +53,31 @@ def test_compiled_decode_step_matches_the_full_forward_on_cuda():
         steps = torch.stack([decoder.decode_one_token(x[:, t : t + 1], t) for t in range(2, length)], dim=1)
     assert decoder.step == "compiled"  # not fallen back to eager
     assert (steps - full[:, 2:]).abs().max() < 1e-3
+
+
+def test_training_on_cuda_compiles_learns_and_uses_the_fused_optimizer():
+    """The GPU defaults of the core loop: the forward compiled (no fallback warning), bf16 where
+    the GPU supports it, fused AdamW; the loss falls on learnable sequences."""
+    import warnings
+
+    from arplatform import GPT, GPTConfig, TokenLayout
+    from arplatform.core.loop import GPTObjective, IndexBatches, TrainConfig, fit, make_optimizer
+
+    torch.manual_seed(0)
+    layout = TokenLayout(num_codes=16, num_classes=4)
+    labels = torch.randint(0, 4, (256,))
+    codes = (labels[:, None] * 3 + torch.arange(16)[None]) % 16
+    seqs = torch.cat([labels[:, None] + layout.first_class_id, torch.full((256, 1), layout.bos_id), codes,
+                      torch.full((256, 1), layout.eos_id)], 1)
+    model = GPT(GPTConfig(vocab_size=layout.vocab_size, seq_len=seqs.shape[1] - 1, embed_dim=64, num_layers=2,
+                          num_heads=4)).cuda()
+    assert all(group.get("fused") for group in make_optimizer(model, TrainConfig()).param_groups) or \
+        make_optimizer(model, TrainConfig()).defaults.get("fused")
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "torch.compile failed, training eagerly" fails the test
+        fit(model, GPTObjective(layout, 0.0), IndexBatches({"input_ids": seqs[:, :-1].cuda(),
+                                                            "labels": seqs[:, 1:].cuda()}, 32),
+            8, None, TrainConfig(epochs=5, lr=3e-3, warmup_steps=2, log_every=4, class_dropout=0.0),
+            device="cuda", callback=lambda m, s: losses.append(m["train/loss"]) if "train/loss" in m else None)
+    assert losses[-1] < 0.5 * losses[0], losses
