@@ -235,8 +235,9 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, cr
 
 def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS,
                 bad_images: str = "error", crop: str = "none") -> ImageSet:
-    """Images in class sub-folders (sorted names → labels 0…) or directly in data_dir (label 0).
-    Links that leave data_dir (or loop) are skipped with a warning. An unreadable image (corrupt,
+    """Images in class sub-folders (sorted names → labels 0…), directly in data_dir (label 0),
+    or in a flat folder with a `labels.csv` of `file,label` rows. Links that leave data_dir
+    (or loop) are skipped with a warning; a listed file that leaves it is refused. An unreadable image (corrupt,
     truncated, over max_pixels) stops the load (bad_images=error) or is skipped and counted
     (bad_images=skip, `ImageSet.skipped`)."""
     if not os.path.isdir(data_dir):
@@ -249,32 +250,62 @@ def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels
         warnings.warn(f"{path}: skipped, a link that loops, dangles or leads outside {data_dir}", stacklevel=3)
         return False
 
-    entries = [e for e in sorted(os.listdir(data_dir)) if usable(os.path.join(data_dir, e))]
-    classes = [d for d in entries if os.path.isdir(os.path.join(data_dir, d))]
-    groups = [(i, os.path.join(data_dir, c)) for i, c in enumerate(classes)] or [(0, data_dir)]
+    from_labels = os.path.isfile(os.path.join(data_dir, LABELS_FILE))
+    if from_labels:
+        listed = labels_file(data_dir)
+        num_classes = max(label for _, label in listed) + 1
+    else:
+        entries = [e for e in sorted(os.listdir(data_dir)) if usable(os.path.join(data_dir, e))]
+        classes = [d for d in entries if os.path.isdir(os.path.join(data_dir, d))]
+        groups = [(i, os.path.join(data_dir, c)) for i, c in enumerate(classes)] or [(0, data_dir)]
+        listed = [(os.path.join(folder, f), label) for label, folder in groups for f in sorted(os.listdir(folder))]
+        num_classes = max(1, len(classes))
     mode = {1: "L", 3: "RGB"}[channels]
     images, labels, skipped = [], [], []
-    for label, folder in groups:
-        for fname in sorted(os.listdir(folder)):
-            path = os.path.join(folder, fname)
-            if not fname.lower().endswith(IMAGE_EXTENSIONS) or not usable(path) or not os.path.isfile(path):
-                continue
-            try:
-                images.append(read_image(path, mode, image_size, max_pixels, crop))
-            except DataError as e:
-                if bad_images == "error":
-                    raise DataError(f"{e} (data.bad_images=skip skips and counts such images)") from None
-                skipped.append((path, str(e)))
-                continue
-            labels.append(label)
+    for path, label in listed:
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        if from_labels and not _inside(data_dir, path):  # a listed file may not leave the folder either
+            raise DataError(f"{os.path.join(data_dir, LABELS_FILE)}: {path} leads outside {data_dir}")
+        if not from_labels and (not usable(path) or not os.path.isfile(path)):
+            continue
+        try:  # (a listed file that is missing is unreadable too)
+            images.append(read_image(path, mode, image_size, max_pixels, crop))
+        except DataError as e:
+            if bad_images == "error":
+                raise DataError(f"{e} (data.bad_images=skip skips and counts such images)") from None
+            skipped.append((path, str(e)))
+            continue
+        labels.append(label)
     if not images:
         raise DataError(f"{data_dir}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) found"
                         + (f"; {len(skipped)} skipped as unreadable" if skipped else ""))
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DataError(f"{data_dir}: images differ in size {sorted(shapes)[:3]}; set image_size to resize")
-    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), max(1, len(classes)), data_dir,
-                    tuple(skipped))
+    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), num_classes, data_dir, tuple(skipped))
+
+
+LABELS_FILE = "labels.csv"
+
+
+def labels_file(data_dir: str) -> list[tuple[str, int]]:
+    """A flat folder's `labels.csv`: one `file,label` row per image (a header row is allowed),
+    the file relative to the folder, the label an int >= 0."""
+    import csv
+
+    path = os.path.join(data_dir, LABELS_FILE)
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if not row or (n == 1 and not row[-1].strip().lstrip("-").isdigit()):
+                continue  # a blank line, or the header
+            if len(row) != 2 or not row[1].strip().isdigit():
+                raise DataError(f"{path}:{n}: expected `file,label` with a label >= 0, got {','.join(row)!r}")
+            rows.append((os.path.join(data_dir, row[0].strip()), int(row[1])))
+    if not rows:
+        raise DataError(f"{path}: no `file,label` rows")
+    return rows
 
 
 def check_npz(path: str) -> None:

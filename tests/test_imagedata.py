@@ -171,3 +171,24 @@ def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_
     assert "3 unreadable image(s) skipped" in done.stdout
     report = json.loads((tmp_path / "out" / "codebook" / "mnist_sample" / "tokenizer_eval.json").read_text())
     assert report["images"] == 40 and report["images_skipped"] == 3
+
+
+def test_a_flat_folder_with_a_labels_file(tmp_path):
+    """`labels.csv` (file,label; a header allowed) labels a flat folder; a bad row, a listed file
+    that leaves the folder, and a listed file that is missing are one clear error each."""
+    from PIL import Image
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(scene(rng)).save(folder / f"img{i}.png")
+    (folder / "labels.csv").write_text("file,label\nimg2.png,1\nimg0.png,0\nimg3.png,4\n")
+    data = load_images("folder", str(folder), image_size=16, channels=3)
+    assert list(data.labels) == [1, 0, 4] and data.num_classes == 5 and data.images.shape == (3, 3, 16, 16)
+    for rows, message in (("file,label\nimg0.png,cat\n", r"labels.csv:2: expected `file,label`"),
+                          ("../outside.png,1\n", "leads outside"),
+                          ("img9.png,1\n", r"img9.png: not a readable image")):
+        (folder / "labels.csv").write_text(rows)
+        with pytest.raises(DataError, match=message):
+            load_images("folder", str(folder), image_size=16, channels=3)
