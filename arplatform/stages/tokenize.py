@@ -81,22 +81,10 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
     return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
 
 
-def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, log) -> VAE:
-    """engine=ray: the VAE data-parallel on Ray Train, `actors` workers (one GPU each where the
-    cluster has GPUs, else `cpus_per_actor` CPUs); its best.pt into the staging folder."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+def check_ray_workers(ray, cfg: TokenizerConfig) -> bool:
+    """engine=ray on this cluster: one node, and room for the workers; whether they get GPUs."""
     from ..budget import check_fits
-    from ..core.loop import decide_precision
-    from ..distributed.cluster import init_ray
-    from ..distributed.vae_worker import vae_worker
-    from ..jobs.training import copy_checkpoint_files
 
-    if len(train) // cfg.actors < cfg.vae.batch_size:
-        raise DataError(f"{train.source}: {len(train)} training images over {cfg.actors} VAE workers (actors) are "
-                        f"fewer than one batch of vae.batch_size={cfg.vae.batch_size} each; lower actors")
-    ray = init_ray()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1:
         raise ConfigError(f"engine: ray tokenizes on one node for now (this cluster has {len(nodes)}): its VAE "
@@ -110,6 +98,25 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
     else:
         check_fits("actors", f"{cfg.actors} VAE workers × {cfg.cpus_per_actor:g} CPU",
                    cfg.actors * cfg.cpus_per_actor, total.get("CPU", 0), "CPU", "lower actors or cpus_per_actor")
+    return use_gpu
+
+
+def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, log) -> VAE:
+    """engine=ray: the VAE data-parallel on Ray Train, `actors` workers (one GPU each where the
+    cluster has GPUs, else `cpus_per_actor` CPUs); its best.pt into the staging folder."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..core.loop import decide_precision
+    from ..distributed.cluster import init_ray
+    from ..distributed.vae_worker import vae_worker
+    from ..jobs.training import copy_checkpoint_files
+
+    if len(train) // cfg.actors < cfg.vae.batch_size:
+        raise DataError(f"{train.source}: {len(train)} training images over {cfg.actors} VAE workers (actors) are "
+                        f"fewer than one batch of vae.batch_size={cfg.vae.batch_size} each; lower actors")
+    ray = init_ray()
+    use_gpu = check_ray_workers(ray, cfg)
     threads = max(1, int(cfg.cpus_per_actor))
     model_cfg, train_cfg = vae_setup(cfg, train, len(train) // cfg.actors // cfg.vae.batch_size)
     if not use_gpu:  # one decision for every worker, timed at their thread count (as the GPT's)
@@ -252,6 +259,13 @@ def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndar
     return data, train_idx, val_idx
 
 
+def quality_line(report: dict) -> str:
+    return (f"tokenizer eval (held-out): PSNR real/VAE {report['psnr_real_vs_vae']:.2f} dB, "
+            f"real/quantised {report['psnr_real_vs_quantised']:.2f} dB, SSIM real/quantised "
+            f"{report['ssim_real_vs_quantised']:.3f}, codebook usage {report['codebook_usage']:.1%}, "
+            f"perplexity {report['codebook_perplexity']:.1f}")
+
+
 def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print) -> dict:
     """Images → VAE → codebook → codes, published together (`publish.py`); returns paths and evaluation."""
     t0 = time.perf_counter()
@@ -291,10 +305,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     mirror.push("codebook", cfg.name, last=("tokenizer_config.json", "codebook.pt"))
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
-    log(f"tokenizer eval (held-out): PSNR real/VAE {report['psnr_real_vs_vae']:.2f} dB, "
-        f"real/quantised {report['psnr_real_vs_quantised']:.2f} dB, SSIM real/quantised "
-        f"{report['ssim_real_vs_quantised']:.3f}, codebook usage {report['codebook_usage']:.1%}, "
-        f"perplexity {report['codebook_perplexity']:.1f}")
+    log(quality_line(report))
     log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {mirror.uri(out_dir)}/ and {mirror.uri(vae_path)} "
         f"(version {version})")
     result = {"codebook_dir": mirror.uri(out_dir), "vae_checkpoint": mirror.uri(vae_path), "version_dir": version,

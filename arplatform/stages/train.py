@@ -99,12 +99,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {public(run.dir)}")
     size = model_size(job, plan)
     log(describe(job, facts, plan, size))
-    params = {**to_dict(job), "layout": facts.layout.to_dict(), "model_resolved": plan.model.to_dict(),
-              "model_size": size,
-              "batch": {"per_worker": job.optim.batch_size,
-                        "global": job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps},
-              "data_examples": {"train": facts.num_train, "val": facts.num_val}}
-    with tracked(job, run, params, config_name) as (uri, mlflow_run_id):
+    with tracked(job, run, run_params(job, facts, plan, size), config_name) as (uri, mlflow_run_id):
         clock.mark("run folder and MLflow run")
         trainer = build_trainer(job, facts, {"train": train_rows, "val": val_rows}, run, uri, mlflow_run_id)
         result = trainer.fit()
@@ -117,18 +112,33 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
         summary["seconds"] = time.perf_counter() - t0
         save_json(os.path.join(run.dir, "summary.json"), summary)
     runs.push_run(run, job.output_root, published=True)  # (the run folder went when the run ended)
-    log(f"done in {summary['seconds']:.0f} s: best val {summary['final'].get('best_val_loss', float('nan')):.4f} "
-        f"nats/token\n  run:         {public(run.dir)}\n  checkpoint:  {public(summary['published'])} (published)"
-        f"\n  samples:     {public(run.dir)}/samples_*\n  Ray run:     {run.ray_path}")
+    log(where_it_went(summary, run, public, uri, mlflow_run_id))
+    return summary
+
+
+def run_params(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, size: dict) -> dict:
+    """What the MLflow run records as parameters: the job, and what its data and plan made of it."""
+    global_batch = job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps
+    return {**to_dict(job), "layout": facts.layout.to_dict(), "model_resolved": plan.model.to_dict(),
+            "model_size": size, "batch": {"per_worker": job.optim.batch_size, "global": global_batch},
+            "data_examples": {"train": facts.num_train, "val": facts.num_val}}
+
+
+def where_it_went(summary: dict, run: runs.Run, public, uri: str | None, mlflow_run_id: str | None) -> str:
+    """The closing lines: the result, then where the run, checkpoint, samples and MLflow run are."""
+    lines = [f"done in {summary['seconds']:.0f} s: best val {summary['final'].get('best_val_loss', float('nan')):.4f} "
+             "nats/token", f"  run:         {public(run.dir)}",
+             f"  checkpoint:  {public(summary['published'])} (published)",
+             f"  samples:     {public(run.dir)}/samples_*", f"  Ray run:     {run.ray_path}"]
     if uri:
-        log(f"  MLflow run:  {mlflow_run_id} in {uri}\n  look at it:  mlflow ui --backend-store-uri {uri} "
-            "--host 127.0.0.1")
+        lines += [f"  MLflow run:  {mlflow_run_id} in {uri}",
+                  f"  look at it:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1"]
         model = summary.get("mlflow_model", {})
         if model.get("model_uri"):
-            log(f"  MLflow model: {model['model_uri']}" + (f", MLflow registered: {model['registered_uri']}"
-                                                          if model.get("registered_uri") else "")
-                + "  (arplatform generate transformer_ckpt=<either> draws from it)")
-    return summary
+            registered = f", MLflow registered: {model['registered_uri']}" if model.get("registered_uri") else ""
+            lines.append(f"  MLflow model: {model['model_uri']}{registered}  (arplatform generate "
+                         "transformer_ckpt=<either> draws from it)")
+    return "\n".join(lines)
 
 
 def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri: str | None,
