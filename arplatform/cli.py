@@ -19,8 +19,17 @@ from .config import CONFIG_DIR, compose, from_dict
 from .errors import USER_ERRORS, ConfigError, Interrupted
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the platform's error style: one line on stderr, exit 2 (argparse prints
+    its whole usage first)."""
+
+    def error(self, message: str):
+        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=description)
+    p = ArgumentParser(description=description)
     p.add_argument("--config-name", default=default_config, help="configs/<group>/<name> without .yaml")
     p.add_argument("--config-dir", default=CONFIG_DIR,
                    help="the folder --config-name is in (default: the project's configs/; e.g. a sweep's "

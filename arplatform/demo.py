@@ -10,12 +10,13 @@ Overrides go to the pipeline: `train.optim.epochs=5`, `tokenizer.vae.epochs=3`, 
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from .cli import ArgumentParser
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="MNIST sample → codes → GPT (Ray Train) → digits (Ray Data) → report.")
+    p = ArgumentParser(description="MNIST sample → codes → GPT (Ray Train) → digits (Ray Data) → report.")
     p.add_argument("--out", default="experiments", help="output root")
     p.add_argument("--num_samples", type=int, default=None, help="samples to generate and evaluate (default 500)")
     p.add_argument("overrides", nargs="*", help="pipeline overrides: train.<key>=…, tokenizer.<key>=…, force=[…]")

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from .cli import exit_code, overrides_as_flags
+from .cli import ArgumentParser, exit_code, overrides_as_flags
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str], flags: dict[str, str]) -> argparse.Namespace | int:
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["samples"]:
         return samples_main(argv[1:])
-    p = argparse.ArgumentParser(description="Evaluate a tokenizer output folder on its held-out images "
+    p = ArgumentParser(description="Evaluate a tokenizer output folder on its held-out images "
                                             "(or: evaluate samples samples_dir=DIR).")
     p.add_argument("--codebook-dir", "--codebook_dir", dest="codebook_dir")
     p.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the codebook names)")
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
 
 def samples_main(argv) -> int:
-    p = argparse.ArgumentParser(prog="arplatform evaluate samples",
+    p = ArgumentParser(prog="arplatform evaluate samples",
                                 description="Score a folder of generated samples against the real dataset.")
     p.add_argument("--samples-dir", "--samples_dir", dest="samples_dir", help="a folder written by generate")
     p.add_argument("--output-root", "--output_root", dest="output_root", default="experiments",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import args_left, exit_code, overrides_as_flags
+from .cli import ArgumentParser, args_left, exit_code, overrides_as_flags
 from .config import GenerateConfig, SampleConfig, from_dict
 from .errors import ConfigError
 
@@ -23,7 +23,7 @@ SAMPLER_FLAGS = ("temperature", "top_k", "top_p", "cfg_scale", "precision")
 def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     """The flags, and {key: flag} for the `key=value` style (`sample.temperature=0.8` too)."""
     d, s = GenerateConfig(), SampleConfig()  # the defaults shown in --help are the config's own
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     flags = {}
 
     def add(name: str, **kw):

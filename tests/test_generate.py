@@ -169,6 +169,10 @@ def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
         assert f"\n  {name} " in help_text, help_text
     proc = subprocess.run([command, "trian"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr
+    for args in (["generate", "--num_samples", "abc"], ["train", "--bogus"], ["evaluate", "samples"]):
+        proc = subprocess.run([command, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr  # argparse's too:
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line, not its usage first
 
 
 @pytest.mark.slow
