@@ -26,6 +26,11 @@ def check_fits(key: str, asked: str, need: float, have: float, resource: str, hi
         raise ConfigError(f"{key}: {asked} = {show(need, resource)} but {where} has {show(have, resource)}; {hint}")
 
 
+def gets_gpus(use_gpu: str, cluster: dict) -> bool:
+    """use_gpu=true, or auto on a cluster that has GPUs: one per worker or actor."""
+    return use_gpu == "true" or (use_gpu == "auto" and cluster.get("GPU", 0) >= 1)
+
+
 def available_memory_bytes() -> int | None:
     """MemAvailable of this machine, from /proc/meminfo (None where there is none)."""
     try:

@@ -131,23 +131,20 @@ def main(argv=None) -> int:
     return module.main(argv[1:])
 
 
-def args_left(argv: list[str], flags: dict[str, str]) -> list[str]:
-    """The words of `argv` that are neither flags, their values, nor key=value."""
-    return [a for i, a in enumerate(argv) if not a.startswith("-") and "=" not in a
-            and not (i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1])]
-
-
 def overrides_as_flags(argv: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()) -> list[str]:
     """The `key=value` style of every command for the commands whose seed flags stay
     (`generate --transformer_ckpt …`): each `key=value` becomes its flag, `flags[key]`;
-    a switch takes true/false. An unknown key is a ConfigError that lists the known ones."""
+    a switch takes true/false. An unknown key, or a word that is neither a flag, a flag's value
+    nor key=value, is a ConfigError (never silently ignored)."""
     out, switch_flags = [], {flags[k] for k in switches}
     for i, arg in enumerate(argv):
         key, eq, value = arg.partition("=")
         after_flag = i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1] \
             and argv[i - 1] not in switch_flags  # `--out a=b`: the value of a flag
-        if not eq or arg.startswith("-") or after_flag:
+        if arg.startswith("-") or after_flag:
             out.append(arg)
+        elif not eq:
+            raise ConfigError(f"{arg}: expected key=value or --flag value")
         elif key not in flags:
             raise ConfigError(f"{key}: not a key of this command; one of: {', '.join(sorted(flags))}")
         elif key in switches:

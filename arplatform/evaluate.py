@@ -27,11 +27,7 @@ def parse(p: argparse.ArgumentParser, argv: list[str], flags: dict[str, str]) ->
     parsed = []
     if code := exit_code(lambda: parsed.append(overrides_as_flags(argv, flags))):
         return code
-    args = p.parse_args(parsed[0])
-    if args.overrides:  # what is left is neither a flag nor key=value
-        print(f"error: {' '.join(args.overrides)}: expected key=value or --flag value", file=sys.stderr)
-        return 2
-    return args
+    return p.parse_args(parsed[0])
 
 
 def main(argv=None) -> int:

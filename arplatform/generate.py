@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import ArgumentParser, args_left, exit_code, overrides_as_flags
+from .cli import ArgumentParser, exit_code, overrides_as_flags
 from .config import GenerateConfig, SampleConfig, from_dict
-from .errors import ConfigError
 
 SAMPLER_FLAGS = ("temperature", "top_k", "top_p", "cfg_scale", "precision")
 
@@ -64,8 +63,7 @@ def parse(argv=None) -> dict:
     p, flags = parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(p.parse_args(overrides_as_flags(argv, flags, switches=("allow_mismatch",))))
-    if args.pop("overrides"):  # what is left is neither a flag nor key=value
-        raise ConfigError(f"{' '.join(args_left(argv, flags))}: expected key=value or --flag value")
+    args.pop("overrides")  # (converted to flags above: in --help only)
     sample = {k: args.pop(k) for k in SAMPLER_FLAGS}
     sample = {k: v for k, v in sample.items() if v is not None}
     if sample.get("top_k") == 0:

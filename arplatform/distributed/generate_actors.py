@@ -31,10 +31,10 @@ def actor_resources(ray, cfg, memory_per_actor: int) -> dict:
     """One GPU per actor where the cluster has GPUs (`use_gpu=auto`), else `cpus_per_actor`
     CPUs; on CPU actors also their memory, so Ray never places more actors than a node holds.
     Refused in one line when the pool can never be placed."""
-    from ..budget import check_fits
+    from ..budget import check_fits, gets_gpus
 
     total = ray.cluster_resources()
-    use_gpu = cfg.use_gpu == "true" or (cfg.use_gpu == "auto" and total.get("GPU", 0) >= 1)
+    use_gpu = gets_gpus(cfg.use_gpu, total)
     if use_gpu:
         check_fits("actors", f"{cfg.actors} GPU actors", cfg.actors, total.get("GPU", 0), "GPU",
                    "lower actors or pass --use_gpu false")

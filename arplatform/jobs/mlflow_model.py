@@ -29,6 +29,7 @@ from .. import tracking
 
 MODEL_DIR = "model"  # the artifact folder of a run that holds the model: runs:/<run_id>/model
 FILES = ("transformer_ckpt", "codebook_pt", "vae_ckpt")
+_FETCHED: dict[str, dict] = {}  # this process's downloads: generate reads one model twice (settings, models)
 IMMUTABLE = re.compile(r"runs:/[0-9a-f]+/.+|models:/[^/@]+/\d+")  # (aliases and "latest" move)
 SCRIPT = ("import mlflow.models\n"
           "from arplatform.jobs.mlflow_model import ImageModel\n"
@@ -76,8 +77,9 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
 
 
 def fetch_model(model_uri: str, tracking_uri: str) -> dict:
-    """The checkpoint, codebook and VAE of an MLflow model, downloaded through MLflow's own URI
-    resolution into this machine's cache (a folder per URI and store, replaced whole)."""
+    """The checkpoint, codebook and VAE of an MLflow model (`model_source`), downloaded into this
+    machine's cache (a folder per URI and store, replaced whole): once per process, and once
+    per machine for a run's or a numbered version's files, which never change."""
     import mlflow.artifacts
     import yaml
 
@@ -87,6 +89,8 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     key = hashlib.sha256(f"{tracking_uri}|{model_uri}".encode()).hexdigest()[:16]
     folder = os.path.join(cache_dir(), "mlflow-models", key)
     kept = os.path.join(folder, "files.json")
+    if key in _FETCHED and all(os.path.exists(f) for f in _FETCHED[key].values()):
+        return _FETCHED[key]
     if IMMUTABLE.fullmatch(model_uri) and os.path.exists(kept):  # a run's or a numbered version's files never change
         with open(kept, encoding="utf-8") as f:
             return {k: os.path.join(folder, rel) for k, rel in json.load(f).items()}
@@ -106,7 +110,8 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    return {k: os.path.join(folder, rel) for k, rel in files.items()}
+    _FETCHED[key] = {k: os.path.join(folder, rel) for k, rel in files.items()}
+    return _FETCHED[key]
 
 
 def model_source(model_uri: str, tracking_uri: str) -> str:

@@ -83,7 +83,7 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
 
 def check_ray_workers(ray, cfg: TokenizerConfig) -> bool:
     """engine=ray on this cluster: one node, and room for the workers; whether they get GPUs."""
-    from ..budget import check_fits
+    from ..budget import check_fits, gets_gpus
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1:
@@ -91,7 +91,7 @@ def check_ray_workers(ray, cfg: TokenizerConfig) -> bool:
                           "checkpoints and code shards go into a staging folder on this machine's disk; use a "
                           "one-node cluster, or engine=local")
     total = ray.cluster_resources()
-    use_gpu = cfg.use_gpu == "true" or (cfg.use_gpu == "auto" and total.get("GPU", 0) >= 1)
+    use_gpu = gets_gpus(cfg.use_gpu, total)
     if use_gpu:
         check_fits("actors", f"{cfg.actors} GPU VAE workers", cfg.actors, total.get("GPU", 0), "GPU",
                    "lower actors or pass use_gpu=false")
