@@ -36,7 +36,18 @@ def parse_args(description: str, default_config: str, argv=None) -> argparse.Nam
                         "folder for its best.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra syntax)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.config_name = in_stage_group(args.config_name, default_config, args.config_dir)
+    return args
+
+
+def in_stage_group(config_name: str, default_config: str, config_dir: str) -> str:
+    """`--config-name cifar10` to the tokenizer means tokenizer/cifar10: a bare name is the
+    stage's own group's when the folder has no config of that name at its top."""
+    group = os.path.dirname(default_config)
+    if "/" in config_name or not group or os.path.exists(os.path.join(config_dir, config_name + ".yaml")):
+        return config_name
+    return f"{group}/{config_name}"
 
 
 def _interrupt_on_sigterm() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .core.data import INVALID_CODE_POLICIES
 from .core.loop import PRECISIONS, TrainConfig
 from .core.model import GPTConfig
-from .core.vae import RECONSTRUCTION_LOSSES
+from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES
 from .errors import ConfigError
 from .imagedata import DATASETS, MAX_PIXELS
 
@@ -191,8 +191,6 @@ class ImageDataConfig:
         _check_choice("data.crop", self.crop, ("none", "center"))
         check_ranges("data.", self, image_size=(4, 4096), limit=(0, None), val_fraction=(0, 1, True, True),
                      seed=(0, None), max_pixels=(1, None))
-        if self.image_size is not None and self.image_size % 4:
-            raise ConfigError(f"data.image_size: {self.image_size} is not a multiple of 4 (the VAE downsamples by 4)")
 
 
 @dataclass
@@ -201,6 +199,8 @@ class VAETrainConfig:
     channels: int = 64
     recon_loss: str = "bce"
     beta: float = 0.1
+    res_blocks: int = 0  # residual blocks per resolution (colour photographs need them)
+    downsample: int = 4  # image side / code grid side: 4 or 8
     epochs: int = 10
     batch_size: int = 128
     lr: float = 2e-3
@@ -209,7 +209,9 @@ class VAETrainConfig:
 
     def __post_init__(self):
         _check_choice("vae.recon_loss", self.recon_loss, RECONSTRUCTION_LOSSES)
+        _check_choice("vae.downsample", self.downsample, DOWNSAMPLES)
         check_ranges("vae.", self, latent_dim=(1, 1024), channels=(1, 4096), beta=(0, None), epochs=(1, None),
+                     res_blocks=(0, 16),
                      batch_size=(1, None), lr=(0, 1, True), warmup_steps=(0, None))
         _check_choice("vae.precision", self.precision, PRECISIONS)
 
@@ -254,6 +256,9 @@ class TokenizerConfig:
         _check_choice("engine", self.engine, ("local", "ray"))
         _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
         check_ranges("", self, actors=(1, 4096), cpus_per_actor=(0, 1024, True))
+        size = self.data.image_size
+        if size is not None and size % self.vae.downsample:
+            raise ConfigError(f"data.image_size: {size} is not a multiple of vae.downsample={self.vae.downsample}")
 
 
 # ---------------------------------------------------------------------------
@@ -572,6 +577,13 @@ def refuse_env_interpolations(node, path: str = "") -> None:
                           "environment, where the platform reads them")
 
 
+def config_names(config_dir: str, group: str) -> list[str]:
+    folder = os.path.join(config_dir, group)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and f != "base.yaml")
+
+
 def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -581,9 +593,11 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
 
     if not os.path.exists(os.path.join(config_dir, config_name + ".yaml")):
         group = os.path.dirname(config_name)
-        names = sorted(f[:-5] for f in os.listdir(os.path.join(config_dir, group)) if f.endswith(".yaml")
-                       and f != "base.yaml") if os.path.isdir(os.path.join(config_dir, group)) else []
-        raise ConfigError(f"{config_dir}/{config_name}.yaml: no such config; available in {group or '.'}: "
+        names = config_names(config_dir, group)
+        if not names:  # no group, or one that does not exist: every config there is
+            groups = [g for g in sorted(os.listdir(config_dir)) if os.path.isdir(os.path.join(config_dir, g))]
+            group, names = "", [f"{g}/{n}" for g in groups for n in config_names(config_dir, g)]
+        raise ConfigError(f"{config_dir}/{config_name}.yaml: no such config; available in {group or config_dir}: "
                           f"{', '.join(names)}")
     try:
         with initialize_config_dir(config_dir=config_dir, version_base=None):

@@ -13,6 +13,7 @@ downloaded file is checked against its published MD5 before use.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -74,6 +75,10 @@ class ImageSet(torch.utils.data.Dataset):
 
     def subset(self, index: np.ndarray) -> ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.num_classes, self.source, self.skipped)
+
+    def read(self, index=None) -> np.ndarray:
+        """The images at `index` (all when None), as `ImageFiles.read` decodes them."""
+        return self.images if index is None else self.images[index]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,12 +217,15 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, cr
     centred square first). The size is read from the header and checked before any pixel is
     decoded; a truncated file is an error, never a black image."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise DataError(f"{path}: {w}×{h} pixels is over the limit of {max_pixels} "
-                                "(data.max_pixels); refusing to decode it")
-            im.verify()  # every chunk and checksum to the end: a truncated file fails here
+        with warnings.catch_warnings():
+            # the pixel limit is data.max_pixels, checked next: PIL's own bomb warning would be a second line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise DataError(f"{path}: {w}×{h} pixels is over the limit of {max_pixels} "
+                                    "(data.max_pixels); refusing to decode it")
+                im.verify()  # every chunk and checksum to the end: a truncated file fails here
         with Image.open(path) as im:  # verify() leaves the image unusable: decode from a fresh open
             im.load()
             im = im.convert(mode)
@@ -233,21 +241,22 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, cr
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS,
-                bad_images: str = "error", crop: str = "none") -> ImageSet:
-    """Images in class sub-folders (sorted names → labels 0…), directly in data_dir (label 0),
-    or in a flat folder with a `labels.csv` of `file,label` rows. Links that leave data_dir
-    (or loop) are skipped with a warning; a listed file that leaves it is refused. An unreadable image (corrupt,
-    truncated, over max_pixels) stops the load (bad_images=error) or is skipped and counted
-    (bad_images=skip, `ImageSet.skipped`)."""
+def list_folder(data_dir: str) -> tuple[list[tuple[str, int]], int, list[str]]:
+    """The image files of a folder dataset with their labels, and the number of classes: class
+    sub-folders (sorted names → labels 0…), files directly in data_dir (label 0), or a flat
+    folder's `labels.csv`. Links that leave data_dir (or loop, or dangle) are skipped with a
+    warning (`warn_links`, once the images are known readable: a refusal stays one line); a
+    listed file that leaves it is refused. Nothing is decoded; a file labels.csv lists but that
+    is missing is kept, to be read as unreadable. The third value: the links skipped."""
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: image folder not found")
 
+    links = []
+
     def usable(path: str) -> bool:
-        """Not a link that loops, dangles or leads outside data_dir (those are skipped, with a warning)."""
         if os.path.exists(path) and _inside(data_dir, path):
             return True
-        warnings.warn(f"{path}: skipped, a link that loops, dangles or leads outside {data_dir}", stacklevel=3)
+        links.append(path)
         return False
 
     from_labels = os.path.isfile(os.path.join(data_dir, LABELS_FILE))
@@ -260,30 +269,111 @@ def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels
         groups = [(i, os.path.join(data_dir, c)) for i, c in enumerate(classes)] or [(0, data_dir)]
         listed = [(os.path.join(folder, f), label) for label, folder in groups for f in sorted(os.listdir(folder))]
         num_classes = max(1, len(classes))
-    mode = {1: "L", 3: "RGB"}[channels]
-    images, labels, skipped = [], [], []
+    files = []
     for path, label in listed:
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             continue
         if from_labels and not _inside(data_dir, path):  # a listed file may not leave the folder either
             raise DataError(f"{os.path.join(data_dir, LABELS_FILE)}: {path} leads outside {data_dir}")
-        if not from_labels and (not usable(path) or not os.path.isfile(path)):
-            continue
-        try:  # (a listed file that is missing is unreadable too)
-            images.append(read_image(path, mode, image_size, max_pixels, crop))
+        if from_labels or (usable(path) and os.path.isfile(path)):
+            files.append((path, label))
+    return files, num_classes, links
+
+
+def warn_links(files: ImageFiles) -> None:
+    for path in files.links:
+        warnings.warn(f"{path}: skipped, a link that loops, dangles or leads outside {files.source}", stacklevel=2)
+
+
+@dataclass
+class ImageFiles:
+    """A folder dataset as its files: what `tokenize engine=ray` hands to Ray instead of the
+    pixels, so the images are decoded where they are used (`read`), never all on the driver."""
+
+    paths: list  # str
+    labels: np.ndarray  # int64 (N,)
+    num_classes: int
+    source: str
+    mode: str  # "L" | "RGB"
+    image_size: int | None
+    max_pixels: int
+    crop: str
+    skipped: tuple = ()  # (path, why)
+    links: tuple = ()  # links skipped when the folder was listed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index=None) -> np.ndarray:
+        """float32 (n, C, H, W) in [0, 1] of the files at `index` (all when None)."""
+        chosen = self.paths if index is None else [self.paths[i] for i in index]
+        images = [read_image(p, self.mode, self.image_size, self.max_pixels, self.crop) for p in chosen]
+        shapes = {a.shape for a in images}
+        if len(shapes) > 1:
+            raise DataError(f"{self.source}: images differ in size {sorted(shapes)[:3]}; set image_size to resize")
+        return np.stack(images) if images else np.zeros((0, 1, 1, 1), np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.read([0]).shape[1:])
+
+    def subset(self, index) -> ImageFiles:
+        return dataclasses.replace(self, paths=[self.paths[i] for i in index], labels=self.labels[index])
+
+    def to_dict(self) -> dict:
+        """Plain values for a Ray worker (`ImageFiles(**d)` there)."""
+        return dataclasses.asdict(self) | {"labels": self.labels.tolist(), "skipped": list(self.skipped),
+                                           "links": list(self.links)}
+
+    @staticmethod
+    def from_dict(d: dict) -> ImageFiles:
+        return ImageFiles(**(d | {"labels": np.asarray(d["labels"], np.int64), "skipped": tuple(d["skipped"]),
+                                  "links": tuple(d["links"])}))
+
+
+def folder_files(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS,
+                 crop: str = "none") -> ImageFiles:
+    files, num_classes, links = list_folder(data_dir)
+    if not files:
+        raise DataError(f"{data_dir}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    return ImageFiles([p for p, _ in files], np.asarray([y for _, y in files], np.int64), num_classes, data_dir,
+                      {1: "L", 3: "RGB"}[channels], image_size, max_pixels, crop, links=tuple(links))
+
+
+def readable(files: ImageFiles, errors: list[tuple[int, str]], bad_images: str) -> ImageFiles:
+    """`files` less those whose (index, why) is in `errors`: refused in one line (bad_images=error)
+    or skipped and counted."""
+    if errors and bad_images == "error":
+        raise DataError(f"{errors[0][1]} (data.bad_images=skip skips and counts such images)")
+    bad = {i for i, _ in errors}
+    kept = [i for i in range(len(files)) if i not in bad]
+    if not kept:
+        raise DataError(f"{files.source}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) found; "
+                        f"{len(errors)} skipped as unreadable")
+    skipped = tuple((files.paths[i], why) for i, why in errors)
+    return dataclasses.replace(files.subset(kept), skipped=files.skipped + skipped)
+
+
+def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS,
+                bad_images: str = "error", crop: str = "none") -> ImageSet:
+    """Every image of a folder dataset (`list_folder`) decoded here; an unreadable one (corrupt,
+    truncated, over max_pixels, missing) stops the load (bad_images=error) or is skipped and
+    counted (bad_images=skip, `ImageSet.skipped`)."""
+    files = folder_files(data_dir, image_size, channels, max_pixels, crop)
+    images, errors = [], []
+    for i, path in enumerate(files.paths):
+        try:
+            images.append(read_image(path, files.mode, image_size, max_pixels, crop))
         except DataError as e:
+            errors.append((i, str(e)))
             if bad_images == "error":
-                raise DataError(f"{e} (data.bad_images=skip skips and counts such images)") from None
-            skipped.append((path, str(e)))
-            continue
-        labels.append(label)
-    if not images:
-        raise DataError(f"{data_dir}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) found"
-                        + (f"; {len(skipped)} skipped as unreadable" if skipped else ""))
+                break
+    files = readable(files, errors, bad_images)
+    warn_links(files)
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DataError(f"{data_dir}: images differ in size {sorted(shapes)[:3]}; set image_size to resize")
-    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), num_classes, data_dir, tuple(skipped))
+    return ImageSet(np.stack(images), files.labels, files.num_classes, data_dir, files.skipped)
 
 
 LABELS_FILE = "labels.csv"

@@ -35,6 +35,60 @@ def learnable_codes(folder, n=320, k=16, classes=4, seed=0):
     return str(folder)
 
 
+def scene(rng, size=(24, 20)):
+    """A small colour picture with edges and texture (not a flat block)."""
+    h, w = size[1], size[0]
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = 0.5 + 0.5 * np.sin(rng.uniform(0.3, 1.2) * xx + rng.uniform(0, 6) + yy * rng.uniform(-0.5, 0.5))
+    pixels = stripes[..., None] * rng.uniform(0.2, 1, 3) + rng.normal(0, 0.05, (h, w, 3))
+    pixels[h // 3 : h // 2, w // 4 : w // 2] = rng.uniform(0, 1, 3)  # a block with sharp edges
+    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+
+
+def bad_folder(root, good=24):
+    """Readable non-square RGB and grey scenes in two classes, and beside them a corrupt file, a
+    truncated PNG, an image over max_pixels, an unreadable 16-bit one and a link leaving the folder."""
+    import os
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(good):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(scene(rng))
+        (picture.convert("L") if i % 5 == 0 else picture).save(folder / f"{i:03d}.png")  # grey ones converted
+    (root / "a" / "corrupt.png").write_bytes(rng.bytes(300))
+    whole = (root / "a" / "000.png").read_bytes() if (root / "a" / "000.png").exists() else \
+        (root / "a" / "001.png").read_bytes()
+    (root / "a" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(np.zeros((90, 90, 3), np.uint8)).save(root / "b" / "huge.png")  # over max_pixels=5000
+    (root.parent / "outside.png").write_bytes(whole)
+    os.symlink(root.parent / "outside.png", root / "b" / "link.png")
+    return root
+
+
+def photo_crops(root, n=600, size=32, seed=0):
+    """`n` crops of 1-3× `size` px cut at random from the two photographs scikit-learn ships
+    (a temple, a flower), resized to size×size: real photographic texture and colour, made here.
+    Four classes: the left and right halves of each photograph."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    for i in range(n):
+        photo = photos[i % 2]
+        h, w, _ = photo.shape
+        side = int(rng.integers(size, 3 * size + 1))
+        y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+        folder = os.path.join(root, f"class{2 * (i % 2) + int(x + side / 2 > w / 2)}")
+        os.makedirs(folder, exist_ok=True)
+        crop = Image.fromarray(photo[y : y + side, x : x + side]).resize((size, size), Image.BICUBIC)
+        crop.save(os.path.join(folder, f"{i:05d}.png"))
+    return str(root)
+
+
 def job_env(cluster=None):
     """The environment of a platform command in a test: this process's, without a tracking
     store or a Ray address of the user's; with `cluster` (the `ray_cluster` fixture) the

@@ -3,6 +3,7 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import bad_folder, scene
 
 from arplatform.core.errors import DataError
 from arplatform.imagedata import load_images, read_idx, split_indices
@@ -103,39 +104,6 @@ def test_download_keeps_only_a_file_with_the_published_checksum(tmp_path):
     with pytest.raises(DataError, match="checksum mismatch"):
         download(src.as_uri(), str(tmp_path / "data" / "bad.gz"), "0" * 32)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train.gz"]  # nothing partial kept
-
-
-def scene(rng, size=(24, 20)):
-    """A small colour picture with edges and texture (not a flat block)."""
-    h, w = size[1], size[0]
-    yy, xx = np.mgrid[0:h, 0:w]
-    stripes = 0.5 + 0.5 * np.sin(rng.uniform(0.3, 1.2) * xx + rng.uniform(0, 6) + yy * rng.uniform(-0.5, 0.5))
-    pixels = stripes[..., None] * rng.uniform(0.2, 1, 3) + rng.normal(0, 0.05, (h, w, 3))
-    pixels[h // 3 : h // 2, w // 4 : w // 2] = rng.uniform(0, 1, 3)  # a block with sharp edges
-    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
-
-
-def bad_folder(root, good=24):
-    """Readable non-square RGB and grey scenes in two classes, and beside them a corrupt file, a
-    truncated PNG, an image over max_pixels, an unreadable 16-bit one and a link leaving the folder."""
-    import os
-
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for i in range(good):
-        folder = root / ("a" if i % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        picture = Image.fromarray(scene(rng))
-        (picture.convert("L") if i % 5 == 0 else picture).save(folder / f"{i:03d}.png")  # grey ones converted
-    (root / "a" / "corrupt.png").write_bytes(rng.bytes(300))
-    whole = (root / "a" / "000.png").read_bytes() if (root / "a" / "000.png").exists() else \
-        (root / "a" / "001.png").read_bytes()
-    (root / "a" / "truncated.png").write_bytes(whole[: len(whole) // 2])
-    Image.fromarray(np.zeros((90, 90, 3), np.uint8)).save(root / "b" / "huge.png")  # over max_pixels=5000
-    (root.parent / "outside.png").write_bytes(whole)
-    os.symlink(root.parent / "outside.png", root / "b" / "link.png")
-    return root
 
 
 def test_bad_images_are_skipped_and_counted_or_refused(tmp_path):

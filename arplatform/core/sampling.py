@@ -222,6 +222,55 @@ def generate_autoregressive(
     """
     device = model.tok_emb.weight.device
     check_generation_args(model, layout, num_positions, cfg_scale)
+    class_labels, num_samples = _checked_request(class_labels, num_samples, sample_keys, device)
+    seq_len = model.config.seq_len
+    if not 1 <= window_shift <= seq_len - 1:
+        raise ValueError(f"window_shift must be in 1..{seq_len - 1}, got {window_shift}")
+    guided = layout.conditional and cfg_scale != 1.0 and class_labels is not None
+    seq = _prefix(layout, class_labels, num_samples, device)
+    if guided:  # rows B..2B-1 carry the null class
+        seq = torch.cat([seq, _prefix(layout, None, num_samples, device)])
+    was_training = model.training
+    model.eval()
+    own_decoder = use_cache and decoder is None
+    if own_decoder:
+        compiled = device.type == "cuda" if compile_decode is None else compile_decode
+        decoder = Decoder(model, "compiled" if compiled else "eager")
+    if use_cache:
+        decoder.setup(seq.shape[0], precision)
+    invalid = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+    invalid[layout.num_codes :] = True
+    prefix = seq.shape[1]
+    seq = torch.cat([seq, seq.new_empty(seq.shape[0], num_positions)], dim=1)  # filled in place, step by step
+    ctx_start, cached = 0, 0  # context = seq[:, ctx_start:length]; `cached` of its tokens are in the cache
+    try:
+        for length in range(prefix, prefix + num_positions):
+            if length - ctx_start > seq_len:
+                ctx_start, cached = length - seq_len + window_shift - 1, 0
+            context = seq[:, ctx_start:length]
+            with autocast(precision, device):
+                if not use_cache:
+                    logits = model(context)[:, -1]
+                elif cached == 0:
+                    logits = decoder.prefill(context)
+                else:
+                    logits = decoder.decode_one_token(context[:, -1:], cached)
+            cached = context.shape[1]
+            logits = _guided(logits.float(), cfg_scale if guided else None).masked_fill(invalid, float("-inf"))
+            uniforms = None if sample_keys is None else row_uniforms(sample_keys, length - prefix)
+            token = sample_next_token(logits, temperature, top_k, top_p, generator, uniforms)
+            seq[:, length] = token.repeat(2) if guided else token
+    finally:
+        if own_decoder:
+            decoder.close()  # (a compiled decoder keeps its cache: a captured graph reads it)
+        model.train(was_training)
+    eos = torch.full((num_samples, 1), layout.eos_id, dtype=torch.long, device=device)
+    return torch.cat([seq[:num_samples], eos], dim=1)
+
+
+def _checked_request(class_labels, num_samples, sample_keys, device) -> tuple[torch.Tensor | None, int]:
+    """The class labels as a 1-D integer tensor on `device` (their count is the number of
+    samples) or None; the number of samples; the per-row keys' type and shape."""
     if class_labels is not None:
         class_labels = torch.as_tensor(np.asarray(class_labels) if not isinstance(class_labels, torch.Tensor)
                                        else class_labels, device=device)
@@ -237,55 +286,16 @@ def generate_autoregressive(
     if sample_keys is not None and (sample_keys.dtype != torch.int64 or tuple(sample_keys.shape) != (num_samples,)):
         raise ValueError(f"sample_keys must be int64 of shape ({num_samples},), got {sample_keys.dtype} "
                          f"{tuple(sample_keys.shape)}")
-    seq_len = model.config.seq_len
-    if not 1 <= window_shift <= seq_len - 1:
-        raise ValueError(f"window_shift must be in 1..{seq_len - 1}, got {window_shift}")
-    guided = layout.conditional and cfg_scale != 1.0 and class_labels is not None
-    seq = _prefix(layout, class_labels, num_samples, device)
-    if guided:  # rows B..2B-1 carry the null class
-        seq = torch.cat([seq, _prefix(layout, None, num_samples, device)])
-    was_training = model.training
-    model.eval()
-    own_decoder = decoder is None
-    if use_cache:
-        if own_decoder:
-            compiled = device.type == "cuda" if compile_decode is None else compile_decode
-            decoder = Decoder(model, "compiled" if compiled else "eager")
-        decoder.setup(seq.shape[0], precision)
-    invalid = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
-    invalid[layout.num_codes :] = True
-    prefix = seq.shape[1]
-    seq = torch.cat([seq, seq.new_empty(seq.shape[0], num_positions)], dim=1)  # filled in place, step by step
-    ctx_start, cached = 0, 0  # context = seq[:, ctx_start:length]; `cached` of its tokens are in the cache
-    try:
-        for length in range(prefix, prefix + num_positions):
-            if length - ctx_start > seq_len:
-                ctx_start = length - seq_len + window_shift - 1
-                cached = 0
-            context = seq[:, ctx_start:length]
-            with autocast(precision, device):
-                if not use_cache:
-                    logits = model(context)[:, -1]
-                elif cached == 0:
-                    logits = decoder.prefill(context)
-                else:
-                    logits = decoder.decode_one_token(context[:, -1:], cached)
-            cached = context.shape[1]
-            logits = logits.float()
-            if guided:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + cfg_scale * (cond - uncond)
-            logits = logits.masked_fill(invalid, float("-inf"))
-            uniforms = None if sample_keys is None else row_uniforms(sample_keys, length - prefix)
-            token = sample_next_token(logits, temperature, top_k, top_p, generator, uniforms)
-            seq[:, length] = token.repeat(2) if guided else token
-    finally:
-        if use_cache and own_decoder:
-            decoder.close()  # (a compiled decoder keeps its cache: a captured graph reads it)
-        model.train(was_training)
-    seq = seq[:num_samples]
-    eos = torch.full((num_samples, 1), layout.eos_id, dtype=torch.long, device=device)
-    return torch.cat([seq, eos], dim=1)
+    return class_labels, num_samples
+
+
+def _guided(logits: torch.Tensor, cfg_scale: float | None) -> torch.Tensor:
+    """Classifier-free guidance over a doubled batch (conditional rows, then null-class rows):
+    ``u + cfg_scale·(c − u)``; unguided (None) logits pass unchanged."""
+    if cfg_scale is None:
+        return logits
+    cond, uncond = logits.chunk(2)
+    return uncond + cfg_scale * (cond - uncond)
 
 
 def codes_from_sequences(sequences: torch.Tensor, layout: TokenLayout) -> torch.Tensor:

@@ -1,9 +1,12 @@
-"""A spatial VAE: images → an h×w×D latent grid (28→7, 32→8) → images.
+"""A spatial VAE: images → an h×w×D latent grid (28→7, 32→8 at 4×) → images.
 
-Two stride-2 convolutions downsample by 4; the decoder mirrors them with
-transposed convolutions. `VAEObjective` is the loss for the shared training
-loop (`loop.fit`): reconstruction (BCE or MSE, summed over pixels) + β·KL,
-averaged per image.
+Stride-2 convolutions downsample by `downsample` (4: two of them, 8: three);
+the decoder mirrors them with transposed convolutions. `res_blocks` residual
+blocks per resolution give the capacity colour photographs need (VQGAN's
+encoders are built the same way); 0 is the plain network MNIST needs, and the
+layout every checkpoint without the key was saved with. `VAEObjective` is the
+loss for the shared training loop (`loop.fit`): reconstruction (BCE or MSE,
+summed over pixels) + β·KL, averaged per image.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .errors import CheckpointError
 from .precision import autocast
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
-DOWNSAMPLE = 4
+DOWNSAMPLES = (4, 8)
 
 
 @dataclass
@@ -30,14 +33,20 @@ class VAEConfig:
     channels: int = 64  # width of the first stage; the second has twice as many
     recon_loss: str = "bce"
     beta: float = 1.0
+    res_blocks: int = 0  # residual blocks per resolution
+    downsample: int = 4  # image side / grid side
 
     def __post_init__(self):
-        for name in ("in_channels", "image_size", "latent_dim", "channels"):
+        for name in ("in_channels", "image_size", "latent_dim", "channels", "res_blocks"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"VAEConfig.{name} must be a positive int, got {v!r}")
-        if self.image_size % DOWNSAMPLE:
-            raise ValueError(f"VAEConfig.image_size must be divisible by {DOWNSAMPLE}, got {self.image_size}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "res_blocks" else 1):
+                raise ValueError(f"VAEConfig.{name} must be a {'non-negative' if name == 'res_blocks' else 'positive'} "
+                                 f"int, got {v!r}")
+        if self.downsample not in DOWNSAMPLES:
+            raise ValueError(f"VAEConfig.downsample must be one of {DOWNSAMPLES}, got {self.downsample!r}")
+        if self.image_size % self.downsample:
+            raise ValueError(f"VAEConfig.image_size must be divisible by downsample={self.downsample}, "
+                             f"got {self.image_size}")
         if self.recon_loss not in RECONSTRUCTION_LOSSES:
             raise ValueError(f"VAEConfig.recon_loss must be one of {RECONSTRUCTION_LOSSES}, got {self.recon_loss!r}")
         if not self.beta >= 0:
@@ -45,31 +54,30 @@ class VAEConfig:
 
     @property
     def grid_size(self) -> int:
-        return self.image_size // DOWNSAMPLE
+        return self.image_size // self.downsample
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class ResBlock(nn.Module):
+    """x + conv(gelu(conv(gelu(x)))): depth without losing the signal's path."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                  nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
 
 
 class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         self.config = cfg
-        c1, c2, d = cfg.channels, 2 * cfg.channels, cfg.latent_dim
-        self.encoder = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, c1, 3, padding=1), nn.GELU(),
-            nn.Conv2d(c1, c1, 4, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.GELU(),
-            nn.Conv2d(c2, c2, 4, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(c2, 2 * d, 1),
-        )
-        self.decoder = nn.Sequential(
-            nn.Conv2d(d, c2, 3, padding=1), nn.GELU(),
-            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(c1, c1, 3, padding=1), nn.GELU(),
-            nn.ConvTranspose2d(c1, c1, 4, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(c1, cfg.in_channels, 3, padding=1),
-        )
+        self.encoder = nn.Sequential(*encoder_layers(cfg))
+        self.decoder = nn.Sequential(*decoder_layers(cfg))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) in [0, 1] → mean and log-variance, each (B, D, h, w)."""
@@ -87,6 +95,41 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         return self.decode_logits(z), mu, logvar
+
+
+def _stages(cfg: VAEConfig) -> int:
+    return cfg.downsample.bit_length() - 1  # stride-2 steps: 4 → 2, 8 → 3
+
+
+def encoder_layers(cfg: VAEConfig) -> list[nn.Module]:
+    """conv, then per stride-2 step: residual blocks, the step, a widening conv (c → 2c once);
+    a 1×1 conv to mean and log-variance. With res_blocks=0 and 4× this is the original
+    network, layer for layer, so older checkpoints load."""
+    c1, c2, n = cfg.channels, 2 * cfg.channels, cfg.res_blocks
+    layers, width = [nn.Conv2d(cfg.in_channels, c1, 3, padding=1), nn.GELU()], c1
+    for step in range(_stages(cfg)):
+        layers += [ResBlock(width) for _ in range(n)]
+        layers += [nn.Conv2d(width, width, 4, stride=2, padding=1), nn.GELU()]
+        if step < _stages(cfg) - 1:
+            layers += [nn.Conv2d(width, c2, 3, padding=1), nn.GELU()]
+            width = c2
+    layers += [ResBlock(width) for _ in range(n)]
+    return layers + [nn.Conv2d(width, 2 * cfg.latent_dim, 1)]
+
+
+def decoder_layers(cfg: VAEConfig) -> list[nn.Module]:
+    """The encoder's mirror: transposed convolutions upsample, the last one at width c."""
+    c1, c2, n = cfg.channels, 2 * cfg.channels, cfg.res_blocks
+    layers, width = [nn.Conv2d(cfg.latent_dim, c2, 3, padding=1), nn.GELU()], c2
+    layers += [ResBlock(width) for _ in range(n)]
+    for step in range(_stages(cfg)):
+        out = c1 if step >= _stages(cfg) - 2 else c2
+        layers += [nn.ConvTranspose2d(width, out, 4, stride=2, padding=1), nn.GELU()]
+        width = out
+        if step < _stages(cfg) - 1:
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
+        layers += [ResBlock(width) for _ in range(n)]
+    return layers + [nn.Conv2d(width, cfg.in_channels, 3, padding=1)]
 
 
 class VAEObjective:

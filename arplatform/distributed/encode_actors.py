@@ -6,7 +6,8 @@ The work is cut into chunks of `CHUNK` images from index 0, the same chunks the 
 encodes, so both engines give the same codes. Chunk c's training rows go to
 `shards/codes-<c>.npy` and `shards/labels-<c>.npy`, its held-out rows to `val_shards/`; read
 in order, the shards are the local engine's `codes.npy` and `val_codes.npy`. The images reach
-the actors through Ray's object store (one copy per node), not once per task.
+the actors through Ray's object store (one copy per node), not once per task; a folder's reach
+them as file paths, and each actor decodes its chunks (`image_source.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import numpy as np
 
 from ..progress import Progress
+from .image_source import ImageReader
 
 CHUNK = 512  # images per encoder call: jobs.tokenizer_quality.encode_means uses the same
 
@@ -40,7 +42,8 @@ class ShardEncoder:
         self.spec, self.device = spec, resolve_device(spec["device"])
         self.vae = load_vae(spec["vae_ckpt"], map_location=self.device)
         self.centres = load_codebook_file(spec["codebook_pt"])["z_medoid"].to(self.device)
-        self.images, self.labels, self.is_val = (ray.get(spec[k]) for k in ("images", "labels", "is_val"))
+        self.images = ImageReader(spec["images"])  # an array in the object store, or files decoded here
+        self.labels, self.is_val = ray.get(spec["labels"]), ray.get(spec["is_val"])
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -51,7 +54,7 @@ class ShardEncoder:
         rows = []
         for chunk in batch["chunk"].tolist():
             start = chunk * CHUNK
-            images = self.images[start : start + CHUNK]
+            images = self.images.read(np.arange(start, min(start + CHUNK, len(self.images))))
             with torch.inference_mode():
                 mu, _ = self.vae.encode(torch.from_numpy(images).to(self.device))
             latents = mu.permute(0, 2, 3, 1).float()

@@ -1,6 +1,7 @@
 """The tokenizer's VAE, trained data-parallel on Ray Train (`tokenize engine=ray`): the same
 core loop and objective as in one process, DDP over gloo (NCCL on GPUs), each worker on an
-equal, seeded share of the training images, which reach it through Ray's object store.
+equal, seeded share of the training images, which reach it through Ray's object store, or, for
+a folder dataset, as file paths it decodes itself (`image_source.py`).
 
 Rank 0 reports last.pt and best.pt each epoch as Ray's checkpoint (`train_worker.epoch_reporter`);
 the driver copies best.pt into the tokenizer's staging folder.
@@ -17,7 +18,10 @@ import torch
 
 from ..core.loop import IndexBatches, TrainConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective
+from .image_source import ImageReader
 from .train_worker import all_reduce, epoch_reporter
+
+VAE_VAL_IMAGES = 4096  # held-out images every worker scores each epoch (the first of the split)
 
 
 def my_share(n: int, rank: int, world: int, seed: int) -> np.ndarray:
@@ -41,13 +45,13 @@ def vae_worker(config: dict) -> dict:
     torch.manual_seed(config["seed"])  # the same initial weights on every rank
     model_cfg = VAEConfig(**config["model"])
     model = ray.train.torch.prepare_model(VAE(model_cfg))
-    train_images, val_images = ray.get(config["train_images"]), ray.get(config["val_images"])
-    train = IndexBatches({"images": torch.from_numpy(train_images[my_share(len(train_images), rank, world,
-                                                                              config["seed"])])},
+    train_images, val_images = ImageReader(config["train_images"]), ImageReader(config["val_images"])
+    share = my_share(len(train_images), rank, world, config["seed"])  # decoded here when they are files
+    train = IndexBatches({"images": torch.from_numpy(train_images.read(share))},
                          config["train"]["batch_size"], seed=config["seed"] + rank)
     # every rank scores the whole held-out set: the all-reduced mean is the same, and a held-out
     # set smaller than the number of workers leaves none of them empty
-    val = IndexBatches({"images": torch.from_numpy(val_images)}, 512, shuffle=False, drop_last=False)
+    val = IndexBatches({"images": torch.from_numpy(val_images.read())}, 512, shuffle=False, drop_last=False)
     checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-vae-")
 
     def show(metrics: dict, step: int) -> None:

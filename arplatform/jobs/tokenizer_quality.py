@@ -12,7 +12,10 @@ from ..core.decode import decode_codes_to_images
 from ..core.metrics import psnr, ssim
 from ..core.vae import VAE
 from ..imagedata import ImageSet
+from ..images import make_grid
 from ..progress import Progress
+
+PICTURE = "heldout_reconstructions.png"  # written beside tokenizer_eval.json by every tokenizer run
 
 
 @torch.inference_mode()
@@ -29,19 +32,23 @@ def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512, lo
 
 
 def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
-                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> dict:
-    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage."""
+                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> tuple[dict, np.ndarray]:
+    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage.
+    And the picture a person checks: the first 16 held-out images above their quantised
+    reconstructions (through codes, as the GPT's samples are decoded)."""
     with torch.inference_mode():
         real = torch.from_numpy(val.images)
         cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()
                           for z in val_latents.split(512)])
     quant = decode_codes_to_images(val_codes, centres, vae)
     usage = codebook_usage(all_codes, centres.shape[0])
+    shown = min(16, len(val))
+    picture = make_grid(np.concatenate([val.images[:shown], quant[:shown].numpy()]), columns=shown)
     return {
         "psnr_real_vs_vae": psnr(real, cont), "ssim_real_vs_vae": ssim(real, cont),
         "psnr_real_vs_quantised": psnr(real, quant), "ssim_real_vs_quantised": ssim(real, quant),
         "psnr_vae_vs_quantised": psnr(cont, quant), "ssim_vae_vs_quantised": ssim(cont, quant),
         "codebook_usage": usage["usage"], "codebook_perplexity": usage["perplexity"],
         "num_val_images": len(val),
-    }
+    }, picture
 

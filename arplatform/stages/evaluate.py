@@ -18,7 +18,8 @@ from ..core.io import read_json_object, save_json
 from ..core.vae import load_vae
 from ..errors import ConfigError
 from ..imagedata import load_images
-from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer
+from ..images import save_png
+from ..jobs.tokenizer_quality import PICTURE, encode_means, evaluate_tokenizer
 from ..publish import codebook_vae_path
 
 
@@ -68,9 +69,10 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     val_codes = assign(latents.reshape(-1, dim).to(dev), codebook["z_medoid"])[0].reshape(len(val), -1).cpu()
     all_codes = [load_codes(os.path.join(codebook_dir, n))[0] for n in ("codes.npy", "val_codes.npy")
                  if os.path.exists(os.path.join(codebook_dir, n))]
-    report = evaluate_tokenizer(vae, codebook["z_medoid"], val, latents, val_codes.numpy(),
-                                np.concatenate(all_codes) if all_codes else val_codes.numpy(), dev)
+    report, picture = evaluate_tokenizer(vae, codebook["z_medoid"], val, latents, val_codes.numpy(),
+                                         np.concatenate(all_codes) if all_codes else val_codes.numpy(), dev)
     save_json(os.path.join(codebook_dir, "tokenizer_eval.json"), report)
+    save_png(os.path.join(codebook_dir, PICTURE), picture)
     return report
 
 

@@ -4,13 +4,15 @@
       1. load_split             the images and a seeded train / held-out split
       2. train_vae              the spatial VAE (the core loop, `VAEObjective`)
       3. fit_codebook           k-means on the training latents; every image's codes
-      4. evaluate_tokenizer     held-out PSNR / SSIM, codebook usage
+      4. evaluate_tokenizer     held-out PSNR / SSIM, codebook usage, and a picture of
+                                held-out images above their reconstructions through codes
       5. write_codebook_folder  into a staging folder; then `publish.publish` makes the
                                 VAE, codebook and codes visible together:
 
     <root>/vae_<name>/checkpoints/{best,last}.pt
     <root>/codebook/<name>/codebook.pt, codes.npy, labels.npy, val_codes.npy,
-        val_labels.npy, split.json, tokenizer_eval.json [, shards/codes-00000.npy, labels-00000.npy …]
+        val_labels.npy, split.json, tokenizer_eval.json, heldout_reconstructions.png
+        [, shards/codes-00000.npy, labels-00000.npy …]
 """
 
 from __future__ import annotations
@@ -31,19 +33,22 @@ from ..core.codebook import assign, fit_kmeans, save_codebook
 from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, TrainConfig, fit
-from ..core.vae import DOWNSAMPLE, VAE, VAEConfig, VAEObjective, load_vae
+from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
 from ..errors import ConfigError
-from ..imagedata import ImageSet, load_images, split_indices
-from ..jobs.tokenizer_quality import encode_means, evaluate_tokenizer
+from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
+from ..images import save_png
+from ..jobs.tokenizer_quality import PICTURE, encode_means, evaluate_tokenizer
 from ..progress import Progress
 
+EVAL_IMAGES = 10_000  # held-out images the report scores (PSNR, SSIM): the first of the split
 
-def check_image_shape(data: ImageSet) -> None:
+
+def check_image_shape(data: ImageSet, downsample: int) -> None:
     c, h, w = data.shape
-    if h != w or h % DOWNSAMPLE or c not in (1, 3):
+    if h != w or h % downsample or c not in (1, 3):
         raise DataError(
             f"{data.source}: images are {c}×{h}×{w}; the VAE needs square 1- or 3-channel images "
-            f"with a side divisible by {DOWNSAMPLE} (e.g. 28 or 32)"
+            f"with a side divisible by vae.downsample={downsample} (set data.image_size to resize)"
         )
 
 
@@ -52,7 +57,8 @@ def vae_setup(cfg: TokenizerConfig, train: ImageSet, steps_per_epoch: int) -> tu
     c, h, _ = train.shape
     vcfg = cfg.vae
     model_cfg = VAEConfig(in_channels=c, image_size=h, latent_dim=vcfg.latent_dim, channels=vcfg.channels,
-                          recon_loss=vcfg.recon_loss, beta=vcfg.beta)
+                          recon_loss=vcfg.recon_loss, beta=vcfg.beta,
+                          res_blocks=vcfg.res_blocks, downsample=vcfg.downsample)
     steps = vcfg.epochs * steps_per_epoch
     train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
                             warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
@@ -109,7 +115,8 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
 
     from ..core.loop import decide_precision
     from ..distributed.cluster import init_ray
-    from ..distributed.vae_worker import vae_worker
+    from ..distributed.image_source import image_source
+    from ..distributed.vae_worker import VAE_VAL_IMAGES, vae_worker
     from ..jobs.training import copy_checkpoint_files
 
     if len(train) // cfg.actors < cfg.vae.batch_size:
@@ -131,8 +138,8 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
     log(f"vae: Ray Train, {cfg.actors} worker(s), {'GPU' if use_gpu else f'{cfg.cpus_per_actor:g} CPU'} each")
     config = {"model": dataclasses.asdict(model_cfg), "train": train_cfg.to_dict(), "beta": cfg.vae.beta,
               "recon_loss": cfg.vae.recon_loss, "seed": cfg.data.seed, "threads": threads,
-              "run_config": {"tokenizer": to_dict(cfg)}, "train_images": ray.put(train.images),
-              "val_images": ray.put(val.images)}
+              "run_config": {"tokenizer": to_dict(cfg)}, "train_images": image_source(ray, train),
+              "val_images": image_source(ray, val.subset(np.arange(min(len(val), VAE_VAL_IMAGES))))}
     trainer = TorchTrainer(
         vae_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=cfg.actors, use_gpu=use_gpu,
@@ -162,26 +169,32 @@ def fit_sample(cfg: TokenizerConfig, train_idx: np.ndarray) -> np.ndarray:
     return np.sort(rng.choice(train_idx, cfg.codebook.fit_images, replace=False))
 
 
-def fit_codebook(cfg: TokenizerConfig, vae: VAE, images: np.ndarray, train_idx: np.ndarray, device, log):
-    """k-means (or medoids) on the latents of the training images (a sample of them at scale),
-    encoded here: both engines fit the same codebook."""
-    fit_idx = fit_sample(cfg, train_idx)
-    latents = encode_means(vae, images[fit_idx], device, log=lambda line: None)
+def fit_codebook(cfg: TokenizerConfig, latents: torch.Tensor, device, log):
+    """k-means (or medoids) on the latents (N, h, w, D) of the training images it is fitted on
+    (`fit_sample`): both engines fit the same codebook."""
     vectors = latents.reshape(-1, latents.shape[-1]).to(device)
     cb = cfg.codebook
     t_cb = time.perf_counter()
     km = fit_kmeans(vectors, cb.num_codes, iters=cb.iters, tol=cb.tol, seed=cb.seed, medoid=cb.mode == "medoid")
-    log(f"codebook: K={cb.num_codes} ({cb.mode}) on {len(vectors)} latents of {len(fit_idx)} images in "
+    log(f"codebook: K={cb.num_codes} ({cb.mode}) on {len(vectors)} latents of {len(latents)} images in "
         f"{time.perf_counter() - t_cb:.1f} s, {km.iterations} iterations, distortion {km.distortion:.4f}")
     return km
 
 
-def codes_here(vae: VAE, km, images: np.ndarray, device, log) -> tuple[torch.Tensor, np.ndarray]:
-    """engine=local: every image's latents (N, h, w, D) and codes (N, h·w), in this process."""
-    latents = encode_means(vae, images, device, log=log)
+def codes_of(latents: torch.Tensor, km, device) -> np.ndarray:
+    """Latents (N, h, w, D) → their codes (N, h·w), int32."""
     n, h, w, dim = latents.shape
-    codes = assign(latents.reshape(-1, dim).to(device), km.centres)[0].reshape(n, h * w).cpu().numpy()
-    return latents, codes.astype(np.int32)
+    return assign(latents.reshape(-1, dim).to(device), km.centres)[0].reshape(n, h * w).cpu().numpy().astype(np.int32)
+
+
+def latents_of(vae: VAE, data: ImageSet | ImageFiles, index: np.ndarray, device) -> torch.Tensor:
+    """Latents (n, h, w, D) of the images at `index`, read a chunk at a time (a folder's files
+    are decoded here, never all at once)."""
+    from ..distributed.encode_actors import CHUNK
+
+    parts = [encode_means(vae, data.read(index[s : s + CHUNK]), device, log=lambda line: None)
+             for s in range(0, len(index), CHUNK)]
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def codes_on_ray(cfg: TokenizerConfig, staging: str, km, data: ImageSet, val_idx: np.ndarray, log) -> np.ndarray:
@@ -191,6 +204,7 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, km, data: ImageSet, val_idx
     from ..distributed.cluster import init_ray
     from ..distributed.encode_actors import CHUNK, encode_on_actors
     from ..distributed.generate_actors import ACTOR_PROCESS_BYTES
+    from ..distributed.image_source import image_source
 
     out = os.path.join(staging, "codebook")
     fitted = save_codebook(os.path.join(staging, "fitted-codebook.pt"), km.centres.cpu(), {})  # for the actors
@@ -198,9 +212,9 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, km, data: ImageSet, val_idx
     is_val = np.zeros(len(data), dtype=bool)
     is_val[val_idx] = True
     ray = init_ray()
-    spec = {"vae_ckpt": vae_ckpt, "codebook_pt": fitted, "out": out, "images": ray.put(data.images),
+    spec = {"vae_ckpt": vae_ckpt, "codebook_pt": fitted, "out": out, "images": image_source(ray, data),
             "labels": ray.put(data.labels), "is_val": ray.put(is_val)}
-    memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + 64 * CHUNK * data.images[0].nbytes  # activations
+    memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + 64 * CHUNK * 4 * int(np.prod(data.shape))
     encode_on_actors(ray, cfg, spec, len(data), memory, log)
     os.remove(fitted)
     parts = {}
@@ -240,11 +254,16 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
     save_json(os.path.join(folder, "tokenizer_config.json"), to_dict(cfg) | {"config_name": config_name})
 
 
-def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndarray]:
+def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet | ImageFiles, np.ndarray, np.ndarray]:
+    """The images (decoded here; for engine=ray on a folder, its files, checked on Ray) and a
+    seeded train / held-out split of them."""
     d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
-                       d.bad_images, d.crop)
-    check_image_shape(data)
+    if cfg.engine == "ray" and d.dataset == "folder":
+        data = scanned_files(cfg, log)
+    else:
+        data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit,
+                           d.max_pixels, d.bad_images, d.crop)
+    check_image_shape(data, cfg.vae.downsample)
     if cfg.shards > len(data):
         raise DataError(f"{data.source}: shards={cfg.shards} but there are only {len(data)} images")
     train_idx, val_idx = split_indices(len(data), d.val_fraction, d.seed)
@@ -257,6 +276,21 @@ def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet, np.ndarray, np.ndar
         log(f"{len(data.skipped)} unreadable image(s) skipped (data.bad_images=skip): {shown}"
             + (" …" if len(data.skipped) > 3 else ""))
     return data, train_idx, val_idx
+
+
+def scanned_files(cfg: TokenizerConfig, log) -> ImageFiles:
+    """A folder's files, every one decoded once by Ray Data tasks: the unreadable ones refused
+    or skipped (data.bad_images) before anything trains; no pixels kept on the driver."""
+    from ..distributed.cluster import init_ray
+    from ..distributed.image_source import scan_files
+
+    d = cfg.data
+    files = folder_files(d.data_dir, d.image_size, d.channels, d.max_pixels, d.crop)
+    if d.limit:
+        files = files.subset(np.arange(min(d.limit, len(files))))
+    files = readable(files, scan_files(init_ray(), files, log), d.bad_images)
+    warn_links(files)
+    return files
 
 
 def quality_line(report: dict) -> str:
@@ -286,17 +320,24 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         else:
             vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
                             device, log)
-        km = fit_codebook(cfg, vae, data.images, train_idx, device, log)
-        if cfg.engine == "ray":
+        fit_idx = fit_sample(cfg, train_idx)
+        eval_idx = val_idx[:EVAL_IMAGES]
+        if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
+            km = fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
             codes = codes_on_ray(cfg, staging, km, data, val_idx, log)
-            val_latents = encode_means(vae, data.images[val_idx], device, log=lambda line: None)
-        else:
-            latents, codes = codes_here(vae, km, data.images, device, log)
-            val_latents = latents[torch.from_numpy(val_idx)]
-        report = evaluate_tokenizer(vae, km.centres.cpu(), data.subset(val_idx), val_latents, codes[val_idx], codes,
-                                    device) | {"images": len(data), "images_skipped": len(data.skipped)}
+            eval_latents = latents_of(vae, data, eval_idx, device)
+        else:  # every image encoded once: the codebook's sample, the codes and the evaluation
+            latents = encode_means(vae, data.images, device, log=log)
+            km = fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
+            codes = codes_of(latents, km, device)
+            eval_latents = latents[torch.from_numpy(eval_idx)]
+        held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
+        report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents, codes[eval_idx], codes,
+                                             device)
+        report |= {"images": len(data), "images_skipped": len(data.skipped)}
         write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
-                              val_latents.shape[1:3])
+                              eval_latents.shape[1:3])
+        save_png(os.path.join(s_out, PICTURE), picture)
         version = publish.publish(root, cfg.name, staging)
     finally:
         publish.discard(root, staging)  # gone already when published; its lock released either way
@@ -323,7 +364,7 @@ def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict,
     run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.output_root, f"tokenize-{cfg.name}",
                                 to_dict(cfg), {"stage": "tokenize", "config_name": config_name or cfg.name})
     tracking.MetricsLogger(uri, run_id)({f"tokenizer/{k}": v for k, v in report.items()}, 0)
-    for name in ("tokenizer_eval.json", "split.json"):
+    for name in ("tokenizer_eval.json", "split.json", PICTURE):
         tracking.log_artifact(uri, run_id, os.path.join(out_dir, name))
     tracking.finish_run(uri, run_id)
     return run_id

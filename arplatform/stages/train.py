@@ -41,11 +41,11 @@ from ..startup import StartupClock
 from ..train_plan import DataFacts, TrainPlan, plan_training
 
 
-def resume_target(job: TrainJobConfig, facts: DataFacts) -> runs.Run | None:
-    """With resume=true, the run to continue, its checkpoint checked; nothing is written."""
-    if not job.resume:
+def resume_target(run: runs.Run | None, facts: DataFacts) -> runs.Run | None:
+    """With resume=true, the run to continue (found first of all: `runs.find_run`), its
+    checkpoint checked against the data; nothing is written."""
+    if run is None:
         return None
-    run = runs.find_run(job.output_root, job.name, job.run_name)
     # refuse a broken checkpoint here, not after Ray has retried it max_failures times
     with latest_ray_checkpoint(run).as_directory() as d:
         load_checkpoint(os.path.join(d, "last.pt"), expected_layout=facts.layout)
@@ -77,12 +77,13 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     from ..distributed.cluster import check_cpu_budget, init_ray
 
     t0, clock = time.perf_counter(), StartupClock()
+    resumed = runs.find_run(job.output_root, job.name, job.run_name) if job.resume else None  # no run: one line
     files, facts = check_data(job)
     if job.tracking.enabled:
         tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
     storage.check_writable(job.output_root, "output_root")
     read_sampler_file(runs.seed_checkpoint(job.output_root, job.name))  # read after training: checked now
-    run = resume_target(job, facts)
+    run = resume_target(resumed, facts)
     clock.mark("imports and checks")
     ray = init_ray(job.trainer.num_cpus)
     check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)

@@ -260,8 +260,8 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     if storage.is_uri(job.output_root):
         raise ConfigError(f"train.output_root: {job.output_root} is a URI; sweeps keep their folders on a local or "
                           "shared file system path for now (the training, generate and pipeline stages take URIs)")
-    files, facts = check_data(job)
     sweep = sweeps.find_sweep(job.output_root, cfg.name, cfg.sweep_name) if cfg.resume else None
+    files, facts = check_data(job)
     ray = init_ray(job.trainer.num_cpus)
     t = job.trainer
     check_sweep_budget(ray, cfg.search.max_concurrent_trials, cfg.trial_cpus, t.num_workers, t.cpus_per_worker,

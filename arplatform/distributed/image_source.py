@@ -1,0 +1,68 @@
+"""Images for the tokenizer's Ray workers and actors, from one of two places:
+
+- an array in Ray's object store, for datasets decoded on the driver (MNIST, CIFAR-10, npz):
+  one copy per node, whatever the number of workers;
+- a folder's files (`imagedata.ImageFiles`), for folder datasets of any size: the driver holds
+  only their paths and labels, and each worker or actor decodes the images it uses.
+
+`scan_files` decodes every file once in Ray Data tasks, in parallel, before anything trains,
+so an unreadable image is refused (or skipped and counted) up front, as in one process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import DataError
+from ..imagedata import ImageFiles, ImageSet, read_image
+
+SCAN_BATCH = 256  # files per scanning task call
+
+
+def image_source(ray, data: ImageSet | ImageFiles) -> dict:
+    """What a worker needs to read `data`: plain values and object refs."""
+    if isinstance(data, ImageFiles):
+        return {"files": data.to_dict()}
+    return {"array": ray.put(data.images)}
+
+
+class ImageReader:
+    """Inside a worker or actor: `read(index)` → float32 (n, C, H, W), decoded there from files."""
+
+    def __init__(self, source: dict):
+        import ray
+
+        self.files = ImageFiles.from_dict(source["files"]) if "files" in source else None
+        self.array = None if self.files else ray.get(source["array"])
+
+    def __len__(self) -> int:
+        return len(self.files) if self.files else len(self.array)
+
+    def read(self, index=None) -> np.ndarray:
+        if self.files:
+            return self.files.read(index)
+        return self.array if index is None else self.array[index]
+
+
+def _unreadable(batch: dict, mode: str, image_size, max_pixels: int, crop: str) -> dict:
+    """Ray Data task: the rows of `batch` whose file does not decode, with why."""
+    index, why = [], []
+    for i, path in zip(batch["index"].tolist(), batch["path"].tolist(), strict=True):
+        try:
+            read_image(path, mode, image_size, max_pixels, crop)
+        except DataError as e:
+            index.append(i)
+            why.append(str(e))
+    return {"index": np.asarray(index, np.int64), "why": np.asarray(why, dtype=object)}
+
+
+def scan_files(ray, files: ImageFiles, log) -> list[tuple[int, str]]:
+    """(index, why) of every file of `files` that does not decode, found by Ray Data tasks."""
+    import ray.data
+
+    rows = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(files.paths)])
+    bad = rows.map_batches(_unreadable, batch_size=SCAN_BATCH, batch_format="numpy", num_cpus=1,
+                           fn_kwargs={"mode": files.mode, "image_size": files.image_size,
+                                      "max_pixels": files.max_pixels, "crop": files.crop}).take_all()
+    log(f"  scan: {len(files)} image files decoded on Ray Data tasks, {len(bad)} unreadable")
+    return sorted((int(r["index"]), str(r["why"])) for r in bad)
