@@ -315,6 +315,7 @@ class ImageFiles:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The first image's (every image has it: `distributed.image_source.scan_files` checks)."""
         return tuple(self.read([0]).shape[1:])
 
     def subset(self, index) -> ImageFiles:

@@ -262,7 +262,7 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
     and codebook give the same images decoded in one process."""
     from types import SimpleNamespace
 
-    from helpers import bad_folder, job_env
+    from helpers import bad_folder, job_env, scene
 
     from arplatform.jobs.tokenizer_quality import encode_means
     from arplatform.stages.tokenize import codes_of
@@ -277,6 +277,16 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
     assert "corrupt.png: not a readable image" in refused.stderr and "vae:" not in refused.stdout
     assert not (tmp_path / "refused" / "codebook").exists()
+    mixed = tmp_path / "mixed" / "a"
+    mixed.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(16, 16)] * 3 + [(24, 20)]):
+        Image.fromarray(scene(rng, size)).save(mixed / f"{i}.png")
+    sizes = [a for a in common if not a.startswith(("data.image_size", "data.data_dir"))]
+    refused = subprocess.run([*sizes, f"data.data_dir={mixed.parent}", f"output_root={tmp_path / 'refused'}"],
+                             env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
+    assert "3.png: 24×20 pixels, the first image 16×16; images differ in size" in refused.stderr
 
     root = tmp_path / "out"
     proc = subprocess.run([*common, f"output_root={root}", "data.bad_images=skip"], env=job_env(ray_cluster),

@@ -21,8 +21,8 @@ SCAN_BATCH = 256  # files per scanning task call
 
 def image_source(ray, data: ImageSet | ImageFiles) -> dict:
     """What a worker needs to read `data`: plain values and object refs."""
-    if isinstance(data, ImageFiles):
-        return {"files": data.to_dict()}
+    if isinstance(data, ImageFiles):  # (paths and labels: once in the object store, not in every config)
+        return {"files": ray.put(data.to_dict())}
     return {"array": ray.put(data.images)}
 
 
@@ -32,7 +32,7 @@ class ImageReader:
     def __init__(self, source: dict):
         import ray
 
-        self.files = ImageFiles.from_dict(source["files"]) if "files" in source else None
+        self.files = ImageFiles.from_dict(ray.get(source["files"])) if "files" in source else None
         self.array = None if self.files else ray.get(source["array"])
 
     def __len__(self) -> int:
@@ -44,25 +44,47 @@ class ImageReader:
         return self.array if index is None else self.array[index]
 
 
-def _unreadable(batch: dict, mode: str, image_size, max_pixels: int, crop: str) -> dict:
-    """Ray Data task: the rows of `batch` whose file does not decode, with why."""
-    index, why = [], []
+def _unreadable(batch: dict, mode: str, image_size, max_pixels: int, crop: str, shape: tuple) -> dict:
+    """Ray Data task: the rows of `batch` whose file does not decode, or decodes to another shape
+    than the first image's, with why."""
+    found = []  # (index, why, kind)
     for i, path in zip(batch["index"].tolist(), batch["path"].tolist(), strict=True):
         try:
-            read_image(path, mode, image_size, max_pixels, crop)
+            got = read_image(path, mode, image_size, max_pixels, crop).shape
         except DataError as e:
-            index.append(i)
-            why.append(str(e))
-    return {"index": np.asarray(index, np.int64), "why": np.asarray(why, dtype=object)}
+            found.append((i, str(e), "unreadable"))
+            continue
+        if got != tuple(shape):
+            found.append((i, f"{path}: {got[2]}×{got[1]} pixels, the first image {shape[2]}×{shape[1]}; images "
+                             "differ in size: set data.image_size to resize them", "size"))
+    index, why, kind = zip(*found, strict=True) if found else ((), (), ())
+    return {"index": np.asarray(index, np.int64), "why": np.asarray(why, dtype=object),
+            "kind": np.asarray(kind, dtype=object)}
 
 
 def scan_files(ray, files: ImageFiles, log) -> list[tuple[int, str]]:
-    """(index, why) of every file of `files` that does not decode, found by Ray Data tasks."""
+    """(index, why) of every file of `files` that does not decode, found by Ray Data tasks. A file
+    that decodes to another size than the first readable one is refused (as in one process)."""
     import ray.data
 
+    shape = first_shape(files)
     rows = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(files.paths)])
     bad = rows.map_batches(_unreadable, batch_size=SCAN_BATCH, batch_format="numpy", num_cpus=1,
                            fn_kwargs={"mode": files.mode, "image_size": files.image_size,
-                                      "max_pixels": files.max_pixels, "crop": files.crop}).take_all()
-    log(f"  scan: {len(files)} image files decoded on Ray Data tasks, {len(bad)} unreadable")
-    return sorted((int(r["index"]), str(r["why"])) for r in bad)
+                                      "max_pixels": files.max_pixels, "crop": files.crop, "shape": shape}).take_all()
+    log(f"  scan: {len(files)} image files decoded on Ray Data tasks, "
+        f"{sum(r['kind'] == 'unreadable' for r in bad)} unreadable")
+    sizes = sorted((int(r["index"]), str(r["why"])) for r in bad if r["kind"] == "size")
+    if sizes:
+        raise DataError(sizes[0][1])
+    return sorted((int(r["index"]), str(r["why"])) for r in bad if r["kind"] == "unreadable")
+
+
+def first_shape(files: ImageFiles) -> tuple[int, int, int]:
+    """The shape of the first file that decodes (the one every other must have)."""
+    for path in files.paths:
+        try:
+            return read_image(path, files.mode, files.image_size, files.max_pixels, files.crop).shape
+        except DataError:
+            continue
+    raise DataError(f"{files.source}: no readable images found")
