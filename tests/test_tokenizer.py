@@ -308,3 +308,22 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
     train_idx = np.setdiff1d(np.arange(40), val_idx)
     assert np.array_equal(local[train_idx], np.load(out / "codes.npy"))
     assert np.array_equal(local[val_idx], np.load(out / "val_codes.npy"))
+
+
+def test_a_large_share_of_files_is_decoded_batch_by_batch(tmp_path):
+    """A VAE worker whose share of a folder would pass its memory bound decodes each batch when it
+    is drawn: the same batches, in the same order, as the share decoded whole."""
+    from helpers import photo_crops
+
+    from arplatform.core.loop import IndexBatches
+    from arplatform.distributed.image_source import DecodedOnUse, ImageReader
+    from arplatform.imagedata import folder_files
+
+    files = folder_files(photo_crops(tmp_path / "photos", 40, size=16), None, 3)
+    reader = ImageReader({"files": files.to_dict()})
+    share = np.arange(3, 37)
+    held, lazy = reader.rows(share), reader.rows(share, held_bytes_max=0)
+    assert isinstance(held, torch.Tensor) and isinstance(lazy, DecodedOnUse) and len(lazy) == len(held)
+    for a, b in zip(IndexBatches({"images": held}, 8, seed=1)(epoch=2),
+                    IndexBatches({"images": lazy}, 8, seed=1)(epoch=2), strict=True):
+        assert torch.equal(a["images"], b["images"])

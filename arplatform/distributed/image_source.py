@@ -26,14 +26,20 @@ def image_source(ray, data: ImageSet | ImageFiles) -> dict:
     return {"array": ray.put(data.images)}
 
 
+HELD_BYTES_MAX = 1 << 30  # a worker's share of decoded images up to this is held; beyond, decoded on use
+
+
 class ImageReader:
     """Inside a worker or actor: `read(index)` → float32 (n, C, H, W), decoded there from files."""
 
     def __init__(self, source: dict):
-        import ray
+        def value(v):  # an object ref from `image_source`, or the plain value itself
+            import ray
 
-        self.files = ImageFiles.from_dict(ray.get(source["files"])) if "files" in source else None
-        self.array = None if self.files else ray.get(source["array"])
+            return ray.get(v) if isinstance(v, ray.ObjectRef) else v
+
+        self.files = ImageFiles.from_dict(value(source["files"])) if "files" in source else None
+        self.array = None if self.files else value(source["array"])
 
     def __len__(self) -> int:
         return len(self.files) if self.files else len(self.array)
@@ -42,6 +48,31 @@ class ImageReader:
         if self.files:
             return self.files.read(index)
         return self.array if index is None else self.array[index]
+
+    def rows(self, index: np.ndarray, held_bytes_max: int = HELD_BYTES_MAX):
+        """The images at `index` for `core.loop.IndexBatches`: a tensor, or, for files whose decoded
+        pixels would pass `held_bytes_max`, a `DecodedOnUse` that decodes each batch when it is drawn."""
+        import torch
+
+        if self.files and len(index) * 4 * int(np.prod(self.files.shape)) > held_bytes_max:
+            return DecodedOnUse(self, index)
+        return torch.from_numpy(self.read(index))
+
+
+class DecodedOnUse:
+    """Rows of an `ImageReader`'s files that `IndexBatches` indexes like a tensor: `rows[idx]`
+    decodes just those images, so a worker never holds its whole share."""
+
+    def __init__(self, reader: ImageReader, index: np.ndarray):
+        self.reader, self.index = reader, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, idx):
+        import torch
+
+        return torch.from_numpy(self.reader.read(self.index[np.asarray(idx)]))
 
 
 def _unreadable(batch: dict, mode: str, image_size, max_pixels: int, crop: str, shape: tuple) -> dict:

@@ -47,8 +47,8 @@ def vae_worker(config: dict) -> dict:
     model = ray.train.torch.prepare_model(VAE(model_cfg))
     train_images, val_images = ImageReader(config["train_images"]), ImageReader(config["val_images"])
     share = my_share(len(train_images), rank, world, config["seed"])  # decoded here when they are files
-    train = IndexBatches({"images": torch.from_numpy(train_images.read(share))},
-                         config["train"]["batch_size"], seed=config["seed"] + rank)
+    train = IndexBatches({"images": train_images.rows(share)}, config["train"]["batch_size"],
+                         seed=config["seed"] + rank)
     # every rank scores the whole held-out set: the all-reduced mean is the same, and a held-out
     # set smaller than the number of workers leaves none of them empty
     val = IndexBatches({"images": torch.from_numpy(val_images.read())}, 512, shuffle=False, drop_last=False)
