@@ -440,7 +440,7 @@ class TuneJobConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     asha: ASHAConfig = field(default_factory=ASHAConfig)
     trial_cpus: float = 0.25  # the trial's own process (it drives one Ray Train run)
-    train: TrainJobConfig = field(default_factory=TrainJobConfig)  # composed from train_config + overrides
+    train: TrainJobConfig | None = None  # composed from train_config + overrides (`tune.build_config`)
 
     def __post_init__(self):
         check_name("name", self.name)
@@ -584,6 +584,41 @@ def config_names(config_dir: str, group: str) -> list[str]:
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and f != "base.yaml")
 
 
+# Each group's defaults are its dataclass's: Hydra's ConfigStore holds the dataclass as
+# `<group>/schema`, each group's base.yaml starts from it, and a dataset config sets what differs.
+# Hydra then refuses unknown keys and values of the wrong type while it composes.
+SCHEMAS = {"tokenizer": TokenizerConfig, "transformer": TrainJobConfig, "tune": TuneJobConfig,
+           "sampler_tune": SamplerSweepConfig, "pipeline": PipelineConfig}
+
+
+def register_schemas() -> None:
+    """Store every group's dataclass in Hydra's ConfigStore (idempotent; called by `compose`, not
+    on import)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, cls in SCHEMAS.items():
+        store.store(group=group, name="schema", node=cls, package="_global_")
+
+
+def hydra_error_line(error: Exception) -> str:
+    """Hydra's and OmegaConf's errors span lines and chained exceptions (full_key,
+    reference_type, object_type …): one line that says what failed and names the key."""
+    texts, key, e = [], None, error
+    while e is not None:
+        key = key or getattr(e, "full_key", None)
+        for line in str(e).strip().splitlines():
+            line = line.strip()
+            found = re.match(r"full_key: (\S+)", line)
+            key = key or (found and found.group(1))
+            meta = line.startswith(("full_key:", "reference_type=", "object_type=")) or "$VALUE" in line
+            if line and line != "None" and not meta and line not in texts:
+                texts.append(line)
+        e = e.__cause__
+    message = ": ".join(t.rstrip(".:") for t in texts)
+    return message if not key or key in message else f"{key}: {message}"
+
+
 def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -599,11 +634,11 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
             group, names = "", [f"{g}/{n}" for g in groups for n in config_names(config_dir, g)]
         raise ConfigError(f"{config_dir}/{config_name}.yaml: no such config; available in {group or config_dir}: "
                           f"{', '.join(names)}")
+    register_schemas()
     try:
         with initialize_config_dir(config_dir=config_dir, version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         refuse_env_interpolations(OmegaConf.to_container(cfg, resolve=False))
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(" ".join(str(e).split())) from e
-
+        raise ConfigError(hydra_error_line(e)) from e

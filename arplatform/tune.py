@@ -16,7 +16,7 @@ from .errors import ConfigError
 def build_config(config_name: str, overrides: list[str], config_dir: str) -> TuneJobConfig:
     train_overrides = [o[len("train."):] for o in overrides if o.startswith("train.")]
     sweep = compose(config_name, [o for o in overrides if not o.startswith("train.")], config_dir)
-    if "train" in sweep:
+    if sweep.get("train") is not None:
         raise ConfigError(f"{config_name}: name the training job with train_config and train_overrides, "
                           "not a train section")
     base = from_dict(TuneJobConfig, sweep)  # checks train_config / train_overrides before composing them

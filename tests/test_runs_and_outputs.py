@@ -15,13 +15,15 @@ import yaml
 from arplatform import publish, tracking
 from arplatform.cli import CONFIG_DIR
 from arplatform.config import (
+    SCHEMAS,
+    ConfigError,
     PipelineConfig,
     SamplerSweepConfig,
     TokenizerConfig,
     TrainJobConfig,
-    TuneJobConfig,
+    compose,
+    config_names,
     from_dict,
-    to_dict,
 )
 
 SENTINELS = ("mlflow.db", "codebook/other/codebook.pt", "transformer/x/checkpoints/best.pt")
@@ -194,31 +196,50 @@ def test_two_first_runs_create_one_fresh_mlflow_store(tmp_path):
 # -- one source for each default ----------------------------------------------------------
 
 
-def _base_yaml(group: str) -> dict:
+def _values(node: dict, path="") -> dict:
+    out = {}
+    for key, value in node.items():
+        out.update(_values(value, f"{path}{key}.") if isinstance(value, dict) else {f"{path}{key}": value})
+    return out
+
+
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
+def test_defaults_live_in_the_dataclasses_only(group):
+    """Each group's base.yaml starts from its dataclass (Hydra's `<group>/schema`) and sets no
+    value of its own, only the keys without a default (`???`); every config of the group composes
+    to the dataclass's defaults wherever it says nothing."""
     with open(os.path.join(CONFIG_DIR, group, "base.yaml")) as f:
-        return yaml.safe_load(f)
+        base = yaml.safe_load(f)
+    assert base.pop("defaults") == ["schema", "_self_"]
+    assert set(_values(base).values()) == {"???"}, base
+    free = ("train", "space")  # a sweep's training job is composed apart; a space is any mapping
+    required = {"space": {"model": {"embed_dim": {"grid": [64]}}}} if group == "tune" else {}
+    defaults = _values({k: v for k, v in dataclasses.asdict(SCHEMAS[group](**required)).items() if k not in free})
+    for name in config_names(CONFIG_DIR, group):
+        with open(os.path.join(CONFIG_DIR, group, f"{name}.yaml")) as f:
+            said = _values({k: v for k, v in yaml.safe_load(f).items() if k != "defaults"})
+        composed = _values({k: v for k, v in compose(f"{group}/{name}", []).items() if k not in free})
+        assert set(composed) == set(defaults), f"{group}/{name}: keys differ {set(composed) ^ set(defaults)}"
+        for key, value in composed.items():
+            if not any(key == s or key.startswith(f"{s}.") for s in said):
+                assert value == defaults[key], f"{group}/{name}: {key} = {value!r}, the dataclass {defaults[key]!r}"
 
 
-def _same_keys_and_values(yaml_part: dict, defaults: dict, path=""):
-    assert set(yaml_part) == set(defaults), f"{path or '<top>'}: keys differ {set(yaml_part) ^ set(defaults)}"
-    for key, value in yaml_part.items():
-        if isinstance(value, dict):
-            _same_keys_and_values(value, defaults[key], f"{path}{key}.")
-        elif value != "???":
-            assert value == defaults[key], f"{path}{key}: YAML says {value!r}, the dataclass {defaults[key]!r}"
+def test_hydra_refuses_unknown_keys_and_wrong_types_in_one_line(tmp_path):
+    import shutil
 
-
-@pytest.mark.parametrize("group,cls,required,composed", [
-    ("transformer", TrainJobConfig, {}, ()),
-    ("tokenizer", TokenizerConfig, {}, ()),
-    ("tune", TuneJobConfig, {"space": {"model": {"embed_dim": {"grid": [64]}}}}, ("train",)),  # train: its own config
-    ("sampler_tune", SamplerSweepConfig, {}, ()),
-    ("pipeline", PipelineConfig, {}, ()),
-])
-def test_base_yaml_and_dataclass_defaults_agree(group, cls, required, composed):
-    """The YAML a user reads and the dataclass a dict-built config gets are the same defaults."""
-    defaults = to_dict(cls(**required)) if dataclasses.is_dataclass(cls) else {}
-    _same_keys_and_values(_base_yaml(group), {k: v for k, v in defaults.items() if k not in composed})
+    for group in ("transformer",):
+        shutil.copytree(os.path.join(CONFIG_DIR, group), tmp_path / group)
+    for body, expected in (("optim:\n  lrr: 0.1\n", "optim.lrr: In 'transformer/typo'"),
+                           ("optim:\n  lr: fast\n", "optim.lr: In 'transformer/typo'")):
+        (tmp_path / "transformer" / "typo.yaml").write_text(
+            f"# @package _global_\ndefaults:\n  - base\n  - _self_\nname: x\n{body}")
+        with pytest.raises(ConfigError) as info:
+            compose("transformer/typo", [], str(tmp_path))
+        assert str(info.value).startswith(expected) and "\n" not in str(info.value), str(info.value)
+    with pytest.raises(ConfigError, match=r"^Error merging override optim.batch_size=1.5: Value '1.5' of type "
+                                          r"'float' could not be converted to Integer$"):
+        compose("transformer/mnist_sample", ["optim.batch_size=1.5"])
 
 
 def test_file_uri_roots_are_local_folders_everywhere(tmp_path):

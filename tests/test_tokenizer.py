@@ -123,8 +123,10 @@ def test_config_errors():
         from_dict(TokenizerConfig, compose("tokenizer/mnist_sample", ["data.dataset=imagenet"]))
     with pytest.raises(ConfigError, match="Could not override 'vae.epoch'"):
         compose("tokenizer/mnist_sample", ["vae.epoch=3"])
+    with pytest.raises(ConfigError, match="override vae.epochs=three: Value 'three' of type 'str' could not be"):
+        compose("tokenizer/mnist_sample", ["vae.epochs=three"])  # Hydra's check, against the dataclass
     with pytest.raises(ConfigError, match="vae.epochs: expected int"):
-        from_dict(TokenizerConfig, compose("tokenizer/mnist_sample", ["vae.epochs=three"]))
+        from_dict(TokenizerConfig, {"vae": {"epochs": "three"}})  # a dict-built config: the same key named
     with pytest.raises(ConfigError, match="no such config; available in tokenizer: cifar10, fashion"):
         compose("tokenizer/imagenet", [])
 
