@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .core.data import INVALID_CODE_POLICIES
 from .core.loop import PRECISIONS, TrainConfig
 from .core.model import GPTConfig
-from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES
+from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
 from .errors import ConfigError
 from .imagedata import DATASETS, MAX_PIXELS
 
@@ -195,12 +195,13 @@ class ImageDataConfig:
 
 @dataclass
 class VAETrainConfig:
-    latent_dim: int = 8
-    channels: int = 64
-    recon_loss: str = "bce"
-    beta: float = 0.1
-    res_blocks: int = 0  # residual blocks per resolution (colour photographs need them)
-    downsample: int = 4  # image side / code grid side: 4 or 8
+    # the network's fields: the core's VAEConfig holds their defaults
+    latent_dim: int = VAEConfig.latent_dim
+    channels: int = VAEConfig.channels  # width of the first stage; the second has twice as many
+    recon_loss: str = VAEConfig.recon_loss
+    beta: float = VAEConfig.beta
+    res_blocks: int = VAEConfig.res_blocks  # residual blocks per resolution (colour photographs need them)
+    downsample: int = VAEConfig.downsample  # image side / code grid side: 4 or 8
     epochs: int = 10
     batch_size: int = 128
     lr: float = 2e-3

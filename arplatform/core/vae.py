@@ -32,7 +32,7 @@ class VAEConfig:
     latent_dim: int = 8
     channels: int = 64  # width of the first stage; the second has twice as many
     recon_loss: str = "bce"
-    beta: float = 1.0
+    beta: float = 0.1
     res_blocks: int = 0  # residual blocks per resolution
     downsample: int = 4  # image side / grid side
 
