@@ -617,7 +617,7 @@ def hydra_error_line(error: Exception) -> str:
                 texts.append(line)
         e = e.__cause__
     message = ": ".join(t.rstrip(".:") for t in texts)
-    return message if not key or key in message else f"{key}: {message}"
+    return message if not key or message.startswith(key) else f"{key}: {message}"  # the key first
 
 
 def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR) -> dict:

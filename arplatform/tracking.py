@@ -195,6 +195,17 @@ def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end):
         status = "KILLED"
         raise
     finally:
-        on_end(status)
-        if uri and run_id:
-            finish_run(uri, run_id, status)
+        # a sweep's driver ends a trial Tune stopped (KILLED) while the trial's own code may still be
+        # unwinding with an error: the status another process already set stands
+        if not (status == "FAILED" and uri and run_id and ended_elsewhere(uri, run_id)):
+            on_end(status)
+            if uri and run_id:
+                finish_run(uri, run_id, status)
+
+
+def ended_elsewhere(uri: str, run_id: str) -> bool:
+    """The MLflow run was ended (FINISHED or KILLED) by another process while this one ran it."""
+    try:
+        return client(uri).get_run(run_id).info.status in ("FINISHED", "KILLED")
+    except Exception:  # the store unreachable: this process's own status is all there is
+        return False

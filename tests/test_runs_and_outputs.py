@@ -237,8 +237,8 @@ def test_hydra_refuses_unknown_keys_and_wrong_types_in_one_line(tmp_path):
         with pytest.raises(ConfigError) as info:
             compose("transformer/typo", [], str(tmp_path))
         assert str(info.value).startswith(expected) and "\n" not in str(info.value), str(info.value)
-    with pytest.raises(ConfigError, match=r"^Error merging override optim.batch_size=1.5: Value '1.5' of type "
-                                          r"'float' could not be converted to Integer$"):
+    with pytest.raises(ConfigError, match=r"^optim.batch_size: Error merging override optim.batch_size=1.5: Value "
+                                          r"'1.5' of type 'float' could not be converted to Integer$"):
         compose("transformer/mnist_sample", ["optim.batch_size=1.5"])
 
 

@@ -300,6 +300,20 @@ def quality_line(report: dict) -> str:
             f"perplexity {report['codebook_perplexity']:.1f}")
 
 
+def codebook_and_codes(cfg: TokenizerConfig, vae: VAE, data: ImageSet | ImageFiles, train_idx: np.ndarray,
+                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, device, log):
+    """The codebook (k-means result), every image's codes (N, h·w) and the latents of the
+    held-out images the report scores."""
+    fit_idx = fit_sample(cfg, train_idx)
+    if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
+        km = fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
+        codes = codes_on_ray(cfg, staging, km, data, val_idx, log)
+        return km, codes, latents_of(vae, data, eval_idx, device)
+    latents = encode_means(vae, data.images, device, log=log)  # every image once: sample, codes, report
+    km = fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
+    return km, codes_of(latents, km, device), latents[torch.from_numpy(eval_idx)]
+
+
 def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print) -> dict:
     """Images → VAE → codebook → codes, published together (`publish.py`); returns paths and evaluation."""
     t0 = time.perf_counter()
@@ -320,17 +334,9 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         else:
             vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
                             device, log)
-        fit_idx = fit_sample(cfg, train_idx)
         eval_idx = val_idx[:EVAL_IMAGES]
-        if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
-            km = fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
-            codes = codes_on_ray(cfg, staging, km, data, val_idx, log)
-            eval_latents = latents_of(vae, data, eval_idx, device)
-        else:  # every image encoded once: the codebook's sample, the codes and the evaluation
-            latents = encode_means(vae, data.images, device, log=log)
-            km = fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
-            codes = codes_of(latents, km, device)
-            eval_latents = latents[torch.from_numpy(eval_idx)]
+        km, codes, eval_latents = codebook_and_codes(cfg, vae, data, train_idx, val_idx, eval_idx, staging,
+                                                     device, log)
         held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
         report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents, codes[eval_idx], codes,
                                              device)
