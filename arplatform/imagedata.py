@@ -322,7 +322,7 @@ class ImageFiles:
         return dataclasses.replace(self, paths=[self.paths[i] for i in index], labels=self.labels[index])
 
     def to_dict(self) -> dict:
-        """Plain values for a Ray worker (`ImageFiles(**d)` there)."""
+        """Plain values for a Ray worker (`ImageFiles.from_dict` there)."""
         return dataclasses.asdict(self) | {"labels": self.labels.tolist(), "skipped": list(self.skipped),
                                            "links": list(self.links)}
 

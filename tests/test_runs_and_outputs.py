@@ -228,8 +228,7 @@ def test_defaults_live_in_the_dataclasses_only(group):
 def test_hydra_refuses_unknown_keys_and_wrong_types_in_one_line(tmp_path):
     import shutil
 
-    for group in ("transformer",):
-        shutil.copytree(os.path.join(CONFIG_DIR, group), tmp_path / group)
+    shutil.copytree(os.path.join(CONFIG_DIR, "transformer"), tmp_path / "transformer")
     for body, expected in (("optim:\n  lrr: 0.1\n", "optim.lrr: In 'transformer/typo'"),
                            ("optim:\n  lr: fast\n", "optim.lr: In 'transformer/typo'")):
         (tmp_path / "transformer" / "typo.yaml").write_text(
