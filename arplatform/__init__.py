@@ -11,6 +11,7 @@ from .core import (
     CodeSequenceDataset,
     DataError,
     GPTConfig,
+    OptimConfig,
     TokenLayout,
     TrainConfig,
     codes_from_sequences,
@@ -26,5 +27,5 @@ from .core.decode import decode_codes_to_images
 __all__ = [
     "GPT", "GPTConfig", "TokenLayout", "CodeSequenceDataset", "pad_collate", "sample_next_token",
     "generate_autoregressive", "codes_from_sequences", "save_checkpoint", "load_checkpoint",
-    "load_model", "TrainConfig", "DataError", "CheckpointError", "decode_codes_to_images",
+    "load_model", "OptimConfig", "TrainConfig", "DataError", "CheckpointError", "decode_codes_to_images",
 ]

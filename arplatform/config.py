@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 
 from .core.data import INVALID_CODE_POLICIES
-from .core.loop import PRECISIONS, TrainConfig
+from .core.loop import PRECISIONS, OptimConfig
 from .core.model import GPTConfig
 from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
 from .errors import ConfigError
@@ -118,7 +118,7 @@ def from_dict(cls, data: dict, path: str = ""):
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        # the core's own checks say "TrainConfig.lr …": name the key as the user wrote it
+        # the core's own checks say "OptimConfig.lr …": name the key as the user wrote it
         message = str(e).replace(f"{cls.__name__}.", f"{path}." if path else "")
         if not (path and message.startswith(f"{path}.")):
             message = f"{path or cls.__name__}: {message}"
@@ -194,7 +194,7 @@ class ImageDataConfig:
 
 
 @dataclass
-class VAETrainConfig:
+class TokenizerVAEConfig:
     # the network's fields: the core's VAEConfig holds their defaults
     latent_dim: int = VAEConfig.latent_dim
     channels: int = VAEConfig.channels  # width of the first stage; the second has twice as many
@@ -244,7 +244,7 @@ class TokenizerConfig:
     cpus_per_actor: float = 1.0
     use_gpu: str = "auto"  # auto | true | false (engine=ray)
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
-    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    vae: TokenizerVAEConfig = field(default_factory=TokenizerVAEConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -298,10 +298,11 @@ class CodeDataConfig:
 
 
 # Named model sizes: LlamaGen's GPT-B, GPT-L and GPT-XL depths and widths, and two small ones
-# (`small` is the platform's default). docs/design.md lists their parameter counts.
+# (`small`, the platform's default, is the core GPTConfig's own). docs/design.md lists their
+# parameter counts.
 MODEL_PRESETS = {
     "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4},
-    "small": {"embed_dim": 256, "num_layers": 4, "num_heads": 8},
+    "small": {"embed_dim": GPTConfig.embed_dim, "num_layers": GPTConfig.num_layers, "num_heads": GPTConfig.num_heads},
     "B": {"embed_dim": 768, "num_layers": 12, "num_heads": 12},
     "L": {"embed_dim": 1024, "num_layers": 24, "num_heads": 16},
     "XL": {"embed_dim": 1280, "num_layers": 36, "num_heads": 20},
@@ -315,8 +316,8 @@ class ModelConfig:
     embed_dim: int | None = None  # null: the preset's
     num_layers: int | None = None  # null: the preset's
     num_heads: int | None = None  # null: the preset's
-    mlp_ratio: int = 4
-    dropout: float = 0.1
+    mlp_ratio: int = GPTConfig.mlp_ratio
+    dropout: float = GPTConfig.dropout
 
     def __post_init__(self):
         _check_choice("model.preset", self.preset, (None, *MODEL_PRESETS))
@@ -384,7 +385,7 @@ class TrainJobConfig:
     resume: bool = False  # continue the latest run of this config from its last checkpoint
     data: CodeDataConfig = field(default_factory=CodeDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    optim: TrainConfig = field(default_factory=TrainConfig)  # the core loop's own config
+    optim: OptimConfig = field(default_factory=OptimConfig)  # the core loop's own config
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrainTrackingConfig = field(default_factory=TrainTrackingConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

@@ -20,7 +20,7 @@ from machine import machine_line, save
 
 from arplatform import TokenLayout
 from arplatform.config import ModelConfig
-from arplatform.core.loop import GPTObjective, TrainConfig, make_optimizer
+from arplatform.core.loop import GPTObjective, OptimConfig, make_optimizer
 from arplatform.core.model import GPT, parameter_count, training_flops_per_token
 
 # dense bf16 peaks (no sparsity), TFLOP/s, from the vendors' data sheets (SXM parts)
@@ -51,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     step_model = model if args.no_compile else torch.compile(model)
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    optimizer = make_optimizer(model, OptimConfig(lr=1e-4))
     objective = GPTObjective(layout, 0.1)
     precision = "bf16" if device.type == "cuda" else "fp32"
     tokens = torch.randint(0, 16384, (args.batch, cfg.seq_len + 1), device=device)

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from machine import machine_line, save
 
-from arplatform import GPT, GPTConfig, TokenLayout, TrainConfig
+from arplatform import GPT, GPTConfig, OptimConfig, TokenLayout
 from arplatform.core.loop import GPTObjective, fit, probe_key, training_probe
 from arplatform.core.precision import choose_precision
 
@@ -60,7 +60,7 @@ def reference_seconds(model, batches, steps) -> float:
 
 
 def core_seconds(model, layout, batches, steps, precision="auto") -> float:
-    cfg = TrainConfig(batch_size=BATCH, epochs=1, warmup_steps=5, log_every=10_000, precision=precision)
+    cfg = OptimConfig(batch_size=BATCH, epochs=1, warmup_steps=5, log_every=10_000, precision=precision)
     t0 = time.perf_counter()
     fit(model, GPTObjective(layout, cfg.class_dropout), lambda epoch, skip: iter(batches[skip:]), steps, None, cfg)
     return time.perf_counter() - t0

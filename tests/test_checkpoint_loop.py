@@ -12,8 +12,8 @@ from arplatform import (
     CheckpointError,
     CodeSequenceDataset,
     GPTConfig,
+    OptimConfig,
     TokenLayout,
-    TrainConfig,
     load_checkpoint,
     load_model,
     save_checkpoint,
@@ -76,7 +76,7 @@ def test_malicious_checkpoint_does_not_run(tmp_path, monkeypatch):
 
 
 def test_lr_schedule():
-    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, 100, cfg) == pytest.approx(0.1)
     assert lr_at(9, 100, cfg) == pytest.approx(1.0)
     assert lr_at(100, 100, cfg) == pytest.approx(0.1)
@@ -85,9 +85,9 @@ def test_lr_schedule():
 
 def test_train_config_validation():
     with pytest.raises(ValueError, match="precision"):
-        TrainConfig(precision="fp8")
+        OptimConfig(precision="fp8")
     with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(batch_size=0)
+        OptimConfig(batch_size=0)
 
 
 def _setup(tiny_codes, dropout=0.0):
@@ -102,7 +102,7 @@ def test_overfit_one_batch(tiny_codes):
     # one sequence per class, so the prefix [class][BOS] determines every target
     rows = [int((ds.class_labels == c).nonzero()[0][0]) for c in range(3)]
     batch = {"input_ids": ds.input_ids[rows], "labels": ds.labels[rows]}
-    cfg = TrainConfig(batch_size=8, lr=3e-3, epochs=1, warmup_steps=5, class_dropout=0.0,
+    cfg = OptimConfig(batch_size=8, lr=3e-3, epochs=1, warmup_steps=5, class_dropout=0.0,
                       precision="fp32", min_lr_ratio=1.0, weight_decay=0.0)
     seen = []
     fit(model, GPTObjective(layout), lambda e, s: (batch for _ in range(300 - s)), 300, None, cfg,
@@ -120,32 +120,32 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
     spe = len(batches) // 2  # 6 micro-batches → 3 steps per epoch
     torch.manual_seed(123)
     objective = GPTObjective(layout, class_dropout=0.3)
-    fit(model, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+    fit(model, objective, batches, spe, lambda: batches(0), OptimConfig(**cfg),
         checkpoint_dir=str(tmp_path / "straight"))
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
     _, _, first = _setup(tiny_codes, dropout=0.1)
     torch.manual_seed(123)
     half = dict(cfg, max_steps=4)  # stops mid-epoch 2
-    fit(first, objective, batches, spe, lambda: batches(0), TrainConfig(**half), checkpoint_dir=str(tmp_path / "split"))
+    fit(first, objective, batches, spe, lambda: batches(0), OptimConfig(**half), checkpoint_dir=str(tmp_path / "split"))
     assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 4
     torch.manual_seed(999)  # a different process state: everything must come from last.pt
     _, _, second = _setup(tiny_codes, dropout=0.1)
-    fit(second, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+    fit(second, objective, batches, spe, lambda: batches(0), OptimConfig(**cfg),
         checkpoint_dir=str(tmp_path / "split"), resume_from=str(tmp_path / "split" / "last.pt"))
     for k, v in second.state_dict().items():
         assert torch.equal(v, straight[k]), k
     assert (tmp_path / "split" / "best.pt").exists()
     # resumed after its last epoch (a driver killed before it saw the end): nothing to do, same end
     _, _, third = _setup(tiny_codes, dropout=0.1)
-    final = fit(third, objective, batches, spe, lambda: batches(0), TrainConfig(**cfg),
+    final = fit(third, objective, batches, spe, lambda: batches(0), OptimConfig(**cfg),
                 resume_from=str(tmp_path / "split" / "last.pt"))
     assert final["step"] == 9 and final["epoch"] == 2 and "best_val_loss" in final
 
 
 def test_fit_freezes_the_heap_only_while_it_trains(tiny_codes):
     layout, ds, model = _setup(tiny_codes)
-    cfg = TrainConfig(batch_size=8, epochs=1, log_every=1, precision="fp32")
+    cfg = OptimConfig(batch_size=8, epochs=1, log_every=1, precision="fp32")
     frozen = []
 
     def batches(epoch, skip):
@@ -163,7 +163,7 @@ def test_resume_without_last_pt_is_an_error(tiny_codes, tmp_path):
     layout, ds, model = _setup(tiny_codes)
     batches = IndexBatches(ds.tensors, 16)
     with pytest.raises(CheckpointError, match="last.pt: checkpoint not found"):
-        fit(model, GPTObjective(layout), batches, len(batches), None, TrainConfig(),
+        fit(model, GPTObjective(layout), batches, len(batches), None, OptimConfig(),
             checkpoint_dir=str(tmp_path), resume_from=str(tmp_path / "last.pt"))
 
 
@@ -173,7 +173,7 @@ def test_bf16_loss_curve_matches_fp32(tiny_codes):
     for precision in ("fp32", "bf16"):
         layout, ds, model = _setup(tiny_codes)
         batches = IndexBatches(ds.tensors, 20, seed=0)
-        cfg = TrainConfig(batch_size=20, lr=2e-3, epochs=12, warmup_steps=5, precision=precision,
+        cfg = OptimConfig(batch_size=20, lr=2e-3, epochs=12, warmup_steps=5, precision=precision,
                           class_dropout=0.0, log_every=5)
         curve = []
         torch.manual_seed(0)
@@ -206,7 +206,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 
     layout, ds, model = _setup(tiny_codes)
     batches = IndexBatches(ds.tensors, 16, seed=0)
-    cfg = TrainConfig(batch_size=16, lr=1e-3, epochs=3, warmup_steps=1, precision="fp32", grad_clip=grad_clip)
+    cfg = OptimConfig(batch_size=16, lr=1e-3, epochs=3, warmup_steps=1, precision="fp32", grad_clip=grad_clip)
     spe = len(batches)
     with pytest.raises(TrainingError, match=rf"not finite at step {spe + 3} \(epoch 1\).*lower optim.lr") as e:
         fit(model, _DivergesAt(layout, spe + 2), batches, spe, lambda: batches(0), cfg,
@@ -221,7 +221,7 @@ def _train_three_steps(tiny_codes, compile_setting):
     layout, ds, _ = _setup(tiny_codes)
     torch.manual_seed(0)
     model = make_model(layout)
-    cfg = TrainConfig(batch_size=8, epochs=1, max_steps=3, warmup_steps=1, class_dropout=0.0, precision="fp32",
+    cfg = OptimConfig(batch_size=8, epochs=1, max_steps=3, warmup_steps=1, class_dropout=0.0, precision="fp32",
                       compile=compile_setting, log_every=1)
     losses = []
     fit(model, GPTObjective(layout, 0.0), IndexBatches(ds.tensors, 8, shuffle=False), 3, None, cfg,

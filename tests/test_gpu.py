@@ -61,7 +61,7 @@ def test_training_on_cuda_compiles_learns_and_uses_the_fused_optimizer():
     import warnings
 
     from arplatform import GPT, GPTConfig, TokenLayout
-    from arplatform.core.loop import GPTObjective, IndexBatches, TrainConfig, fit, make_optimizer
+    from arplatform.core.loop import GPTObjective, IndexBatches, OptimConfig, fit, make_optimizer
 
     torch.manual_seed(0)
     layout = TokenLayout(num_codes=16, num_classes=4)
@@ -71,12 +71,12 @@ def test_training_on_cuda_compiles_learns_and_uses_the_fused_optimizer():
                       torch.full((256, 1), layout.eos_id)], 1)
     model = GPT(GPTConfig(vocab_size=layout.vocab_size, seq_len=seqs.shape[1] - 1, embed_dim=64, num_layers=2,
                           num_heads=4)).cuda()
-    assert make_optimizer(model, TrainConfig()).defaults["fused"]
+    assert make_optimizer(model, OptimConfig()).defaults["fused"]
     losses = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # "torch.compile failed, training eagerly" fails the test
         fit(model, GPTObjective(layout, 0.0), IndexBatches({"input_ids": seqs[:, :-1].cuda(),
                                                             "labels": seqs[:, 1:].cuda()}, 32),
-            8, None, TrainConfig(epochs=5, lr=3e-3, warmup_steps=2, log_every=4, class_dropout=0.0),
+            8, None, OptimConfig(epochs=5, lr=3e-3, warmup_steps=2, log_every=4, class_dropout=0.0),
             device="cuda", callback=lambda m, s: losses.append(m["train/loss"]) if "train/loss" in m else None)
     assert losses[-1] < 0.5 * losses[0], losses

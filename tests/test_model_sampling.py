@@ -45,41 +45,63 @@ def test_cached_logits_equal_full_forward():
         full = m(x)
         m.setup_cache(3)
         steps = [prefill(m, x[:, :5])]
-        steps += [decode_one_token(m, x[:, t : t + 1], t) for t in range(5, 20)]
-        # a multi-token chunk after a cached prefix uses the offset causal mask
+        steps += [decode_one_token(m, x[:, t : t + 1], torch.tensor([t]), visible=t + 1) for t in range(5, 20)]
+        # a multi-token chunk after a cached prefix: causal within the chunk, over the prefix
         m.setup_cache(3)
-        m(x[:, :7], start=0)
-        chunk = m(x[:, 7:15], start=7)
+        m(x[:, :7], torch.arange(7), visible=7)
+        chunk = m(x[:, 7:15], torch.arange(7, 15), visible=15)
         m.clear_cache()
     cached = torch.stack(steps, dim=1)
     assert (cached - full[:, 4:]).abs().max() <= 1e-4
     assert (chunk - full[:, 7:15]).abs().max() <= 1e-4
 
 
-def test_static_decode_step_equals_full_forward():
-    """GPT.decode_step (whole cache under a mask: the shape a CUDA graph captures) gives the same
-    logits as the plain forward, also where the cache holds stale rows beyond the position."""
+def test_decode_step_over_the_whole_cache_equals_full_forward():
+    """The decode step over the whole cache under a mask (visible=None: the fixed shapes a CUDA
+    graph captures) gives the plain forward's logits, also where the cache holds stale rows
+    beyond the position."""
     m = tiny_gpt()
     x = torch.randint(0, 16, (3, 20))
     with torch.no_grad():
         full = m(x)
         m.setup_cache(3)
-        m(torch.randint(0, 16, (3, 20)), start=0)  # stale entries everywhere
+        m(torch.randint(0, 16, (3, 20)), torch.arange(20))  # stale entries everywhere
         prefill(m, x[:, :5])
-        steps = [m.decode_step(x[:, t : t + 1], torch.tensor([t])) for t in range(5, 20)]
+        steps = [decode_one_token(m, x[:, t : t + 1], torch.tensor([t])) for t in range(5, 20)]
     assert (torch.stack(steps, dim=1) - full[:, 5:]).abs().max() <= 1e-4
 
 
-def test_generate_with_the_static_step_matches_eager():
-    """compile_decode on a CPU-only machine is only tested eagerly here (the decode step itself;
-    torch.compile is exercised by the GPU tests): same sequences as the default path."""
+def test_the_compiled_decode_step_is_one_graph_for_every_position():
+    """What a GPU's CUDA graph needs, checked on CPU: torch.compile captures the step over the
+    whole cache in one graph without breaks (fullgraph) and never recompiles as the position
+    moves; the captured step gives the plain forward's logits."""
+    from torch._dynamo.testing import CompileCounter
+
+    m = tiny_gpt()
+    x = torch.randint(0, 16, (3, 20))
+    captures = CompileCounter()
+    step = torch.compile(decode_one_token, fullgraph=True, backend=captures)
+    with torch.no_grad():
+        full = m(x)
+        m.setup_cache(3)
+        prefill(m, x[:, :2])
+        steps = [step(m, x[:, t : t + 1], torch.tensor([t])) for t in range(2, 20)]
+    assert captures.frame_count == 1
+    assert (torch.stack(steps, dim=1) - full[:, 2:]).abs().max() <= 1e-4
+
+
+def test_generate_with_the_whole_cache_step_matches_eager():
+    """compile_decode on a CPU-only machine is only tested uncompiled here (the step a compiled
+    decoder captures, run as it is; torch.compile is exercised by the GPU tests): same sequences
+    as the default path."""
     m = tiny_gpt(seq_len=12)
     layout = TokenLayout(num_codes=10, num_classes=2)
     m2 = GPT(GPTConfig(**{**m.config.to_dict(), "vocab_size": layout.vocab_size})).eval()
     keys = sample_keys(0, range(4))
     a = generate_autoregressive(m2, layout, 20, class_labels=torch.tensor([0, 1, 0, 1]), sample_keys=keys,
                                 compile_decode=False)
-    decoder = Decoder(m2, "static")  # the static step the compiled one captures, uncompiled
+    decoder = Decoder(m2, "eager")
+    decoder.compiled = decode_one_token  # the compiled decoder's step (the whole cache), uncompiled
     b = generate_autoregressive(m2, layout, 20, class_labels=torch.tensor([0, 1, 0, 1]), sample_keys=keys,
                                 decoder=decoder)
     assert torch.equal(a, b)
@@ -93,6 +115,9 @@ def test_context_limit_is_enforced():
     m = tiny_gpt(seq_len=8)
     with pytest.raises(ValueError, match="exceed"):
         m(torch.zeros(1, 9, dtype=torch.long))
+    m.setup_cache(1)
+    with pytest.raises(ValueError, match="exceed"):
+        Decoder(m).decode_one_token(torch.zeros(1, 1, dtype=torch.long), 8)
 
 
 @pytest.mark.parametrize("window_shift", [1, 3])

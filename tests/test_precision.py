@@ -61,7 +61,7 @@ def test_no_bf16_instructions_means_fp32_without_probing(monkeypatch):
 
 def test_fit_obeys_the_decision_and_probing_never_changes_the_trajectory(bf16_cpu, monkeypatch, tiny_codes):
     """A run that probed and one that found the verdict cached train bit-identically."""
-    from arplatform import GPT, CodeSequenceDataset, GPTConfig, TokenLayout, TrainConfig
+    from arplatform import GPT, CodeSequenceDataset, GPTConfig, OptimConfig, TokenLayout
     from arplatform.core.loop import GPTObjective, IndexBatches, fit
 
     monkeypatch.setattr(P, "measure_speedup", lambda probe, **kw: [(probe("fp32"), probe("bf16"), 0.5)[-1]] * 5)
@@ -73,7 +73,7 @@ def test_fit_obeys_the_decision_and_probing_never_changes_the_trajectory(bf16_cp
     for _ in range(2):  # the first run probes (and caches fp32), the second reads the cache
         torch.manual_seed(0)
         model = GPT(GPTConfig(layout.vocab_size, 18, 32, 1, 2, dropout=0.1))
-        fit(model, GPTObjective(layout, 0.2), batches, 3, None, TrainConfig(batch_size=16, epochs=1, warmup_steps=1))
+        fit(model, GPTObjective(layout, 0.2), batches, 3, None, OptimConfig(batch_size=16, epochs=1, warmup_steps=1))
         states.append(model.state_dict())
     for a, b in zip(states[0].values(), states[1].values(), strict=True):
         assert torch.equal(a, b)

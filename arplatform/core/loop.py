@@ -30,7 +30,7 @@ MetricsCallback = Callable[[dict[str, float], int], None]
 
 
 @dataclass
-class TrainConfig:
+class OptimConfig:
     batch_size: int = 64  # per process; the global batch is batch_size × processes × grad_accum_steps
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio
@@ -53,26 +53,26 @@ class TrainConfig:
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
+                raise ValueError(f"OptimConfig.{name} must be a positive int, got {v!r}")
         for name in ("max_steps", "warmup_steps", "seed"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r}")
+                raise ValueError(f"OptimConfig.{name} must be a non-negative int, got {v!r}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
-            raise ValueError(f"TrainConfig.lr must be a finite number in (0, 1], got {self.lr!r}")
+            raise ValueError(f"OptimConfig.lr must be a finite number in (0, 1], got {self.lr!r}")
         for name in ("min_lr_ratio", "class_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+                raise ValueError(f"OptimConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+                raise ValueError(f"OptimConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
         for name in ("weight_decay", "grad_clip"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+                raise ValueError(f"OptimConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise ValueError(f"OptimConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.compile not in ("auto", "true", "false"):
-            raise ValueError(f"TrainConfig.compile must be one of auto, true, false, got {self.compile!r}")
+            raise ValueError(f"OptimConfig.compile must be one of auto, true, false, got {self.compile!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,7 +101,10 @@ def probe_key(objective, model: torch.nn.Module, batch_size: int = 8) -> str:
     return f"{objective.kind}:{sorted(unwrap_model(model).config.to_dict().items())}:b{batch_size}"
 
 
-def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+TrainConfig = OptimConfig  # its earlier name: code written against it keeps working
+
+
+def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     """Linear warmup to cfg.lr, then cosine down to lr × min_lr_ratio at total_steps."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -110,7 +113,7 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not norms, biases or the tied embedding's rows twice)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -288,7 +291,7 @@ class Trainer:
     """One run of `fit`: the model, its objective and optimizer, and where the run is (step, best
     validation loss, stopped). `fit` drives it epoch by epoch; each method is one named step."""
 
-    def __init__(self, model, objective, cfg: TrainConfig, steps_per_epoch: int, device, checkpoint_dir, grid_shape,
+    def __init__(self, model, objective, cfg: OptimConfig, steps_per_epoch: int, device, checkpoint_dir, grid_shape,
                  run_config, callback, reduce, is_main: bool):
         self.model, self.objective, self.cfg, self.device = model, objective, cfg, torch.device(device)
         self.precision = decide_precision(cfg.precision, model, objective, self.device, print if is_main else None)
@@ -407,7 +410,7 @@ def fit(
     train_batches: Callable[[int, int], Iterable[Batch]],
     steps_per_epoch: int,
     val_batches: Callable[[], Iterable[Batch]] | None,
-    cfg: TrainConfig,
+    cfg: OptimConfig,
     *,
     device: torch.device | str = "cpu",
     checkpoint_dir: str | None = None,

@@ -24,9 +24,9 @@ class GPTConfig:
     seq_len: int = 64  # context: the most tokens the model attends over
     embed_dim: int = 256
     num_layers: int = 4
-    num_heads: int = 4
+    num_heads: int = 8
     mlp_ratio: int = 4
-    dropout: float = 0.0
+    dropout: float = 0.1
     bias: bool = False
     rope_base: float = 10000.0
 
@@ -65,12 +65,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
-def cpu_bf16_attention_backend(q: torch.Tensor):
-    """SDPA's CPU flash kernel is slow in bf16 (backward ~3× slower than the math
-    kernel at 51 tokens, measured with torch 2.13): pick the math kernel there."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        return sdpa_kernel(SDPBackend.MATH)
-    return nullcontext()
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+           dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q·kᵀ/√d + mask)·v over heads (B, H, T, d): causal (q and k the same tokens), under
+    `mask` (T, keys), or over every key. Only the kernel is chosen here, by measurement (torch
+    2.13, 2-core EPYC): SDPA's CPU flash kernel is slow in bf16 (backward ~3× the math kernel's
+    at 51 tokens), and for one new token against a cache it loses to the formula written out
+    (1.2–1.5× at 259 keys, even at 67; its math kernel is 3–5× slower still)."""
+    if q.device.type == "cpu" and q.shape[2] == 1 and mask is None and not causal:
+        return ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
+    math_kernel = q.device.type == "cpu" and q.dtype == torch.bfloat16
+    with sdpa_kernel(SDPBackend.MATH) if math_kernel else nullcontext():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
 
 
 class KVCache(nn.Module):
@@ -82,17 +88,11 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-    def write_at(self, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write one token's keys and values at `position` (a (1,) long tensor) and return the
-        whole cache: no shape depends on the position, so a compiled step is captured once."""
-        self.k.index_copy_(2, position, k.to(self.k.dtype))
-        self.v.index_copy_(2, position, v.to(self.v.dtype))
+    def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the keys and values of tokens at `positions` ((T,) long) and return the whole
+        cache: no shape depends on the positions' values, so a compiled step is captured once."""
+        self.k.index_copy_(2, positions, k.to(self.k.dtype))
+        self.v.index_copy_(2, positions, v.to(self.v.dtype))
         return self.k, self.v
 
 
@@ -106,33 +106,18 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.cache: KVCache | None = None
 
-    def forward(self, x, cos, sin, start: int | None) -> torch.Tensor:
+    def forward(self, x, cos, sin, positions: torch.Tensor | None = None, visible: int = 0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """positions None: causal over x itself. Else x's tokens sit at `positions` of the cached
+        sequences: their keys and values are written there, and they attend over the cache's
+        first `visible` positions where `mask` (T, visible) allows (None: all of them)."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         (q, k), v = apply_rope(qkv[:2], cos, sin), qkv[2]  # one rotation for q and k together
-        if isinstance(start, torch.Tensor):  # static decode step (GPT.decode_step): the whole cache, masked
-            k, v = self.cache.write_at(start, k, v)
-            seen = (torch.arange(k.shape[2], device=x.device) <= start).view(1, -1)  # (1 query, all keys)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=seen)
-            return self.proj(y.transpose(1, 2).reshape(B, T, C))
-        if start is not None:  # cached: attend over everything written so far
-            k, v = self.cache.update(start, k, v)
-        if start is not None and T == 1:
-            # One new token sees every cached one. A plain softmax(qKᵀ)V beats the CPU
-            # flash kernel here (one query row against a strided cache: ~1.7× faster).
-            att = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
-            y = att.softmax(dim=-1) @ v
-            return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
-        if start is None or start == 0:
-            mask, causal = None, True
-        else:  # a chunk after a cached prefix: causal within the chunk
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-            causal = False
-        with cpu_bf16_attention_backend(q):
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal,
-                dropout_p=self.dropout if self.training else 0.0,
-            )
+        if positions is not None:
+            k, v = self.cache.update(positions, k, v)
+            k, v = k[:, :, :visible], v[:, :, :visible]
+        y = attend(q, k, v, mask, causal=positions is None, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -155,8 +140,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.embed_dim, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, start):
-        x = x + self.attn(self.norm1(x), cos, sin, start)
+    def forward(self, x, cos, sin, positions=None, visible=0, mask=None):
+        x = x + self.attn(self.norm1(x), cos, sin, positions, visible, mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -208,37 +193,35 @@ class GPT(nn.Module):
             block.attn.cache = None
         self.cache_batch_size = 0
 
-    def decode_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """Logits (B, vocab) of one token (B, 1) at `position` ((1,) long tensor) of the cached
-        sequences. Unlike `forward(token, start=int)` every shape is fixed (it attends over
-        the whole cache under a mask), so `torch.compile(mode="reduce-overhead")` captures it
-        once as a CUDA graph: one launch per step instead of one per kernel."""
-        cos, sin = self.rope_cos.index_select(0, position), self.rope_sin.index_select(0, position)
-        x = self.tok_emb(token)
-        for block in self.blocks:
-            x = block(x, cos, sin, position)
-        return self.lm_head(self.norm(x))[:, -1]
-
     # -- forward -----------------------------------------------------------
-    def forward(self, idx: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                visible: int | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens idx (B, T).
 
-        start=None: a plain forward, no cache. start=s: the tokens sit at positions
-        s … s+T-1 of the sequences in the cache (set up by `setup_cache`); their
-        keys and values are written there and they attend to positions 0 … s+T-1.
+        positions=None: a plain causal forward over idx, no cache (training). positions (T,)
+        long: the tokens sit at these positions of the sequences in the cache (set up by
+        `setup_cache`); their keys and values are written there and each attends to the cached
+        positions up to its own among the first `visible` (default: the whole cache, so every
+        shape is fixed and a compiled step is captured once; an eager caller passes how many
+        positions are written, these tokens counted, so a step reads no more of the cache than
+        it must: `sampling.decode_one_token` gives position + 1).
         """
         B, T = idx.shape
-        first = 0 if start is None else start
-        if first + T > self.config.seq_len:
-            raise ValueError(
-                f"{first + T} tokens exceed the model's context seq_len={self.config.seq_len}"
-            )
-        if start is not None and B != self.cache_batch_size:
-            raise ValueError(f"batch {B} does not match the cache (set up for {self.cache_batch_size})")
-        cos, sin = self.rope_cos[first : first + T], self.rope_sin[first : first + T]
+        if positions is None:
+            if T > self.config.seq_len:
+                raise ValueError(f"{T} tokens exceed the model's context seq_len={self.config.seq_len}")
+            cos, sin, mask = self.rope_cos[:T], self.rope_sin[:T], None
+        else:
+            if B != self.cache_batch_size:
+                raise ValueError(f"batch {B} does not match the cache (set up for {self.cache_batch_size})")
+            cos, sin = self.rope_cos.index_select(0, positions), self.rope_sin.index_select(0, positions)
+            mask = None  # one token and the positions written so far: it sees every one
+            if T > 1 or visible is None:  # a token sees itself and the positions before it
+                visible = self.config.seq_len if visible is None else visible
+                mask = torch.arange(visible, device=idx.device) <= positions.view(-1, 1)  # (T, visible)
         x = self.drop(self.tok_emb(idx))
         for block in self.blocks:
-            x = block(x, cos, sin, start)
+            x = block(x, cos, sin, positions, visible, mask)
         return self.lm_head(self.norm(x))
 
 

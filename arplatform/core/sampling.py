@@ -96,14 +96,22 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None,
     return index.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
+def check_room(model: GPT, first: int, count: int) -> None:
+    if first + count > model.config.seq_len:
+        raise ValueError(f"{first + count} tokens exceed the model's context seq_len={model.config.seq_len}")
+
+
 def prefill(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """Fill the cache with `tokens` (B, T) from position 0; logits of the last one."""
-    return model(tokens, start=0)[:, -1]
+    check_room(model, 0, tokens.shape[1])
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    return model(tokens, positions, visible=tokens.shape[1])[:, -1]
 
 
-def decode_one_token(model: GPT, token: torch.Tensor, position: int) -> torch.Tensor:
-    """Feed one token (B, 1) at `position` of the cached sequences; its logits."""
-    return model(token, start=position)[:, -1]
+def decode_one_token(model: GPT, token: torch.Tensor, position: torch.Tensor, visible: int | None = None):
+    """Feed one token (B, 1) at `position` ((1,) long tensor) of the cached sequences; its logits.
+    `visible` as in `GPT.forward`: None (the whole cache) keeps every shape fixed for a compiled step."""
+    return model(token, position, visible)[:, -1]
 
 
 class Decoder:
@@ -112,25 +120,23 @@ class Decoder:
     calls, instead of the module carrying it:
 
     - the KV cache, for one batch shape (`setup`);
-    - its step: `eager` (`model(token, start=position)`), `static` (`model.decode_step`, every
-      shape fixed) or `compiled` (the static step under torch.compile mode="reduce-overhead":
-      a CUDA graph per batch shape on a GPU; if it fails, one warning and eager from then on).
+    - its step: `eager` (reads the cache up to the position) or `compiled` (the step over the
+      whole cache, every shape fixed, under torch.compile mode="reduce-overhead": a CUDA graph
+      per batch shape on a GPU; if it fails, one warning and eager from then on).
 
     A captured graph reads the cache's buffers by address, so a compiled decoder keeps its
     cache until `close(force=True)`; the others free it at `close()`. Keep one decoder per
     model for as long as it samples (an `ImageSampler` keeps its own)."""
 
-    STEPS = ("eager", "static", "compiled")
+    STEPS = ("eager", "compiled")
 
     def __init__(self, model: GPT, step: str = "eager"):
         if step not in self.STEPS:
             raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
         self.model, self.step = model, step
-        self.static = None
-        if step == "static":
-            self.static = model.decode_step
-        elif step == "compiled":
-            self.static = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True)
+        self.compiled = None
+        if step == "compiled":
+            self.compiled = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
 
     def setup(self, batch_size: int, precision: str) -> None:
         self.model.setup_cache(batch_size, dtype=torch.bfloat16 if precision == "bf16" else None)
@@ -139,19 +145,19 @@ class Decoder:
         return prefill(self.model, tokens)
 
     def decode_one_token(self, token: torch.Tensor, position: int) -> torch.Tensor:
-        if self.static is None:
-            return decode_one_token(self.model, token, position)
+        check_room(self.model, position, 1)
+        at = torch.tensor([position], device=token.device)
+        if self.compiled is None:
+            return decode_one_token(self.model, token, at, visible=position + 1)
         try:  # a graph's outputs are overwritten by its next replay: clone
-            return self.static(token, torch.tensor([position], device=token.device)).clone()
+            return self.compiled(self.model, token, at).clone()
         except Exception as err:  # compile is a speed-up, never a requirement
-            if self.step != "compiled":
-                raise
             import warnings
 
             warnings.warn(f"compiled decode step failed, decoding eagerly: {type(err).__name__}: {err}",
                           stacklevel=2)
-            self.static, self.step = None, "eager"
-            return decode_one_token(self.model, token, position)
+            self.compiled, self.step = None, "eager"
+            return decode_one_token(self.model, token, at, visible=position + 1)
 
     def close(self, force: bool = False) -> None:
         if force or self.step != "compiled":

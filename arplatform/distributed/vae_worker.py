@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ..core.loop import IndexBatches, TrainConfig, fit
+from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective
 from .image_source import ImageReader
 from .train_worker import all_reduce, epoch_reporter
@@ -31,7 +31,7 @@ def my_share(n: int, rank: int, world: int, seed: int) -> np.ndarray:
 
 
 def vae_worker(config: dict) -> dict:
-    """config: model (VAEConfig fields), train (TrainConfig fields), beta, recon_loss, seed,
+    """config: model (VAEConfig fields), train (OptimConfig fields), beta, recon_loss, seed,
     threads, run_config, and object refs of the train and val images."""
     import ray
     import ray.train
@@ -61,7 +61,7 @@ def vae_worker(config: dict) -> dict:
 
     try:
         final = fit(model, VAEObjective(config["beta"], config["recon_loss"]), train, len(train), val,
-                    TrainConfig(**config["train"]), device=device, checkpoint_dir=checkpoint_dir,
+                    OptimConfig(**config["train"]), device=device, checkpoint_dir=checkpoint_dir,
                     grid_shape=(model_cfg.grid_size,) * 2, run_config=config["run_config"],
                     callback=show if rank == 0 else None, on_epoch_end=epoch_reporter(checkpoint_dir, rank),
                     reduce=all_reduce if world > 1 else None, is_main=rank == 0)

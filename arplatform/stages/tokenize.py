@@ -32,7 +32,7 @@ from ..config import TokenizerConfig, to_dict
 from ..core.codebook import assign, fit_kmeans, save_codebook
 from ..core.errors import DataError
 from ..core.io import save_json, save_npy
-from ..core.loop import IndexBatches, TrainConfig, fit
+from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
 from ..errors import ConfigError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
@@ -52,7 +52,7 @@ def check_image_shape(data: ImageSet, downsample: int) -> None:
         )
 
 
-def vae_setup(cfg: TokenizerConfig, train: ImageSet, steps_per_epoch: int) -> tuple[VAEConfig, TrainConfig]:
+def vae_setup(cfg: TokenizerConfig, train: ImageSet, steps_per_epoch: int) -> tuple[VAEConfig, OptimConfig]:
     """The VAE's model and loop configs (both engines)."""
     c, h, _ = train.shape
     vcfg = cfg.vae
@@ -60,7 +60,7 @@ def vae_setup(cfg: TokenizerConfig, train: ImageSet, steps_per_epoch: int) -> tu
                           recon_loss=vcfg.recon_loss, beta=vcfg.beta,
                           res_blocks=vcfg.res_blocks, downsample=vcfg.downsample)
     steps = vcfg.epochs * steps_per_epoch
-    train_cfg = TrainConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
+    train_cfg = OptimConfig(batch_size=vcfg.batch_size, lr=vcfg.lr, epochs=vcfg.epochs, weight_decay=0.0,
                             warmup_steps=vcfg.warmup_steps, precision=vcfg.precision, class_dropout=0.0,
                             seed=cfg.data.seed, log_every=max(1, steps // 100))  # the bar moves 100 times
     return model_cfg, train_cfg
