@@ -58,18 +58,14 @@ class Run:
         return asdict(self)
 
 
-def config_dir(output_root: str, config: str) -> str:
-    return os.path.join(storage.Mirror(output_root).local, "transformer", config)
+def config_dir(root: storage.Root, config: str) -> str:
+    return root.local_path("transformer", config)
 
 
-def seed_checkpoint(output_root: str, config: str) -> str:
+def seed_checkpoint(root: storage.Root, config: str) -> str:
     """The seed's path, `<output_root>/transformer/<config>/checkpoints/best.pt`: the best checkpoint
     of the config's latest finished run (`publish_best`); a URI for a bucket root."""
-    return storage.join(storage.absolute(output_root), "transformer", config, "checkpoints", "best.pt")
-
-
-def ray_storage(output_root: str) -> str:
-    return storage.join(storage.absolute(output_root), "ray")
+    return root.path("transformer", config, "checkpoints", "best.pt")
 
 
 def read_state(run: Run) -> dict:
@@ -84,11 +80,11 @@ def write_state(run: Run, **fields) -> dict:
     return state
 
 
-def new_run(output_root: str, config: str, run_name: str | None = None) -> Run:
+def new_run(root: storage.Root, config: str, run_name: str | None = None) -> Run:
     """Create a fresh run folder; its name is unique (`<config>-<time>-<random>`) unless given."""
-    base = config_dir(output_root, config)
+    base = config_dir(root, config)
     name = run_name or f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run = Run(name, base, os.path.join(base, "runs", name), ray_storage(output_root))
+    run = Run(name, base, os.path.join(base, "runs", name), root.path("ray"))
     if storage.exists(run.ray_path):
         raise RunStateError(f"{run.ray_path}: run {name!r} exists; pass resume=true to continue it, "
                             "or another run_name")
@@ -102,13 +98,13 @@ def new_run(output_root: str, config: str, run_name: str | None = None) -> Run:
     return run
 
 
-def find_run(output_root: str, config: str, run_name: str | None = None) -> Run:
+def find_run(root: storage.Root, config: str, run_name: str | None = None) -> Run:
     """The run `run_name`, or the latest started run of `config`, to resume."""
-    storage.Mirror(output_root).pull("transformer", config, "runs")  # a fresh machine resumes a cluster's run
-    base = config_dir(output_root, config)
+    root.pull("transformer", config, "runs")  # a fresh machine resumes a cluster's run
+    base = config_dir(root, config)
     runs_dir = os.path.join(base, "runs")
     names = [run_name] if run_name else sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
-    found = [Run(n, base, os.path.join(runs_dir, n), ray_storage(output_root), resumed=True) for n in names]
+    found = [Run(n, base, os.path.join(runs_dir, n), root.path("ray"), resumed=True) for n in names]
     found = [r for r in found if os.path.exists(r.state_path)]
     if not found:
         what = f"run {run_name!r}" if run_name else "no earlier run"
@@ -117,23 +113,21 @@ def find_run(output_root: str, config: str, run_name: str | None = None) -> Run:
     return max(found, key=lambda r: (read_state(r).get("started_at", 0), r.name))
 
 
-def publish_best(run: Run, output_root: str) -> str:
+def publish_best(run: Run, root: storage.Root) -> str:
     """Copy the run's best.pt to the seed's path `<config>/checkpoints/best.pt` in one rename.
 
     Readers of the seed's path see the previous finished run's file or this one, never
     a partial copy or a running run's weights."""
     target = os.path.join(run.config_dir, "checkpoints", "best.pt")
     atomic_write(target, lambda tmp: shutil.copyfile(os.path.join(run.checkpoint_dir, "best.pt"), tmp))
-    run_dir = storage.Mirror(output_root).uri(run.dir)  # the root's name for it: a URI for a bucket
+    run_dir = root.public(run.dir)  # the root's name for it: a URI for a bucket
     save_json(os.path.join(run.config_dir, "checkpoints", "published.json"),
               {"run_name": run.name, "run_dir": run_dir, "published_at": time.time()})
     return target
 
 
-def push_run(run: Run, output_root: str, published: bool = False) -> None:
+def push_run(run: Run, root: storage.Root, published: bool = False) -> None:
     """With a URI root: the run's folder (and the seed's path) to the root; nothing for a local root."""
-    mirror = storage.Mirror(output_root)
-    rel = os.path.relpath(run.dir, mirror.local).split(os.sep)
-    mirror.push(*rel)
+    root.push(run.dir)
     if published:
-        mirror.push(*os.path.relpath(os.path.join(run.config_dir, "checkpoints"), mirror.local).split(os.sep))
+        root.push(os.path.join(run.config_dir, "checkpoints"))

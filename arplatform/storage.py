@@ -11,7 +11,7 @@ Two ways a stage uses it:
     an actor loading a checkpoint): `fetch` (a local copy to read), `write_bytes`,
     `read_bytes`, `exists`, `listdir`;
   * a driver that builds a folder tree (tokenizer versions, run folders, reports) builds
-    it in `Mirror(root).local` and `push`es the subtree when it is complete; `pull` brings
+    it in `Root(root).local` and `push`es the subtree when it is complete; `pull` brings
     a subtree down first. For a local root the mirror is the root itself and both do nothing.
 
 Files are written whole: a local file by a rename, an object store object by one PUT, so
@@ -324,10 +324,12 @@ def upload_folder(local: str, uri: str, last: tuple[str, ...] = ()) -> None:
         raise StorageError(f"{uri}: upload of {local} failed ({' '.join(str(e).split())})") from None
 
 
-class Mirror:
-    """A local folder standing for `root`: the root itself when local; for a URI, a folder in
-    this machine's cache (`<cache>/mirror/<scheme>/<bucket>/<prefix>`) that a driver builds
-    trees in, then pushes."""
+class Root:
+    """An output root, resolved once where a stage starts: `root` (an absolute local path, or a
+    URI) and `local`, the folder on this machine that stands for it: the root itself when
+    local; for a URI, a folder in this machine's cache (`<cache>/mirror/<scheme>/<bucket>/<prefix>`)
+    that a driver builds trees in, then pushes. Code further in takes this object, or plain
+    local paths under `local`: only its methods need to know whether the root is a URI."""
 
     def __init__(self, root):
         self.root = absolute(root)
@@ -338,8 +340,16 @@ class Mirror:
         else:
             self.local = self.root
 
-    def uri(self, local_path: str) -> str:
-        """The root's name for a path inside the mirror (itself for a local root)."""
+    def path(self, *parts: str) -> str:
+        """The root's own name for `parts` under it: a URI for a bucket, a local path else."""
+        return join(self.root, *parts) if parts else self.root
+
+    def local_path(self, *parts: str) -> str:
+        """`parts` under the local folder that stands for the root."""
+        return os.path.join(self.local, *parts)
+
+    def public(self, local_path: str) -> str:
+        """The root's name for a path inside `local` (the path itself for a local root)."""
         if not self.remote:
             return local_path
         rel = os.path.relpath(os.path.abspath(local_path), self.local)
@@ -347,21 +357,23 @@ class Mirror:
             return local_path
         return join(self.root, *rel.split(os.sep)) if rel != "." else self.root
 
-    def push(self, *parts: str, last: tuple[str, ...] = ()) -> None:
-        """Upload the mirror's `parts` folder (or file) to the root, the files named in `last`
-        last; nothing for a local root."""
+    def check_writable(self, key: str) -> None:
+        check_writable(self.root, key)
+
+    def push(self, local_path: str, last: tuple[str, ...] = ()) -> None:
+        """Upload a folder (or file) inside `local` to the same place under the root, the files
+        named in `last` last; nothing for a local root."""
         if not self.remote:
             return
-        local = os.path.join(self.local, *parts)
-        if os.path.isdir(local):
-            upload_folder(local, join(self.root, *parts), last)
-        elif os.path.exists(local):
-            write_bytes(join(self.root, *parts), read_bytes(local))
+        target = self.public(local_path)
+        if os.path.isdir(local_path):
+            upload_folder(local_path, target, last)
+        elif os.path.exists(local_path):
+            write_bytes(target, read_bytes(local_path))
 
     def pull(self, *parts: str) -> None:
-        """Download the root's `parts` folder into the mirror (nothing when it is not there)."""
-        if not self.remote or not exists(join(self.root, *parts)):
+        """Download the root's `parts` folder into `local` (nothing when it is not there)."""
+        if not self.remote or not exists(self.path(*parts)):
             return
-        src = fetch_folder(join(self.root, *parts))
-        dst = os.path.join(self.local, *parts)
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+        src = fetch_folder(self.path(*parts))
+        shutil.copytree(src, self.local_path(*parts), dirs_exist_ok=True)

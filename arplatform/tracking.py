@@ -109,22 +109,20 @@ def seed_sqlite_store(db: str) -> None:
     atomic_write(db, copy)
 
 
-def experiment_id(c, name: str, output_root: str) -> str:
+def experiment_id(c, name: str, artifacts: str) -> str:
+    """The experiment `name`, created on first use; a sqlite store's artifacts go to the local
+    folder `artifacts` (`<output_root>/mlartifacts`)."""
     with store_lock(c.tracking_uri):  # two first runs must not both create the experiment
         exp = c.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        artifacts = None
-        if c.tracking_uri.startswith("sqlite:"):  # else MLflow would scatter ./mlruns in the cwd
-            from .storage import Mirror
-
-            artifacts = "file://" + os.path.join(Mirror(output_root).local, "mlartifacts")
-        return c.create_experiment(name, artifact_location=artifacts)
+        sqlite = c.tracking_uri.startswith("sqlite:")  # else MLflow would scatter ./mlruns in the cwd
+        return c.create_experiment(name, artifact_location="file://" + artifacts if sqlite else None)
 
 
-def start_run(uri: str, experiment: str, output_root: str, run_name: str, params: dict, tags: dict) -> str:
+def start_run(uri: str, experiment: str, artifacts: str, run_name: str, params: dict, tags: dict) -> str:
     c = client(uri)
-    run = c.create_run(experiment_id(c, experiment, output_root), run_name=run_name, tags=tags)
+    run = c.create_run(experiment_id(c, experiment, artifacts), run_name=run_name, tags=tags)
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from arplatform import publish, tracking
+from arplatform import publish, storage, tracking
 from arplatform.cli import CONFIG_DIR
 from arplatform.config import (
     SCHEMAS,
@@ -280,7 +280,7 @@ def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
         return os.path.join(publish.versions_dir(root, "m"), publish.current_version(root, "m"))
 
     first = tokenize(0)
-    run = runs.new_run(root, "tiny")
+    run = runs.new_run(storage.Root(root), "tiny")
     trained_on = os.path.realpath(os.path.join(root, "codebook", "m", "codebook.pt"))  # as check_data resolves it
     facts = DataFacts(TokenLayout(4, 0), (2, 2), 4, codebook_pt=trained_on, codebook_sha256="x", vae_sha256="y")
     runs.write_state(run, **facts.identity())
@@ -311,14 +311,14 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
     uri = tracking.tracking_uri(None, root)
     ids = {}
     for name, weights in (("a", b"weights of run a"), ("b", b"weights of run b")):
-        run = runs.new_run(root, "tiny", run_name=f"tiny-{name}")
+        run = runs.new_run(storage.Root(root), "tiny", run_name=f"tiny-{name}")
         os.makedirs(run.checkpoint_dir)
         with open(os.path.join(run.checkpoint_dir, "best.pt"), "wb") as f:
             f.write(weights)
         ids[name] = tracking.start_run(uri, "arplatform", root, run.name, {}, {})
         extra = {"best_sha256": sha256(os.path.join(run.checkpoint_dir, "best.pt"))} if name == "a" else {}
         runs.write_state(run, tracking_uri=uri, mlflow_run_id=ids[name], **extra)
-        runs.publish_best(run, root)  # b last: the seed's path is b's now
+        runs.publish_best(run, storage.Root(root))  # b last: the seed's path is b's now
     seed = os.path.join(root, "transformer", "tiny", "checkpoints", "best.pt")
     samples = tmp_path / "samples"
     samples.mkdir()

@@ -53,23 +53,25 @@ def test_local_paths_behave_as_before(tmp_path):
     path = tmp_path / "f.json"
     storage.write_json(path, {"a": 1})
     assert storage.read_json_object(str(path)) == {"a": 1} and storage.fetch(str(path)) == str(path)
-    mirror = storage.Mirror(str(tmp_path))
-    assert mirror.local == str(tmp_path) and not mirror.remote and mirror.uri(str(path)) == str(path)
-    mirror.push("anything")  # nothing to do for a local root
+    mirror = storage.Root(str(tmp_path))
+    assert mirror.local == str(tmp_path) and not mirror.remote and mirror.public(str(path)) == str(path)
+    assert mirror.path("a", "b") == os.path.join(str(tmp_path), "a", "b") == mirror.local_path("a", "b")
+    mirror.push(str(path))  # nothing to do for a local root
 
 
 def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, monkeypatch):
-    mirror = storage.Mirror(s3_root)
+    mirror = storage.Root(s3_root)
     version = os.path.join(mirror.local, "versions", "v1")
     os.makedirs(os.path.join(version, "sub"))
     open(os.path.join(version, "sub", "x.bin"), "wb").write(b"x" * 1000)
     os.makedirs(os.path.join(mirror.local, "codebook"))
     os.symlink(version, os.path.join(mirror.local, "codebook", "name"))  # published folders are links
-    mirror.push("codebook", "name")
+    mirror.push(mirror.local_path("codebook", "name"))
     assert storage.read_bytes(storage.join(s3_root, "codebook", "name", "sub", "x.bin")) == b"x" * 1000
-    assert mirror.uri(os.path.join(mirror.local, "codebook", "name")) == s3_root + "/codebook/name"
+    assert mirror.public(os.path.join(mirror.local, "codebook", "name")) == s3_root + "/codebook/name"
+    assert mirror.path("codebook", "name") == s3_root + "/codebook/name"
     monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "other-machine"))
-    other = storage.Mirror(s3_root)
+    other = storage.Root(s3_root)
     assert other.local != mirror.local
     other.pull("codebook", "name")
     assert open(os.path.join(other.local, "codebook", "name", "sub", "x.bin"), "rb").read() == b"x" * 1000

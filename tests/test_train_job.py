@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import descendants, learnable_codes, run_train
 
-from arplatform import runs
+from arplatform import runs, storage
 from arplatform.config import ConfigError, TrainJobConfig, from_dict
 from arplatform.core.checkpoint import load_model
 from arplatform.distributed.code_data import preflight, resolve_files
@@ -285,7 +285,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
         train, val, facts = build_rows(files, facts, jobs[0].data, 0)
         results = []
         for job in jobs:
-            run = runs.new_run(job.output_root, job.name)
+            run = runs.new_run(storage.Root(job.output_root), job.name)
             results.append((run, build_trainer(job, facts, {"train": train, "val": val}, run).fit()))
     finally:
         ray.shutdown()
@@ -335,22 +335,22 @@ def test_cli_bad_data_fails_fast_without_ray(tmp_path):
 
 
 def test_run_folders_and_resume_rules(tmp_path):
-    a, b = runs.new_run(str(tmp_path), "cfg"), runs.new_run(str(tmp_path), "cfg")
+    a, b = runs.new_run(storage.Root(str(tmp_path)), "cfg"), runs.new_run(storage.Root(str(tmp_path)), "cfg")
     assert a.name != b.name and a.name.startswith("cfg-") and os.path.dirname(a.dir) == os.path.dirname(b.dir)
     assert runs.read_state(a)["status"] == "RUNNING"
-    runs.new_run(str(tmp_path), "cfg", "taken")
+    runs.new_run(storage.Root(str(tmp_path)), "cfg", "taken")
     with pytest.raises(RunStateError, match="run 'taken' exists; pass resume=true"):
-        runs.new_run(str(tmp_path), "cfg", "taken")
-    assert runs.find_run(str(tmp_path), "cfg").name == "taken"  # the latest started run
+        runs.new_run(storage.Root(str(tmp_path)), "cfg", "taken")
+    assert runs.find_run(storage.Root(str(tmp_path)), "cfg").name == "taken"  # the latest started run
     with pytest.raises(RunStateError, match="resume=true but config 'other' has no earlier run"):
-        runs.find_run(str(tmp_path), "other")
+        runs.find_run(storage.Root(str(tmp_path)), "other")
     with pytest.raises(RunStateError, match="has run 'nope'"):
-        runs.find_run(str(tmp_path), "cfg", "nope")
+        runs.find_run(storage.Root(str(tmp_path)), "cfg", "nope")
 
 
 def test_resume_of_a_run_that_never_started_is_one_line(tmp_path):
     data = learnable_codes(tmp_path / "codes")
-    runs.new_run(str(tmp_path), "mnist_sample")  # a folder, but no training ever registered
+    runs.new_run(storage.Root(str(tmp_path)), "mnist_sample")  # a folder, but no training ever registered
     proc = run_train(tmp_path, data, "resume=true", timeout=120)
     assert proc.returncode == 2 and "never started training" in proc.stderr, proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr

@@ -112,7 +112,8 @@ def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
 
 
 @contextmanager
-def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str | None, tags: dict | None = None):
+def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict, config_name: str | None,
+            tags: dict | None = None):
     """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
     `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id)."""
@@ -120,18 +121,18 @@ def tracked(job: TrainJobConfig, run: runs.Run, params: dict, config_name: str |
     previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
 
     def start() -> str:
-        return tracking.start_run(uri, job.tracking.experiment, job.output_root, run.name, params,
+        return tracking.start_run(uri, job.tracking.experiment, root.local_path("mlartifacts"), run.name, params,
                                   {"config_name": config_name or job.name, "ray_run": run.name, "run_dir": run.dir,
                                    **(tags or {})})
 
     def on_start(run_id):
         runs.write_state(run, status=runs.RUNNING, mlflow_run_id=run_id, tracking_uri=uri, config_name=config_name,
                          ray_storage=run.ray_storage)
-        runs.push_run(run, job.output_root)  # a driver SIGKILLed later can be resumed from another machine
+        runs.push_run(run, root)  # a driver SIGKILLed later can be resumed from another machine
 
     def on_end(status: str):
         runs.write_state(run, status=status)
-        runs.push_run(run, job.output_root)
+        runs.push_run(run, root)
 
     with tracking.tracked_run(uri, previous, start, on_start, on_end) as mlflow_run_id:
         yield uri, mlflow_run_id

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .. import runs
+from .. import runs, storage
 from ..config import TrainJobConfig, from_dict, to_dict
 from ..core.errors import TrainingError
 from ..core.io import save_json
@@ -45,7 +45,8 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: 
     tags = {"sweep": sweep["name"], "trial_id": trial_id}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep
-    with tracked(job, run, {**to_dict(job), "trial": params}, config_name, tags) as (uri, mlflow_run_id):
+    root = storage.Root(job.output_root)
+    with tracked(job, run, root, {**to_dict(job), "trial": params}, config_name, tags) as (uri, mlflow_run_id):
         save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name, "trial": params})
         trainer = build_trainer(job, DataFacts.from_dict(facts), rows, run, uri, mlflow_run_id,
                                 callbacks=[TuneReportCallback()])

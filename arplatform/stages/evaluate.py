@@ -160,7 +160,7 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     if images.shape[1:] != real.val_images.shape[1:]:
         raise DataError(f"{npz_path}: images of shape {images.shape[1:]} but the dataset's are "
                         f"{real.val_images.shape[1:]}")
-    classifier_cache = classifier_dir(storage.Mirror(output_root).local, tok_cfg.data)  # this machine's cache
+    classifier_cache = classifier_dir(storage.Root(output_root).local, tok_cfg.data)  # this machine's cache
     classifier, accuracy = load_or_train_classifier(classifier_cache, real, log)
     report = evaluate_images(images, labels, real, classifier)
     report["classifier_heldout_accuracy"] = accuracy

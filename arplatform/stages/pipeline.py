@@ -48,12 +48,12 @@ def tokenizer_done(tok: TokenizerConfig) -> bool:
         storage.exists(storage.join(folder, "codebook.pt"))
 
 
-def published_run(job: TrainJobConfig) -> dict | None:
+def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     """The run behind the seed path when it trained this very config on this very codebook
     (its `sample:` section aside: sampling settings change the samples, not the training)."""
     from ..core.checkpoint import load_checkpoint
 
-    seed_path = seed_checkpoint(job.output_root, job.name)
+    seed_path = seed_checkpoint(root, job.name)
     published = storage.join(storage.dirname(seed_path), "published.json")
     if not storage.exists(published):
         return None
@@ -87,23 +87,21 @@ def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, s
         "sample": sample, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
 
 
-def parameter_count_of(root: str, name: str) -> int:
+def parameter_count_of(root: storage.Root, name: str) -> int:
     """A published checkpoint's parameters (a run from before summaries recorded them)."""
     from ..core.checkpoint import load_model
 
     return load_model(storage.fetch(seed_checkpoint(root, name)))[0].num_params()
 
 
-def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples: str, codebook_dir: str,
-                          report: dict, times: dict) -> tuple[str, str]:
+def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple, run: dict, samples: str,
+                          codebook_dir: str, report: dict, times: dict) -> tuple[str, str]:
     """reports/<name>/report.{md,html} (built in this machine's mirror of a URI root, then pushed)."""
     from ..report import training_curve, write_report
     from .evaluate import quality_table
 
     tok, job = stages
-    root = storage.absolute(cfg.output_root)
-    mirror = storage.Mirror(root)
-    folder = os.path.join(mirror.local, "reports", cfg.name)
+    folder = root.local_path("reports", cfg.name)
     curve = training_curve(run.get("tracking_uri"), run.get("mlflow_run_id"), os.path.join(folder, "curve.png")) \
         if run.get("tracking_uri") else None
     pictures = {"curve": curve}
@@ -124,8 +122,8 @@ def write_pipeline_report(cfg: PipelineConfig, stages: tuple, run: dict, samples
         "best_val_loss": (run_summary.get("final") or {}).get("best_val_loss"),
         "params": (run_summary.get("model_size") or {}).get("parameters") or parameter_count_of(root, job.name),
         "config": {"pipeline": to_dict(cfg), "tokenizer": to_dict(tok), "train": to_dict(job)}})
-    mirror.push("reports", cfg.name)
-    return mirror.uri(md), mirror.uri(html)
+    root.push(folder)
+    return root.public(md), root.public(html)
 
 
 class Stages:
@@ -189,24 +187,24 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     from .train import run_train
 
     tok, job = stage_configs(cfg)  # a bad key of any stage stops here, before any work
-    storage.check_writable(cfg.output_root, "output_root")
+    root = storage.Root(cfg.output_root)  # resolved once (each stage it runs resolves its own)
+    root.check_writable("output_root")
     check_stores(tok, job)
     t0, stages = time.perf_counter(), Stages(cfg.force, log)
-    root = storage.absolute(cfg.output_root)
-    codebook_dir = storage.join(root, "codebook", tok.name)
+    codebook_dir = root.path("codebook", tok.name)
     stages.run("tokenize", tokenizer_done(tok), lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log),
                codebook_dir)
     redo_train = "tokenize" in cfg.force  # new codes: a new model
-    stages.run("train", published_run(job) is not None and not redo_train,
+    stages.run("train", published_run(job, root) is not None and not redo_train,
                lambda: run_train(job, config_name=cfg.train_config, log=log), seed_checkpoint(root, job.name))
-    run = published_run(job)
-    samples = storage.join(root, "samples", job.name, os.path.basename(run["run_dir"]))
-    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples, root)
+    run = published_run(job, root)
+    samples = root.path("samples", job.name, os.path.basename(run["run_dir"]))
+    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples, root.root)
     stages.run("generate", samples_done(cfg, gen, samples, log), lambda: run_generate(gen, log=log), samples)
     quality = storage.join(samples, "quality.json")
-    stages.run("evaluate", evaluation_done(cfg, quality), lambda: evaluate_samples(samples, root, log), quality)
+    stages.run("evaluate", evaluation_done(cfg, quality), lambda: evaluate_samples(samples, root.root, log), quality)
     report = storage.read_json_object(quality, DataError)
-    md, html = write_pipeline_report(cfg, (tok, job), run, samples, codebook_dir, report, stages.times)
+    md, html = write_pipeline_report(cfg, root, (tok, job), run, samples, codebook_dir, report, stages.times)
     log("\n" + quality_table(report))
     log("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.times.items())
         + f"; total {time.perf_counter() - t0:.0f} s")

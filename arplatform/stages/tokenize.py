@@ -320,12 +320,12 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     device = resolve_device(cfg.device)
     if cfg.tracking.enabled:
         tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)  # a URI root needs a named store
-    storage.check_writable(cfg.output_root, "output_root")
+    out_root = storage.Root(cfg.output_root)  # resolved once; further in, local paths only
+    out_root.check_writable("output_root")
     data, train_idx, val_idx = load_split(cfg, log)
     # a URI root (a bucket): the versions are built in this machine's mirror of it, then the
     # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE
-    mirror = storage.Mirror(cfg.output_root)
-    root = mirror.local
+    root = out_root.local
     staging = publish.staging_dir(root, cfg.name)
     try:
         s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
@@ -347,28 +347,30 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         version = publish.publish(root, cfg.name, staging)
     finally:
         publish.discard(root, staging)  # gone already when published; its lock released either way
-    mirror.push(f"vae_{cfg.name}")
-    # the files the pipeline and the trainer look for go last: a folder without them is not done
-    mirror.push("codebook", cfg.name, last=("tokenizer_config.json", "codebook.pt"))
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
+    out_root.push(os.path.join(root, f"vae_{cfg.name}"))
+    # the files the pipeline and the trainer look for go last: a folder without them is not done
+    out_root.push(out_dir, last=("tokenizer_config.json", "codebook.pt"))
     log(quality_line(report))
-    log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {mirror.uri(out_dir)}/ and {mirror.uri(vae_path)} "
-        f"(version {version})")
-    result = {"codebook_dir": mirror.uri(out_dir), "vae_checkpoint": mirror.uri(vae_path), "version_dir": version,
-              **report}
+    log(f"tokenize done in {time.perf_counter() - t0:.0f} s → {out_root.public(out_dir)}/ and "
+        f"{out_root.public(vae_path)} (version {version})")
+    result = {"codebook_dir": out_root.public(out_dir), "vae_checkpoint": out_root.public(vae_path),
+              "version_dir": version, **report}
     if cfg.tracking.enabled:
-        result["mlflow_run_id"] = track_tokenizer(cfg, config_name, report, out_dir)
+        result["mlflow_run_id"] = track_tokenizer(cfg, config_name, report, out_dir, out_root)
         log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "
             f"{tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
     return result
 
 
-def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str) -> str:
+def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str,
+                    out_root: storage.Root) -> str:
     """One MLflow run per tokenizer job: config as params, the evaluation as metrics, its JSON as artifact."""
     uri = tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)
-    run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.output_root, f"tokenize-{cfg.name}",
-                                to_dict(cfg), {"stage": "tokenize", "config_name": config_name or cfg.name})
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, out_root.local_path("mlartifacts"),
+                                f"tokenize-{cfg.name}", to_dict(cfg),
+                                {"stage": "tokenize", "config_name": config_name or cfg.name})
     tracking.MetricsLogger(uri, run_id)({f"tokenizer/{k}": v for k, v in report.items()}, 0)
     for name in ("tokenizer_eval.json", "split.json", PICTURE):
         tracking.log_artifact(uri, run_id, os.path.join(out_dir, name))

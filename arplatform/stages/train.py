@@ -77,12 +77,13 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     from ..distributed.cluster import check_cpu_budget, init_ray
 
     t0, clock = time.perf_counter(), StartupClock()
-    resumed = runs.find_run(job.output_root, job.name, job.run_name) if job.resume else None  # no run: one line
+    root = storage.Root(job.output_root)  # resolved once: what is further in takes it, or local paths
+    resumed = runs.find_run(root, job.name, job.run_name) if job.resume else None  # no run: one line
     files, facts = check_data(job)
     if job.tracking.enabled:
         tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
-    storage.check_writable(job.output_root, "output_root")
-    read_sampler_file(runs.seed_checkpoint(job.output_root, job.name))  # read after training: checked now
+    root.check_writable("output_root")
+    read_sampler_file(runs.seed_checkpoint(root, job.name))  # read after training: checked now
     run = resume_target(resumed, facts)
     clock.mark("imports and checks")
     ray = init_ray(job.trainer.num_cpus)
@@ -94,26 +95,25 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     job = resolve_train_precision(job, facts, plan, log)
     clock.mark("precision")
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
-    run = run or runs.new_run(job.output_root, job.name, job.run_name)
+    run = run or runs.new_run(root, job.name, job.run_name)
     runs.write_state(run, **facts.identity())  # a tokenizer version a run names is never pruned
-    public = storage.Mirror(job.output_root).uri  # a path's name under the root: the bucket's, for a URI root
-    log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {public(run.dir)}")
+    log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {root.public(run.dir)}")
     size = model_size(job, plan)
     log(describe(job, facts, plan, size))
-    with tracked(job, run, run_params(job, facts, plan, size), config_name) as (uri, mlflow_run_id):
+    with tracked(job, run, root, run_params(job, facts, plan, size), config_name) as (uri, mlflow_run_id):
         clock.mark("run folder and MLflow run")
         trainer = build_trainer(job, facts, {"train": train_rows, "val": val_rows}, run, uri, mlflow_run_id)
         result = trainer.fit()
         if (result.return_value or {}).get("error"):
             raise TrainingError(result.return_value["error"])
-        summary = finish(job, run, facts.codebook_pt, result, uri, mlflow_run_id, config_name)
+        summary = finish(job, run, root, facts.codebook_pt, result, uri, mlflow_run_id, config_name)
         summary["model_size"] = size
         summary["startup"] = clock.report(summary.pop("startup_times", None))
         log(StartupClock.line(summary["startup"]))
         summary["seconds"] = time.perf_counter() - t0
         save_json(os.path.join(run.dir, "summary.json"), summary)
-    runs.push_run(run, job.output_root, published=True)  # (the run folder went when the run ended)
-    log(where_it_went(summary, run, public, uri, mlflow_run_id))
+    runs.push_run(run, root, published=True)  # (the run folder went when the run ended)
+    log(where_it_went(summary, run, root.public, uri, mlflow_run_id))
     return summary
 
 
@@ -142,7 +142,7 @@ def where_it_went(summary: dict, run: runs.Run, public, uri: str | None, mlflow_
     return "\n".join(lines)
 
 
-def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri: str | None,
+def finish(job: TrainJobConfig, run: runs.Run, root: storage.Root, codebook: str | None, result, uri: str | None,
            mlflow_run_id: str | None, config_name: str | None) -> dict:
     """After fit: the checkpoints from Ray's storage, samples and artifacts in the run folder,
     then best.pt published to the seed's path."""
@@ -151,7 +151,7 @@ def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri
     runs.write_state(run, best_sha256=storage.sha256(best))  # `evaluate samples` finds this run by it
     artifacts = [best, save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name})]
     # a sampler sweep's sampler.json beside the seed's path, in the bucket for a URI root
-    tuned = tuned_sampler_settings(runs.seed_checkpoint(job.output_root, job.name), sampled=best)
+    tuned = tuned_sampler_settings(runs.seed_checkpoint(root, job.name), sampled=best)
     artifacts += sample_grid(job, best, codebook, run.dir, tuned)
     if uri:
         for path in artifacts:
@@ -161,7 +161,7 @@ def finish(job: TrainJobConfig, run: runs.Run, codebook: str | None, result, uri
         summary["mlflow_model"] = log_mlflow_model(job, best, codebook, tuned, uri, mlflow_run_id)
     summary.update({"run_name": run.name, "run_dir": run.dir, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
                     "output_dir": run.dir, "ray_run_path": result.path,
-                    "published": runs.publish_best(run, job.output_root)})
+                    "published": runs.publish_best(run, root)})
     return summary
 
 

@@ -75,7 +75,8 @@ def tracked_sweep(cfg: TuneJobConfig, sweep: sweeps.Sweep, uri: str | None, conf
               "train_overrides": " ".join(cfg.train_overrides)}
 
     def start() -> str:
-        return tracking.start_run(uri, cfg.train.tracking.experiment, cfg.train.output_root, sweep.name, params,
+        artifacts = os.path.join(cfg.train.output_root, "mlartifacts")  # (a sweep's root is local)
+        return tracking.start_run(uri, cfg.train.tracking.experiment, artifacts, sweep.name, params,
                                   {"config_name": config_name, "sweep_dir": sweep.dir, "kind": "sweep"})
 
     def on_start(run_id):
