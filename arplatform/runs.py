@@ -68,22 +68,36 @@ def seed_checkpoint(root: storage.Root, config: str) -> str:
     return root.path("transformer", config, "checkpoints", "best.pt")
 
 
-def read_state(run: Run) -> dict:
-    return read_json_object(run.state_path, RunStateError)
+# -- the record of a run or a sweep: one JSON file (run.json, sweep.json) with its state ----------
+
+def read_state(record: Run) -> dict:
+    """The state file of a run (or of a sweep: anything with a `state_path`)."""
+    return read_json_object(record.state_path, RunStateError)
 
 
-def write_state(run: Run, **fields) -> dict:
-    """Merge `fields` into run.json (atomically)."""
-    state = read_state(run) if os.path.exists(run.state_path) else {}
+def write_state(record: Run, **fields) -> dict:
+    """Merge `fields` into the state file (atomically)."""
+    state = read_state(record) if os.path.exists(record.state_path) else {}
     state.update(fields, updated_at=time.time())
-    save_json(run.state_path, state)
+    save_json(record.state_path, state)
     return state
+
+
+def unique_name(config: str) -> str:
+    return f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def latest_started(found: list, where: str, what: str):
+    """The record to resume: the latest started of `found`; none is one line naming `where`."""
+    if not found:
+        raise RunStateError(f"{where}: resume=true but {what} (start one without resume=true)")
+    return max(found, key=lambda r: (read_state(r).get("started_at", 0), r.name))
 
 
 def new_run(root: storage.Root, config: str, run_name: str | None = None) -> Run:
     """Create a fresh run folder; its name is unique (`<config>-<time>-<random>`) unless given."""
     base = config_dir(root, config)
-    name = run_name or f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    name = run_name or unique_name(config)
     run = Run(name, base, os.path.join(base, "runs", name), root.path("ray"))
     if storage.exists(run.ray_path):
         raise RunStateError(f"{run.ray_path}: run {name!r} exists; pass resume=true to continue it, "
@@ -106,11 +120,8 @@ def find_run(root: storage.Root, config: str, run_name: str | None = None) -> Ru
     names = [run_name] if run_name else sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
     found = [Run(n, base, os.path.join(runs_dir, n), root.path("ray"), resumed=True) for n in names]
     found = [r for r in found if os.path.exists(r.state_path)]
-    if not found:
-        what = f"run {run_name!r}" if run_name else "no earlier run"
-        raise RunStateError(f"{runs_dir}: resume=true but config {config!r} has {what} "
-                            "(start one without resume=true)")
-    return max(found, key=lambda r: (read_state(r).get("started_at", 0), r.name))
+    what = f"run {run_name!r}" if run_name else "no earlier run"
+    return latest_started(found, runs_dir, f"config {config!r} has {what}")
 
 
 def publish_best(run: Run, root: storage.Root) -> str:

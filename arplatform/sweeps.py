@@ -17,14 +17,13 @@ import io
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass
 
 import yaml
 
-from .core.io import read_json_object, save_json, save_text
+from .core.io import save_text
 from .errors import RunStateError, TrainingError
-from .runs import Run
+from .runs import Run, latest_started, read_state, unique_name, write_state  # (a sweep's record is a run's)
 
 
 @dataclass
@@ -56,17 +55,6 @@ class Sweep:
         return asdict(self)
 
 
-def read_state(sweep: Sweep) -> dict:
-    return read_json_object(sweep.state_path, RunStateError)
-
-
-def write_state(sweep: Sweep, **fields) -> dict:
-    state = read_state(sweep) if os.path.exists(sweep.state_path) else {}
-    state.update(fields, updated_at=time.time())
-    save_json(sweep.state_path, state)
-    return state
-
-
 def _sweep(output_root: str, name: str, resumed: bool = False, folder: str = "tune") -> Sweep:
     root = os.path.abspath(output_root)
     return Sweep(name, os.path.join(root, folder, name), os.path.join(root, "ray"), resumed)
@@ -75,7 +63,7 @@ def _sweep(output_root: str, name: str, resumed: bool = False, folder: str = "tu
 def new_sweep(output_root: str, config: str, sweep_name: str | None = None, config_name: str | None = None,
               folder: str = "tune") -> Sweep:
     """A fresh sweep folder under <output_root>/<folder>/, claimed with mkdir; its name is unique unless given."""
-    name = sweep_name or f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    name = sweep_name or unique_name(config)
     sweep = _sweep(output_root, name, folder=folder)
     os.makedirs(os.path.dirname(sweep.dir), exist_ok=True)
     try:
@@ -97,11 +85,8 @@ def find_sweep(output_root: str, config: str, sweep_name: str | None = None) -> 
     names = [sweep_name] if sweep_name else sorted(os.listdir(base)) if os.path.isdir(base) else []
     found = [_sweep(output_root, n, resumed=True) for n in names]
     found = [s for s in found if os.path.exists(s.state_path) and read_state(s).get("sweep_config") == config]
-    if not found:
-        what = f"sweep {sweep_name!r}" if sweep_name else "no earlier sweep"
-        raise RunStateError(f"{base}: resume=true but tune config {config!r} has {what} "
-                            "(start one without resume=true)")
-    return max(found, key=lambda s: (read_state(s).get("started_at", 0), s.name))
+    what = f"sweep {sweep_name!r}" if sweep_name else "no earlier sweep"
+    return latest_started(found, base, f"tune config {config!r} has {what}")
 
 
 # ---------------------------------------------------------------------------

@@ -335,17 +335,18 @@ def test_cli_bad_data_fails_fast_without_ray(tmp_path):
 
 
 def test_run_folders_and_resume_rules(tmp_path):
-    a, b = runs.new_run(storage.Root(str(tmp_path)), "cfg"), runs.new_run(storage.Root(str(tmp_path)), "cfg")
+    root = storage.Root(str(tmp_path))
+    a, b = runs.new_run(root, "cfg"), runs.new_run(root, "cfg")
     assert a.name != b.name and a.name.startswith("cfg-") and os.path.dirname(a.dir) == os.path.dirname(b.dir)
     assert runs.read_state(a)["status"] == "RUNNING"
-    runs.new_run(storage.Root(str(tmp_path)), "cfg", "taken")
+    runs.new_run(root, "cfg", "taken")
     with pytest.raises(RunStateError, match="run 'taken' exists; pass resume=true"):
-        runs.new_run(storage.Root(str(tmp_path)), "cfg", "taken")
-    assert runs.find_run(storage.Root(str(tmp_path)), "cfg").name == "taken"  # the latest started run
+        runs.new_run(root, "cfg", "taken")
+    assert runs.find_run(root, "cfg").name == "taken"  # the latest started run
     with pytest.raises(RunStateError, match="resume=true but config 'other' has no earlier run"):
-        runs.find_run(storage.Root(str(tmp_path)), "other")
+        runs.find_run(root, "other")
     with pytest.raises(RunStateError, match="has run 'nope'"):
-        runs.find_run(storage.Root(str(tmp_path)), "cfg", "nope")
+        runs.find_run(root, "cfg", "nope")
 
 
 def test_resume_of_a_run_that_never_started_is_one_line(tmp_path):

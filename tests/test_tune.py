@@ -165,6 +165,23 @@ def test_space_parses_to_tune_domains_and_applies_to_the_job():
         parse_space({"data": {"codes": {"choice": ["a"]}}})
 
 
+def test_sweep_folders_and_resume_rules(tmp_path):
+    """Sweeps keep their records as runs do (`runs.py`): a unique name, claimed once; resume finds
+    the latest started sweep of the same tune config, and none is one line."""
+    from arplatform import sweeps
+    from arplatform.errors import RunStateError
+
+    a, b = sweeps.new_sweep(str(tmp_path), "grid"), sweeps.new_sweep(str(tmp_path), "grid")
+    assert a.name != b.name and a.name.startswith("grid-")
+    assert sweeps.read_state(a)["status"] == "RUNNING" and sweeps.read_state(a)["sweep_config"] == "grid"
+    sweeps.new_sweep(str(tmp_path), "grid", "taken")
+    with pytest.raises(RunStateError, match="sweep 'taken' exists; pass resume=true"):
+        sweeps.new_sweep(str(tmp_path), "grid", "taken")
+    assert sweeps.find_sweep(str(tmp_path), "grid").name == "taken"
+    with pytest.raises(RunStateError, match="resume=true but tune config 'other' has no earlier sweep"):
+        sweeps.find_sweep(str(tmp_path), "other")
+
+
 def test_leaderboard_puts_failed_trials_last():
     rows = sort_rows([{"trial": "a", "best_val_loss": None}, {"trial": "b", "best_val_loss": 2.0},
                       {"trial": "c", "best_val_loss": float("nan")}, {"trial": "d", "best_val_loss": 1.0}])
