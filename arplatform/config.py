@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .core.data import INVALID_CODE_POLICIES
 from .core.loop import PRECISIONS, OptimConfig
 from .core.model import GPTConfig
+from .core.sampling import SamplingDefaults
 from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
 from .errors import ConfigError
 from .imagedata import DATASETS, MAX_PIXELS
@@ -365,10 +366,10 @@ class TrainerConfig:
 @dataclass
 class SampleConfig:
     num_samples: int = 40  # sampled after training for the MLflow artifact grid
-    temperature: float = 1.0
-    top_k: int | None = 64
-    top_p: float | None = None
-    cfg_scale: float = 2.0
+    temperature: float = SamplingDefaults.temperature
+    top_k: int | None = SamplingDefaults.top_k
+    top_p: float | None = SamplingDefaults.top_p
+    cfg_scale: float = SamplingDefaults.cfg_scale
     precision: str = "auto"  # auto: bf16 only where a decode step is measured faster
 
     def __post_init__(self):

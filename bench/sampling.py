@@ -38,7 +38,8 @@ def seconds(model, layout, positions, batch, contender, seed=0) -> float:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     generate_autoregressive(model, layout, positions, class_labels=labels, generator=g, use_cache=use_cache,
-                            precision=precision, decoder=decoder if use_cache else None)
+                            precision=precision, decoder=decoder if use_cache else None, top_k=None,
+                            cfg_scale=1.0)  # plain sampling: the figures stay comparable
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0

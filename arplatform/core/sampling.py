@@ -5,6 +5,7 @@ cache lives in the model (`GPT.setup_cache`)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,6 +13,17 @@ import torch
 from .model import GPT
 from .precision import autocast
 from .tokens import TokenLayout
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """How tokens are drawn unless told otherwise: here, by `generate_autoregressive`, and in every
+    config's `sample:` section (`config.SampleConfig` reads these)."""
+
+    temperature: float = 1.0
+    top_k: int | None = 64
+    top_p: float | None = None
+    cfg_scale: float = 2.0
 
 
 def _as_signed(c: int) -> int:
@@ -194,10 +206,10 @@ def generate_autoregressive(
     num_positions: int,
     num_samples: int | None = None,
     class_labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    cfg_scale: float = 1.0,
+    temperature: float = SamplingDefaults.temperature,
+    top_k: int | None = SamplingDefaults.top_k,
+    top_p: float | None = SamplingDefaults.top_p,
+    cfg_scale: float = SamplingDefaults.cfg_scale,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     window_shift: int = 1,
