@@ -1,7 +1,10 @@
-"""How a training job's start grows with the data: time to the first step, the driver's peak
-memory and training tokens/s, for synthetic code shards of 10^4 to 10^6 rows (10^7 with
---sizes), with the rows held in the object store (`data.materialize=true`) and streamed
-by Ray Data (`data.materialize=false`), side by side in one run.
+"""How the platform grows with the data, in one run: a training job's time to the first step,
+the driver's peak memory and training tokens/s, for synthetic code shards of 10^4 to 10^6
+rows (10^7 with --sizes), with the rows held in the object store (`data.materialize=true`)
+and streamed by Ray Data (`data.materialize=false`) side by side; then the tokenizer's
+encode rate on synthetic folders of 10^3 and 10^4 RGB images (10^5 with --images), both
+engines side by side (`tokenize_engines.py`). The figures go to bench/results/scale.json,
+and a picture of them to bench/results/scale.png.
 
 Each job is the real command (`python -m arplatform.train`, its own local Ray cluster, as
 a user starts it): a tiny model (1 layer × 32), 20 steps of 64 rows per worker, 2 workers,
@@ -11,7 +14,8 @@ at most 10^6 rows (`codes-XXXXX.npy`, `labels-XXXXX.npy`), 1 % more as validatio
 rank 0's first batch (`summary.json`'s `startup`); "driver peak RSS" is the command
 process's own VmHWM, read from /proc while it runs.
 
-    python bench/scale.py [--sizes 10000 100000 1000000 10000000] [--rounds 1]
+    cd bench && ../.venv/bin/python scale.py [--sizes 10000 100000 1000000 10000000] [--rounds 1]
+                                             [--images 1000 10000 100000] [--actors 2]
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
-from machine import machine_line, save
+from machine import RESULTS, machine_line, save
+from tokenize_engines import one_run as tokenize_run
+from tokenize_engines import write_folder
 
 SHARD_ROWS = 1_000_000
 
@@ -73,12 +80,64 @@ def one_job(root: str, data: str, materialize: bool) -> dict:
             "driver_peak_rss_mib": round(peak, 1), "tokens_per_s": round(s["tokens_per_s"]), "wall_s": s["seconds"]}
 
 
+def tokenizer_rows(sizes: list[int], actors: int) -> list[dict]:
+    """The encode rate of both tokenizer engines on a synthetic folder of each size."""
+    rows = []
+    for n in sizes:
+        folder = tempfile.mkdtemp(prefix="scale-images-")
+        try:
+            write_folder(folder, n)
+            local = tokenize_run(folder, "local", actors)
+            ray = tokenize_run(folder, "ray", actors)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        for r in (local, ray):
+            rows.append({"images": n, **r})
+            print(f"{n:>10,} images  engine={r['engine']:5s}  encode {r['encode_images_per_s']:>8,.0f} images/s "
+                  f"({r['encode_images_per_s'] / local['encode_images_per_s']:.2f}× local)  "
+                  f"command {r['seconds']:.0f} s", flush=True)
+    return rows
+
+
+def plot(training: list[dict], tokenizer: list[dict], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (start, rss, encode) = plt.subplots(1, 3, figsize=(14, 3.8))
+    for held, label in ((True, "rows held"), (False, "rows streamed")):
+        rows = [r for r in training if r["materialize"] == held]
+        start.plot([r["rows"] for r in rows], [r["first_step_s"] for r in rows], "o-", label=label)
+        rss.plot([r["rows"] for r in rows], [r["driver_peak_rss_mib"] for r in rows], "o-", label=label)
+    for engine in ("local", "ray"):
+        rows = [r for r in tokenizer if r["engine"] == engine]
+        encode.plot([r["images"] for r in rows], [r["encode_images_per_s"] for r in rows], "o-", label=engine)
+    for ax, title, unit in ((start, "training: time to first step", "s"),
+                            (rss, "training: driver peak RSS", "MiB"),
+                            (encode, "tokenizer: encode rate", "images/s")):
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    start.set_xlabel("rows")
+    rss.set_xlabel("rows")
+    encode.set_xlabel("images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--held-max", type=int, default=1_000_000,
                    help="the largest size also run with the rows held in the object store")
+    p.add_argument("--images", type=int, nargs="*", default=[1_000, 10_000],
+                   help="folder sizes for the tokenizer's engines (none: skip them)")
+    p.add_argument("--actors", type=int, default=2, help="encoding actors of engine=ray")
     args = p.parse_args()
     print(machine_line(), flush=True)
     figures = []
@@ -94,7 +153,9 @@ def main():
                     print(f"{rows:>10,} rows  materialize={str(materialize).lower():5s}  first step "
                           f"{r['first_step_s']:5.1f} s  driver peak RSS {r['driver_peak_rss_mib']:7.1f} MiB  "
                           f"{r['tokens_per_s']:>8,} tokens/s  ({phases})", flush=True)
-    print(f"saved {save('scale', figures)}")
+    tokenizer = tokenizer_rows(args.images, args.actors)
+    print(f"saved {save('scale', {'training': figures, 'tokenizer': tokenizer})}")
+    print(f"saved {plot(figures, tokenizer, os.path.join(RESULTS, 'scale.png'))}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Two Ray nodes on this machine with token authentication, and a real S3-compatible server
-(moto, loopback) as the only storage: `ray job submit` of the whole pipeline puts one training
-worker and one generation actor on each node, and every output lands in the bucket; then a
-fresh process with an empty cache generates from what the bucket holds.
+(moto, loopback) as the only storage: `ray job submit` of the whole pipeline puts one VAE
+worker, one encoding actor, one training worker and one generation actor on each node (one
+CPU each), and every output lands in the bucket; then a fresh process with an empty cache
+generates from what the bucket holds.
 
 Each node is a `ray start` with its own ports in a process group of its own, stopped by that
 group (never Ray's machine-wide stop command, which would stop every Ray cluster on the
@@ -58,7 +59,9 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
         [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", REPO, "--",
          sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
          f"output_root={s3_root}", "num_samples=20", "actors=2", "cpus_per_actor=1",
-         *[f"tokenizer.{o}" for o in SMALL_TOKENIZER], *[f"train.{o}" for o in TINY], "train.optim.epochs=2",
+         *[f"tokenizer.{o}" for o in SMALL_TOKENIZER], "tokenizer.engine=ray", "tokenizer.actors=2",
+         "tokenizer.cpus_per_actor=1",
+         *[f"train.{o}" for o in TINY], "train.optim.epochs=2",
          "train.trainer.placement_strategy=STRICT_SPREAD", "train.trainer.cpus_per_worker=0.5"],
         env=env, capture_output=True, text=True, timeout=900)
     status = subprocess.run([RAY, "job", "status", "--address", address, sid], env=env, capture_output=True,
@@ -66,6 +69,12 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
     out = submit.stdout + submit.stderr
     assert "succeeded" in status.stdout.lower(), out[-5000:]
     assert f"report: {s3_root}/reports/mnist_sample/report.md" in submit.stdout
+
+    # the tokenizer on Ray across both nodes: its code shards published in the bucket, its staging gone
+    assert "vae: Ray Train, 2 worker(s)" in submit.stdout and "encode: 2 actor(s)" in submit.stdout
+    shards = storage.listdir(storage.join(s3_root, "codebook", "mnist_sample", "shards"))
+    assert shards and all(n.startswith(("codes-", "labels-")) for n in shards), shards
+    assert storage.listdir(storage.join(s3_root, ".staging")) == []
 
     # training: a worker on each node; Ray's checkpoints, the run folder and the seed's path in the bucket
     (run_name,) = storage.listdir(storage.join(s3_root, "transformer", "mnist_sample", "runs"))

@@ -1,6 +1,7 @@
 """Encoding on Ray Data: every image through the VAE's encoder and the codebook, by actors that
 each load the VAE and codebook once and write their chunk's code shards straight into the
-tokenizer's staging folder, in parallel.
+tokenizer's staging folder, in parallel: a local folder on one node, its place in the output
+root's bucket when the cluster has several nodes (every node fetches and writes there).
 
 The work is cut into chunks of `CHUNK` images from index 0, the same chunks the local engine
 encodes, so both engines give the same codes. Chunk c's training rows go to
@@ -12,7 +13,7 @@ them as file paths, and each actor decodes its chunks (`image_source.py`).
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class ShardEncoder:
         import ray
         import torch
 
+        from .. import storage
         from ..budget import resolve_device
         from ..core.codebook import load_codebook_file
         from ..core.vae import load_vae
@@ -40,16 +42,16 @@ class ShardEncoder:
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
         self.spec, self.device = spec, resolve_device(spec["device"])
-        self.vae = load_vae(spec["vae_ckpt"], map_location=self.device)
-        self.centres = load_codebook_file(spec["codebook_pt"])["z_medoid"].to(self.device)
+        self.vae = load_vae(storage.fetch(spec["vae_ckpt"]), map_location=self.device)
+        self.centres = load_codebook_file(storage.fetch(spec["codebook_pt"]))["z_medoid"].to(self.device)
         self.images = ImageReader(spec["images"])  # an array in the object store, or files decoded here
         self.labels, self.is_val = ray.get(spec["labels"]), ray.get(spec["is_val"])
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
+        from .. import storage
         from ..core.codebook import assign
-        from ..core.io import save_npy
 
         rows = []
         for chunk in batch["chunk"].tolist():
@@ -63,10 +65,17 @@ class ShardEncoder:
             val = self.is_val[start : start + CHUNK]
             labels = self.labels[start : start + CHUNK].astype(np.int64)
             for folder, keep in (("shards", ~val), ("val_shards", val)):
-                save_npy(os.path.join(self.spec["out"], folder, shard_name("codes", chunk)), codes[keep])
-                save_npy(os.path.join(self.spec["out"], folder, shard_name("labels", chunk)), labels[keep])
+                for kind, array in (("codes", codes[keep]), ("labels", labels[keep])):
+                    storage.write_bytes(storage.join(self.spec["out"], folder, shard_name(kind, chunk)), npy(array))
             rows.append(n)
         return {"chunk": batch["chunk"], "rows": np.array(rows)}
+
+
+def npy(array: np.ndarray) -> bytes:
+    """The .npy file of `array`, whole (a file is written at once: a rename, or one PUT)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def encode_on_actors(ray, cfg, spec: dict, num_images: int, memory_per_actor: int, log) -> None:

@@ -11,6 +11,8 @@ so an unreadable image is refused (or skipped and counted) up front, as in one p
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..core.errors import DataError
@@ -80,6 +82,13 @@ def _unreadable(batch: dict, mode: str, image_size, max_pixels: int, crop: str, 
     than the first image's, with why."""
     found = []  # (index, why, kind)
     for i, path in zip(batch["index"].tolist(), batch["path"].tolist(), strict=True):
+        if not os.path.exists(path):  # listed on the driver, not here: not an unreadable image
+            import ray
+
+            found.append((i, f"{path}: listed on the driver but not on node {ray.util.get_node_ip_address()}; "
+                             "engine=ray reads a folder where each task runs: it must be at the same path on "
+                             "every node (a shared filesystem)", "missing"))
+            continue
         try:
             got = read_image(path, mode, image_size, max_pixels, crop).shape
         except DataError as e:
@@ -105,9 +114,9 @@ def scan_files(ray, files: ImageFiles, log) -> list[tuple[int, str]]:
                                       "max_pixels": files.max_pixels, "crop": files.crop, "shape": shape}).take_all()
     log(f"  scan: {len(files)} image files decoded on Ray Data tasks, "
         f"{sum(r['kind'] == 'unreadable' for r in bad)} unreadable")
-    sizes = sorted((int(r["index"]), str(r["why"])) for r in bad if r["kind"] == "size")
-    if sizes:
-        raise DataError(sizes[0][1])
+    refused = sorted((int(r["index"]), str(r["why"])) for r in bad if r["kind"] in ("size", "missing"))
+    if refused:
+        raise DataError(refused[0][1])
     return sorted((int(r["index"]), str(r["why"])) for r in bad if r["kind"] == "unreadable")
 
 

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import shutil
 import time
@@ -87,15 +86,16 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
     return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
 
 
-def check_ray_workers(ray, cfg: TokenizerConfig) -> bool:
-    """engine=ray on this cluster: one node, and room for the workers; whether they get GPUs."""
+def check_ray_workers(ray, cfg: TokenizerConfig, shared: str) -> bool:
+    """engine=ray on this cluster: a `shared` staging folder every node reaches, and room for the
+    workers; whether they get GPUs."""
     from ..budget import check_fits, gets_gpus
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1:
-        raise ConfigError(f"engine: ray tokenizes on one node for now (this cluster has {len(nodes)}): its VAE "
-                          "checkpoints and code shards go into a staging folder on this machine's disk; use a "
-                          "one-node cluster, or engine=local")
+    if len(nodes) > 1 and not storage.is_uri(shared):
+        raise ConfigError(f"output_root: engine=ray on {len(nodes)} nodes writes the VAE's checkpoints and the code "
+                          f"shards where every node reaches them, and {cfg.output_root} is this machine's disk: set "
+                          "output_root to a bucket URI (s3://…), or tokenize on one node")
     total = ray.cluster_resources()
     use_gpu = gets_gpus(cfg.use_gpu, total)
     if use_gpu:
@@ -107,9 +107,10 @@ def check_ray_workers(ray, cfg: TokenizerConfig) -> bool:
     return use_gpu
 
 
-def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, log) -> VAE:
+def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, shared: str, log) -> VAE:
     """engine=ray: the VAE data-parallel on Ray Train, `actors` workers (one GPU each where the
-    cluster has GPUs, else `cpus_per_actor` CPUs); its best.pt into the staging folder."""
+    cluster has GPUs, else `cpus_per_actor` CPUs), Ray's checkpoints in `shared` (the staging
+    folder, or its place in the bucket: every node reaches it); best.pt into the staging folder."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -123,7 +124,7 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
         raise DataError(f"{train.source}: {len(train)} training images over {cfg.actors} VAE workers (actors) are "
                         f"fewer than one batch of vae.batch_size={cfg.vae.batch_size} each; lower actors")
     ray = init_ray()
-    use_gpu = check_ray_workers(ray, cfg)
+    use_gpu = check_ray_workers(ray, cfg, shared)
     threads = max(1, int(cfg.cpus_per_actor))
     model_cfg, train_cfg = vae_setup(cfg, train, len(train) // cfg.actors // cfg.vae.batch_size)
     if not use_gpu:  # one decision for every worker, timed at their thread count (as the GPT's)
@@ -144,14 +145,14 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
         vae_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=cfg.actors, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": cfg.cpus_per_actor}),
-        run_config=RunConfig(name="vae", storage_path=os.path.join(staging, "ray"),
+        run_config=RunConfig(name="vae", storage_path=storage.join(shared, "ray"),
                              failure_config=FailureConfig(max_failures=2, controller_failure_limit=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              logging_config=LoggingConfig(log_level="WARNING")))
     result = trainer.fit()
     ckpt_dir = os.path.join(staging, "vae", "checkpoints")
     copy_checkpoint_files(result.checkpoint, ckpt_dir)
-    shutil.rmtree(os.path.join(staging, "ray"), ignore_errors=True)  # Ray's copies: not part of the version
+    storage.remove_tree(storage.join(shared, "ray"))  # Ray's copies: not part of the version
     return load_vae(os.path.join(ckpt_dir, "best.pt"))
 
 
@@ -197,35 +198,54 @@ def latents_of(vae: VAE, data: ImageSet | ImageFiles, index: np.ndarray, device)
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def codes_on_ray(cfg: TokenizerConfig, staging: str, km, data: ImageSet, val_idx: np.ndarray, log) -> np.ndarray:
+def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: ImageSet, val_idx: np.ndarray,
+                 log) -> np.ndarray:
     """engine=ray: Ray Data actors encode every image and write the code shards of the codebook
-    folder (`distributed/encode_actors.py`); returns the codes, read back from the shards."""
+    folder into `shared` (`distributed/encode_actors.py`), reading the VAE and the codebook from
+    there; returns the codes, read back from the shards (kept in the staging folder)."""
     from ..core.codebook import save_codebook
     from ..distributed.cluster import init_ray
     from ..distributed.encode_actors import CHUNK, encode_on_actors
     from ..distributed.generate_actors import ACTOR_PROCESS_BYTES
     from ..distributed.image_source import image_source
 
-    out = os.path.join(staging, "codebook")
     fitted = save_codebook(os.path.join(staging, "fitted-codebook.pt"), km.centres.cpu(), {})  # for the actors
     vae_ckpt = os.path.join(staging, "vae", "checkpoints", "best.pt")
+    spec = {"vae_ckpt": storage.join(shared, "vae", "checkpoints", "best.pt"),
+            "codebook_pt": storage.join(shared, "fitted-codebook.pt"), "out": storage.join(shared, "codebook")}
+    if shared != staging:  # a bucket: the actors on every node fetch them from there
+        storage.write_bytes(spec["vae_ckpt"], storage.read_bytes(vae_ckpt))
+        storage.write_bytes(spec["codebook_pt"], storage.read_bytes(fitted))
     is_val = np.zeros(len(data), dtype=bool)
     is_val[val_idx] = True
     ray = init_ray()
-    spec = {"vae_ckpt": vae_ckpt, "codebook_pt": fitted, "out": out, "images": image_source(ray, data),
-            "labels": ray.put(data.labels), "is_val": ray.put(is_val)}
+    spec |= {"images": image_source(ray, data), "labels": ray.put(data.labels), "is_val": ray.put(is_val)}
     memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + 64 * CHUNK * 4 * int(np.prod(data.shape))
     encode_on_actors(ray, cfg, spec, len(data), memory, log)
     os.remove(fitted)
-    parts = {}
-    for folder, rows in (("shards", np.flatnonzero(~is_val)), ("val_shards", val_idx)):
-        files = sorted(glob.glob(os.path.join(out, folder, "codes-*.npy")))
-        parts[folder] = (rows, np.concatenate([np.load(f, allow_pickle=False) for f in files]))
+    parts = {folder: (rows, read_code_shards(storage.join(spec["out"], folder), os.path.join(staging, "codebook",
+                                                                                            folder)))
+             for folder, rows in (("shards", np.flatnonzero(~is_val)), ("val_shards", val_idx))}
     codes = np.zeros((len(data), parts["shards"][1].shape[1]), dtype=np.int32)
     for rows, part in parts.values():
         codes[rows] = part
-    shutil.rmtree(os.path.join(out, "val_shards"))  # held-out codes go into val_codes.npy, as locally
+    shutil.rmtree(os.path.join(staging, "codebook", "val_shards"))  # held-out codes go into val_codes.npy
     return codes
+
+
+def read_code_shards(folder: str, local: str) -> np.ndarray:
+    """The codes of the shards in `folder` (local, or in a bucket), in order; the shards of a bucket
+    are copied into `local`, the staging folder that is published."""
+    codes = []
+    for name in storage.listdir(folder):
+        if not name.endswith(".npy"):
+            continue
+        path = storage.join(folder, name)
+        if path != os.path.join(local, name):  # in a bucket: into the staging folder
+            path = storage.write_bytes(os.path.join(local, name), storage.read_bytes(path))
+        if name.startswith("codes-"):
+            codes.append(np.load(path, allow_pickle=False))
+    return np.concatenate(codes)
 
 
 def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: ImageSet, km, codes: np.ndarray,
@@ -301,13 +321,13 @@ def quality_line(report: dict) -> str:
 
 
 def codebook_and_codes(cfg: TokenizerConfig, vae: VAE, data: ImageSet | ImageFiles, train_idx: np.ndarray,
-                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, device, log):
+                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: str, device, log):
     """The codebook (k-means result), every image's codes (N, h·w) and the latents of the
     held-out images the report scores."""
     fit_idx = fit_sample(cfg, train_idx)
     if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
         km = fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
-        codes = codes_on_ray(cfg, staging, km, data, val_idx, log)
+        codes = codes_on_ray(cfg, staging, shared, km, data, val_idx, log)
         return km, codes, latents_of(vae, data, eval_idx, device)
     latents = encode_means(vae, data.images, device, log=log)  # every image once: sample, codes, report
     km = fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
@@ -327,16 +347,18 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE
     root = out_root.local
     staging = publish.staging_dir(root, cfg.name)
+    # engine=ray: what the workers and actors on every node read and write; in the bucket for a URI root
+    shared = out_root.path(".staging", os.path.basename(staging)) if out_root.remote else staging
     try:
         s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
         if cfg.engine == "ray":
-            vae = train_vae_on_ray(cfg, data.subset(train_idx), data.subset(val_idx), staging, log).to(device)
+            vae = train_vae_on_ray(cfg, data.subset(train_idx), data.subset(val_idx), staging, shared, log).to(device)
         else:
             vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
                             device, log)
         eval_idx = val_idx[:EVAL_IMAGES]
         km, codes, eval_latents = codebook_and_codes(cfg, vae, data, train_idx, val_idx, eval_idx, staging,
-                                                     device, log)
+                                                     shared, device, log)
         held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
         report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents, codes[eval_idx], codes,
                                              device)
@@ -347,6 +369,8 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         version = publish.publish(root, cfg.name, staging)
     finally:
         publish.discard(root, staging)  # gone already when published; its lock released either way
+        if shared != staging and cfg.engine == "ray":
+            storage.remove_tree(shared)
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
     out_root.push(os.path.join(root, f"vae_{cfg.name}"))
