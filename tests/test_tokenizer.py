@@ -217,6 +217,21 @@ def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
 
 
 @pytest.mark.slow
+def test_ray_engine_on_several_nodes_needs_a_root_every_node_reaches():
+    """A cluster of two nodes (as `ray.nodes()` reports it) with a local output_root is refused in
+    one line naming the key; a bucket root is not (`test_two_nodes.py` runs that one for real)."""
+    from types import SimpleNamespace
+
+    from arplatform.stages.tokenize import check_ray_workers
+
+    two_nodes = SimpleNamespace(nodes=lambda: [{"Alive": True}, {"Alive": True}],
+                                cluster_resources=lambda: {"CPU": 2.0})
+    cfg = from_dict(TokenizerConfig, {"output_root": "/tmp/x", "engine": "ray", "actors": 2})
+    with pytest.raises(ConfigError, match=r"^output_root: engine=ray on 2 nodes .* bucket URI"):
+        check_ray_workers(two_nodes, cfg, "/tmp/x/.staging-x")
+    assert check_ray_workers(two_nodes, cfg, "s3://bucket/prefix/.staging/x") is False  # CPUs, no GPUs
+
+
 def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_cluster):
     """engine=ray: the VAE trains data-parallel on Ray Train, then Ray Data actors encode the
     images and write the code shards in parallel; read in order they are codes.npy, and the local

@@ -33,7 +33,7 @@ from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
 from ..images import save_png
 from ..jobs.tokenizer_quality import PICTURE, encode_means, evaluate_tokenizer
@@ -370,7 +370,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     finally:
         publish.discard(root, staging)  # gone already when published; its lock released either way
         if shared != staging and cfg.engine == "ray":
-            storage.remove_tree(shared)
+            discard_shared(shared, log)
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
     out_root.push(os.path.join(root, f"vae_{cfg.name}"))
@@ -386,6 +386,16 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "
             f"{tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
     return result
+
+
+def discard_shared(shared: str, log) -> None:
+    """The bucket's staging folder of engine=ray, gone whether the job finished or failed (a
+    failure to delete it never hides the job's own error)."""
+    try:
+        if storage.exists(shared):
+            storage.remove_tree(shared)
+    except StorageError as e:
+        log(f"warning: {shared} was not deleted ({e}); nothing reads it")
 
 
 def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str,
