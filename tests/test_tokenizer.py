@@ -217,6 +217,33 @@ def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
 
 
 @pytest.mark.slow
+def test_code_shards_read_a_shard_at_a_time_equal_the_codes_in_memory(tmp_path):
+    """engine=ray's codes stay in their shards on the driver (`jobs.tokenized_codes`): counted, the
+    first held-out rows taken and codes.npy written shard by shard, they give what the same codes
+    held in memory give (the local engine's path), empty shards included."""
+    from arplatform.core.codebook import codebook_usage, usage_of_counts
+    from arplatform.jobs.tokenized_codes import TokenizedCodes
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 16, (1100, 9)).astype(np.int32)
+    is_val = rng.random(1100) < 0.1
+    is_val[512:1024] = False  # a chunk without held-out rows: an empty val shard
+    for c, start in enumerate(range(0, 1100, 512)):
+        rows, val = codes[start : start + 512], is_val[start : start + 512]
+        for sub, keep in (("shards", ~val), ("val_shards", val)):
+            os.makedirs(tmp_path / sub, exist_ok=True)
+            np.save(tmp_path / sub / f"codes-{c:05d}.npy", rows[keep])
+    sharded = TokenizedCodes.from_shards(str(tmp_path))
+    held = TokenizedCodes.in_memory(codes, np.flatnonzero(~is_val), np.flatnonzero(is_val))
+    assert sharded.shape("train") == held.shape("train") == ((~is_val).sum(), 9)
+    assert np.array_equal(sharded.counts(16), held.counts(16))
+    assert usage_of_counts(sharded.counts(16)) == codebook_usage(codes, 16)
+    assert np.array_equal(sharded.first("val", 50), codes[is_val][:50])
+    for split, keep in (("train", ~is_val), ("val", is_val)):
+        written = np.load(sharded.save(str(tmp_path / f"{split}.npy"), split), allow_pickle=False)
+        assert written.dtype == np.int32 and np.array_equal(written, codes[keep])
+
+
 def test_ray_engine_on_several_nodes_needs_a_root_every_node_reaches():
     """A cluster of two nodes (as `ray.nodes()` reports it) with a local output_root is refused in
     one line naming the key; a bucket root is not (`test_two_nodes.py` runs that one for real)."""

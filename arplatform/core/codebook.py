@@ -132,7 +132,12 @@ def codebook_usage(codes, num_codes: int) -> dict[str, float]:
     """Share of the K codes used, and the perplexity exp(entropy) of their frequencies."""
     codes = torch.as_tensor(np.asarray(codes)).reshape(-1)
     codes = codes[(codes >= 0) & (codes < num_codes)]
-    counts = torch.bincount(codes, minlength=num_codes).double()
+    return usage_of_counts(torch.bincount(codes, minlength=num_codes))
+
+
+def usage_of_counts(counts) -> dict[str, float]:
+    """`codebook_usage` from how often each code occurs (counted a part at a time elsewhere)."""
+    counts = torch.as_tensor(np.asarray(counts)).double()
     p = counts / counts.sum().clamp(min=1)
     entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
     return {"usage": (counts > 0).double().mean().item(), "perplexity": math.exp(entropy)}

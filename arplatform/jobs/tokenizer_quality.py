@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.codebook import codebook_usage
 from ..core.decode import decode_codes_to_images
 from ..core.metrics import psnr, ssim
 from ..core.vae import VAE
@@ -32,8 +31,9 @@ def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512, lo
 
 
 def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
-                       val_codes: np.ndarray, all_codes: np.ndarray, device) -> tuple[dict, np.ndarray]:
-    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; codebook usage.
+                       val_codes: np.ndarray, usage: dict, device) -> tuple[dict, np.ndarray]:
+    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; with the
+    codebook's usage over every image (`core.codebook.codebook_usage`, counted by the caller).
     And the picture a person checks: the first 16 held-out images above their quantised
     reconstructions (through codes, as the GPT's samples are decoded)."""
     with torch.inference_mode():
@@ -41,7 +41,6 @@ def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_laten
         cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()
                           for z in val_latents.split(512)])
     quant = decode_codes_to_images(val_codes, centres, vae)
-    usage = codebook_usage(all_codes, centres.shape[0])
     shown = min(16, len(val))
     picture = make_grid(np.concatenate([val.images[:shown], quant[:shown].numpy()]), columns=shown)
     return {

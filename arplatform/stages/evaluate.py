@@ -11,7 +11,7 @@ import numpy as np
 from .. import storage
 from ..budget import resolve_device
 from ..config import TokenizerConfig, from_dict
-from ..core.codebook import assign, load_codebook_file
+from ..core.codebook import assign, codebook_usage, load_codebook_file
 from ..core.data import load_codes
 from ..core.errors import DataError
 from ..core.io import read_json_object, save_json
@@ -69,8 +69,8 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     val_codes = assign(latents.reshape(-1, dim).to(dev), codebook["z_medoid"])[0].reshape(len(val), -1).cpu()
     all_codes = [load_codes(os.path.join(codebook_dir, n))[0] for n in ("codes.npy", "val_codes.npy")
                  if os.path.exists(os.path.join(codebook_dir, n))]
-    report, picture = evaluate_tokenizer(vae, codebook["z_medoid"], val, latents, val_codes.numpy(),
-                                         np.concatenate(all_codes) if all_codes else val_codes.numpy(), dev)
+    usage = codebook_usage(np.concatenate(all_codes) if all_codes else val_codes.numpy(), len(codebook["z_medoid"]))
+    report, picture = evaluate_tokenizer(vae, codebook["z_medoid"], val, latents, val_codes.numpy(), usage, dev)
     save_json(os.path.join(codebook_dir, "tokenizer_eval.json"), report)
     save_png(os.path.join(codebook_dir, PICTURE), picture)
     return report

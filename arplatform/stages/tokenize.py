@@ -28,7 +28,7 @@ import torch
 from .. import publish, storage, tracking
 from ..budget import resolve_device
 from ..config import TokenizerConfig, to_dict
-from ..core.codebook import assign, fit_kmeans, save_codebook
+from ..core.codebook import assign, fit_kmeans, save_codebook, usage_of_counts
 from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
@@ -36,6 +36,7 @@ from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
 from ..errors import ConfigError, StorageError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
 from ..images import save_png
+from ..jobs.tokenized_codes import TokenizedCodes
 from ..jobs.tokenizer_quality import PICTURE, encode_means, evaluate_tokenizer
 from ..progress import Progress
 
@@ -199,10 +200,10 @@ def latents_of(vae: VAE, data: ImageSet | ImageFiles, index: np.ndarray, device)
 
 
 def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: ImageSet, val_idx: np.ndarray,
-                 log) -> np.ndarray:
+                 log) -> TokenizedCodes:
     """engine=ray: Ray Data actors encode every image and write the code shards of the codebook
     folder into `shared` (`distributed/encode_actors.py`), reading the VAE and the codebook from
-    there; returns the codes, read back from the shards (kept in the staging folder)."""
+    there; returns the shards, in the staging folder (copied there from a bucket)."""
     from ..core.codebook import save_codebook
     from ..distributed.cluster import init_ray
     from ..distributed.encode_actors import CHUNK, encode_on_actors
@@ -223,32 +224,16 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: Imag
     memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + 64 * CHUNK * 4 * int(np.prod(data.shape))
     encode_on_actors(ray, cfg, spec, len(data), memory, log)
     os.remove(fitted)
-    parts = {folder: (rows, read_code_shards(storage.join(spec["out"], folder), os.path.join(staging, "codebook",
-                                                                                            folder)))
-             for folder, rows in (("shards", np.flatnonzero(~is_val)), ("val_shards", val_idx))}
-    codes = np.zeros((len(data), parts["shards"][1].shape[1]), dtype=np.int32)
-    for rows, part in parts.values():
-        codes[rows] = part
-    shutil.rmtree(os.path.join(staging, "codebook", "val_shards"))  # held-out codes go into val_codes.npy
-    return codes
+    local = os.path.join(staging, "codebook")
+    if shared != staging:  # in a bucket: into the staging folder, a shard at a time
+        for folder in ("shards", "val_shards"):
+            for name in storage.listdir(storage.join(spec["out"], folder)):
+                storage.write_bytes(os.path.join(local, folder, name),
+                                    storage.read_bytes(storage.join(spec["out"], folder, name)))
+    return TokenizedCodes.from_shards(local)
 
 
-def read_code_shards(folder: str, local: str) -> np.ndarray:
-    """The codes of the shards in `folder` (local, or in a bucket), in order; the shards of a bucket
-    are copied into `local`, the staging folder that is published."""
-    codes = []
-    for name in storage.listdir(folder):
-        if not name.endswith(".npy"):
-            continue
-        path = storage.join(folder, name)
-        if path != os.path.join(local, name):  # in a bucket: into the staging folder
-            path = storage.write_bytes(os.path.join(local, name), storage.read_bytes(path))
-        if name.startswith("codes-"):
-            codes.append(np.load(path, allow_pickle=False))
-    return np.concatenate(codes)
-
-
-def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: ImageSet, km, codes: np.ndarray,
+def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: ImageSet, km, codes: TokenizedCodes,
                           train_idx: np.ndarray, val_idx: np.ndarray, report: dict, grid) -> None:
     """codebook.pt, the code and label splits, shards, split.json, the evaluation and the config."""
     cb, d = cfg.codebook, cfg.data
@@ -262,11 +247,14 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
                   {"distortion": km.distortion, "usage": report["codebook_usage"],
                    "perplexity": report["codebook_perplexity"]})
     labels = data.labels.astype(np.int64)
-    for prefix, idx in (("", train_idx), ("val_", val_idx)):
-        save_npy(os.path.join(folder, f"{prefix}codes.npy"), codes[idx])
+    for prefix, split, idx in (("", "train", train_idx), ("val_", "val", val_idx)):
+        codes.save(os.path.join(folder, f"{prefix}codes.npy"), split)
         save_npy(os.path.join(folder, f"{prefix}labels.npy"), labels[idx])
-    if cfg.shards and cfg.engine == "local":  # (engine=ray: the actors wrote shards/ already)
-        write_shards(os.path.join(folder, "shards"), codes[train_idx], labels[train_idx], cfg.shards)
+    if cfg.engine == "ray":  # the actors wrote shards/ already; held-out codes are in val_codes.npy
+        shutil.rmtree(os.path.join(folder, "val_shards"))
+    elif cfg.shards:
+        write_shards(os.path.join(folder, "shards"), np.concatenate(list(codes.parts("train"))), labels[train_idx],
+                     cfg.shards)
     save_json(os.path.join(folder, "split.json"),
               {"seed": d.seed, "val_fraction": d.val_fraction, "num_train": len(train_idx),
                "num_val": len(val_idx), "val_indices": val_idx.tolist(), "source": data.source})
@@ -322,8 +310,8 @@ def quality_line(report: dict) -> str:
 
 def codebook_and_codes(cfg: TokenizerConfig, vae: VAE, data: ImageSet | ImageFiles, train_idx: np.ndarray,
                        val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: str, device, log):
-    """The codebook (k-means result), every image's codes (N, h·w) and the latents of the
-    held-out images the report scores."""
+    """The codebook (k-means result), every image's codes (`TokenizedCodes`) and the latents of
+    the held-out images the report scores (`eval_idx`: the first held-out ones)."""
     fit_idx = fit_sample(cfg, train_idx)
     if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
         km = fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
@@ -331,7 +319,8 @@ def codebook_and_codes(cfg: TokenizerConfig, vae: VAE, data: ImageSet | ImageFil
         return km, codes, latents_of(vae, data, eval_idx, device)
     latents = encode_means(vae, data.images, device, log=log)  # every image once: sample, codes, report
     km = fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
-    return km, codes_of(latents, km, device), latents[torch.from_numpy(eval_idx)]
+    codes = TokenizedCodes.in_memory(codes_of(latents, km, device), train_idx, val_idx)
+    return km, codes, latents[torch.from_numpy(eval_idx)]
 
 
 def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print) -> dict:
@@ -360,8 +349,9 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         km, codes, eval_latents = codebook_and_codes(cfg, vae, data, train_idx, val_idx, eval_idx, staging,
                                                      shared, device, log)
         held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
-        report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents, codes[eval_idx], codes,
-                                             device)
+        usage = usage_of_counts(codes.counts(cfg.codebook.num_codes))
+        report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents,
+                                             codes.first("val", len(eval_idx)), usage, device)
         report |= {"images": len(data), "images_skipped": len(data.skipped)}
         write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
                               eval_latents.shape[1:3])
