@@ -319,6 +319,7 @@ class ModelConfig:
     num_heads: int | None = None  # null: the preset's
     mlp_ratio: int = GPTConfig.mlp_ratio
     dropout: float = GPTConfig.dropout
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward: less memory
 
     def __post_init__(self):
         _check_choice("model.preset", self.preset, (None, *MODEL_PRESETS))
@@ -353,8 +354,10 @@ class TrainerConfig:
     checkpoints_to_keep: int = 2
     num_cpus: int | None = None  # logical CPUs of a local cluster (None = the machine's)
     placement_strategy: str = "PACK"  # Ray's: SPREAD puts workers on different nodes
+    strategy: str = "ddp"  # ddp: every worker holds the whole model | fsdp: weights, gradients, optimizer sharded
 
     def __post_init__(self):
+        _check_choice("trainer.strategy", self.strategy, ("ddp", "fsdp"))
         _check_choice("trainer.placement_strategy", self.placement_strategy,
                       ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_ranges("trainer.", self, num_workers=(1, 4096), cpus_per_worker=(0, 1024, True),

@@ -38,6 +38,8 @@ part sampler "$PY" bench/sampling.py --device cuda --batch 256 --positions 49 25
 for preset in B L; do
   part "mfu_$preset" "$PY" bench/mfu.py --model "$preset" --batch 32 --codes 256 --steps 20 --device cuda
 done
+part mfu_B_activation_checkpointing "$PY" bench/mfu.py --model B --batch 32 --codes 256 --steps 20 --device cuda \
+    --activation-checkpointing
 N=4096
 part generate_local "$PY" -m arplatform.generate --transformer_ckpt "$CKPT" $MODELS --num_samples $N \
     --batch_size 512 --out "$OUT/local" --engine local --device cuda

@@ -20,7 +20,7 @@ from machine import machine_line, save
 
 from arplatform import TokenLayout
 from arplatform.config import ModelConfig
-from arplatform.core.loop import GPTObjective, OptimConfig, make_optimizer
+from arplatform.core.loop import GPTObjective, OptimConfig, checkpoint_activations, make_optimizer
 from arplatform.core.model import GPT, parameter_count, training_flops_per_token
 
 # dense bf16 peaks (no sparsity), TFLOP/s, from the vendors' data sheets (SXM parts)
@@ -42,6 +42,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in the backward (model.activation_checkpointing)")
     args = p.parse_args()
     device = torch.device(args.device)
     print(machine_line())
@@ -50,6 +52,8 @@ def main() -> None:
     cfg = ModelConfig(preset=args.model, dropout=0.0).gpt_config(layout.vocab_size, context)
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
+    if args.activation_checkpointing:
+        checkpoint_activations(model)
     step_model = model if args.no_compile else torch.compile(model)
     optimizer = make_optimizer(model, OptimConfig(lr=1e-4))
     objective = GPTObjective(layout, 0.1)
@@ -81,11 +85,13 @@ def main() -> None:
     mfu = flops * tokens_per_s / (peak * 1e12) if peak else None
     print(f"model {args.model}: {parameter_count(cfg) / 1e6:.1f} M parameters, {flops / 1e9:.2f} GFLOPs per "
           f"training token, context {cfg.seq_len}, batch {args.batch}, {'eager' if args.no_compile else 'compiled'}, "
-          f"{precision}")
+          f"{precision}{', activation checkpointing' if args.activation_checkpointing else ''}")
     print(f"{name}: {tokens_per_s:,.0f} tokens/s, MFU {f'{mfu:.1%}' if mfu is not None else 'n/a (peak unknown)'} "
           f"(warm-up and compile {warmup:.1f} s)")
-    save(f"mfu_{args.model}", {"device": name, "peak_bf16_tflops": peak, "tokens_per_s": tokens_per_s, "mfu": mfu,
-                               "batch": args.batch, "codes": args.codes, "compiled": not args.no_compile})
+    save(f"mfu_{args.model}{'_ac' if args.activation_checkpointing else ''}",
+         {"device": name, "peak_bf16_tflops": peak, "tokens_per_s": tokens_per_s, "mfu": mfu, "batch": args.batch,
+          "codes": args.codes, "compiled": not args.no_compile,
+          "activation_checkpointing": args.activation_checkpointing})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Format (a dict, version FORMAT_VERSION):
     format_version, kind ("gpt" | "vae"), model_config, grid_shape, train_config,
     step, epoch, metrics, model_state_dict; a GPT's adds its token layout
-    last.pt adds: optimizer_state_dict, rng_state (torch CPU, and CUDA when used)
+    last.pt adds: optimizer_state_dict, rng_state (torch CPU, and CUDA when used), and in a run
+    of several processes rank_rng_states (each rank's)
 The learning-rate schedule is a pure function of `step`, so it needs no state.
 """
 
@@ -68,7 +69,14 @@ def save_checkpoint(
     metrics: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     with_rng: bool = False,
+    model_state: dict | None = None,
+    optimizer_state: dict | None = None,
+    rank_rng_states: list | None = None,
 ) -> str:
+    """`model_state` / `optimizer_state`, when given, are the states to save (a sharded model's,
+    gathered whole by `loop.full_state`); else the model's and the optimizer's own.
+    `rank_rng_states`: every rank's `rng_state()` in a run of several processes, so each resumes
+    its own dropout stream (`rng_state` stays this process's)."""
     model = unwrap_model(model)
     if kind == "gpt" and layout is None:
         raise ValueError("a GPT checkpoint needs its TokenLayout")
@@ -81,14 +89,16 @@ def save_checkpoint(
         "step": int(step),
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-        "model_state_dict": model.state_dict(),
+        "model_state_dict": model_state if model_state is not None else model.state_dict(),
     }
     if layout is not None:
         ckpt["layout"] = layout.to_dict()
-    if optimizer is not None:
-        ckpt["optimizer_state_dict"] = optimizer.state_dict()
+    if optimizer_state is not None or optimizer is not None:
+        ckpt["optimizer_state_dict"] = optimizer_state if optimizer_state is not None else optimizer.state_dict()
     if with_rng:
         ckpt["rng_state"] = rng_state()
+    if rank_rng_states is not None:
+        ckpt["rank_rng_states"] = rank_rng_states
     return save_torch(path, ckpt)
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap_model
 from .data import IGNORE_INDEX
 from .errors import CheckpointError, TrainingError
 from .precision import PRECISIONS, autocast, choose_precision
@@ -111,6 +111,20 @@ def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def checkpoint_activations(model: torch.nn.Module) -> torch.nn.Module:
+    """Activation checkpointing (torchtitan's "full" mode): each of the GPT's blocks keeps only
+    its input in the forward pass and recomputes its activations in the backward, memory for
+    about a third more compute. Applied from outside, the model stays as it is; the wrapper's
+    state-dict hooks keep every key, so checkpoints load either way. The same dropout masks are
+    drawn again in the recompute (the RNG state is replayed)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                                             preserve_rng_state=True)
+    return model
 
 
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
@@ -230,11 +244,13 @@ class IndexBatches:
 def check_finite(model: torch.nn.Module, grad_clip: float, step: int, epoch: int, last_path: str | None) -> None:
     """Clip the gradient (grad_clip > 0) and stop before the optimizer step if its norm is not
     finite, so no NaN reaches the weights or a checkpoint. Under DDP the norm is computed on the
-    all-reduced gradient, so every rank stops at the same step."""
+    all-reduced gradient, under FSDP over every rank's shard, so every rank stops at the same step."""
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if hasattr(norm, "full_tensor"):  # a sharded model's norm (a DTensor): the same value on every rank
+        norm = norm.full_tensor()
     if not torch.isfinite(norm):
         kept = f"; the last good checkpoint is {last_path}" if last_path and os.path.exists(last_path) else ""
         raise TrainingError(f"the gradient is not finite at step {step + 1} (epoch {epoch}): the loss diverged; "
@@ -250,6 +266,39 @@ def decide_precision(requested: str, model, objective, device, log: Callable[[st
     return choice.precision
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether `model` is sharded by FSDP2 (`distributed.train_worker.shard_model`)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module, optimizer=None) -> tuple[dict, dict | None]:
+    """The model's (and optimizer's) whole state: their own state dicts, or for a sharded model
+    gathered from every rank onto the CPU (a collective: every rank calls it, rank 0 saves). A
+    sharded run's optimizer state is keyed by parameter name (`torch.distributed.checkpoint`)."""
+    if not is_sharded(model):
+        return unwrap_model(model).state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None)
+
+
+def load_full_state(model: torch.nn.Module, optimizer, ckpt: dict) -> None:
+    """`full_state`'s inverse: a whole state into the model and optimizer, sharded or not."""
+    if not is_sharded(model):
+        unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, ckpt["model_state_dict"], options=options)
+    set_optimizer_state_dict(model, optimizer, ckpt["optimizer_state_dict"], options=options)
+
+
 def restore(model, optimizer, objective, resume_from: str | dict, device) -> tuple[int, float]:
     """Weights, optimizer and RNG from a last.pt (a path, or its dict already loaded and
     checked by the caller) → (step, best validation loss so far)."""
@@ -261,13 +310,35 @@ def restore(model, optimizer, objective, resume_from: str | dict, device) -> tup
     if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
         raise CheckpointError(f"{resume_from}: has no optimizer/RNG state; cannot resume exactly")
     try:
-        unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-    except (RuntimeError, ValueError) as e:
+        load_full_state(model, optimizer, ckpt)
+    except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{resume_from}: does not match this model ({first})") from e
-    set_rng_state(ckpt["rng_state"])
+    ranks = ckpt.get("rank_rng_states")
+    rank, world = rank_and_world()
+    set_rng_state(ranks[rank] if ranks and len(ranks) == world else ckpt["rng_state"])
     return ckpt["step"], ckpt["metrics"].get("best_val_loss", math.inf)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 when it trains alone)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def every_rank(value) -> list | None:
+    """`value` from every rank, in rank order (a collective); None when this process trains alone."""
+    import torch.distributed as dist
+
+    world = rank_and_world()[1]
+    if world == 1:
+        return None
+    values = [None] * world
+    dist.all_gather_object(values, value)
+    return values
 
 
 @contextmanager
@@ -376,11 +447,16 @@ class Trainer:
         return metrics
 
     def save(self, path: str | None, epoch: int, metrics: dict, full: bool) -> None:
-        if path and self.is_main:
+        if not path:
+            return
+        state, optimizer_state = full_state(self.model, self.optimizer if full else None)  # every rank: sharded
+        rank_rngs = every_rank(rng_state()) if full else None
+        if self.is_main:
             save_checkpoint(
                 path, self.model, kind=self.objective.kind, grid_shape=self.grid_shape,
                 train_config=self.run_config, step=self.step, epoch=epoch, metrics=metrics,
-                optimizer=self.optimizer if full else None, with_rng=full, **self.objective.checkpoint_fields(),
+                model_state=state, optimizer_state=optimizer_state, with_rng=full, rank_rng_states=rank_rngs,
+                **self.objective.checkpoint_fields(),
             )
 
     def emit(self, metrics: dict) -> None:
@@ -430,6 +506,8 @@ def fit(
     after every epoch (and when max_steps stops the run) and best.pt whenever the
     validation loss improves. resume_from (a last.pt, or its loaded dict) continues
     exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
+    In a run of several processes every rank takes part in a save (a sharded model's state and
+    every rank's RNG are gathered), so give every rank a `checkpoint_dir`, or none.
     """
     trainer = Trainer(model, objective, cfg, steps_per_epoch, device, checkpoint_dir, grid_shape, run_config,
                       callback, reduce, is_main)

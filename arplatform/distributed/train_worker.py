@@ -20,7 +20,7 @@ import torch
 from ..config import TrainJobConfig, from_dict
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import TrainingError
-from ..core.loop import GPTObjective, fit
+from ..core.loop import GPTObjective, checkpoint_activations, fit
 from ..core.model import GPT
 from ..startup import first_batch_times
 from ..train_plan import DataFacts, plan_training, torch_threads
@@ -40,7 +40,13 @@ def train_worker(config: dict) -> dict:
     torch.set_num_threads(torch_threads(job, ctx.get_local_world_size()))
     device = ray.train.torch.get_device()
     torch.manual_seed(job.optim.seed)  # the same initial weights on every rank
-    model = ray.train.torch.prepare_model(GPT(plan.model))
+    model = GPT(plan.model)
+    if job.model.activation_checkpointing:
+        checkpoint_activations(model)  # before DDP or FSDP wraps it
+    if job.trainer.strategy == "fsdp":
+        model = shard_model(model.to(device))
+    else:
+        model = ray.train.torch.prepare_model(model)
     torch.manual_seed(job.optim.seed + 1000 * rank)  # but different dropout masks
 
     train, val = worker_batches(config["held_rows"], facts.layout, plan.seq_len, job.optim.batch_size,
@@ -74,7 +80,22 @@ def train_worker(config: dict) -> dict:
     return {"final": final, "resumed": resumed, "world_size": world, "fit_seconds": seconds,
             "steps_per_epoch": plan.steps_per_epoch, "model": plan.model.to_dict(),
             "input_tokens": tokens, "tokens_per_s": tokens / seconds, "torch_threads": torch.get_num_threads(),
+            "activation_checkpointing": job.model.activation_checkpointing, "strategy": job.trainer.strategy,
             "worker_nodes": worker_nodes(world), "startup_times": times}
+
+
+def shard_model(model: GPT) -> GPT:
+    """FSDP2 (`torch.distributed.fsdp.fully_shard`): each block's weights, gradients and optimizer
+    state split across the workers, gathered a block at a time for its forward and backward;
+    the root unit holds the embedding, the tied output layer and the last norm (tied weights must
+    share a unit). For models whose optimizer state does not fit one GPU; `core.loop.full_state`
+    gathers the whole state for a checkpoint, so checkpoints are the same either way."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
 
 
 def worker_nodes(world: int) -> list[str]:
