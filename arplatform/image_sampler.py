@@ -54,13 +54,14 @@ class ImageSampler:
         # one decoder for every batch: on a GPU its compiled step (a CUDA graph) is captured once
         self.decoder = Decoder(self.model, "compiled" if self.device.type == "cuda" else "eager")
         self.node = node_id()
+        self.out = storage.Folder(spec["out"])  # the samples folder, named once in this process
 
     def __call__(self, batch: dict) -> dict:
         """Draw a batch of (index, label) rows into the samples folder `spec["out"]`."""
         index = np.asarray(batch["index"], dtype=np.int64)
         labels = np.asarray(batch["label"], dtype=np.int64)
         codes, images = self.draw(index, labels, self.spec["seed"])
-        write_batch(self.spec["out"], index, labels, codes, images, self.spec.get("format", "png"))
+        write_batch(self.out, index, labels, codes, images, self.spec.get("format", "png"))
         return {"index": index, "label": labels, "node": np.full(len(index), self.node)}
 
     def draw(self, index: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

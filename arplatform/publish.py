@@ -27,11 +27,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 
 from . import storage
 from .core.codebook import load_codebook_file
+from .errors import StorageError
 
 STAGING_PREFIX = ".staging-tokenize-"
 
@@ -249,3 +253,68 @@ def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None
         return published
     return candidate
 
+
+
+# -- engine=ray on a bucket root: a staging folder every node reaches -------------------------
+
+LEASE_RENEW_S = 60.0  # how often a live run rewrites its staging folder's lease
+LEASE_EXPIRES_S = 15 * 60.0  # a staging folder nothing was written to for this long is a dead run's
+
+
+@contextmanager
+def shared_staging(root: storage.Root, staging: str, log=print):
+    """Where engine=ray's workers and actors on every node read and write: `staging` itself for a
+    local root; for a bucket, `<root>/.staging/<staging's name>`, deleted when the block ends.
+    A bucket has no locks, so a lease says the run is alive: `lease.json`, rewritten every
+    LEASE_RENEW_S by a thread of this process. A driver killed mid-run stops renewing it, and
+    the next run on the root deletes staging folders nothing was written to for LEASE_EXPIRES_S
+    (on any host: the times compared are the store's)."""
+    if not root.remote:
+        yield staging
+        return
+    remove_expired_staging(root, log)
+    shared = root.path(".staging", os.path.basename(staging))
+    stop = threading.Event()
+
+    def renew():
+        while not stop.wait(LEASE_RENEW_S):
+            try:
+                write_lease(shared)
+            except StorageError as e:  # a blip: the next renewal tries again, long before expiry
+                log(f"warning: the lease of {shared} was not renewed ({e})")
+
+    write_lease(shared)
+    renewer = threading.Thread(target=renew, name="staging-lease", daemon=True)
+    renewer.start()
+    try:
+        yield shared
+    finally:
+        stop.set()
+        renewer.join()
+        try:  # a failure to delete it never hides the job's own error
+            if storage.exists(shared):
+                storage.remove_tree(shared)
+        except StorageError as e:
+            log(f"warning: {shared} was not deleted ({e}); nothing reads it, and a later run removes it")
+
+
+def write_lease(shared: str) -> None:
+    storage.write_json(storage.join(shared, "lease.json"),
+                       {"host": socket.gethostname(), "pid": os.getpid(), "renewed": time.time()})
+
+
+def remove_expired_staging(root: storage.Root, log=print, expires_s: float = LEASE_EXPIRES_S,
+                           now: float | None = None) -> list[str]:
+    """Delete the bucket staging folders under `root` that nothing was written to for `expires_s`
+    (their run's driver died; a live one renews its lease); returns what was deleted."""
+    now = time.time() if now is None else now
+    removed = []
+    for name in storage.listdir(root.path(".staging")):
+        folder = root.path(".staging", name)
+        newest = storage.newest_mtime(folder)
+        if newest is None or newest < now - expires_s:
+            storage.remove_tree(folder)
+            removed.append(folder)
+            log(f"removed {folder}: a staging folder no run has written to for {expires_s / 60:.0f} min "
+                "(its driver was stopped mid-run)")
+    return removed

@@ -18,14 +18,13 @@ an index file. Rerunning the same command skips those; a batch cut short leaves 
 index file and is drawn again (its files are replaced atomically), so nothing is
 redone twice and nothing is duplicated.
 
-`out` may be a local folder or a URI (`storage.py`): every file is written whole,
-from whichever node's actor drew the batch.
+The folder is a `storage.Folder`: a local folder or a URI, every file written whole
+from whichever node's actor drew the batch; the functions here name files inside it.
 """
 
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 
@@ -42,34 +41,33 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def load_npy(path: str) -> np.ndarray:
-    return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+def load_npy(folder: storage.Folder, name: str) -> np.ndarray:
+    return np.load(io.BytesIO(folder.read_bytes(name)), allow_pickle=False)
 
 
-def image_path(out: str, index: int) -> str:
-    return storage.join(out, "images", f"{int(index):06d}.png")
+def image_name(index: int) -> str:
+    return f"images/{int(index):06d}.png"
 
 
 FORMATS = ("png", "tar", "npz")
 
 
-def write_batch(out: str, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray,
+def write_batch(out: storage.Folder, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray,
                 fmt: str = "png") -> None:
     """One batch's images (images: (B, H, W, C) uint8) in `fmt`, then its codes and labels, then
     its index file (the completion mark)."""
     tag = f"{int(index[0]):07d}-{len(index)}"
     if fmt == "png":
         for i, image in zip(index, images, strict=True):
-            storage.write_bytes(image_path(out, i), png_bytes(image))
+            out.write_bytes(image_name(i), png_bytes(image))
     elif fmt == "tar":
-        storage.write_bytes(storage.join(out, "images", f"images-{tag}.tar"), tar_bytes(index, images))
+        out.write_bytes(f"images/images-{tag}.tar", tar_bytes(index, images))
     else:
         grey = images.ndim == 4 and images.shape[-1] == 1  # (B, H, W) as a grey PNG decodes
-        storage.write_bytes(storage.join(out, "images", f"images-{tag}.npy"),
-                            npy_bytes((images[..., 0] if grey else images).astype(np.uint8)))
-    storage.write_bytes(storage.join(out, "codes", f"codes-{tag}.npy"), npy_bytes(codes.astype(np.int32)))
-    storage.write_bytes(storage.join(out, "codes", f"labels-{tag}.npy"), npy_bytes(labels.astype(np.int64)))
-    storage.write_bytes(storage.join(out, "codes", f"index-{tag}.npy"), npy_bytes(index.astype(np.int64)))
+        out.write_bytes(f"images/images-{tag}.npy", npy_bytes((images[..., 0] if grey else images).astype(np.uint8)))
+    out.write_bytes(f"codes/codes-{tag}.npy", npy_bytes(codes.astype(np.int32)))
+    out.write_bytes(f"codes/labels-{tag}.npy", npy_bytes(labels.astype(np.int64)))
+    out.write_bytes(f"codes/index-{tag}.npy", npy_bytes(index.astype(np.int64)))
 
 
 def tar_bytes(index: np.ndarray, images: np.ndarray) -> bytes:
@@ -86,7 +84,7 @@ def tar_bytes(index: np.ndarray, images: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def read_images(out: str, index: np.ndarray, fmt: str) -> np.ndarray:
+def read_images(out: storage.Folder, index: np.ndarray, fmt: str) -> np.ndarray:
     """The images of `index`, whatever format the folder holds them in."""
     from PIL import Image
 
@@ -94,39 +92,38 @@ def read_images(out: str, index: np.ndarray, fmt: str) -> np.ndarray:
         return np.asarray(Image.open(io.BytesIO(data)))
 
     if fmt == "png":
-        return np.stack([decode(storage.read_bytes(image_path(out, i))) for i in index])
+        return np.stack([decode(out.read_bytes(image_name(i))) for i in index])
     found = {}
-    folder = storage.join(out, "images")
-    for name in storage.listdir(folder):
+    for name in out.listdir("images"):
         tag = name[len("images-"):].rsplit(".", 1)[0]
-        if not name.startswith("images-") or not storage.exists(storage.join(out, "codes", f"index-{tag}.npy")):
+        if not name.startswith("images-") or not out.exists(f"codes/index-{tag}.npy"):
             continue  # a batch cut short: drawn again
         if name.endswith(".tar"):
             import tarfile
 
-            with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(storage.join(folder, name)))) as tar:
+            with tarfile.open(fileobj=io.BytesIO(out.read_bytes(f"images/{name}"))) as tar:
                 for member in tar.getmembers():
                     found[int(member.name.split(".")[0])] = decode(tar.extractfile(member).read())
         elif name.endswith(".npy"):
-            batch_index = load_npy(storage.join(out, "codes", f"index-{tag}.npy"))
-            found.update(zip(batch_index.tolist(), load_npy(storage.join(folder, name)), strict=True))
+            batch_index = load_npy(out, f"codes/index-{tag}.npy")
+            found.update(zip(batch_index.tolist(), load_npy(out, f"images/{name}"), strict=True))
     return np.stack([found[int(i)] for i in index])
 
 
-def written(out: str) -> dict[str, np.ndarray]:
+def written(out: storage.Folder) -> dict[str, np.ndarray]:
     """Every complete batch, merged and sorted by index: {"index", "labels", "codes"}."""
     parts = []
-    folder = storage.join(out, "codes")
-    for name in storage.listdir(folder):
+    for name in out.listdir("codes"):
         if not (name.startswith("index-") and name.endswith(".npy")):
             continue
-        tag, index_file = name[len("index-"):-len(".npy")], storage.join(folder, name)
+        tag = name[len("index-"):-len(".npy")]
         try:
-            index = load_npy(index_file)
-            codes = load_npy(storage.join(folder, f"codes-{tag}.npy"))
-            labels = load_npy(storage.join(folder, f"labels-{tag}.npy"))
+            index = load_npy(out, f"codes/{name}")
+            codes = load_npy(out, f"codes/codes-{tag}.npy")
+            labels = load_npy(out, f"codes/labels-{tag}.npy")
         except (OSError, ValueError) as e:
-            raise DataError(f"{index_file}: a written batch cannot be read ({e}); remove it to draw it again") from e
+            raise DataError(f"{out.file(f'codes/{name}')}: a written batch cannot be read ({e}); remove it to "
+                            "draw it again") from e
         parts.append((index, labels, codes))
     if not parts:
         return {"index": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64), "codes": None}
@@ -137,47 +134,33 @@ def written(out: str) -> dict[str, np.ndarray]:
             "codes": np.concatenate([p[2] for p in parts])[keep]}
 
 
-def check_manifest(out: str, manifest: dict) -> None:
+def check_manifest(out: storage.Folder, manifest: dict) -> None:
     """A folder holds one checkpoint's samples under one setting; more samples may be added."""
-    path = storage.join(out, MANIFEST)
-    if not storage.exists(path):
+    if not out.exists(MANIFEST):
         return
-    old = storage.read_json_object(path, DataError)
+    old = out.read_json_object(MANIFEST, DataError)
     for key in ("checkpoint_sha256", "settings"):
         if old.get(key) != manifest[key]:
-            raise DataError(f"{path}: this folder holds samples of another {key.split('_')[0]} "
+            raise DataError(f"{out.file(MANIFEST)}: this folder holds samples of another {key.split('_')[0]} "
                             f"({old.get(key)!r}); pass another --out")
 
 
-def remove_dead_temps(out: str) -> None:
-    """The `.<name>.<random>.tmp` files a writer killed mid-write left (`core.io.atomic_write`):
-    called under the folder's writer lock, so no live writer owns one. (A bucket has none: each
-    object is written whole.)"""
-    if storage.is_uri(out):
-        return
-    for sub in ("", "images", "codes"):
-        folder = os.path.join(out, sub)
-        for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name.startswith(".") and name.endswith(".tmp"):
-                os.remove(os.path.join(folder, name))
-
-
-def bind(out: str, manifest: dict, num_samples: int) -> None:
+def bind(out: storage.Folder, manifest: dict, num_samples: int) -> None:
     """Check the folder again under its writer lock, refuse a smaller --num_samples than it
     already holds (its samples.npz would hold more than asked), and write the manifest's
     identity part (checkpoint, its SHA-256, settings) before any batch is drawn."""
     check_manifest(out, manifest)
-    remove_dead_temps(out)
+    for sub in ("", "images", "codes"):  # what a writer killed mid-write left
+        out.remove_temps(sub)
     held = written(out)["index"]
     if len(held) and int(held.max()) >= num_samples:
         raise DataError(f"{out}: this folder already holds samples up to index {int(held.max())}; pass "
                         f"--num_samples {int(held.max()) + 1} or more, or another --out")
-    path = storage.join(out, MANIFEST)
-    if not storage.exists(path):
-        storage.write_json(path, dict(manifest, num_written=0, samples=[]))
+    if not out.exists(MANIFEST):
+        out.write_json(MANIFEST, dict(manifest, num_written=0, samples=[]))
 
 
-def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10, fmt: str = "png") -> dict:
+def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: int = 10, fmt: str = "png") -> dict:
     """samples.npz, grid.png and manifest.json from every written batch."""
     from .images import make_grid
 
@@ -185,13 +168,12 @@ def finish(out: str, manifest: dict, samples: list[dict], columns: int = 10, fmt
     images = read_images(out, done["index"], fmt)
     buffer = io.BytesIO()
     np.savez(buffer, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])
-    storage.write_bytes(storage.join(out, "samples.npz"), buffer.getvalue())
+    out.write_bytes("samples.npz", buffer.getvalue())
     grid_images, per_class = grid_selection(images, done["labels"], columns)
     chw = grid_images[:, None] if grid_images.ndim == 3 else grid_images.transpose(0, 3, 1, 2)
-    storage.write_bytes(storage.join(out, "grid.png"),
-                        png_bytes(make_grid(chw.astype(np.float32) / 255.0, columns=per_class)))
+    out.write_bytes("grid.png", png_bytes(make_grid(chw.astype(np.float32) / 255.0, columns=per_class)))
     manifest = dict(manifest, num_written=int(len(done["index"])), samples=samples)
-    storage.write_json(storage.join(out, MANIFEST), manifest)
+    out.write_json(MANIFEST, manifest)
     return done
 
 

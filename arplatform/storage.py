@@ -162,6 +162,20 @@ def write_bytes(path, data: bytes) -> str:
 
 
 @remote_errors
+def newest_mtime(path) -> float | None:
+    """The newest modification time (seconds since the epoch, the store's clock for a bucket)
+    of any file under the folder `path`; None when it holds none."""
+    if not is_uri(path):
+        times = [os.path.getmtime(os.path.join(d, f)) for d, _, files in os.walk(_local(path)) for f in files]
+        return max(times, default=None)
+    import pyarrow.fs
+
+    fs, p = filesystem(path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(p, recursive=True, allow_not_found=True))
+    return max((i.mtime_ns / 1e9 for i in infos if i.type == pyarrow.fs.FileType.File and i.mtime_ns), default=None)
+
+
+@remote_errors
 def remove_tree(path) -> None:
     if not is_uri(path):
         shutil.rmtree(_local(path), ignore_errors=True)
@@ -377,3 +391,61 @@ class Root:
             return
         src = fetch_folder(self.path(*parts))
         shutil.copytree(src, self.local_path(*parts), dirs_exist_ok=True)
+
+
+class Folder:
+    """A folder many processes fill file by file, on any node (a samples folder): named once,
+    a local path or a URI, its files read and written by their names inside it ('codes/x.npy').
+    Every process makes its own from the folder's name; code further in takes this object and
+    never asks whether the folder is in a bucket: only its methods know."""
+
+    def __init__(self, path):
+        self.path = absolute(path)
+        self.remote = is_uri(self.path)
+
+    def __str__(self) -> str:
+        return self.path
+
+    def file(self, name: str = "") -> str:
+        """The public name (a path or a URI) of `name` inside the folder."""
+        return join(self.path, *name.split("/")) if name else self.path
+
+    def exists(self, name: str = "") -> bool:
+        return exists(self.file(name))
+
+    def isfile(self, name: str = "") -> bool:
+        return isfile(self.file(name))
+
+    def listdir(self, name: str = "") -> list[str]:
+        return listdir(self.file(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        return read_bytes(self.file(name))
+
+    def write_bytes(self, name: str, data: bytes) -> str:
+        return write_bytes(self.file(name), data)
+
+    def read_json_object(self, name: str, error: type[Exception] = ValueError) -> dict:
+        return read_json_object(self.file(name), error)
+
+    def write_json(self, name: str, obj) -> str:
+        return write_json(self.file(name), obj)
+
+    def write_text(self, name: str, text: str) -> str:
+        return write_text(self.file(name), text)
+
+    def fetch(self, name: str) -> str:
+        """A local path to read `name` from (`fetch`)."""
+        return fetch(self.file(name))
+
+    def remove_temps(self, name: str = "") -> None:
+        """The `.<name>.<random>.tmp` files a writer killed mid-write left in `name`
+        (`write_bytes` writes local files through `core.io.atomic_write`). Call it where no live
+        writer can own one (under the folder's writer lock). A bucket has none: each object
+        is written whole."""
+        if self.remote:
+            return
+        folder = self.file(name)
+        for entry in listdir(folder):
+            if entry.startswith(".") and entry.endswith(".tmp"):
+                os.remove(os.path.join(folder, entry))

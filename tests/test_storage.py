@@ -5,6 +5,7 @@ bucket; a URI root without an MLflow store every node reaches is refused in one 
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -78,15 +79,16 @@ def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, m
 
 
 def test_samples_folder_in_a_bucket(s3_root):
-    out = storage.join(s3_root, "samples")
+    out = storage.Folder(storage.join(s3_root, "samples"))
     for first in (0, 4):
         index = np.arange(first, first + 4)
         images = np.full((4, 8, 8, 1), first, np.uint8)
         sample_folder.write_batch(out, index, index % 2, np.zeros((4, 16), np.int32) + first, images)
     done = sample_folder.finish(out, {"checkpoint_sha256": "x", "settings": {}}, [])
     assert done["index"].tolist() == list(range(8))
-    assert len(storage.listdir(storage.join(out, "images"))) == 8
-    with np.load(storage.fetch(storage.join(out, "samples.npz")), allow_pickle=False) as z:
+    assert len(storage.listdir(storage.join(out.path, "images"))) == 8 and out.listdir("images") == \
+        storage.listdir(f"{s3_root}/samples/images")
+    with np.load(storage.fetch(storage.join(out.path, "samples.npz")), allow_pickle=False) as z:
         assert z["images"].shape == (8, 8, 8) and z["labels"].tolist() == [0, 1] * 4
     with pytest.raises(Exception, match="another checkpoint"):
         sample_folder.check_manifest(out, {"checkpoint_sha256": "y", "settings": {}})
@@ -141,3 +143,29 @@ def test_unreachable_storage_is_one_line(case, s3_server, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert expect in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(tmp_path / "experiments")  # nothing written
+
+
+def test_a_dead_runs_bucket_staging_is_removed_and_a_live_ones_kept(s3_root, tmp_path):
+    """engine=ray's staging folder in a bucket is held by a lease its run renews; one a killed
+    driver left is removed by a later run, by the store's clock; a live run's is kept."""
+    from arplatform import publish
+
+    root = storage.Root(s3_root)
+    dead = root.path(".staging", ".staging-tokenize-demo-1-dead")
+    storage.write_bytes(storage.join(dead, "codebook", "codes-00000.npy"), b"x")
+    time.sleep(1.5)  # the store keeps modification times to the second
+    staging = tmp_path / ".staging-tokenize-demo-2-live"
+    staging.mkdir()
+    assert storage.listdir(root.path(".staging")) == [os.path.basename(dead)]  # not expired yet: kept
+    with publish.shared_staging(root, str(staging)) as shared:
+        assert shared == root.path(".staging", staging.name) and storage.exists(storage.join(shared, "lease.json"))
+        assert os.path.basename(dead) in storage.listdir(root.path(".staging"))
+        renewed = storage.newest_mtime(shared)
+        assert storage.newest_mtime(dead) <= renewed - 1
+        # as a run LEASE_EXPIRES_S later would see it, had this one stopped renewing just now
+        later = renewed + publish.LEASE_EXPIRES_S - 0.5
+        assert publish.remove_expired_staging(root, now=later) == [dead]
+        assert storage.listdir(root.path(".staging")) == [staging.name]
+    assert storage.listdir(root.path(".staging")) == []  # its own, deleted when it ended
+    with publish.shared_staging(storage.Root(tmp_path), str(staging)) as shared:
+        assert shared == str(staging)  # a local root: the local staging folder itself

@@ -270,7 +270,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     that differ in embed_dim, seq_len and batch_size train models, windows and step counts of their own."""
     import ray
 
-    from arplatform.distributed.cluster import init_ray
+    from arplatform.distributed.cluster import QUIET_ENV, init_ray
     from arplatform.distributed.code_data import build_rows
     from arplatform.jobs.training import build_trainer, check_data, copy_checkpoint_files
 
@@ -281,8 +281,13 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
                                               "optim": base["optim"] | {"batch_size": b}})
             for e, s, b in ((32, None, 16), (48, 8, 40))]
     files, facts = check_data(jobs[0])
+    environment = dict(os.environ)
     init_ray(2)  # the platform's own local cluster, in this process
     try:
+        # the quiet settings go with the job's runtime_env, not into this process's environment
+        assert {k: os.environ.get(k) for k in QUIET_ENV} == {k: environment.get(k) for k in QUIET_ENV}
+        seen = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in QUIET_ENV}).remote())
+        assert seen == {k: environment.get(k, v) for k, v in QUIET_ENV.items()}
         train, val, facts = build_rows(files, facts, jobs[0].data, 0)
         results = []
         for job in jobs:

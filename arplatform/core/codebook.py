@@ -130,9 +130,13 @@ def snap_to_medoids(x: torch.Tensor, centres: torch.Tensor, chunk: int = DEFAULT
 
 def codebook_usage(codes, num_codes: int) -> dict[str, float]:
     """Share of the K codes used, and the perplexity exp(entropy) of their frequencies."""
-    codes = torch.as_tensor(np.asarray(codes)).reshape(-1)
-    codes = codes[(codes >= 0) & (codes < num_codes)]
-    return usage_of_counts(torch.bincount(codes, minlength=num_codes))
+    return usage_of_counts(code_counts(codes, num_codes))
+
+
+def code_counts(codes, num_codes: int) -> np.ndarray:
+    """How often each code 0 … num_codes-1 occurs in `codes` (values outside that range ignored)."""
+    codes = np.asarray(codes).reshape(-1)
+    return np.bincount(codes[(codes >= 0) & (codes < num_codes)], minlength=num_codes).astype(np.int64)
 
 
 def usage_of_counts(counts) -> dict[str, float]:

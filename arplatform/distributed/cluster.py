@@ -32,24 +32,45 @@ CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_T
 
 
 @contextmanager
+def environment(set_vars: dict[str, str] | None = None, remove: tuple[str, ...] = ()):
+    """This process's environment with `set_vars` set (where not set already) and `remove`
+    taken out, for the block only; as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in (*(set_vars or {}), *remove)}
+    for key in remove:
+        os.environ.pop(key, None)
+    for key, value in (set_vars or {}).items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def credentials_kept_from_trials():
     """Out of this process's environment while a sweep runs: Ray Tune copies AWS_* credentials
     into each trial's runtime_env, and Ray's runtime-env agent writes that in clear into its
     session log (readable by anyone on the node). The trials get their node's own: a local
     cluster's processes inherited them when it started, a `ray start` node has its own
     (instance profile or environment). Restored when the sweep ends."""
-    saved = {k: os.environ.pop(k) for k in CREDENTIAL_VARS if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
+    return environment(remove=CREDENTIAL_VARS)
+
+
+def quiet_env() -> dict[str, str]:
+    """The quiet settings this environment does not set itself: the `env_vars` of the job's
+    runtime_env, so every process Ray starts for the job has them and this one is left as it
+    was (a key set here, or by a submitted job's own runtime_env, wins and is not repeated)."""
+    return {key: value for key, value in QUIET_ENV.items() if key not in os.environ}
 
 
 def quiet_ray_logs() -> None:
-    """The quiet settings above in this process: the driver, or a Tune trial that starts its
-    own Ray Train run (its Ray Data split coordinator takes this process's DataContext)."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    """Ray's loggers and Ray Data's progress output quiet in this process: the driver, or a Tune
+    trial that starts its own Ray Train run (its Ray Data split coordinator takes this process's
+    DataContext). The environment variables reach Ray's processes through the job's runtime_env
+    (`init_ray`), not through this process's environment."""
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # "Dataset … execution finished" per dataset
@@ -85,10 +106,11 @@ def init_ray(num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     with own_sigterm_handler():
-        # A local cluster inherits this environment; on a joined cluster Ray Train forwards
-        # the RAY_TRAIN_* variables and the DataContext above reaches the Train workers.
+        # The quiet variables go with the job (its runtime_env): every worker, Train controller
+        # and Tune trial of it has them, on a local cluster or a joined one; a submitted job's
+        # runtime_env is merged with them by Ray.
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(logging_level=logging.WARNING)
+            ray.init(logging_level=logging.WARNING, runtime_env={"env_vars": quiet_env()})
         else:
             start_local_cluster(ray, num_cpus)
     return ray
@@ -123,7 +145,7 @@ def start_local_cluster(ray, num_cpus: int | None) -> None:
         dashboard = f"127.0.0.1:{free_port()}"
         context = ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, dashboard_host="127.0.0.1",
                            dashboard_port=int(dashboard.split(":")[1]), _system_config=system_config,
-                           runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://{dashboard}"}})
+                           runtime_env={"env_vars": quiet_env() | {"RAY_API_SERVER_ADDRESS": f"http://{dashboard}"}})
         if not context.dashboard_url or context.dashboard_url.split("//")[-1] == dashboard:
             return
         ray.shutdown()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..core.codebook import code_counts
 from ..core.io import atomic_write
 
 SPLITS = ("train", "val")
@@ -61,8 +62,7 @@ class TokenizedCodes:
         total = np.zeros(num_codes, dtype=np.int64)
         for split in SPLITS:
             for part in self.parts(split):
-                valid = part[(part >= 0) & (part < num_codes)]
-                total += np.bincount(valid.reshape(-1), minlength=num_codes)
+                total += code_counts(part, num_codes)
         return total
 
     def save(self, path: str, split: str) -> str:

@@ -115,19 +115,19 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     return real, cfg, folder
 
 
-def read_samples(samples_dir: str) -> tuple[dict, np.ndarray, np.ndarray]:
+def read_samples(samples: storage.Folder) -> tuple[dict, np.ndarray, np.ndarray]:
     """The manifest, images and labels of a samples folder `arplatform.generate` wrote, each
     checked: anything else is one line naming the file."""
-    path = storage.join(samples_dir, "manifest.json")
-    manifest = storage.read_json_object(path, DataError)
+    manifest = samples.read_json_object("manifest.json", DataError)
     missing = [k for k in ("checkpoint", "checkpoint_sha256", "codebook_pt") if not isinstance(manifest.get(k), str)]
     if missing:
-        raise DataError(f"{path}: not a samples manifest (no {missing[0]}); pass a folder arplatform.generate wrote")
-    npz_path = storage.join(samples_dir, "samples.npz")
-    if not storage.exists(npz_path):
+        raise DataError(f"{samples.file('manifest.json')}: not a samples manifest (no {missing[0]}); pass a folder "
+                        "arplatform.generate wrote")
+    npz_path = samples.file("samples.npz")
+    if not samples.exists("samples.npz"):
         raise DataError(f"{npz_path}: not found (written by arplatform.generate)")
     try:
-        with np.load(storage.fetch(npz_path), allow_pickle=False) as z:
+        with np.load(samples.fetch("samples.npz"), allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
     except (ValueError, OSError, KeyError, EOFError, AttributeError, TypeError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split())[:120] or type(e).__name__
@@ -152,9 +152,9 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
         pictures,
     )
 
-    samples_dir = storage.absolute(samples_dir)
-    manifest, images, labels = read_samples(samples_dir)
-    npz_path = storage.join(samples_dir, "samples.npz")
+    samples = storage.Folder(samples_dir)
+    manifest, images, labels = read_samples(samples)
+    npz_path = samples.file("samples.npz")
     images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
     real, tok_cfg, folder = real_data(manifest["codebook_pt"], len(images), log)
     if images.shape[1:] != real.val_images.shape[1:]:
@@ -168,12 +168,12 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     val_labels = os.path.join(folder, "val_labels.npy")
     report["heldout_bits_per_code"] = heldout_bits_per_code(model, layout, os.path.join(folder, "val_codes.npy"),
                                                             val_labels if layout.conditional else None)
-    report["samples_dir"], report["checkpoint"] = samples_dir, manifest["checkpoint"]
+    report["samples_dir"], report["checkpoint"] = samples.path, manifest["checkpoint"]
     for name, picture in pictures(images, real).items():  # nearest.png, reconstructions.png
-        storage.write_bytes(storage.join(samples_dir, f"{name}.png"), png_bytes(picture))
-    storage.write_json(storage.join(samples_dir, "quality.json"), report)
-    storage.write_text(storage.join(samples_dir, "quality.md"), quality_table(report))
-    log_to_training_run(manifest, report, samples_dir, log)
+        samples.write_bytes(f"{name}.png", png_bytes(picture))
+    samples.write_json("quality.json", report)
+    samples.write_text("quality.md", quality_table(report))
+    log_to_training_run(manifest, report, samples, log)
     return report
 
 
@@ -215,7 +215,7 @@ def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
     return None
 
 
-def log_to_training_run(manifest: dict, report: dict, samples_dir: str, log) -> None:
+def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, log) -> None:
     """The metrics go to the MLflow run that trained the checkpoint the samples were drawn with."""
     from .. import tracking
 
@@ -233,5 +233,5 @@ def log_to_training_run(manifest: dict, report: dict, samples_dir: str, log) -> 
         metrics["samples/accuracy"] = report["accuracy"]
     tracking.log_metrics(state["tracking_uri"], state["mlflow_run_id"], metrics)
     tracking.log_artifact(state["tracking_uri"], state["mlflow_run_id"],
-                          storage.fetch(storage.join(samples_dir, "quality.json")))
+                          samples.fetch("quality.json"))
     log(f"logged to MLflow run {state['mlflow_run_id']} ({state['tracking_uri']})")

@@ -85,7 +85,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
     models = resolve_models(cfg)
     check_batch_memory(cfg, models)
     labels = plan_labels(cfg, models["layout"].num_classes)
-    out = storage.absolute(cfg.out or storage.join(cfg.output_root, "samples", models["config_name"]))
+    out = storage.Folder(cfg.out or storage.join(cfg.output_root, "samples", models["config_name"]))
     manifest = {"checkpoint": models["transformer_ckpt"],
                 "checkpoint_sha256": models["transformer_sha256"], "codebook_pt": models["codebook_pt"],
                 "codebook_sha256": models["codebook_sha256"], "vae_ckpt": models["vae_ckpt"],
@@ -93,9 +93,9 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
                 "settings": manifest_settings(cfg)}
     if models["model_uri"]:
         manifest["model_uri"] = models["model_uri"]  # the MLflow model the checkpoint was downloaded from
-    if storage.isfile(out):
+    if out.isfile():
         raise ConfigError(f"out: {out} is a file; name a samples folder (new, or one generate wrote)")
-    storage.check_writable(out, "out")
+    storage.check_writable(out.path, "out")
     sample_folder.check_manifest(out, manifest)
     with writer_lock(out):
         # bound before its first image: a run killed mid-way leaves this manifest, and a rerun
@@ -105,7 +105,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
         todo = np.array([i for i in range(cfg.num_samples) if i not in done], dtype=np.int64)
         log(f"generate {cfg.num_samples} samples into {out}: {len(done & set(range(cfg.num_samples)))} already "
             f"written, {len(todo)} to draw ({cfg.engine} engine)")
-        spec = sampler_spec(cfg, models, out)
+        spec = sampler_spec(cfg, models, out.path)
         nodes = []
         if len(todo):
             engine = run_local if cfg.engine == "local" else run_ray
@@ -116,19 +116,20 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
         written = sample_folder.finish(out, manifest, samples, fmt=cfg.format)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s: {len(written['index'])} samples\n  folder:  {out}\n  grid:    "
-        f"{storage.join(out, 'grid.png')}\n  samples: {storage.join(out, 'samples.npz')}")
-    return {"out": out, "num_written": int(len(written["index"])), "drawn": int(len(todo)), "seconds": seconds}
+        f"{out.file('grid.png')}\n  samples: {out.file('samples.npz')}")
+    return {"out": out.path, "num_written": int(len(written["index"])), "drawn": int(len(todo)), "seconds": seconds}
 
 
 @contextmanager
-def writer_lock(out: str):
+def writer_lock(folder: storage.Folder):
     """One generate run writes a local folder at a time. A bucket has no locks; two runs there
     would write the same bytes (sample i depends only on (seed, i)), and `written` keeps one copy."""
-    if storage.is_uri(out):
+    if folder.remote:
         yield
         return
     from filelock import FileLock, Timeout
 
+    out = folder.path
     created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     lock = FileLock(os.path.join(out, ".lock"), timeout=0)
@@ -151,13 +152,14 @@ def clear_samples_folder(out: str) -> None:
     """Empty a samples folder to draw it again (the pipeline's `force=[generate]`, new settings),
     holding its writer lock: a generate run writing it now is never cut short, the pipeline is
     refused instead."""
-    if storage.is_uri(out) or not os.path.isdir(out):
-        storage.remove_tree(out)
+    folder = storage.Folder(out)
+    if folder.remote or not os.path.isdir(folder.path):
+        storage.remove_tree(folder.path)
         return
-    with writer_lock(out):
-        for name in os.listdir(out):
+    with writer_lock(folder):
+        for name in os.listdir(folder.path):
             if name != ".lock":
-                path = os.path.join(out, name)
+                path = os.path.join(folder.path, name)
                 shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import os
 import shutil
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
 from ..images import save_png
 from ..jobs.tokenized_codes import TokenizedCodes
@@ -323,6 +324,29 @@ def codebook_and_codes(cfg: TokenizerConfig, vae: VAE, data: ImageSet | ImageFil
     return km, codes, latents[torch.from_numpy(eval_idx)]
 
 
+def make_version(cfg: TokenizerConfig, config_name: str | None, data: ImageSet, train_idx: np.ndarray,
+                 val_idx: np.ndarray, staging: str, shared: str, device, log) -> dict:
+    """The VAE, the codebook and every image's codes built in `staging` and evaluated; the evaluation."""
+    s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
+    if cfg.engine == "ray":
+        vae = train_vae_on_ray(cfg, data.subset(train_idx), data.subset(val_idx), staging, shared, log).to(device)
+    else:
+        vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
+                        device, log)
+    eval_idx = val_idx[:EVAL_IMAGES]
+    km, codes, eval_latents = codebook_and_codes(cfg, vae, data, train_idx, val_idx, eval_idx, staging,
+                                                 shared, device, log)
+    held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
+    usage = usage_of_counts(codes.counts(cfg.codebook.num_codes))
+    report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents,
+                                         codes.first("val", len(eval_idx)), usage, device)
+    report |= {"images": len(data), "images_skipped": len(data.skipped)}
+    write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
+                          eval_latents.shape[1:3])
+    save_png(os.path.join(s_out, PICTURE), picture)
+    return report
+
+
 def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print) -> dict:
     """Images → VAE → codebook → codes, published together (`publish.py`); returns paths and evaluation."""
     t0 = time.perf_counter()
@@ -336,31 +360,13 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE
     root = out_root.local
     staging = publish.staging_dir(root, cfg.name)
-    # engine=ray: what the workers and actors on every node read and write; in the bucket for a URI root
-    shared = out_root.path(".staging", os.path.basename(staging)) if out_root.remote else staging
     try:
-        s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
-        if cfg.engine == "ray":
-            vae = train_vae_on_ray(cfg, data.subset(train_idx), data.subset(val_idx), staging, shared, log).to(device)
-        else:
-            vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
-                            device, log)
-        eval_idx = val_idx[:EVAL_IMAGES]
-        km, codes, eval_latents = codebook_and_codes(cfg, vae, data, train_idx, val_idx, eval_idx, staging,
-                                                     shared, device, log)
-        held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
-        usage = usage_of_counts(codes.counts(cfg.codebook.num_codes))
-        report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents,
-                                             codes.first("val", len(eval_idx)), usage, device)
-        report |= {"images": len(data), "images_skipped": len(data.skipped)}
-        write_codebook_folder(cfg, config_name, s_out, data, km, codes, train_idx, val_idx, report,
-                              eval_latents.shape[1:3])
-        save_png(os.path.join(s_out, PICTURE), picture)
-        version = publish.publish(root, cfg.name, staging)
+        # engine=ray: what the workers and actors on every node read and write (in the bucket for a URI root)
+        with publish.shared_staging(out_root, staging, log) if cfg.engine == "ray" else nullcontext(staging) as shared:
+            report = make_version(cfg, config_name, data, train_idx, val_idx, staging, shared, device, log)
+            version = publish.publish(root, cfg.name, staging)
     finally:
         publish.discard(root, staging)  # gone already when published; its lock released either way
-        if shared != staging and cfg.engine == "ray":
-            discard_shared(shared, log)
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
     out_root.push(os.path.join(root, f"vae_{cfg.name}"))
@@ -376,16 +382,6 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "
             f"{tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
     return result
-
-
-def discard_shared(shared: str, log) -> None:
-    """The bucket's staging folder of engine=ray, gone whether the job finished or failed (a
-    failure to delete it never hides the job's own error)."""
-    try:
-        if storage.exists(shared):
-            storage.remove_tree(shared)
-    except StorageError as e:
-        log(f"warning: {shared} was not deleted ({e}); nothing reads it")
 
 
 def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str,

@@ -124,9 +124,6 @@ def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts
 
     from ..jobs.tune_trial import tune_trial
 
-    # A trial restarted after its run had already trained every epoch (its driver died before
-    # Tune saw the end) finishes without a new report; Tune's strict check would stop the sweep.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, base_job=to_dict(job), facts=facts.to_dict(), rows=rows,
                              sweep=sweep.to_dict(), parent_run_id=parent, config_name=config_name),
@@ -248,7 +245,7 @@ def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
 
 
 def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> dict:
-    from ..distributed.cluster import check_sweep_budget, credentials_kept_from_trials, init_ray
+    from ..distributed.cluster import check_sweep_budget, credentials_kept_from_trials, environment, init_ray
     from ..distributed.code_data import build_rows
 
     t0 = time.perf_counter()
@@ -280,7 +277,9 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     with tracked_sweep(cfg, sweep, uri, config_name) as parent:
         tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_rows, "val": val_rows}, sweep, parent,
                             config_name)
-        with credentials_kept_from_trials():
+        # A trial restarted after its run had already trained every epoch (its driver died before
+        # Tune saw the end) finishes without a new report; Tune's strict check would stop the sweep.
+        with credentials_kept_from_trials(), environment({"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}):
             grid = tuner.fit()
         summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log)
         if any(r["status"] == "INTERRUPTED" for r in summary["leaderboard"]):
