@@ -326,12 +326,12 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
     report = {"frechet": {"samples": 1.5}, "memorisation": {"ratio": 0.9}, "heldout_bits_per_code": 2.0}
     said = []
     drawn_by_a = sha256(os.path.join(root, "transformer", "tiny", "runs", "tiny-a", "checkpoints", "best.pt"))
-    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": drawn_by_a}, report, str(samples), said.append)
+    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": drawn_by_a}, report, storage.Folder(samples), said.append)
     client = MlflowClient(uri)
     assert client.get_run(ids["a"]).data.metrics["samples/frechet"] == 1.5
     assert "samples/frechet" not in client.get_run(ids["b"]).data.metrics
     assert said == [f"logged to MLflow run {ids['a']} ({uri})"]
-    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": "0" * 64}, report, str(samples), said.append)
+    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": "0" * 64}, report, storage.Folder(samples), said.append)
     assert said[-1].startswith(f"no training run beside {seed} made the checkpoint") and len(said) == 2
     assert json.loads(open(os.path.join(root, "transformer", "tiny", "checkpoints", "published.json")).read())[
         "run_name"] == "tiny-b"
