@@ -108,6 +108,15 @@ def run_train(root, data, *overrides, timeout=300, popen=None, cluster=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_main(main, argv, capsys) -> tuple[int, str]:
+    """A command's `main(argv)` in this process: (exit code, stderr). The SIGTERM handler a
+    command installs for itself is put back afterwards."""
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main([str(a) for a in argv])
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    return code, capsys.readouterr().err
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:

@@ -38,14 +38,25 @@ def _fill(root):
 
 
 @pytest.mark.parametrize("name", ["..", "", "a/b", ".", "../../etc", "-rf"])
-def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, name):
+def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, name, capsys):
+    """The first name through the command in a process of its own; the others through the same
+    entry point in this one (`helpers.run_main`), which saves a Python start each."""
+    from helpers import run_main
+
+    from arplatform import tokenize
+
     root = tmp_path / "out"
     _fill(root)
     before = sorted((p, open(os.path.join(d, p)).read()) for d, _, fs in os.walk(root) for p in fs)
-    proc = subprocess.run([sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
-                           f"output_root={root}", f"name={name}"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: name:") and proc.stderr.strip().count("\n") == 0, proc.stderr
+    args = ["--config-name", "tokenizer/mnist_sample", f"output_root={root}", f"name={name}"]
+    if name == "..":
+        proc = subprocess.run([sys.executable, "-m", "arplatform.tokenize", *args], capture_output=True, text=True,
+                              timeout=120)
+        code, err = proc.returncode, proc.stderr
+    else:
+        code, err = run_main(tokenize.main, args, capsys)
+    assert code == 2, err
+    assert err.startswith("error: name:") and err.strip().count("\n") == 0, err
     after = sorted((p, open(os.path.join(d, p)).read()) for d, _, fs in os.walk(root) for p in fs)
     assert after == before
 
@@ -89,7 +100,10 @@ def _visible(root: str):
 
 def test_a_kill_at_any_point_of_publish_leaves_old_or_new_never_a_mix(tmp_path):
     root = str(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
+    # a fresh interpreter per publisher (not a fork of this one), with the imports made once in the
+    # fork server rather than once per publisher
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["arplatform.publish", __name__])
     seen = []
     rng = random.Random(0)
     for _ in range(15):
@@ -326,12 +340,13 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
     report = {"frechet": {"samples": 1.5}, "memorisation": {"ratio": 0.9}, "heldout_bits_per_code": 2.0}
     said = []
     drawn_by_a = sha256(os.path.join(root, "transformer", "tiny", "runs", "tiny-a", "checkpoints", "best.pt"))
-    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": drawn_by_a}, report, storage.Folder(samples), said.append)
+    folder = storage.Folder(samples)
+    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": drawn_by_a}, report, folder, said.append)
     client = MlflowClient(uri)
     assert client.get_run(ids["a"]).data.metrics["samples/frechet"] == 1.5
     assert "samples/frechet" not in client.get_run(ids["b"]).data.metrics
     assert said == [f"logged to MLflow run {ids['a']} ({uri})"]
-    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": "0" * 64}, report, storage.Folder(samples), said.append)
+    log_to_training_run({"checkpoint": seed, "checkpoint_sha256": "0" * 64}, report, folder, said.append)
     assert said[-1].startswith(f"no training run beside {seed} made the checkpoint") and len(said) == 2
     assert json.loads(open(os.path.join(root, "transformer", "tiny", "checkpoints", "published.json")).read())[
         "run_name"] == "tiny-b"

@@ -20,7 +20,7 @@ from arplatform.core.vae import load_vae
 from arplatform.imagedata import load_images
 from arplatform.stages.tokenize import run_tokenize
 
-SMALL = ["data.limit=600", "vae.epochs=15", "vae.batch_size=32", "vae.channels=32", "vae.warmup_steps=10",
+SMALL = ["data.limit=600", "vae.epochs=8", "vae.batch_size=32", "vae.channels=32", "vae.warmup_steps=10",
          "codebook.num_codes=32", "shards=3"]
 
 
@@ -259,6 +259,7 @@ def test_ray_engine_on_several_nodes_needs_a_root_every_node_reaches():
     assert check_ray_workers(two_nodes, cfg, "s3://bucket/prefix/.staging/x") is False  # CPUs, no GPUs
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_cluster):
     """engine=ray: the VAE trains data-parallel on Ray Train, then Ray Data actors encode the
     images and write the code shards in parallel; read in order they are codes.npy, and the local
