@@ -140,21 +140,29 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-def stop_process_group(pgid: int, grace: float = 3.0) -> None:
-    """Stop every process of the group `pgid` (this test's own cluster), never Ray's stop command,
-    which walks the whole machine and kills anyone's Ray."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop_process_group(*pgids: int, grace: float = 3.0) -> None:
+    """Stop every process of the groups `pgids` (this test's own clusters), all at once, never
+    Ray's stop command, which walks the whole machine and kills anyone's Ray."""
+
+    def alive(pgid):
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, 0)
+            return True
         except ProcessLookupError:
-            return
-        deadline = time.time() + grace
-        while time.time() < deadline:
+            return False
+
+    left = list(pgids)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in left:
             try:
-                os.killpg(pgid, 0)
+                os.killpg(pgid, sig)
             except ProcessLookupError:
-                return
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and (left := [g for g in left if alive(g)]):
             time.sleep(0.2)
+        if not left:
+            return
 
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")

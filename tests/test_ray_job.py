@@ -16,10 +16,11 @@ pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head():
     """A Ray head on 127.0.0.1 with its own token, temp dir and ports, in a process group of its
-    own (`ray start` leaves its daemons in it); that group is stopped afterwards."""
+    own (`ray start` leaves its daemons in it); that group is stopped afterwards. One for the
+    module: its tests do not touch each other's state (a submitted job, a refused listing)."""
     tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths live under it
     try:
         group, join, address = start_head(tmp, 2, dict(os.environ))

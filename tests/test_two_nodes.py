@@ -47,8 +47,7 @@ def two_nodes(s3_server):
         env.pop("RAY_ADDRESS")  # `ray job` talks to the jobs API at `address`
         yield env, address, tmp
     finally:
-        for pgid in reversed(groups):
-            stop_process_group(pgid)
+        stop_process_group(*groups)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
