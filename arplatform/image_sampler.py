@@ -54,7 +54,8 @@ class ImageSampler:
         # one decoder for every batch: on a GPU its compiled step (a CUDA graph) is captured once
         self.decoder = Decoder(self.model, "compiled" if self.device.type == "cuda" else "eager")
         self.node = node_id()
-        self.out = storage.Folder(spec["out"])  # the samples folder, named once in this process
+        # the samples folder, named once in this process (none for an MLflow model: it returns its images)
+        self.out = storage.Folder(spec["out"]) if spec.get("out") else None
 
     def __call__(self, batch: dict) -> dict:
         """Draw a batch of (index, label) rows into the samples folder `spec["out"]`."""

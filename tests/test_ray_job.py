@@ -12,6 +12,8 @@ import time
 import pytest
 from helpers import RAY, TINY, learnable_codes, start_head, stop_process_group
 
+from arplatform.distributed.cluster import QUIET_ENV
+
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,7 +69,7 @@ def test_job_submit_without_token_is_refused(head):
 # sockets its processes listen on (from /proc: the process tree, its socket inodes, the tables).
 COUNT_LISTENERS = r"""
 import json, os
-from arplatform.distributed.cluster import init_ray
+from arplatform.distributed.cluster import QUIET_ENV, init_ray
 
 def tree(root):
     children = {}
@@ -92,13 +94,17 @@ def inodes(pids):
         found.update(link[8:-1] for link in links if link.startswith("socket:["))
     return found
 
+before = {k: os.environ.get(k) for k in QUIET_ENV}
 ray = init_ray(num_cpus=1)
 mine = inodes(tree(os.getpid()))
 listening = [f[1] for table in ("/proc/net/tcp", "/proc/net/tcp6") for f in map(str.split, open(table).readlines()[1:])
              if f[3] == "0A" and f[9] in mine]
 node = ray.nodes()[0]
+worker_env = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in QUIET_ENV}).remote())
 print(json.dumps({"listening": [[a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1], 16)] for a in listening],
-                  "metrics_port": node["MetricsExportPort"], "dashboard": ray.get_runtime_context().gcs_address}))
+                  "metrics_port": node["MetricsExportPort"], "dashboard": ray.get_runtime_context().gcs_address,
+                  "env": {"before": before, "driver": {k: os.environ.get(k) for k in QUIET_ENV},
+                          "worker": worker_env}}))
 ray.shutdown()
 """
 
@@ -107,7 +113,9 @@ ray.shutdown()
 def test_a_local_cluster_opens_few_ports_and_no_metrics_endpoint():
     """A command's local cluster exports no metrics (no Prometheus endpoint answering without a
     token): with Ray's default it listens on 13 ports, one of them the metrics export port; with
-    the platform's, 12, and none of them that port. ARPLATFORM_RAY_METRICS=1 turns export back on."""
+    the platform's, 12, and none of them that port. ARPLATFORM_RAY_METRICS=1 turns export back on.
+    The quiet settings reach the cluster's workers through the job's runtime_env and leave the
+    command's own environment as it was."""
     import json
 
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ARPLATFORM_RAY_METRICS")}
@@ -122,3 +130,6 @@ def test_a_local_cluster_opens_few_ports_and_no_metrics_endpoint():
     ports = [port for _, port in found["listening"]]
     assert found["metrics_port"] in (-1, 0, None) or found["metrics_port"] not in ports, found
     assert 0 < len(ports) <= 12, found
+    env = found["env"]
+    assert env["driver"] == env["before"]
+    assert env["worker"] == {k: env["before"][k] or v for k, v in QUIET_ENV.items()}, env

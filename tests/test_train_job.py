@@ -47,6 +47,13 @@ def registered_checkpoint(run_dir):
         return None
 
 
+def join_in_this_process(cluster, monkeypatch):
+    """`init_ray` in this process joins the suite's cluster (the variables undone after the test)."""
+    for key, value in cluster.items():
+        if key.startswith("RAY_"):
+            monkeypatch.setenv(key, value)
+
+
 def wait_for_checkpoint(root, proc, timeout=180):
     """The Ray run folder once Ray's controller has *registered* a checkpoint.
 
@@ -265,12 +272,12 @@ def test_resume_with_broken_checkpoint_stops_with_clear_error(trained, tmp_path)
     assert proc.stderr.strip().count("\n") == 0
 
 
-def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
+def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path, ray_cluster, monkeypatch):
     """build_trainer, as a Tune trial calls it: two jobs on the same checked data and row datasets
     that differ in embed_dim, seq_len and batch_size train models, windows and step counts of their own."""
     import ray
 
-    from arplatform.distributed.cluster import QUIET_ENV, init_ray
+    from arplatform.distributed.cluster import init_ray
     from arplatform.distributed.code_data import build_rows
     from arplatform.jobs.training import build_trainer, check_data, copy_checkpoint_files
 
@@ -281,13 +288,9 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
                                               "optim": base["optim"] | {"batch_size": b}})
             for e, s, b in ((32, None, 16), (48, 8, 40))]
     files, facts = check_data(jobs[0])
-    environment = dict(os.environ)
-    init_ray(2)  # the platform's own local cluster, in this process
+    join_in_this_process(ray_cluster, monkeypatch)
+    init_ray()  # the suite's cluster, joined from this process as a Tune trial's driver is
     try:
-        # the quiet settings go with the job's runtime_env, not into this process's environment
-        assert {k: os.environ.get(k) for k in QUIET_ENV} == {k: environment.get(k) for k in QUIET_ENV}
-        seen = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in QUIET_ENV}).remote())
-        assert seen == {k: environment.get(k, v) for k, v in QUIET_ENV.items()}
         train, val, facts = build_rows(files, facts, jobs[0].data, 0)
         results = []
         for job in jobs:
@@ -380,7 +383,7 @@ def test_config_errors_name_the_key():
     assert "'two' of type 'str' could not be converted to Integer" in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
+def test_held_and_streamed_rows_are_the_same_rows(tmp_path, ray_cluster, monkeypatch):
     """data.materialize: rows held in the object store and rows streamed by Ray Data are the same
     rows after the seeded validation split and the invalid-code policy; each worker's share of
     held rows is equal and disjoint, and an epoch resumed after `skip` batches continues its order."""
@@ -406,7 +409,8 @@ def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
         got = ray.get(part.codes) if isinstance(part, HeldRows) else np.stack([r["codes"] for r in part.take_all()])
         return sorted(map(tuple, got.tolist()))
 
-    init_ray(2)
+    join_in_this_process(ray_cluster, monkeypatch)
+    init_ray()
     try:
         (held_train, held_val, held_facts), (ds_train, ds_val, ds_facts) = (
             build_rows(*check_data(job(m)), job(m).data, 0) for m in (True, False))
