@@ -47,13 +47,6 @@ def registered_checkpoint(run_dir):
         return None
 
 
-def join_in_this_process(cluster, monkeypatch):
-    """`init_ray` in this process joins the suite's cluster (the variables undone after the test)."""
-    for key, value in cluster.items():
-        if key.startswith("RAY_"):
-            monkeypatch.setenv(key, value)
-
-
 def wait_for_checkpoint(root, proc, timeout=180):
     """The Ray run folder once Ray's controller has *registered* a checkpoint.
 
@@ -272,7 +265,7 @@ def test_resume_with_broken_checkpoint_stops_with_clear_error(trained, tmp_path)
     assert proc.stderr.strip().count("\n") == 0
 
 
-def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path, ray_cluster, monkeypatch):
+def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     """build_trainer, as a Tune trial calls it: two jobs on the same checked data and row datasets
     that differ in embed_dim, seq_len and batch_size train models, windows and step counts of their own."""
     import ray
@@ -288,8 +281,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path, ray_cluster,
                                               "optim": base["optim"] | {"batch_size": b}})
             for e, s, b in ((32, None, 16), (48, 8, 40))]
     files, facts = check_data(jobs[0])
-    join_in_this_process(ray_cluster, monkeypatch)
-    init_ray()  # the suite's cluster, joined from this process as a Tune trial's driver is
+    init_ray(2)  # the platform's own local cluster, in this process
     try:
         train, val, facts = build_rows(files, facts, jobs[0].data, 0)
         results = []
@@ -383,7 +375,7 @@ def test_config_errors_name_the_key():
     assert "'two' of type 'str' could not be converted to Integer" in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_held_and_streamed_rows_are_the_same_rows(tmp_path, ray_cluster, monkeypatch):
+def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
     """data.materialize: rows held in the object store and rows streamed by Ray Data are the same
     rows after the seeded validation split and the invalid-code policy; each worker's share of
     held rows is equal and disjoint, and an epoch resumed after `skip` batches continues its order."""
@@ -409,8 +401,7 @@ def test_held_and_streamed_rows_are_the_same_rows(tmp_path, ray_cluster, monkeyp
         got = ray.get(part.codes) if isinstance(part, HeldRows) else np.stack([r["codes"] for r in part.take_all()])
         return sorted(map(tuple, got.tolist()))
 
-    join_in_this_process(ray_cluster, monkeypatch)
-    init_ray()
+    init_ray(2)
     try:
         (held_train, held_val, held_facts), (ds_train, ds_val, ds_facts) = (
             build_rows(*check_data(job(m)), job(m).data, 0) for m in (True, False))
