@@ -109,11 +109,13 @@ def run_train(root, data, *overrides, timeout=300, popen=None, cluster=None):
 
 
 def run_main(main, argv, capsys) -> tuple[int, str]:
-    """A command's `main(argv)` in this process: (exit code, stderr). The SIGTERM handler a
-    command installs for itself is put back afterwards."""
+    """A command's `main(argv)` in this process: (exit code, stderr), an exit through SystemExit
+    (argparse's) included. The SIGTERM handler a command installs for itself is put back."""
     saved = signal.getsignal(signal.SIGTERM)
     try:
         code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
     finally:
         signal.signal(signal.SIGTERM, saved)
     return code, capsys.readouterr().err

@@ -143,11 +143,15 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
     assert np.array_equal(images(out)[0], images(tmp_path / "clean")[0])
 
 
-def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
+def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path, capsys):
     """`arplatform generate key=value …` (the console script, every command's style) and
     `python -m arplatform.generate --flag value …` (the seed's flags, kept as aliases) are one
     command: the same images; an unknown key is one line and exit 2."""
     import shutil
+
+    from helpers import run_main
+
+    from arplatform import cli
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
     code, _, err = generate("--transformer_ckpt", ckpt, "--codebook_pt", codebook, "--num_samples", 6, "--seed", 3,
@@ -167,12 +171,13 @@ def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
     help_text = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60).stdout
     for name in ("tokenize", "train", "tune", "tune-sampler", "generate", "evaluate", "pipeline"):
         assert f"\n  {name} " in help_text, help_text
-    proc = subprocess.run([command, "trian"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr
+    # the console script's own function, in this process (the script itself ran above)
+    code, err = run_main(cli.main, ["trian"], capsys)
+    assert code == 2 and "unknown command 'trian'" in err
     for args in (["generate", "--num_samples", "abc"], ["train", "--bogus"], ["evaluate", "samples"]):
-        proc = subprocess.run([command, *args], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr  # argparse's too:
-        assert proc.stderr.count("\n") == 1, proc.stderr  # one line, not its usage first
+        code, err = run_main(cli.main, args, capsys)
+        assert code == 2 and err.startswith("error: "), err  # argparse's too:
+        assert err.count("\n") == 1, err  # one line, not its usage first
 
 
 @pytest.mark.slow

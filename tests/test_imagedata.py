@@ -117,24 +117,28 @@ def test_bad_images_are_skipped_and_counted_or_refused(tmp_path):
         load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000)
 
 
-def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_path):
+def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_path, capsys):
     """The whole command on real files no one cleaned: skipped and counted in tokenizer_eval.json;
-    refused in one line with bad_images=error, and then nothing is published."""
+    refused in one line with bad_images=error (the entry point, in this process), and then nothing
+    is published."""
     import json
     import subprocess
     import sys
 
+    from helpers import run_main
+
+    from arplatform import tokenize
+
     folder = bad_folder(tmp_path / "imgs", good=40)
-    common = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
+    common = ["--config-name", "tokenizer/mnist_sample",
               "data.dataset=folder", f"data.data_dir={folder}", "data.channels=3", "data.image_size=16",
               "data.max_pixels=5000", "data.crop=center", "vae.epochs=1", "vae.batch_size=8", "vae.channels=8",
               "codebook.num_codes=8", "tracking.enabled=false"]
-    refused = subprocess.run([*common, f"output_root={tmp_path / 'refused'}"], capture_output=True, text=True,
-                             timeout=300)
-    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "bad_images=skip" in refused.stderr
-    assert refused.stderr.strip().count("\n") == 0 and not (tmp_path / "refused" / "codebook").exists()
-    done = subprocess.run([*common, f"output_root={tmp_path / 'out'}", "data.bad_images=skip"], capture_output=True,
-                          text=True, timeout=300)
+    code, err = run_main(tokenize.main, [*common, f"output_root={tmp_path / 'refused'}"], capsys)
+    assert code == 2 and err.startswith("error: ") and "bad_images=skip" in err
+    assert err.strip().count("\n") == 0 and not (tmp_path / "refused" / "codebook").exists()
+    done = subprocess.run([sys.executable, "-m", "arplatform.tokenize", *common, f"output_root={tmp_path / 'out'}",
+                           "data.bad_images=skip"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 unreadable image(s) skipped" in done.stdout
     report = json.loads((tmp_path / "out" / "codebook" / "mnist_sample" / "tokenizer_eval.json").read_text())

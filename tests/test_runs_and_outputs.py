@@ -74,6 +74,14 @@ def test_unsafe_run_names_are_refused():
 # -- the tokenizer's publish under SIGKILL -------------------------------------------
 
 
+def fork_server():
+    """Processes of their own for the tests that race or kill them, forked from a fresh server
+    process (not from this one) that has made the imports once, not once per process."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["arplatform.publish", "arplatform.tracking", "mlflow", __name__])
+    return ctx
+
+
 def _publish_forever(root: str, started) -> None:
     """Publish versions 0, 1, 2 … of tokenizer 'm' as fast as possible; each version's VAE and
     codebook folder carry its number (a stand-in for real weights: the publish is what is tested)."""
@@ -100,10 +108,7 @@ def _visible(root: str):
 
 def test_a_kill_at_any_point_of_publish_leaves_old_or_new_never_a_mix(tmp_path):
     root = str(tmp_path)
-    # a fresh interpreter per publisher (not a fork of this one), with the imports made once in the
-    # fork server rather than once per publisher
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["arplatform.publish", __name__])
+    ctx = fork_server()
     seen = []
     rng = random.Random(0)
     for _ in range(15):
@@ -194,7 +199,7 @@ def _start_run(uri: str, root: str, name: str, barrier) -> None:
 
 def test_two_first_runs_create_one_fresh_mlflow_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    ctx = multiprocessing.get_context("spawn")
+    ctx = fork_server()
     barrier = ctx.Barrier(2)
     procs = [ctx.Process(target=_start_run, args=(uri, str(tmp_path), f"r{i}", barrier)) for i in range(2)]
     for p in procs:

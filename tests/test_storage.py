@@ -120,28 +120,37 @@ def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown scheme", "missing bucket", "missing checkpoint", "endpoint down"])
-def test_unreachable_storage_is_one_line(case, s3_server, tmp_path):
-    """Bad URIs stop with one line and exit 2 before any work: the key or file, and why."""
-    from helpers import free_port, learnable_codes
+def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch, capsys):
+    """Bad URIs stop with one line and exit 2 before any work: the key or file, and why. A down
+    endpoint through the command in a process of its own (this one's S3 clients are made for the
+    live one); the others through the same entry points in this process (`helpers.run_main`)."""
+    from helpers import free_port, learnable_codes, run_main
 
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    from arplatform import generate as generate_cli
+    from arplatform import train as train_cli
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     data = learnable_codes(tmp_path / "codes", n=40)
-    train = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
-             f"data.codebook_dir={data}", "tracking.enabled=false"]
-    generate = [sys.executable, "-m", "arplatform.generate", "--transformer_ckpt"]
-    cmd, expect = {
-        "unknown scheme": (train + ["output_root=nosuch://bucket/x"], "output_root: cannot write to nosuch://"),
-        "missing bucket": (train + ["output_root=s3://no-such-bucket/x"], "output_root: cannot write to s3://"),
-        "missing checkpoint": (generate + [f"s3://{s3_server['bucket']}/none/best.pt"],
+    train = (train_cli, ["--config-name", "transformer/mnist_sample", f"data.codebook_dir={data}",
+                         "tracking.enabled=false"])
+    generate = (generate_cli, ["--transformer_ckpt"])
+    (command, args), extra, expect = {
+        "unknown scheme": (train, ["output_root=nosuch://bucket/x"], "output_root: cannot write to nosuch://"),
+        "missing bucket": (train, ["output_root=s3://no-such-bucket/x"], "output_root: cannot write to s3://"),
+        "missing checkpoint": (generate, [f"s3://{s3_server['bucket']}/none/best.pt"],
                                "transformer checkpoint not found"),
-        "endpoint down": (generate + [f"s3://{s3_server['bucket']}/none/best.pt"], "s3://"),
+        "endpoint down": (generate, [f"s3://{s3_server['bucket']}/none/best.pt"], "s3://"),
     }[case]
     if case == "endpoint down":
-        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert expect in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+        proc = subprocess.run([sys.executable, "-m", command.__name__, *args, *extra], env=env, capture_output=True,
+                              text=True, timeout=180)
+        code, err = proc.returncode, proc.stderr
+    else:
+        code, err = run_main(command.main, [*args, *extra], capsys)
+    assert code == 2, err[-2000:]
+    assert expect in err.strip().splitlines()[-1] and "Traceback" not in err, err[-2000:]
     assert not os.path.exists(tmp_path / "experiments")  # nothing written
 
 

@@ -201,7 +201,11 @@ def test_cli_missing_data_file_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
-def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
+def test_evaluate_command_reproduces_the_report(tokenized, tmp_path, capsys):
+    from helpers import run_main
+
+    from arplatform import evaluate
+
     root, result = tokenized
     out = root / "codebook" / "mnist_sample"
     before = json.loads((out / "tokenizer_eval.json").read_text())
@@ -211,9 +215,8 @@ def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
     after = json.loads(proc.stdout)
     for key in ("psnr_real_vs_vae", "psnr_real_vs_quantised", "ssim_real_vs_quantised", "codebook_usage"):
         assert after[key] == pytest.approx(before[key], rel=1e-4), key
-    proc = subprocess.run([sys.executable, "-m", "arplatform.evaluate", "--codebook-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "codebook.pt: not found" in proc.stderr
+    code, err = run_main(evaluate.main, ["--codebook-dir", tmp_path], capsys)  # (the entry point, in this process)
+    assert code == 2 and "codebook.pt: not found" in err
 
 
 @pytest.mark.slow
