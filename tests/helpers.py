@@ -108,17 +108,22 @@ def run_train(root, data, *overrides, timeout=300, popen=None, cluster=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_main(main, argv, capsys) -> tuple[int, str]:
+def run_main(main, argv) -> tuple[int, str]:
     """A command's `main(argv)` in this process: (exit code, stderr), an exit through SystemExit
-    (argparse's) included. The SIGTERM handler a command installs for itself is put back."""
-    saved = signal.getsignal(signal.SIGTERM)
+    (argparse's) included; its stdout is dropped. The SIGTERM handler a command installs for
+    itself is put back."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    saved, err = signal.getsignal(signal.SIGTERM), io.StringIO()
     try:
-        code = main([str(a) for a in argv])
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            code = main([str(a) for a in argv])
     except SystemExit as e:
         code = e.code
     finally:
         signal.signal(signal.SIGTERM, saved)
-    return code, capsys.readouterr().err
+    return code, err.getvalue()
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:

@@ -11,11 +11,11 @@ import struct
 import subprocess
 import sys
 import zipfile
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_main
 from PIL import Image
 
 from arplatform import evaluate as evaluate_cli
@@ -240,10 +240,8 @@ def _run_main(command, config, args, tmp_path, files):
     if command != "evaluate":
         argv.append(f"{'train.' if command == 'tune' else ''}output_root={root}")
     before = _snapshot(tmp_path)
-    err, out = io.StringIO(), io.StringIO()
-    with redirect_stderr(err), redirect_stdout(out):
-        code = MAINS[command](argv)
-    return code, err.getvalue(), before, _snapshot(tmp_path)
+    code, err = run_main(MAINS[command], argv)
+    return code, err, before, _snapshot(tmp_path)
 
 
 @pytest.mark.parametrize("command,config,args,names", CLI_CASES,
@@ -367,11 +365,9 @@ def test_an_empty_output_root_is_refused(command, args, tmp_path, monkeypatch):
     from arplatform import pipeline as pipeline_cli
 
     monkeypatch.chdir(tmp_path)
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        code = (MAINS | {"pipeline": pipeline_cli.main})[command](args)
-    lines = err.getvalue().strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "output_root" in lines[0] and "empty" in lines[0], err.getvalue()
+    code, err = run_main((MAINS | {"pipeline": pipeline_cli.main})[command], args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "output_root" in lines[0] and "empty" in lines[0], err
     assert os.listdir(tmp_path) == []
 
 
@@ -382,9 +378,8 @@ def test_sampler_sweep_refuses_uris_in_one_line(key, tmp_path, monkeypatch):
     from arplatform import tune_sampler as sampler_cli
 
     monkeypatch.chdir(tmp_path)
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        code = sampler_cli.main(["--config-name", "sampler_tune/mnist_sample", f"{key}=s3://bucket/prefix/best.pt"])
-    lines = err.getvalue().strip().splitlines()
-    assert code == 2 and len(lines) == 1 and key in lines[0] and "URI" in lines[0], err.getvalue()
+    code, err = run_main(sampler_cli.main, ["--config-name", "sampler_tune/mnist_sample",
+                                            f"{key}=s3://bucket/prefix/best.pt"])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and key in lines[0] and "URI" in lines[0], err
     assert os.listdir(tmp_path) == []

@@ -143,7 +143,7 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
     assert np.array_equal(images(out)[0], images(tmp_path / "clean")[0])
 
 
-def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path, capsys):
+def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
     """`arplatform generate key=value …` (the console script, every command's style) and
     `python -m arplatform.generate --flag value …` (the seed's flags, kept as aliases) are one
     command: the same images; an unknown key is one line and exit 2."""
@@ -172,10 +172,10 @@ def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path, cap
     for name in ("tokenize", "train", "tune", "tune-sampler", "generate", "evaluate", "pipeline"):
         assert f"\n  {name} " in help_text, help_text
     # the console script's own function, in this process (the script itself ran above)
-    code, err = run_main(cli.main, ["trian"], capsys)
+    code, err = run_main(cli.main, ["trian"])
     assert code == 2 and "unknown command 'trian'" in err
     for args in (["generate", "--num_samples", "abc"], ["train", "--bogus"], ["evaluate", "samples"]):
-        code, err = run_main(cli.main, args, capsys)
+        code, err = run_main(cli.main, args)
         assert code == 2 and err.startswith("error: "), err  # argparse's too:
         assert err.count("\n") == 1, err  # one line, not its usage first
 

@@ -117,7 +117,7 @@ def test_bad_images_are_skipped_and_counted_or_refused(tmp_path):
         load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000)
 
 
-def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_path, capsys):
+def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_path):
     """The whole command on real files no one cleaned: skipped and counted in tokenizer_eval.json;
     refused in one line with bad_images=error (the entry point, in this process), and then nothing
     is published."""
@@ -134,7 +134,7 @@ def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_
               "data.dataset=folder", f"data.data_dir={folder}", "data.channels=3", "data.image_size=16",
               "data.max_pixels=5000", "data.crop=center", "vae.epochs=1", "vae.batch_size=8", "vae.channels=8",
               "codebook.num_codes=8", "tracking.enabled=false"]
-    code, err = run_main(tokenize.main, [*common, f"output_root={tmp_path / 'refused'}"], capsys)
+    code, err = run_main(tokenize.main, [*common, f"output_root={tmp_path / 'refused'}"])
     assert code == 2 and err.startswith("error: ") and "bad_images=skip" in err
     assert err.strip().count("\n") == 0 and not (tmp_path / "refused" / "codebook").exists()
     done = subprocess.run([sys.executable, "-m", "arplatform.tokenize", *common, f"output_root={tmp_path / 'out'}",

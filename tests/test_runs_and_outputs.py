@@ -38,7 +38,7 @@ def _fill(root):
 
 
 @pytest.mark.parametrize("name", ["..", "", "a/b", ".", "../../etc", "-rf"])
-def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, name, capsys):
+def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, name):
     """The first name through the command in a process of its own; the others through the same
     entry point in this one (`helpers.run_main`), which saves a Python start each."""
     from helpers import run_main
@@ -54,7 +54,7 @@ def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, nam
                               timeout=120)
         code, err = proc.returncode, proc.stderr
     else:
-        code, err = run_main(tokenize.main, args, capsys)
+        code, err = run_main(tokenize.main, args)
     assert code == 2, err
     assert err.startswith("error: name:") and err.strip().count("\n") == 0, err
     after = sorted((p, open(os.path.join(d, p)).read()) for d, _, fs in os.walk(root) for p in fs)

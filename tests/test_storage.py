@@ -120,7 +120,7 @@ def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown scheme", "missing bucket", "missing checkpoint", "endpoint down"])
-def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch, capsys):
+def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch):
     """Bad URIs stop with one line and exit 2 before any work: the key or file, and why. A down
     endpoint through the command in a process of its own (this one's S3 clients are made for the
     live one); the others through the same entry points in this process (`helpers.run_main`)."""
@@ -148,7 +148,7 @@ def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch,
                               text=True, timeout=180)
         code, err = proc.returncode, proc.stderr
     else:
-        code, err = run_main(command.main, [*args, *extra], capsys)
+        code, err = run_main(command.main, [*args, *extra])
     assert code == 2, err[-2000:]
     assert expect in err.strip().splitlines()[-1] and "Traceback" not in err, err[-2000:]
     assert not os.path.exists(tmp_path / "experiments")  # nothing written

@@ -201,7 +201,7 @@ def test_cli_missing_data_file_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
-def test_evaluate_command_reproduces_the_report(tokenized, tmp_path, capsys):
+def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
     from helpers import run_main
 
     from arplatform import evaluate
@@ -215,7 +215,7 @@ def test_evaluate_command_reproduces_the_report(tokenized, tmp_path, capsys):
     after = json.loads(proc.stdout)
     for key in ("psnr_real_vs_vae", "psnr_real_vs_quantised", "ssim_real_vs_quantised", "codebook_usage"):
         assert after[key] == pytest.approx(before[key], rel=1e-4), key
-    code, err = run_main(evaluate.main, ["--codebook-dir", tmp_path], capsys)  # (the entry point, in this process)
+    code, err = run_main(evaluate.main, ["--codebook-dir", tmp_path])  # (the entry point, in this process)
     assert code == 2 and "codebook.pt: not found" in err
 
 
