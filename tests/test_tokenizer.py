@@ -127,7 +127,7 @@ def test_config_errors():
         compose("tokenizer/mnist_sample", ["vae.epochs=three"])  # Hydra's check, against the dataclass
     with pytest.raises(ConfigError, match="vae.epochs: expected int"):
         from_dict(TokenizerConfig, {"vae": {"epochs": "three"}})  # a dict-built config: the same key named
-    with pytest.raises(ConfigError, match="no such config; available in tokenizer: cifar10, fashion"):
+    with pytest.raises(ConfigError, match="no such config; available in tokenizer: cifar10, digits, fashion"):
         compose("tokenizer/imagenet", [])
 
 
@@ -375,3 +375,12 @@ def test_a_large_share_of_files_is_decoded_batch_by_batch(tmp_path):
     for a, b in zip(IndexBatches({"images": held}, 8, seed=1)(epoch=2),
                     IndexBatches({"images": lazy}, 8, seed=1)(epoch=2), strict=True):
         assert torch.equal(a["images"], b["images"])
+
+
+def test_ssim_of_images_smaller_than_its_window():
+    """8×8 digits: the window shrinks to fit; identical images score 1, a noisy copy less."""
+    from arplatform.core.metrics import ssim
+
+    a = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, (a + 0.3 * torch.rand(a.shape)).clamp(0, 1)) < 0.95

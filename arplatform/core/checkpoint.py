@@ -72,11 +72,13 @@ def save_checkpoint(
     model_state: dict | None = None,
     optimizer_state: dict | None = None,
     rank_rng_states: list | None = None,
+    average_state: dict | None = None,
 ) -> str:
     """`model_state` / `optimizer_state`, when given, are the states to save (a sharded model's,
     gathered whole by `loop.full_state`); else the model's and the optimizer's own.
     `rank_rng_states`: every rank's `rng_state()` in a run of several processes, so each resumes
-    its own dropout stream (`rng_state` stays this process's)."""
+    its own dropout stream (`rng_state` stays this process's). `average_state`: the weight average's
+    whole state (`loop.WeightAverage`), kept in a last.pt to resume it."""
     model = unwrap_model(model)
     if kind == "gpt" and layout is None:
         raise ValueError("a GPT checkpoint needs its TokenLayout")
@@ -99,6 +101,8 @@ def save_checkpoint(
         ckpt["rng_state"] = rng_state()
     if rank_rng_states is not None:
         ckpt["rank_rng_states"] = rank_rng_states
+    if average_state is not None:
+        ckpt["ema_state_dict"] = average_state
     return save_torch(path, ckpt)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -10,6 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+
+@functools.cache
+def current_umask() -> int:
+    """The process's umask. Reading it means setting it, so it is read once (and set back at
+    once), not beside other threads writing files on every call."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
@@ -20,6 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: follow the umask, as open() would
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,6 +45,9 @@ class OptimConfig:
     precision: str = "auto"  # auto: bf16 where measured faster than fp32 (core/precision.py), else fp32
     compile: str = "auto"  # torch.compile the training forward: auto (on CUDA) | true | false; eager if it fails
     class_dropout: float = 0.1  # classifier-free guidance: P(class token → null class)
+    # an exponential moving average of the weights (LlamaGen, MaskGIT): 0 = off; with it, validation
+    # scores the average and best.pt holds it (last.pt keeps both, to resume exactly)
+    ema_decay: float = 0.0
     seed: int = 0
     log_every: int = 20
 
@@ -60,6 +63,8 @@ class OptimConfig:
                 raise ValueError(f"OptimConfig.{name} must be a non-negative int, got {v!r}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise ValueError(f"OptimConfig.lr must be a finite number in (0, 1], got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"OptimConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("min_lr_ratio", "class_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"OptimConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
@@ -237,6 +242,48 @@ class IndexBatches:
             yield {k: v[idx] for k, v in self.tensors.items()}
 
 
+class WeightAverage:
+    """An exponential moving average of the weights, kept beside each rank's own (possibly sharded)
+    parameters and swapped in to validate and save. The decay ramps up as (1+n)/(10+n) over the
+    first updates (as timm's and torch-ema's do), so early weights do not linger in a short run."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.params = list(model.parameters())
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, param in zip(self.shadow, self.params, strict=True):
+            average.lerp_(param.detach(), weight)
+
+    @contextmanager
+    def applied(self):
+        """The average in the model's parameters inside the block; its own weights after."""
+        own = [p.detach().clone() for p in self.params]
+        self._copy_into_params(self.shadow)
+        try:
+            yield
+        finally:
+            self._copy_into_params(own)
+
+    @torch.no_grad()
+    def _copy_into_params(self, tensors) -> None:
+        for param, value in zip(self.params, tensors, strict=True):
+            param.copy_(value)
+
+    def load(self, model: torch.nn.Module, average_state: dict, updates: int) -> None:
+        """The average from a checkpoint's whole state (loaded through the model, so a sharded one
+        takes its shard); the model's own weights are put back."""
+        own = [p.detach().clone() for p in self.params]
+        load_full_state(model, None, {"model_state_dict": average_state})
+        self.shadow = [p.detach().clone() for p in self.params]
+        self._copy_into_params(own)
+        self.updates = updates
+
+
 # ---------------------------------------------------------------------------
 # The loop
 
@@ -287,21 +334,25 @@ def full_state(model: torch.nn.Module, optimizer=None) -> tuple[dict, dict | Non
 
 
 def load_full_state(model: torch.nn.Module, optimizer, ckpt: dict) -> None:
-    """`full_state`'s inverse: a whole state into the model and optimizer, sharded or not."""
+    """`full_state`'s inverse: a whole state into the model and optimizer (None: the model only),
+    sharded or not."""
     if not is_sharded(model):
         unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, ckpt["model_state_dict"], options=options)
-    set_optimizer_state_dict(model, optimizer, ckpt["optimizer_state_dict"], options=options)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, ckpt["optimizer_state_dict"], options=options)
 
 
-def restore(model, optimizer, objective, resume_from: str | dict, device) -> tuple[int, float]:
-    """Weights, optimizer and RNG from a last.pt (a path, or its dict already loaded and
-    checked by the caller) → (step, best validation loss so far)."""
+def restore(model, optimizer, objective, resume_from: str | dict, device,
+            average: WeightAverage | None = None) -> tuple[int, float]:
+    """Weights, optimizer, RNG (and the weight average) from a last.pt (a path, or its dict
+    already loaded and checked by the caller) → (step, best validation loss so far)."""
     if isinstance(resume_from, dict):
         ckpt, resume_from = resume_from, "the resume checkpoint"
     else:
@@ -314,6 +365,11 @@ def restore(model, optimizer, objective, resume_from: str | dict, device) -> tup
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{resume_from}: does not match this model ({first})") from e
+    if average is not None:
+        if "ema_state_dict" not in ckpt:
+            raise CheckpointError(f"{resume_from}: was saved without a weight average (optim.ema_decay=0); "
+                                  f"resume with optim.ema_decay=0")
+        average.load(model, ckpt["ema_state_dict"], ckpt["step"])
     ranks = ckpt.get("rank_rng_states")
     rank, world = rank_and_world()
     set_rng_state(ranks[rank] if ranks and len(ranks) == world else ckpt["rng_state"])
@@ -367,6 +423,7 @@ class Trainer:
         self.model, self.objective, self.cfg, self.device = model, objective, cfg, torch.device(device)
         self.precision = decide_precision(cfg.precision, model, objective, self.device, print if is_main else None)
         self.optimizer = make_optimizer(model, cfg)
+        self.average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         compile_it = cfg.compile == "true" or (cfg.compile == "auto" and self.device.type == "cuda")
         self.step_model = torch.compile(model) if compile_it else model  # (validation runs eagerly)
         self.steps_per_epoch, self.total_steps = steps_per_epoch, cfg.epochs * steps_per_epoch
@@ -377,7 +434,8 @@ class Trainer:
         self.run_config = dict(run_config or {}, train=cfg.to_dict(), precision=self.precision)
 
     def restore(self, resume_from) -> None:
-        self.step, self.best_val = restore(self.model, self.optimizer, self.objective, resume_from, self.device)
+        self.step, self.best_val = restore(self.model, self.optimizer, self.objective, resume_from, self.device,
+                                           self.average)
         self.stopped = bool(self.cfg.max_steps and self.step >= self.cfg.max_steps)
 
     def metrics_so_far(self) -> dict:
@@ -426,20 +484,24 @@ class Trainer:
         check_finite(self.model, self.cfg.grad_clip, self.step, epoch, self.last_path)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.average is not None:
+            self.average.update()
         self.step += 1
         return lr
 
     def end_epoch(self, epoch: int, val_batches) -> dict:
-        """Validation, best.pt when it improved (or always, with nothing held out), last.pt."""
+        """Validation, best.pt when it improved (or always, with nothing held out), last.pt. With a
+        weight average, the average is what is validated and what best.pt holds."""
         metrics = {"epoch": epoch, "step": self.step}
-        if val_batches is not None:
-            metrics.update(evaluate(self.model, self.objective, val_batches(), self.precision, self.device,
-                                    self.reduce))
-            if metrics["val/loss"] < self.best_val:
-                self.best_val = metrics["val/loss"]
+        with self.average.applied() if self.average is not None else nullcontext():
+            if val_batches is not None:
+                metrics.update(evaluate(self.model, self.objective, val_batches(), self.precision, self.device,
+                                        self.reduce))
+                if metrics["val/loss"] < self.best_val:
+                    self.best_val = metrics["val/loss"]
+                    self.save(self.best_path, epoch, metrics, full=False)
+            else:  # nothing held out: the latest weights are the best we know
                 self.save(self.best_path, epoch, metrics, full=False)
-        else:  # nothing held out: the latest weights are the best we know
-            self.save(self.best_path, epoch, metrics, full=False)
         if math.isfinite(self.best_val):
             metrics["best_val_loss"] = self.best_val
         self.save(self.last_path, epoch, metrics, full=True)
@@ -451,11 +513,16 @@ class Trainer:
             return
         state, optimizer_state = full_state(self.model, self.optimizer if full else None)  # every rank: sharded
         rank_rngs = every_rank(rng_state()) if full else None
+        average_state = None
+        if full and self.average is not None:
+            with self.average.applied():  # copied: a state dict shares the parameters' storage
+                average_state = {k: v.clone() for k, v in full_state(self.model)[0].items()}
         if self.is_main:
             save_checkpoint(
                 path, self.model, kind=self.objective.kind, grid_shape=self.grid_shape,
                 train_config=self.run_config, step=self.step, epoch=epoch, metrics=metrics,
                 model_state=state, optimizer_state=optimizer_state, with_rng=full, rank_rng_states=rank_rngs,
+                average_state=average_state,
                 **self.objective.checkpoint_fields(),
             )
 

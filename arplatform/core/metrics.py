@@ -20,9 +20,12 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
     """Mean SSIM (Wang et al. 2004: Gaussian 11×11, σ=1.5, K1=0.01, K2=0.03, range 1),
-    per channel, over valid windows only."""
+    per channel, over valid windows only. Images smaller than the window (8×8 digits) take the
+    largest odd window that fits, as scikit-image asks its callers to."""
     a, b = a.float(), b.float()
     c = a.shape[1]
+    fits = min(a.shape[-2:])
+    window = min(window, fits if fits % 2 else fits - 1)
     w = _gaussian_window(window, sigma).to(a.device).expand(c, 1, window, window)
     conv = lambda x: F.conv2d(x, w, groups=c)  # noqa: E731
     mu_a, mu_b = conv(a), conv(b)

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import CodeDataConfig
 from ..core.codebook import load_codebook_file
 from ..core.data import (
+    MAX_CLASSES,
     apply_invalid_code_policy,
     code_chunks,
     code_rows,
@@ -96,6 +97,9 @@ def preflight(cfg: CodeDataConfig, files: CodeFiles) -> DataFacts:
         num_codes = cb["z_medoid"].shape[0]
         if num_classes is None and cb.get("config", {}).get("num_classes") is not None:
             num_classes = int(cb["config"]["num_classes"])
+            if not 0 <= num_classes <= MAX_CLASSES:  # before any allocation sized by it
+                raise DataError(f"{files.codebook}: its config names {num_classes} classes; "
+                                f"at most {MAX_CLASSES} are allowed")
         if cb.get("config", {}).get("grid"):
             grid = tuple(cb["config"]["grid"])
     groups = [(files.codes, files.labels)]
