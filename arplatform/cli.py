@@ -63,6 +63,10 @@ def exit_code(run: Callable[[], object]) -> int:
     _interrupt_on_sigterm()
     try:
         run()
+        sys.stdout.flush()  # a closed pipe (`--print-config | head`) shows here, not at exit
+    except BrokenPipeError:  # the reader has all it wanted: no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .core.errors import DataError
 from .progress import Progress
 
 
@@ -196,12 +197,17 @@ def load_or_train_classifier(cache_dir: str, real: RealData, log=print) -> tuple
 
     path = os.path.join(cache_dir, "classifier.pt")
     if os.path.exists(path):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model = Classifier(**saved["config"])
-        model.load_state_dict(saved["state_dict"])
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model = Classifier(**saved["config"])
+            model.load_state_dict(saved["state_dict"])
+            accuracy = float(saved["heldout_accuracy"])
+        except Exception as e:  # noqa: BLE001 - any damage (truncated, foreign, wrong shapes) is one line
+            raise DataError(f"{path}: a damaged or foreign cached classifier ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:160]}); delete it and evaluation trains it again") from None
         model.eval()
-        log(f"classifier: cached {path} (held-out accuracy {saved['heldout_accuracy']:.4f})")
-        return model, float(saved["heldout_accuracy"])
+        log(f"classifier: cached {path} (held-out accuracy {accuracy:.4f})")
+        return model, accuracy
     model, accuracy = train_classifier(real, log=log)
     save_torch(path, {"config": model.config, "state_dict": model.state_dict(), "heldout_accuracy": accuracy})
     return model, accuracy

@@ -32,7 +32,7 @@ from functools import lru_cache
 
 from .core.io import atomic_write
 from .core.precision import cache_dir
-from .errors import StorageError
+from .errors import USER_ERRORS, StorageError
 
 
 def is_uri(path) -> bool:
@@ -270,7 +270,12 @@ def pinned(path, expected_sha256: str | None = None):
         if expected_sha256 and digest != expected_sha256:
             raise CheckpointError(f"{path}: changed since this run checked it (SHA-256 {digest[:12]}…, expected "
                                   f"{expected_sha256[:12]}…); rerun to use the new file")
-        yield copy, digest
+        try:
+            yield copy, digest
+        except USER_ERRORS as e:  # the reader names the copy, which is gone by the time anyone reads the line
+            if copy not in str(e):
+                raise
+            raise type(e)(str(e).replace(copy, str(path))) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -306,11 +311,19 @@ def fetch_folder(path) -> str:
 
 
 def check_writable(root, key: str) -> None:
-    """Refuse, before any work, a URI root this process cannot write (one object written and
-    removed), naming the config key. Local roots are made on demand, as always."""
-    if not is_uri(root):
-        return
+    """Refuse, before any work, a root this process cannot write, naming the config key: a URI
+    by one object written and removed; a local folder by making it (under a file, or where it
+    cannot be made, the error is one line here rather than a traceback later)."""
     from .errors import ConfigError
+
+    if not is_uri(root):
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{key}: cannot make the folder {root} ({e.strerror or e})") from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key}: cannot write to the folder {root} (permission denied)")
+        return
 
     probe = join(root, f".arplatform-write-check-{uuid.uuid4().hex}")
     try:

@@ -153,3 +153,31 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_work(tmp_path, monk
     code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 8, "--batch_size", min(fits, 8),
                             "--out", tmp_path / "s")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("where", ["below_a_file", "in_proc"])
+def test_out_below_a_file_or_where_no_folder_can_be_made_is_one_line(tmp_path, where):
+    ckpt, _, _ = write_models(tmp_path / "m")
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "taken" / "sub" if where == "below_a_file" else "/proc/arplatform-test-out"
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", out)
+    assert code == 2 and "out: cannot make the folder" in err and err.strip().count("\n") == 0, err
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_print_config_into_a_closed_pipe_is_quiet(tmp_path):
+    """`--print-config | head`: the reader leaves early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m arplatform.train --config-name transformer/mnist_sample "
+                          "--print-config | true", shell=True, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_a_bad_checkpoint_is_named_as_the_user_gave_it(tmp_path):
+    """The reader loads a private copy (`storage.pinned`); the error names the user's file."""
+    (tmp_path / "notes.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    code, _, err = generate("--transformer_ckpt", tmp_path / "notes.txt", "--num_samples", 2,
+                            "--out", tmp_path / "out")
+    assert code == 2 and f"{tmp_path / 'notes.txt'}:" in err and "arplatform-pinned" not in err, err

@@ -52,3 +52,25 @@ def test_frechet_distance_of_known_gaussians():
     b = rng.normal(2, 1, (20000, 3))
     assert frechet_distance(a, b) == pytest.approx(12.0, rel=0.03)  # ‖μa − μb‖² = 3 × 4; equal covariances
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "noise", "foreign"])
+def test_a_damaged_cached_classifier_is_one_line(judged, tmp_path, damage):
+    import torch
+
+    from arplatform.core.errors import DataError
+    from arplatform.sample_quality import load_or_train_classifier
+
+    real, classifier, accuracy = judged
+    path = tmp_path / "classifier.pt"
+    torch.save({"config": classifier.config, "state_dict": classifier.state_dict(), "heldout_accuracy": accuracy}, path)
+    whole = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(whole[: len(whole) // 2])
+    elif damage == "noise":
+        path.write_bytes(np.random.default_rng(0).bytes(4000))
+    else:
+        torch.save({"config": {"channels": 1, "size": 8, "num_classes": 3}, "state_dict": {}}, path)
+    with pytest.raises(DataError, match="classifier.pt: a damaged or foreign cached classifier") as e:
+        load_or_train_classifier(str(tmp_path), real, log=lambda *a: None)
+    assert "\n" not in str(e.value)
