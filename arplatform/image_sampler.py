@@ -25,7 +25,7 @@ from .core.decode import decode_codes_to_images
 from .core.sampling import Decoder, codes_from_sequences, generate_autoregressive, sample_keys, sampling_precision
 from .core.vae import load_vae
 from .images import to_uint8
-from .sample_folder import write_batch
+from .sample_folder import bound_precision, write_batch
 
 
 def node_id() -> str:
@@ -49,13 +49,17 @@ class ImageSampler:
             self.codebook = load_codebook_file(local)
         with storage.pinned(spec["vae_ckpt"], spec.get("vae_sha256")) as (local, _):
             self.vae = load_vae(local, map_location=self.device)
-        self.precision = sampling_precision(self.model, self.layout, spec["sample"]["precision"],
-                                            self.device).precision
+        # the samples folder, named once in this process (none for an MLflow model: it returns its images)
+        self.out = storage.Folder(spec["out"]) if spec.get("out") else None
+        requested = spec["sample"]["precision"]
+
+        def decide() -> str:
+            return sampling_precision(self.model, self.layout, requested, self.device).precision
+
+        self.precision = bound_precision(self.out, requested, decide) if self.out else decide()
         # one decoder for every batch: on a GPU its compiled step (a CUDA graph) is captured once
         self.decoder = Decoder(self.model, "compiled" if self.device.type == "cuda" else "eager")
         self.node = node_id()
-        # the samples folder, named once in this process (none for an MLflow model: it returns its images)
-        self.out = storage.Folder(spec["out"]) if spec.get("out") else None
 
     def __call__(self, batch: dict) -> dict:
         """Draw a batch of (index, label) rows into the samples folder `spec["out"]`."""

@@ -33,6 +33,8 @@ from .core.errors import DataError
 from .images import png_bytes
 
 MANIFEST = "manifest.json"
+PRECISION = "precision.json"  # the precision every image of the folder is drawn in (`bound_precision`)
+IDENTITY = ("checkpoint_sha256", "codebook_sha256", "vae_sha256", "settings")  # what an image depends on
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -139,10 +141,34 @@ def check_manifest(out: storage.Folder, manifest: dict) -> None:
     if not out.exists(MANIFEST):
         return
     old = out.read_json_object(MANIFEST, DataError)
-    for key in ("checkpoint_sha256", "settings"):
+    for key in IDENTITY:
         if old.get(key) != manifest[key]:
             raise DataError(f"{out.file(MANIFEST)}: this folder holds samples of another {key.split('_')[0]} "
                             f"({old.get(key)!r}); pass another --out")
+    check_precision(out, manifest["precision"])
+
+
+def check_precision(out: storage.Folder, requested: str) -> str | None:
+    """The precision the folder is drawn in (None: no image yet); an explicit other one is refused."""
+    if not out.exists(PRECISION):
+        return None
+    held = out.read_json_object(PRECISION, DataError).get("precision")
+    if requested not in ("auto", held):
+        raise DataError(f"{out.file(PRECISION)}: this folder is drawn in {held}; pass --precision {held} (or "
+                        "auto), or another --out")
+    return held
+
+
+def bound_precision(out: storage.Folder, requested: str, decide) -> str:
+    """The precision a sampler draws this folder in: the folder's own once one sampler chose it
+    (other actors, a resumed run: bf16 and fp32 images never mix, even where `auto` would now
+    decide otherwise); else `requested`, `auto` being `decide()`, written down for the others."""
+    held = check_precision(out, requested)
+    if held:
+        return held
+    chosen = decide() if requested == "auto" else requested
+    out.write_json(PRECISION, {"precision": chosen})
+    return chosen
 
 
 def bind(out: storage.Folder, manifest: dict, num_samples: int) -> None:
@@ -165,6 +191,7 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
     from .images import make_grid
 
     done = written(out)
+    manifest = dict(manifest, precision=check_precision(out, "auto") or manifest.get("precision"))  # as drawn
     images = read_images(out, done["index"], fmt)
     buffer = io.BytesIO()
     np.savez(buffer, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])

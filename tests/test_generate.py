@@ -127,10 +127,14 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
     marks = {p.name: p.stat().st_mtime_ns for p in (out / "codes").glob("index-*.npy")}
     assert 2 <= len(marks) < 50 and not (out / "samples.npz").exists()
     # the folder was bound before its first image: another seed, settings or checkpoint is refused
-    other, _, _ = write_models(tmp_path / "other", grid=8, seed=1)
+    other, other_codebook, other_vae = write_models(tmp_path / "other", grid=8, seed=1)
+    held = json.loads((out / "precision.json").read_text())["precision"]  # what `auto` chose, bound
     for args, name in ((["--transformer_ckpt", ckpt, "--seed", "9"], "settings"),
                        (["--transformer_ckpt", ckpt, "--cfg_scale", "3"], "settings"),
-                       (["--transformer_ckpt", other], "checkpoint")):
+                       (["--transformer_ckpt", other], "checkpoint"),
+                       (["--transformer_ckpt", ckpt, "--codebook_pt", other_codebook, "--allow_mismatch"], "codebook"),
+                       (["--transformer_ckpt", ckpt, "--vae_ckpt", other_vae, "--allow_mismatch"], "vae"),
+                       (["--transformer_ckpt", ckpt, "--precision", {"fp32": "bf16"}.get(held, "fp32")], "drawn in")):
         code, _, err = generate(*args, "--num_samples", 400, "--out", out)
         assert code == 2 and err.count("\n") == 1 and name in err, (args, err)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -141,6 +145,7 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
     assert generate("--transformer_ckpt", ckpt, "--num_samples", 400, "--batch_size", 64,
                     "--out", tmp_path / "clean")[0] == 0
     assert np.array_equal(images(out)[0], images(tmp_path / "clean")[0])
+    assert json.loads((out / "manifest.json").read_text())["precision"] == held
 
 
 def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):

@@ -90,7 +90,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
                 "checkpoint_sha256": models["transformer_sha256"], "codebook_pt": models["codebook_pt"],
                 "codebook_sha256": models["codebook_sha256"], "vae_ckpt": models["vae_ckpt"],
                 "vae_sha256": models["vae_sha256"],
-                "settings": manifest_settings(cfg)}
+                "settings": manifest_settings(cfg), "precision": cfg.sample.precision}
     if models["model_uri"]:
         manifest["model_uri"] = models["model_uri"]  # the MLflow model the checkpoint was downloaded from
     if out.isfile():
