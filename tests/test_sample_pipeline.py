@@ -57,6 +57,18 @@ def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
     assert os.listdir(root / "classifiers")  # trained once, cached for the next evaluation
     missing = run("arplatform.evaluate", "samples", "--samples-dir", tmp_path / "none")
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0, missing.stderr
+    # another model republished at the manifest's path: no figure comes from it (N4)
+    saved = Path(ckpt).read_bytes()
+    try:
+        torch.manual_seed(1)
+        layout = TokenLayout(16, 10)
+        save_checkpoint(ckpt, GPT(GPTConfig(layout.vocab_size, 52, 32, 1, 2)), layout, grid_shape=(7, 7),
+                        train_config={"name": "tiny"})
+        again = run("arplatform.evaluate", "samples", "--samples-dir", out, "--output-root", root)
+        assert again.returncode == 0 and "held-out bits per code not computed" in again.stdout, again.stderr
+        assert json.loads((out / "quality.json").read_text())["heldout_bits_per_code"] is None
+    finally:
+        Path(ckpt).write_bytes(saved)
 
 
 def test_sampler_sweep_writes_settings_that_generate_uses(checkpoint, tmp_path, ray_cluster):

@@ -142,7 +142,6 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     """The quality report of a samples folder (`arplatform.generate`) against the real dataset
     its checkpoint's codebook was made from: quality.json and quality.md in the folder, and
     the metrics in the MLflow run that trained the checkpoint."""
-    from ..core.checkpoint import load_model
     from ..images import png_bytes
     from ..sample_quality import (
         classifier_dir,
@@ -164,10 +163,10 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     classifier, accuracy = load_or_train_classifier(classifier_cache, real, log)
     report = evaluate_images(images, labels, real, classifier)
     report["classifier_heldout_accuracy"] = accuracy
-    model, layout, _ = load_model(storage.fetch(manifest["checkpoint"]))
+    model, layout = checkpoint_of(manifest, log)
     val_labels = os.path.join(folder, "val_labels.npy")
-    report["heldout_bits_per_code"] = heldout_bits_per_code(model, layout, os.path.join(folder, "val_codes.npy"),
-                                                            val_labels if layout.conditional else None)
+    report["heldout_bits_per_code"] = None if model is None else heldout_bits_per_code(
+        model, layout, os.path.join(folder, "val_codes.npy"), val_labels if layout.conditional else None)
     report["samples_dir"], report["checkpoint"] = samples.path, manifest["checkpoint"]
     for name, picture in pictures(images, real).items():  # nearest.png, reconstructions.png
         samples.write_bytes(f"{name}.png", png_bytes(picture))
@@ -187,7 +186,8 @@ def quality_table(r: dict) -> str:
             ("Fréchet distance, real vs real", f"{fd['real_vs_real']:.2f}"),
             ("samples / reconstructions", f"{fd.get('samples_over_reconstructions', float('nan')):.2f}×"),
             ("memorisation ratio (sample→train / held-out→train)", f"{r['memorisation']['ratio']:.2f}"),
-            ("held-out bits per code", f"{r['heldout_bits_per_code']:.3f}")]
+            ("held-out bits per code", "n/a (checkpoint gone)" if r["heldout_bits_per_code"] is None
+             else f"{r['heldout_bits_per_code']:.3f}")]
     return "| measure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
 
 
@@ -211,8 +211,29 @@ def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
         state = storage.read_json_object(state_path, DataError)
         recorded = state.get("best_sha256") or (storage.sha256(best) if storage.isfile(best) else None)
         if recorded == checkpoint_sha256:
-            return state
+            return dict(state, run_dir=run_dir)
     return None
+
+
+def checkpoint_of(manifest: dict, log):
+    """(model, layout) of exactly the checkpoint the samples were drawn with, by the SHA-256 their
+    manifest records: the file at the manifest's path if it still holds those bytes, else its
+    training run's own best.pt; (None, None) with a note when neither does (a republished seed
+    path), so no figure is computed from another model."""
+    from ..core.checkpoint import load_model
+
+    sha = manifest["checkpoint_sha256"]
+    state = None
+    for path in (manifest["checkpoint"], "run"):
+        if path == "run":
+            state = training_run_of(manifest["checkpoint"], sha)
+            path = storage.join(state["run_dir"], "checkpoints", "best.pt") if state and state.get("run_dir") else None
+        if path and storage.isfile(path) and storage.sha256(path) == sha:
+            with storage.pinned(path, sha) as (local, _):
+                return load_model(local)[:2]
+    log(f"{manifest['checkpoint']}: no longer the checkpoint these samples were drawn with (SHA-256 {sha[:12]}…), "
+        "and no training run keeps it: held-out bits per code not computed")
+    return None, None
 
 
 def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, log) -> None:
@@ -229,6 +250,7 @@ def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, l
     metrics = {"samples/frechet": report["frechet"]["samples"],
                "samples/memorisation_ratio": report["memorisation"]["ratio"],
                "heldout/bits_per_code": report["heldout_bits_per_code"]}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
     if "accuracy" in report:
         metrics["samples/accuracy"] = report["accuracy"]
     tracking.log_metrics(state["tracking_uri"], state["mlflow_run_id"], metrics)
