@@ -113,7 +113,8 @@ def test_every_package_the_platform_imports_is_declared():
     declared = {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
                 for d in project["dependencies"] + project["optional-dependencies"]["tune"]
                 + project["optional-dependencies"]["sample"]}
-    distribution = {"PIL": "pillow", "yaml": "pyyaml", "hydra": "hydra-core", "sklearn": "scikit-learn"}  # import → package
+    # import name → package
+    distribution = {"PIL": "pillow", "yaml": "pyyaml", "hydra": "hydra-core", "sklearn": "scikit-learn"}
     used = set()
     for _, path in modules().items():
         for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
