@@ -306,8 +306,10 @@ def write_lease(shared: str) -> None:
 def remove_expired_staging(root: storage.Root, log=print, expires_s: float = LEASE_EXPIRES_S,
                            now: float | None = None) -> list[str]:
     """Delete the bucket staging folders under `root` that nothing was written to for `expires_s`
-    (their run's driver died; a live one renews its lease); returns what was deleted."""
-    now = time.time() if now is None else now
+    (their run's driver died; a live one renews its lease); returns what was deleted. "Now" is
+    the store's clock (a probe object's modification time), never this host's: a driver whose
+    clock runs fast must not take a live run's lease for an old one."""
+    now = storage.store_time(root.root) if now is None else now
     removed = []
     for name in storage.listdir(root.path(".staging")):
         folder = root.path(".staging", name)

@@ -26,6 +26,7 @@ import json
 import os
 import posixpath
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from functools import lru_cache
@@ -173,6 +174,31 @@ def newest_mtime(path) -> float | None:
     fs, p = filesystem(path)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(p, recursive=True, allow_not_found=True))
     return max((i.mtime_ns / 1e9 for i in infos if i.type == pyarrow.fs.FileType.File and i.mtime_ns), default=None)
+
+
+def store_time(root) -> float:
+    """The store's clock now (seconds since the epoch): a probe object written under `root` and
+    its modification time read back, then removed; a local root's is this host's clock."""
+    if not is_uri(root):
+        return time.time()
+    probe = join(root, f".arplatform-clock-{uuid.uuid4().hex}")
+    write_bytes(probe, b"")
+    try:
+        return newest_file_time(probe)
+    finally:
+        fs, p = filesystem(probe)
+        fs.delete_file(p)
+
+
+@remote_errors
+def newest_file_time(path) -> float:
+    import pyarrow.fs
+
+    fs, p = filesystem(path)
+    info = fs.get_file_info(p)
+    if info.type != pyarrow.fs.FileType.File or not info.mtime_ns:
+        raise StorageError(f"{path}: the store gave no modification time")
+    return info.mtime_ns / 1e9
 
 
 @remote_errors

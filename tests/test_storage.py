@@ -175,6 +175,15 @@ def test_a_dead_runs_bucket_staging_is_removed_and_a_live_ones_kept(s3_root, tmp
         later = renewed + publish.LEASE_EXPIRES_S - 0.5
         assert publish.remove_expired_staging(root, now=later) == [dead]
         assert storage.listdir(root.path(".staging")) == [staging.name]
+        # a driver whose own clock runs 16 minutes fast takes "now" from the store: the live lease stays (N3)
+        real = time.time
+        try:
+            time.time = lambda: real() + 16 * 60
+            assert publish.remove_expired_staging(root) == []
+        finally:
+            time.time = real
+        assert storage.listdir(root.path(".staging")) == [staging.name]
+        assert not [n for n in storage.listdir(root.root) if n.startswith(".arplatform-clock")]
     assert storage.listdir(root.path(".staging")) == []  # its own, deleted when it ended
     with publish.shared_staging(storage.Root(tmp_path), str(staging)) as shared:
         assert shared == str(staging)  # a local root: the local staging folder itself
