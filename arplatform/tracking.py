@@ -67,6 +67,7 @@ def client(uri: str):
         logging.getLogger(name).setLevel(logging.WARNING)
     if uri in _ready:
         return MlflowClient(tracking_uri=uri)
+    probe_server(uri)
     with store_lock(uri):  # the first client of a store creates or migrates its tables
         if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
             try:
@@ -77,6 +78,26 @@ def client(uri: str):
         c.search_experiments(max_results=1)
     _ready.add(uri)
     return c
+
+
+def probe_server(uri: str, timeout_s: float = 5.0) -> None:
+    """One request with a short timeout before any MLflow call: MLflow's client retries an
+    unreachable server for minutes, silently. Any HTTP answer means a server is there."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy's 401, an older server's 404)
+    except (urllib.error.URLError, OSError) as e:
+        from .errors import StorageError
+
+        reason = getattr(e, "reason", e)
+        raise StorageError(f"{uri}: the MLflow tracking server does not answer ({reason}); start it, or name "
+                           "another tracking_uri") from None
 
 
 def seed_sqlite_store(db: str) -> None:

@@ -53,3 +53,19 @@ def test_written_files_follow_the_umask(tmp_path):
 
     path = save_npy(tmp_path / "codes.npy", np.zeros(3, np.int32))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~current_umask()
+
+
+def test_an_unreachable_tracking_server_is_one_line_in_seconds(tmp_path):
+    """MLflow's client retries a dead server for minutes, silently (N24): probed once first."""
+    import time
+
+    from helpers import run_main
+
+    from arplatform import generate as generate_cli
+    from arplatform.distributed.cluster import free_port
+
+    t0 = time.perf_counter()
+    code, err = run_main(generate_cli.main, ["transformer_ckpt=models:/x/1", f"out={tmp_path / 's'}",
+                                             f"tracking_uri=http://127.0.0.1:{free_port()}"])
+    assert code == 2 and "tracking server does not answer" in err and err.strip().count("\n") == 0, err
+    assert time.perf_counter() - t0 < 60

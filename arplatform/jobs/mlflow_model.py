@@ -96,6 +96,9 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
             return {k: os.path.join(folder, rel) for k, rel in json.load(f).items()}
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(folder))
+    from ..tracking import probe_server
+
+    probe_server(tracking_uri)  # seconds, not MLflow's minutes of retries, when nothing answers
     try:
         source = model_source(model_uri, tracking_uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
