@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from . import storage
@@ -122,6 +123,25 @@ def find_run(root: storage.Root, config: str, run_name: str | None = None) -> Ru
     found = [r for r in found if os.path.exists(r.state_path)]
     what = f"run {run_name!r}" if run_name else "no earlier run"
     return latest_started(found, runs_dir, f"config {config!r} has {what}")
+
+
+@contextmanager
+def held(run: Run):
+    """The run's driver lock (a file lock in its folder, on the driver's machine) for the block:
+    a second driver that would resume a run whose driver is alive is refused, as a tokenizer's
+    outputs are."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(os.path.join(run.dir, ".driver.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunStateError(f"{run.dir}: another driver is training run {run.name!r} now; wait for it to end "
+                            "(or stop it) before resume=true") from None
+    try:
+        yield run
+    finally:
+        lock.release()
 
 
 def publish_best(run: Run, root: storage.Root) -> str:

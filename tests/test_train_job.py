@@ -182,6 +182,18 @@ def test_driver_killed_then_resume_true_continues(tmp_path, ray_cluster):
         state = json.load(f)
     assert state["status"] == "RUNNING" and seed_path.read_bytes() == published  # unchanged by the killed run
     time.sleep(3)  # let orphaned workers notice their raylet is gone
+    # other settings, or a driver alive on the run: one line each, before Ray, the run untouched (N9, N14, N15)
+    for changed in (["optim.lr=0.02"], ["model.num_layers=2"], ["optim.epochs=20"]):
+        refused = run_train(tmp_path, data, "optim.epochs=14", one, "resume=true", *changed, timeout=120)
+        assert refused.returncode == 2 and "started with other settings" in refused.stderr, refused.stderr
+        assert refused.stderr.strip().count("\n") == 0, refused.stderr
+    from filelock import FileLock
+
+    with FileLock(os.path.join(killed, ".driver.lock")):
+        busy = run_train(tmp_path, data, "optim.epochs=14", one, "resume=true", timeout=120)
+    assert busy.returncode == 2 and "another driver is training run" in busy.stderr, busy.stderr
+    with open(os.path.join(killed, "run.json")) as f:
+        assert json.load(f) == state
     again = run_train(tmp_path, data, "optim.epochs=14", one, "resume=true", cluster=ray_cluster)
     assert again.returncode == 0, again.stdout + again.stderr
     s = summary(tmp_path, killed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from ..config import TrainJobConfig, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
 from ..distributed.code_data import build_rows
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..jobs.sampling import read_sampler_file, tuned_sampler_settings
 from ..jobs.training import (
     build_trainer,
@@ -41,15 +42,40 @@ from ..startup import StartupClock
 from ..train_plan import DataFacts, TrainPlan, plan_training
 
 
-def resume_target(run: runs.Run | None, facts: DataFacts) -> runs.Run | None:
+def resume_target(run: runs.Run | None, facts: DataFacts, job: TrainJobConfig) -> runs.Run | None:
     """With resume=true, the run to continue (found first of all: `runs.find_run`), its
-    checkpoint checked against the data; nothing is written."""
+    checkpoint checked against the data and the settings; nothing is written, so a refused
+    resume leaves the run as it was (a FINISHED run stays FINISHED)."""
     if run is None:
         return None
     # refuse a broken checkpoint here, not after Ray has retried it max_failures times
     with latest_ray_checkpoint(run).as_directory() as d:
-        load_checkpoint(os.path.join(d, "last.pt"), expected_layout=facts.layout)
+        ckpt = load_checkpoint(os.path.join(d, "last.pt"), expected_layout=facts.layout)
+    changed = changed_settings(ckpt.get("train_config") or {}, to_dict(job))
+    if changed:
+        raise ConfigError(f"resume=true: run {run.name!r} started with other settings ({'; '.join(changed[:3])}); "
+                          "a resumed run keeps the settings it started with: put them back, or start a new run")
     return run
+
+
+PATH_KEYS = ("codes", "labels", "val_codes", "val_labels", "codebook", "codebook_dir")  # checked by identity
+
+
+def changed_settings(saved: dict, job: dict) -> list[str]:
+    """`section.key: old → new` for every model, optim and data setting a resume would change
+    (what makes the trajectory). A key the saved run predates is left out; so is a precision
+    asked as `auto` (the run's resolved one is kept) and a data path (its identity is checked)."""
+    changed = []
+    for section in ("model", "optim", "data"):
+        old, new = saved.get(section) or {}, job.get(section) or {}
+        for key in sorted(old):
+            if key not in new or (section == "data" and key in PATH_KEYS):
+                continue
+            if section == "optim" and key == "precision" and new[key] == "auto":
+                continue
+            if old[key] != new[key]:
+                changed.append(f"{section}.{key}: {old[key]!r} → {new[key]!r}")
+    return changed
 
 
 def model_size(job: TrainJobConfig, plan: TrainPlan) -> dict:
@@ -74,8 +100,6 @@ def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, size: dict)
 
 
 def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) -> dict:
-    from ..distributed.cluster import check_cpu_budget, init_ray
-
     t0, clock = time.perf_counter(), StartupClock()
     root = storage.Root(job.output_root)  # resolved once: what is further in takes it, or local paths
     resumed = runs.find_run(root, job.name, job.run_name) if job.resume else None  # no run: one line
@@ -84,7 +108,19 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
         tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
     root.check_writable("output_root")
     read_sampler_file(runs.seed_checkpoint(root, job.name))  # read after training: checked now
-    run = resume_target(resumed, facts)
+    run = resume_target(resumed, facts, job)
+    with ExitStack() as holding:
+        if run is not None:
+            holding.enter_context(runs.held(run))  # before Ray starts: a run whose driver is alive is refused
+        return train_run(job, config_name, root, run, files, facts, clock, t0, log, holding)
+
+
+def train_run(job: TrainJobConfig, config_name: str | None, root: storage.Root, run: runs.Run | None, files,
+              facts: DataFacts, clock: StartupClock, t0: float, log, holding: ExitStack) -> dict:
+    """`run_train` once every check has passed and a resumed run is held: Ray, the rows, the
+    plan, the run folder (held from its first moment), training, and what a finished run leaves."""
+    from ..distributed.cluster import check_cpu_budget, init_ray
+
     clock.mark("imports and checks")
     ray = init_ray(job.trainer.num_cpus)
     check_cpu_budget(ray, job.trainer.num_workers, job.trainer.cpus_per_worker, job.trainer.use_gpu)
@@ -95,7 +131,8 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     job = resolve_train_precision(job, facts, plan, log)
     clock.mark("precision")
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
-    run = run or runs.new_run(root, job.name, job.run_name)
+    if run is None:
+        run = holding.enter_context(runs.held(runs.new_run(root, job.name, job.run_name)))
     runs.write_state(run, **facts.identity())  # a tokenizer version a run names is never pruned
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {root.public(run.dir)}")
     size = model_size(job, plan)
