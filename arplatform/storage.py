@@ -343,12 +343,21 @@ def check_writable(root, key: str) -> None:
     from .errors import ConfigError
 
     if not is_uri(root):
-        try:
-            os.makedirs(root, exist_ok=True)
+        missing, folder = [], os.path.abspath(root)
+        while not os.path.exists(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        try:  # made and removed again: a refused run leaves no folder behind
+            for folder in reversed(missing):
+                os.mkdir(folder)
         except OSError as e:
             raise ConfigError(f"{key}: cannot make the folder {root} ({e.strerror or e})") from None
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise ConfigError(f"{key}: cannot write to the folder {root} (permission denied)")
+        finally:
+            for folder in missing:
+                if os.path.isdir(folder):
+                    os.rmdir(folder)
+        if not missing and not os.path.isdir(root):
+            raise ConfigError(f"{key}: {root} is a file; name a folder")
         return
 
     probe = join(root, f".arplatform-write-check-{uuid.uuid4().hex}")

@@ -218,6 +218,14 @@ def test_a_refused_ray_generate_leaves_no_folder(tmp_path, ray_cluster):
     assert proc.returncode == 2 and line.startswith("error: actors: 4000 actors × "), line[-2000:]
     assert "of memory but the cluster has" in line and "at most" in line and "\n" not in line
     assert not (tmp_path / "s").exists()
+    # nor memory: 40 actors of 0.05 CPU fit both, and would be 40 processes queueing for the cores (#20)
+    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+                           "4", "--engine", "ray", "--actors", "40", "--cpus_per_actor", "0.05",
+                           "--out", str(tmp_path / "s")], env=job_env(ray_cluster), capture_output=True, text=True,
+                          timeout=300)
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and line.startswith("error: actors: 40 actor processes"), line[-2000:]
+    assert "at most one per core" in line and "\n" not in line and not (tmp_path / "s").exists()
 
 
 def test_wrong_or_mismatched_models_are_one_line(tmp_path):

@@ -45,6 +45,11 @@ def actor_resources(ray, cfg, memory_per_actor: int) -> dict:
     check_fits("actors", f"{cfg.actors} actors × {memory_per_actor / 2**20:.0f} MiB (process, models, a batch)",
                cfg.actors * memory_per_actor, total.get("memory", 0), "memory",
                f"at most {fit} actors fit; lower actors or batch_size")
+    # each actor is a process that computes: more of them than the cluster's cores only queue for
+    # the same cores (and start slowly), whatever fraction of a CPU each asks Ray for
+    cores = int(total.get("CPU", 0))
+    check_fits("actors", f"{cfg.actors} actor processes", cfg.actors, cores, "CPU",
+               f"at most one per core ({cores}); lower actors")
     return {"num_cpus": cfg.cpus_per_actor, "memory": memory_per_actor}
 
 
