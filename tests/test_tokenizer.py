@@ -335,6 +335,16 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
                              env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
     assert "3.png: 24×20 pixels, the first image 16×16; images differ in size" in refused.stderr
+    # a labels.csv row naming a file that is nowhere is an unreadable image, as in one process (N21)
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    for i in range(3):
+        Image.fromarray(scene(rng, (16, 16))).save(listed / f"{i}.png")
+    (listed / "labels.csv").write_text("0.png,0\n1.png,1\n2.png,0\nghost.png,1\n")
+    refused = subprocess.run([*common[:6], f"data.data_dir={listed}", *common[7:], f"output_root={tmp_path / 'l'}"],
+                             env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "ghost.png: not a readable image" in refused.stderr, refused.stderr[-2000:]
+    assert "every node" not in refused.stderr and refused.stderr.strip().count("\n") == 0
 
     root = tmp_path / "out"
     proc = subprocess.run([*common, f"output_root={root}", "data.bad_images=skip"], env=job_env(ray_cluster),

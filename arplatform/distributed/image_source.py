@@ -81,8 +81,12 @@ def _unreadable(batch: dict, mode: str, image_size, max_pixels: int, crop: str, 
     """Ray Data task: the rows of `batch` whose file does not decode, or decodes to another shape
     than the first image's, with why."""
     found = []  # (index, why, kind)
-    for i, path in zip(batch["index"].tolist(), batch["path"].tolist(), strict=True):
-        if not os.path.exists(path):  # listed on the driver, not here: not an unreadable image
+    for i, path, on_driver in zip(batch["index"].tolist(), batch["path"].tolist(), batch["on_driver"].tolist(),
+                                  strict=True):
+        if not os.path.exists(path) and not on_driver:  # missing everywhere (a labels.csv row): unreadable
+            found.append((i, f"{path}: not a readable image (no such file)", "unreadable"))
+            continue
+        if not os.path.exists(path):  # on the driver, not here: not an unreadable image
             import ray
 
             found.append((i, f"{path}: listed on the driver but not on node {ray.util.get_node_ip_address()}; "
@@ -108,7 +112,8 @@ def scan_files(ray, files: ImageFiles, log) -> list[tuple[int, str]]:
     import ray.data
 
     shape = first_shape(files)
-    rows = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(files.paths)])
+    rows = ray.data.from_items([{"index": i, "path": p, "on_driver": os.path.exists(p)}
+                                for i, p in enumerate(files.paths)])
     bad = rows.map_batches(_unreadable, batch_size=SCAN_BATCH, batch_format="numpy", num_cpus=1,
                            fn_kwargs={"mode": files.mode, "image_size": files.image_size,
                                       "max_pixels": files.max_pixels, "crop": files.crop, "shape": shape}).take_all()
