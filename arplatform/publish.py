@@ -24,6 +24,7 @@ file system another host sees the lock too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -35,9 +36,11 @@ from contextlib import contextmanager
 
 from . import storage
 from .core.codebook import load_codebook_file
+from .core.io import save_json
 from .errors import StorageError
 
 STAGING_PREFIX = ".staging-tokenize-"
+PINS = "pins"  # inside a version: one file per training run that trained on it (`pin_version`)
 
 
 _HELD: dict[str, object] = {}  # token → the FileLock this process holds while it stages and publishes
@@ -172,10 +175,46 @@ def prune_versions(root: str, name: str, keep_previous: str | None = None, log=p
         token = _owner_token(entry)
         if entry in keep or (token is not None and _alive(root, token)):
             continue
-        if entry in named:
-            log(f"kept tokenizer version {os.path.join(base, entry)}: run {named[entry]} trained on it")
+        claim = named.get(entry) or claimed_by(os.path.join(base, entry))
+        if claim:
+            log(f"kept tokenizer version {os.path.join(base, entry)}: run {claim} trained on it")
             continue
         _remove(os.path.join(base, entry))
+
+
+def pin_version(codebook_pt: str | None, run_state: str, log=print) -> None:
+    """A training run's claim on the tokenizer version its codebook lives in, written into the
+    version itself (`<version>/pins/<run>.json`, naming the run's run.json): `prune_versions` keeps
+    a version any existing run claims, whatever output root that run writes to (a sweep's
+    `train.output_root`, a job submitted with its own root)."""
+    if not codebook_pt or storage.is_uri(codebook_pt):
+        return
+    version = os.path.dirname(os.path.dirname(os.path.realpath(codebook_pt)))
+    if os.path.basename(os.path.dirname(os.path.dirname(version))) != "tokenizers":
+        return  # explicit codebook files, not a tokenizer version: nothing prunes them
+    pin = os.path.join(version, PINS, hashlib.sha256(os.path.abspath(run_state).encode()).hexdigest()[:16] + ".json")
+    try:
+        save_json(pin, {"run_state": os.path.abspath(run_state)})
+    except OSError as e:  # a read-only tokenizer root: the run goes on, and says what is not protected
+        log(f"warning: could not pin tokenizer version {version} ({e.strerror or e}); a later tokenize of its "
+            "root may prune it")
+
+
+def claimed_by(version: str) -> str | None:
+    """A run folder whose pin in `version` still names an existing run.json (a removed run's pin
+    claims nothing)."""
+    import glob
+    import json
+
+    for pin in sorted(glob.glob(os.path.join(version, PINS, "*.json"))):
+        try:
+            with open(pin, encoding="utf-8") as f:
+                state = json.load(f).get("run_state")
+        except (OSError, ValueError, AttributeError):
+            return pin  # being written, or unreadable: kept, to be safe
+        if isinstance(state, str) and os.path.exists(state):
+            return os.path.dirname(state)
+    return None
 
 
 def versions_named_by_runs(root: str, base: str) -> dict[str, str]:

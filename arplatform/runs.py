@@ -84,6 +84,15 @@ def write_state(record: Run, **fields) -> dict:
     return state
 
 
+def note_tokenizer(run: Run, identity: dict) -> None:
+    """The codebook and VAE a run trains with, in its run.json, and the run's pin in the
+    tokenizer version they live in: no later tokenize prunes that version, wherever it is."""
+    from .publish import pin_version
+
+    write_state(run, **identity)
+    pin_version(identity.get("codebook_pt"), run.state_path)
+
+
 def unique_name(config: str) -> str:
     return f"{config}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 

@@ -101,8 +101,11 @@ def features(model: Classifier, images: np.ndarray) -> np.ndarray:
 
 
 def _chunks(images: np.ndarray, size: int = 512):
+    """float32 batches torch can wrap: a read-only array (Ray's object store hands trials those)
+    is copied, chunk by chunk, rather than warned about."""
     images = np.ascontiguousarray(images, dtype=np.float32)
-    return (images[s : s + size] for s in range(0, len(images), size))
+    return (images[s : s + size] if images.flags.writeable else images[s : s + size].copy()
+            for s in range(0, len(images), size))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

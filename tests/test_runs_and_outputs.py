@@ -4,6 +4,7 @@ import dataclasses
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -311,6 +312,37 @@ def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
     with open(os.path.join(first, "codebook", "codebook.pt")) as f:
         assert f.read() == "0"
     assert f"kept tokenizer version {first}: run {run.dir} trained on it" in capfd.readouterr().out
+
+
+def test_a_version_a_run_under_another_root_trained_on_is_kept(tmp_path, capfd):
+    """A run under root B (a sweep's train.output_root, a submitted job's own root) trained on a
+    version in root A: its pin in the version keeps it through any number of tokenizes in A (N1);
+    once the run is removed, its pin claims nothing and the version goes as any other."""
+    from arplatform import runs
+    from arplatform.core.tokens import TokenLayout
+    from arplatform.train_plan import DataFacts
+
+    root, other = str(tmp_path / "a"), str(tmp_path / "b")
+
+    def tokenize(i):
+        child = multiprocessing.get_context("fork").Process(target=_publish_one, args=(root, i))
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+        return os.path.join(publish.versions_dir(root, "m"), publish.current_version(root, "m"))
+
+    first = tokenize(0)
+    run = runs.new_run(storage.Root(other), "tiny")
+    trained_on = os.path.realpath(os.path.join(root, "codebook", "m", "codebook.pt"))
+    facts = DataFacts(TokenLayout(4, 0), (2, 2), 4, codebook_pt=trained_on, codebook_sha256="x", vae_sha256="y")
+    runs.note_tokenizer(run, facts.identity())
+    for i in (1, 2, 3):
+        tokenize(i)
+    assert os.path.isdir(first) and f"kept tokenizer version {first}: run {run.dir}" in capfd.readouterr().out
+    shutil.rmtree(run.dir)
+    for i in (4, 5):
+        tokenize(i)
+    assert not os.path.exists(first)
 
 
 def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tmp_path):

@@ -41,7 +41,7 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: 
         # Tune ended this trial under an earlier driver, which died before Tune's own experiment
         # snapshot said so: its results are on disk already; training it again would change them
         return
-    runs.write_state(run, **DataFacts.from_dict(facts).identity())  # a tokenizer version a run names is kept
+    runs.note_tokenizer(run, DataFacts.from_dict(facts).identity())  # a tokenizer version a run names is kept
     tags = {"sweep": sweep["name"], "trial_id": trial_id}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep

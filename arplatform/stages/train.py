@@ -133,7 +133,7 @@ def train_run(job: TrainJobConfig, config_name: str | None, root: storage.Root, 
     # every check has passed: only now does the run get a folder (a fresh one, or the resumed one)
     if run is None:
         run = holding.enter_context(runs.held(runs.new_run(root, job.name, job.run_name)))
-    runs.write_state(run, **facts.identity())  # a tokenizer version a run names is never pruned
+    runs.note_tokenizer(run, facts.identity())  # a tokenizer version a run names is never pruned
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {root.public(run.dir)}")
     size = model_size(job, plan)
     log(describe(job, facts, plan, size))
