@@ -51,6 +51,14 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
                                 f"out={tmp_path / name}")
         assert code == 0, err
         assert (images(tmp_path / name)[0] == images(tmp_path / "from_path")[0]).all()
+    # samples drawn from an MLflow model are evaluated against the dataset behind it (N20)
+    from helpers import run_main
+
+    from arplatform import evaluate as evaluate_cli
+
+    code, err = run_main(evaluate_cli.main, ["samples", f"samples_dir={tmp_path / 'run'}", f"output_root={tmp_path}"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "quality.json").read_text())["heldout_bits_per_code"] > 0
 
     again = pipeline(tmp_path, cluster=ray_cluster)
     assert again.returncode == 0, again.stderr[-3000:]

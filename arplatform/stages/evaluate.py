@@ -155,7 +155,8 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     manifest, images, labels = read_samples(samples)
     npz_path = samples.file("samples.npz")
     images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
-    real, tok_cfg, folder = real_data(manifest["codebook_pt"], len(images), log)
+    model, layout, ckpt = checkpoint_of(manifest, log)
+    real, tok_cfg, folder = real_data(tokenizer_codebook(manifest, ckpt), len(images), log)
     if images.shape[1:] != real.val_images.shape[1:]:
         raise DataError(f"{npz_path}: images of shape {images.shape[1:]} but the dataset's are "
                         f"{real.val_images.shape[1:]}")
@@ -163,7 +164,6 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
     classifier, accuracy = load_or_train_classifier(classifier_cache, real, log)
     report = evaluate_images(images, labels, real, classifier)
     report["classifier_heldout_accuracy"] = accuracy
-    model, layout = checkpoint_of(manifest, log)
     val_labels = os.path.join(folder, "val_labels.npy")
     report["heldout_bits_per_code"] = None if model is None else heldout_bits_per_code(
         model, layout, os.path.join(folder, "val_codes.npy"), val_labels if layout.conditional else None)
@@ -216,10 +216,10 @@ def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
 
 
 def checkpoint_of(manifest: dict, log):
-    """(model, layout) of exactly the checkpoint the samples were drawn with, by the SHA-256 their
+    """(model, layout, checkpoint) of exactly the checkpoint the samples were drawn with, by the SHA-256 their
     manifest records: the file at the manifest's path if it still holds those bytes, else its
     training run's own best.pt; (None, None) with a note when neither does (a republished seed
-    path), so no figure is computed from another model."""
+    path), so no figure is computed from another model (Nones)."""
     from ..core.checkpoint import load_model
 
     sha = manifest["checkpoint_sha256"]
@@ -230,10 +230,23 @@ def checkpoint_of(manifest: dict, log):
             path = storage.join(state["run_dir"], "checkpoints", "best.pt") if state and state.get("run_dir") else None
         if path and storage.isfile(path) and storage.sha256(path) == sha:
             with storage.pinned(path, sha) as (local, _):
-                return load_model(local)[:2]
+                return load_model(local)
     log(f"{manifest['checkpoint']}: no longer the checkpoint these samples were drawn with (SHA-256 {sha[:12]}…), "
         "and no training run keeps it: held-out bits per code not computed")
-    return None, None
+    return None, None, None
+
+
+def tokenizer_codebook(manifest: dict, ckpt: dict | None) -> str:
+    """The codebook.pt of the tokenizer output folder behind the samples (its config, split and
+    codes are the real data): the manifest's own where it sits in one; for an MLflow model's lone
+    copy, the codebook the checkpoint was trained on, where that file holds the same bytes."""
+    path = manifest["codebook_pt"]
+    if storage.exists(storage.join(storage.dirname(path), "tokenizer_config.json")):
+        return path
+    trained = ((ckpt or {}).get("train_config") or {}).get("codebook_pt")
+    if trained and storage.isfile(trained) and storage.sha256(trained) == manifest.get("codebook_sha256"):
+        return trained
+    return path  # real_data names what is missing
 
 
 def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, log) -> None:
