@@ -34,6 +34,7 @@ def mlflow_server(tmp_path_factory):
              "--backend-store-uri", f"sqlite:///{folder}/store.db", "--artifacts-destination", str(folder / "art")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
+    os.environ["ARPLATFORM_TEST_MLFLOW_ART"] = str(folder / "art")  # where a test finds the stored files
     try:
         deadline = time.time() + 180
         while True:
@@ -91,3 +92,44 @@ def test_a_registered_model_generates_what_its_files_generate(mlflow_server, tmp
     expected = images(tmp_path / "c2")[0]  # (N, H, W): samples.npz keeps grey images without their channel
     assert drawn.dtype == np.uint8 and drawn.shape == (*expected.shape, 1)
     assert np.array_equal(drawn[..., 0], expected)
+
+
+def test_a_reregistered_version_and_a_changed_artifact_are_never_drawn_from_stale(mlflow_server, tmp_path,
+                                                                                  monkeypatch):
+    """models:/<name>/1 registered again from another run draws the new run's files, not a cached
+    copy of the old (N7); a model file changed in the artifact store since it was logged is
+    refused against the digest the model records (N8)."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "cache"))
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment("stale-test")
+    sample = to_dict(SampleConfig())
+    shas = []
+    for seed in (0, 1):
+        ckpt, codebook, vae = write_models(tmp_path / f"m{seed}", seed=seed)
+        run_id = client.create_run(experiment).info.run_id
+        if seed:
+            client.delete_registered_model("again")
+        log_model(mlflow_server, run_id, {"transformer_ckpt": ckpt, "codebook_pt": codebook, "vae_ckpt": vae},
+                  sample, register_as="again")
+        code, _, err = generate("transformer_ckpt=models:/again/1", f"tracking_uri={mlflow_server}", "num_samples=2",
+                                f"out={tmp_path / f'drawn{seed}'}")
+        assert code == 0, err
+        shas.append(json.loads((tmp_path / f"drawn{seed}" / "manifest.json").read_text())["checkpoint_sha256"])
+        from arplatform.storage import sha256
+
+        assert shas[-1] == sha256(ckpt)
+    assert shas[0] != shas[1]
+
+    # the last run's best.pt replaced inside the artifact store: refused on download
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    (stored,) = [os.path.join(d, "best.pt") for d, _, files in os.walk(os.environ["ARPLATFORM_TEST_MLFLOW_ART"])
+                 if "best.pt" in files and run_id in d and os.path.basename(d) != "1"]  # (1/best.pt: a VAE so named)
+    with open(os.path.join(tmp_path / "m0", "best.pt"), "rb") as src, open(stored, "wb") as dst:
+        dst.write(src.read())
+    monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    code, _, err = generate(f"transformer_ckpt=runs:/{run_id}/model", f"tracking_uri={mlflow_server}",
+                            "num_samples=2", f"out={tmp_path / 'tampered'}")
+    assert code == 2 and "best.pt changed since the model was logged" in err and err.count("\n") == 1, err
+    assert artifact_uri and not (tmp_path / "tampered").exists()

@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 import mlflow.pyfunc
 import numpy as np
@@ -30,16 +30,18 @@ from .. import tracking
 MODEL_DIR = "model"  # the artifact folder of a run that holds the model: runs:/<run_id>/model
 FILES = ("transformer_ckpt", "codebook_pt", "vae_ckpt")
 _FETCHED: dict[str, dict] = {}  # this process's downloads: generate reads one model twice (settings, models)
-IMMUTABLE = re.compile(r"runs:/[0-9a-f]+/.+|models:/[^/@]+/\d+")  # (aliases and "latest" move)
 SCRIPT = ("import mlflow.models\n"
           "from arplatform.jobs.mlflow_model import ImageModel\n"
           "mlflow.models.set_model(ImageModel())\n")
 
 
 def save_model_folder(folder: str, files: dict, sample: dict) -> None:
-    """The MLflow model folder: MLmodel, the script, the three files under artifacts/."""
+    """The MLflow model folder: MLmodel, the script, the three files under artifacts/, and their
+    SHA-256s in the model's config (what a download is checked against)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
+
+    from .. import storage
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("long", "class"), ColSpec("long", "seed"), ColSpec("long", "n")]),
@@ -48,8 +50,9 @@ def save_model_folder(folder: str, files: dict, sample: dict) -> None:
         script = os.path.join(tmp, "arplatform_model.py")
         with open(script, "w", encoding="utf-8") as f:
             f.write(SCRIPT)
+        digests = {k: storage.sha256(files[k]) for k in FILES}
         mlflow.pyfunc.save_model(path=folder, python_model=script, artifacts={k: files[k] for k in FILES},
-                                 signature=signature, model_config={"sample": sample},
+                                 signature=signature, model_config={"sample": sample, "sha256": digests},
                                  pip_requirements=["arplatform", "torch", "numpy", "pandas"])
 
 
@@ -78,35 +81,46 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
 
 def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     """The checkpoint, codebook and VAE of an MLflow model (`model_source`), downloaded into this
-    machine's cache (a folder per URI and store, replaced whole): once per process, and once
-    per machine for a run's or a numbered version's files, which never change."""
+    machine's cache and checked against the SHA-256s the model records. The cache is keyed by the
+    store and the files' resolved source (which names the run that logged them), so a recreated
+    store or a re-registered name is a new download, never a stale copy."""
     import mlflow.artifacts
     import yaml
 
     from ..core.precision import cache_dir
     from ..errors import CheckpointError
-
-    key = hashlib.sha256(f"{tracking_uri}|{model_uri}".encode()).hexdigest()[:16]
-    folder = os.path.join(cache_dir(), "mlflow-models", key)
-    kept = os.path.join(folder, "files.json")
-    if key in _FETCHED and all(os.path.exists(f) for f in _FETCHED[key].values()):
-        return _FETCHED[key]
-    if IMMUTABLE.fullmatch(model_uri) and os.path.exists(kept):  # a run's or a numbered version's files never change
-        with open(kept, encoding="utf-8") as f:
-            return {k: os.path.join(folder, rel) for k, rel in json.load(f).items()}
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(folder))
     from ..tracking import probe_server
 
     probe_server(tracking_uri)  # seconds, not MLflow's minutes of retries, when nothing answers
     try:
         source = model_source(model_uri, tracking_uri)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
+    except Exception as e:  # noqa: BLE001 - any failure: the URI names no model here
+        raise CheckpointError(f"{model_uri}: not a model the platform logged, in the store {tracking_uri} "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    key = hashlib.sha256(f"{tracking_uri}|{source}".encode()).hexdigest()[:16]
+    folder = os.path.join(cache_dir(), "mlflow-models", key)
+    kept = os.path.join(folder, "files.json")
+    if key in _FETCHED and all(os.path.exists(f) for f in _FETCHED[key].values()):
+        return _FETCHED[key]
+    if os.path.exists(kept):  # these files of that run were downloaded and checked before
+        with open(kept, encoding="utf-8") as f:
+            return {k: os.path.join(folder, rel) for k, rel in json.load(f).items()}
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(folder))
+    try:
+        with quiet_downloads():  # MLflow's own progress bar would come before the platform's one line
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
         with open(os.path.join(local, "MLmodel"), encoding="utf-8") as f:
-            artifacts = yaml.safe_load(f)["flavors"]["python_function"]["artifacts"]
+            flavor = yaml.safe_load(f)["flavors"]["python_function"]
+        artifacts = flavor["artifacts"]
         files = {k: os.path.relpath(os.path.join(local, artifacts[k]["path"]), tmp) for k in FILES}
+        check_digests(model_uri, {k: os.path.join(tmp, rel) for k, rel in files.items()},
+                      (flavor.get("config") or {}).get("sha256"))
         with open(os.path.join(tmp, "files.json"), "w", encoding="utf-8") as f:
             json.dump(files, f)
+    except CheckpointError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except Exception as e:  # noqa: BLE001 - any failure: the URI names no model of this platform here
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"{model_uri}: not a model the platform logged, in the store {tracking_uri} "
@@ -115,6 +129,36 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     os.replace(tmp, folder)
     _FETCHED[key] = {k: os.path.join(folder, rel) for k, rel in files.items()}
     return _FETCHED[key]
+
+
+@contextmanager
+def quiet_downloads():
+    """MLflow's artifact progress bar off for the block (its setting is an environment variable)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
+    """Each downloaded file against the SHA-256 the model recorded when it was logged: files
+    changed in the artifact store since are refused, naming the file. (A model logged before
+    models carried digests has none to check.)"""
+    from .. import storage
+    from ..errors import CheckpointError
+
+    for key, path in files.items():
+        expected = (recorded or {}).get(key)
+        if expected and storage.sha256(path) != expected:
+            raise CheckpointError(f"{model_uri}: its {os.path.basename(path)} changed since the model was logged "
+                                  f"(SHA-256 {storage.sha256(path)[:12]}…, the model records {expected[:12]}…); "
+                                  "refusing to draw from it")
 
 
 def model_source(model_uri: str, tracking_uri: str) -> str:
