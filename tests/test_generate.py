@@ -386,3 +386,25 @@ def test_tar_and_npz_formats_hold_the_same_images_and_resume(tmp_path):
         assert tar.getnames() == ["000004.png", "000005.png"]
         first = np.asarray(Image.open(tar.extractfile("000004.png")))
     assert np.array_equal(first, expected[4])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_changed_under_the_ray_actors_is_one_line(tmp_path, ray_cluster):
+    """The driver checked the checkpoint; it is replaced before the actors load it: the actors
+    refuse it (SHA-256), and the user reads that one line, not Ray's actor traceback (N16)."""
+    ckpt, _, _ = write_models(tmp_path / "m")
+    other, _, _ = write_models(tmp_path / "o", seed=1)
+    proc = subprocess.Popen([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt,
+                             "--num_samples", "8", "--engine", "ray", "--actors", "1", "--cpus_per_actor", "1",
+                             "--out", str(tmp_path / "s")], env=job_env(ray_cluster), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # bound and about to start its actors: swap the file
+        if "to draw (ray engine)" in line:
+            os.replace(other, ckpt)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "changed since this run checked it" in last, err[:2500]
+    # (Ray's own C++ warning about constructor arguments comes with every Ray Data actor pool)
+    assert "Traceback" not in err and "ActorDiedError" not in err and err.count("error: ") == 1, err[:2500]

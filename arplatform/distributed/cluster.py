@@ -189,3 +189,23 @@ def check_sweep_budget(ray, concurrent: int, trial_cpus: float, num_workers: int
         check_fits("search.max_concurrent_trials", f"{concurrent} trials × {num_workers} GPU workers",
                    concurrent * num_workers, total.get("GPU", 0), "GPU",
                    "lower search.max_concurrent_trials or train.trainer.num_workers")
+
+
+def user_error_in(error: BaseException):
+    """The platform's own user error (`errors.USER_ERRORS`) that a Ray task or actor raised, out
+    of the exception Ray wraps it in (an actor that died in its constructor reaches the driver as
+    `ActorDiedError` with the original only as text), so the command prints its one line; None
+    when there is none."""
+    import re
+
+    from .. import errors
+
+    for e in (error, error.__cause__, error.__context__):
+        if isinstance(e, errors.USER_ERRORS):
+            return e
+    names = "|".join(cls.__name__ for cls in errors.USER_ERRORS)
+    found = re.findall(rf"\b({names}): ([^\n]+)", str(error))
+    if not found:
+        return None
+    name, message = found[-1]
+    return getattr(errors, name)(message.strip())

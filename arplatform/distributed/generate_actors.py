@@ -59,7 +59,7 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
     from ray.data.exceptions import ExecutionTimeoutError
 
     from ..errors import GenerationError
-    from .cluster import data_context
+    from .cluster import data_context, user_error_in
 
     resources = actor_resources(ray, cfg, memory_per_actor)
     threads = max(1, int(resources.get("num_cpus", 1)))  # torch threads = the CPUs the actor holds
@@ -74,6 +74,9 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
         nodes, progress = set(), Progress("generate", len(todo), "images", log)
         try:
             for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+                refusals = [r for r in batch["refused"] if r]
+                if refusals:
+                    raise user_error_in(RuntimeError(str(refusals[0])))
                 progress.update(len(batch["index"]))
                 nodes.update(str(n) for n in batch["node"])
             progress.close()
@@ -83,23 +86,49 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
         except ray.exceptions.GetTimeoutError:
             raise GenerationError(f"the {cfg.actors} actor(s) did not all start within {cfg.stall_timeout_s:g} s "
                                   "(stall_timeout_s); are their resources free?") from None
+        except Exception as e:  # an actor refused its input (a checkpoint changed meanwhile): that one line
+            refused = user_error_in(e)
+            if refused is None:
+                raise
+            raise refused from None
     if progress.done != len(todo):
         raise GenerationError(f"{spec['out']}: {progress.done} of {len(todo)} images came back; rerun to draw the rest")
     log(f"  drawn on {len(nodes)} node(s)")
     return sorted(nodes)
 
 
+class RefusingSampler:
+    """`ImageSampler` on an actor, whose refusal of its input (a file changed since the driver
+    checked it) comes back as one row, `refused`, instead of an actor dying in its constructor:
+    Ray would print that death's traceback, and the user is owed the one line."""
+
+    def __init__(self, spec: dict):
+        from ..errors import USER_ERRORS
+        from ..image_sampler import ImageSampler
+
+        self.sampler, self.refused = None, None
+        try:
+            self.sampler = ImageSampler(spec)
+        except USER_ERRORS as e:
+            self.refused = f"{type(e).__name__}: {e}"
+
+    def __call__(self, batch: dict) -> dict:
+        if self.refused is not None:  # one row that says so (the same columns as a drawn batch)
+            return {"index": np.array([-1]), "label": np.array([-1]), "node": np.array([""], dtype=object),
+                    "refused": np.array([self.refused], dtype=object)}
+        drawn = self.sampler(batch)
+        return drawn | {"refused": np.full(len(drawn["index"]), "", dtype=object)}
+
+
 def actor_pipeline(cfg, spec: dict, todo: np.ndarray, labels: np.ndarray, resources: dict):
     """The dataset of (index, label) rows mapped by `ImageSampler` actors, and its batch size."""
     import ray.data
-
-    from ..image_sampler import ImageSampler
 
     batch_size = min(cfg.batch_size, -(-len(todo) // cfg.actors))  # a small job still reaches every actor
     blocks = max(1, -(-len(todo) // batch_size))
     rows = ray.data.from_items([{"index": int(i), "label": int(c)} for i, c in zip(todo, labels, strict=True)],
                                override_num_blocks=blocks)
-    out = rows.map_batches(ImageSampler, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
+    out = rows.map_batches(RefusingSampler, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
                            batch_format="numpy", compute=ray.data.ActorPoolStrategy(
                                size=cfg.actors, max_tasks_in_flight_per_actor=1), **resources)
     return out, batch_size
