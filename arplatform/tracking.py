@@ -196,11 +196,13 @@ def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
 
 
 @contextmanager
-def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end):
+def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end, ends_itself: bool = True):
     """An MLflow run and a state file that end FINISHED, FAILED (an error) or KILLED (Ctrl-C,
     SIGTERM) whatever step stops the block. `start()` makes the MLflow run when there is none
     yet (a resumed run is set RUNNING again); `on_start(run_id)` and `on_end(status)` write
-    the state file. Yields the MLflow run id (None without tracking)."""
+    the state file. Yields the MLflow run id (None without tracking). With `ends_itself` false
+    (a sweep's trial) the block ends neither: one other process (the sweep's driver) ends them
+    from what it knows, so two processes never race to write the last status."""
     status = "FAILED"
     try:
         if uri and not run_id:
@@ -214,17 +216,7 @@ def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end):
         status = "KILLED"
         raise
     finally:
-        # a sweep's driver ends a trial Tune stopped (KILLED) while the trial's own code may still be
-        # unwinding with an error: the status another process already set stands
-        if not (status == "FAILED" and uri and run_id and ended_elsewhere(uri, run_id)):
+        if ends_itself:
             on_end(status)
             if uri and run_id:
                 finish_run(uri, run_id, status)
-
-
-def ended_elsewhere(uri: str, run_id: str) -> bool:
-    """The MLflow run was ended (FINISHED or KILLED) by another process while this one ran it."""
-    try:
-        return client(uri).get_run(run_id).info.status in ("FINISHED", "KILLED")
-    except Exception:  # the store unreachable: this process's own status is all there is
-        return False

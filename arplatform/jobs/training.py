@@ -113,10 +113,11 @@ def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
 
 @contextmanager
 def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict, config_name: str | None,
-            tags: dict | None = None):
+            tags: dict | None = None, ends_itself: bool = True):
     """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
-    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id)."""
+    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id). A sweep's trial
+    passes `ends_itself=False`: its driver ends the runs from Tune's verdict (`tracking.tracked_run`)."""
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
 
@@ -134,7 +135,7 @@ def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict
         runs.write_state(run, status=status)
         runs.push_run(run, root)
 
-    with tracking.tracked_run(uri, previous, start, on_start, on_end) as mlflow_run_id:
+    with tracking.tracked_run(uri, previous, start, on_start, on_end, ends_itself) as mlflow_run_id:
         yield uri, mlflow_run_id
 
 

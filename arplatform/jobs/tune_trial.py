@@ -46,7 +46,10 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: 
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # the MLflow UI nests the trial under its sweep
     root = storage.Root(job.output_root)
-    with tracked(job, run, root, {**to_dict(job), "trial": params}, config_name, tags) as (uri, mlflow_run_id):
+    # the sweep's driver ends this run (KILLED when ASHA stopped it): a trial stopped mid-fit would
+    # otherwise race the driver to write its last status (`stages.tune.close_trial_runs`)
+    with tracked(job, run, root, {**to_dict(job), "trial": params}, config_name, tags,
+                 ends_itself=False) as (uri, mlflow_run_id):
         save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name, "trial": params})
         trainer = build_trainer(job, DataFacts.from_dict(facts), rows, run, uri, mlflow_run_id,
                                 callbacks=[TuneReportCallback()])
