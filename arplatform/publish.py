@@ -40,6 +40,7 @@ from .core.io import save_json
 from .errors import StorageError
 
 STAGING_PREFIX = ".staging-tokenize-"
+VERSION_FILE = "version.json"  # in a bucket's published codebook folder: the version it is a copy of
 PINS = "pins"  # inside a version: one file per training run that trained on it (`pin_version`)
 
 

@@ -187,3 +187,33 @@ def test_a_dead_runs_bucket_staging_is_removed_and_a_live_ones_kept(s3_root, tmp
     assert storage.listdir(root.path(".staging")) == []  # its own, deleted when it ended
     with publish.shared_staging(storage.Root(tmp_path), str(staging)) as shared:
         assert shared == str(staging)  # a local root: the local staging folder itself
+
+
+@pytest.mark.slow
+def test_a_checkpoint_trained_in_a_bucket_outlives_a_retokenize(s3_root, tmp_path, monkeypatch):
+    """Tokenize into a bucket, train there, tokenize again: the checkpoint names the tokenizer
+    version (a copy in the bucket that nothing overwrites), so generate on a fresh machine still
+    draws with the codebook and VAE it was trained on (N2)."""
+    import json
+
+    from helpers import TINY
+
+    tok = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
+           f"output_root={s3_root}", "data.limit=600", "vae.epochs=1", "vae.batch_size=64", "codebook.num_codes=16",
+           "codebook.iters=3", "vae.precision=fp32", "tracking.enabled=false"]
+    for cmd in (tok, [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+                      f"output_root={s3_root}", f"data.codebook_dir={s3_root}/codebook/mnist_sample", *TINY,
+                      "optim.max_steps=5", "optim.epochs=1", "trainer.num_workers=1", "sample.num_samples=0",
+                      "tracking.enabled=false"], [*tok, "data.seed=2"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    versions = [v for v in storage.listdir(storage.join(s3_root, "tokenizers", "mnist_sample"))]
+    assert len(versions) == 2
+    monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "fresh"))  # a machine that saw none of it
+    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt",
+                           f"{s3_root}/transformer/mnist_sample/checkpoints/best.pt", "--num_samples", "4",
+                           "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    for key in ("codebook_pt", "vae_ckpt"):
+        assert "/tokenizers/mnist_sample/" in manifest[key], manifest[key]

@@ -36,8 +36,23 @@ def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
     else:
         public = None
     if public and storage.is_uri(public):  # (a local path stays the one preflight resolved)
-        facts = dataclasses.replace(facts, codebook_pt=public)
+        facts = dataclasses.replace(facts, codebook_pt=bucket_version(public))
     return files, codebook_identity(files, facts)
+
+
+def bucket_version(codebook_pt: str) -> str:
+    """A bucket's published codebook.pt by the version it is a copy of (`version.json` beside it,
+    written by the tokenizer): that file is never overwritten, so the checkpoint names one a
+    later tokenize cannot replace. Without one, the path as it is."""
+    from ..publish import VERSION_FILE
+
+    folder = storage.dirname(codebook_pt)
+    marker = storage.join(folder, VERSION_FILE)
+    if not storage.exists(marker):
+        return codebook_pt
+    version = storage.read_json_object(marker, DataError).get("version")
+    root = storage.dirname(storage.dirname(folder))  # <root>/codebook/<name>
+    return storage.join(root, version, "codebook", "codebook.pt") if isinstance(version, str) else codebook_pt
 
 
 def codebook_identity(files: CodeFiles, facts: DataFacts) -> DataFacts:

@@ -369,6 +369,10 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         publish.discard(root, staging)  # gone already when published; its lock released either way
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
+    if out_root.remote:  # the version too, never overwritten: what a run trained on stays in the bucket
+        save_json(os.path.join(version, "codebook", publish.VERSION_FILE),
+                  {"version": os.path.relpath(version, root)})
+        out_root.push(version)
     out_root.push(os.path.join(root, f"vae_{cfg.name}"))
     # the files the pipeline and the trainer look for go last: a folder without them is not done
     out_root.push(out_dir, last=("tokenizer_config.json", "codebook.pt"))
