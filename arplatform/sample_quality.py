@@ -68,7 +68,7 @@ def train_classifier(real: RealData, epochs: int = 8, seed: int = 0, log=print) 
     _, c, h, _ = real.train_images.shape
     model = Classifier(c, h, real.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    x, y = torch.from_numpy(real.train_images), torch.from_numpy(real.train_labels)
+    x, y = torch.tensor(real.train_images), torch.tensor(real.train_labels)  # copies: they may be read-only
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(x) / 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
@@ -130,7 +130,7 @@ def nearest_distance(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each query image, the L2 pixel distance to its nearest reference image, and its index."""
-    ref = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).flatten(1)
+    ref = torch.tensor(np.asarray(references, dtype=np.float32)).flatten(1)  # a copy: Ray hands read-only arrays
     distances, indices = [], []
     for q in _chunks(queries, 256):
         found = torch.cdist(torch.from_numpy(q).flatten(1), ref).min(1)
