@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="pipeline overrides, the same for every seed")
     args = p.parse_args()
     out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="quality-"))
+    os.makedirs(out, exist_ok=True)
     print(machine_line())
     print(f"commit {commit()}, {args.config} {' '.join(args.overrides)}, seeds {args.seeds}, in {out}", flush=True)
     rows = []
