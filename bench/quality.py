@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -63,6 +64,18 @@ def summary(rows: list[dict]) -> dict:
                   "max": max(r[key] for r in rows)} for key, _ in FIGURES}
 
 
+def floors(stats: dict) -> dict:
+    """The guard's floors (tests/quality_floors.yaml) by one rule: the worst seed, widened by the
+    seeds' range or a minimum margin, whichever is larger (another x86 CPU follows another
+    trajectory, as another seed does; a real regression moves a figure by more)."""
+    def margin(key: str, least: float) -> float:
+        return max(stats[key]["max"] - stats[key]["min"], least)
+
+    return {"accuracy_min": math.floor((stats["accuracy"]["min"] - margin("accuracy", 0.02)) * 100) / 100,
+            "frechet_ratio_max": math.ceil((stats["frechet_ratio"]["max"] + margin("frechet_ratio", 0.15)) * 10) / 10,
+            "bits_per_code_max": math.ceil((stats["bits_per_code"]["max"] + margin("bits_per_code", 0.05)) * 100) / 100}
+
+
 def table(rows: list[dict], stats: dict) -> str:
     lines = ["| seed | " + " | ".join(name for _, name in FIGURES) + " | seconds |",
              "|---" * (len(FIGURES) + 2) + "|"]
@@ -90,9 +103,10 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     stats = summary(rows)
     print(table(rows, stats))
+    print("floors (tests/quality_floors.yaml):", json.dumps(floors(stats)))
     name = "quality-" + args.config.replace("/", "-")
     print("saved", save(name, {"commit": commit(), "config": args.config, "overrides": args.overrides,
-                               "seeds": rows, "summary": stats}))
+                               "seeds": rows, "summary": stats, "floors": floors(stats)}))
 
 
 if __name__ == "__main__":
