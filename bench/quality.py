@@ -7,8 +7,8 @@ evaluates anew. The figures are the pipeline's own `quality.json`: the platform 
 class accuracy, the Fréchet distance of the samples over the tokenizer reconstructions', and the
 held-out bits per code. The README's quality tables and tests/quality_floors.yaml come from here.
 
-    cd bench && ../.venv/bin/python quality.py [--config pipeline/mnist_sample] [--seeds 0 1 2]
-        [--out DIR] [pipeline overrides, e.g. train.optim.ema_decay=0.99 …]
+    cd bench && ../.venv/bin/python quality.py [--config pipeline/mnist_sample] [--out DIR]
+        [pipeline overrides, e.g. train.optim.ema_decay=0.99 …] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def floors(stats: dict) -> dict:
 
     return {"accuracy_min": math.floor((stats["accuracy"]["min"] - margin("accuracy", 0.02)) * 100) / 100,
             "frechet_ratio_max": math.ceil((stats["frechet_ratio"]["max"] + margin("frechet_ratio", 0.15)) * 10) / 10,
-            "bits_per_code_max": math.ceil((stats["bits_per_code"]["max"] + margin("bits_per_code", 0.05)) * 100) / 100}
+            "bits_per_code_max": math.ceil((stats["bits_per_code"]["max"] + margin("bits_per_code", 0.08)) * 100) / 100}
 
 
 def table(rows: list[dict], stats: dict) -> str:
