@@ -50,7 +50,7 @@ def test_the_floors_sit_outside_every_measured_seed_and_catch_a_regression():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("job", list(load_floors()))
-def test_the_main_job_keeps_its_sample_quality(job, tmp_path):
+def test_the_main_job_keeps_its_sample_quality(job, tmp_path, capsys):
     """The job's own command (`python -m arplatform.pipeline --config-name <config>`: what
     `python3 tasks.py demo` runs for the main job) on a fresh output root; its quality.json against
     the floors. The figures go to the log, so CI shows them on every run."""
@@ -62,5 +62,7 @@ def test_the_main_job_keeps_its_sample_quality(job, tmp_path):
                   if "quality.json" in files]
     with open(quality, encoding="utf-8") as f:
         found = figures(json.load(f))
-    print(f"{job}: " + ", ".join(f"{k} {v:.4f}" for k, v in found.items()))
+    wall = [line for line in proc.stdout.splitlines() if line.startswith("wall time:")]
+    with capsys.disabled():  # shown in CI's log on every run, passing or not
+        print(f"\nquality of {job}: " + ", ".join(f"{k} {v:.4f}" for k, v in found.items()) + "; " + " ".join(wall))
     assert breaches(found, entry["floors"]) == [], (job, found)
