@@ -109,6 +109,9 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
         env=fresh_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr[-3000:]
     fresh = storage.read_json_object(storage.join(s3_root, "samples", "fresh", "manifest.json"))
-    assert fresh["codebook_pt"] == storage.join(s3_root, "codebook", "mnist_sample", "codebook.pt")
-    assert fresh["vae_ckpt"] == storage.join(s3_root, "vae_mnist_sample", "checkpoints", "best.pt")
+    # the tokenizer version the run trained on, kept in the bucket whatever a later tokenize publishes
+    version = storage.dirname(storage.dirname(fresh["codebook_pt"]))
+    assert version.startswith(storage.join(s3_root, "tokenizers", "mnist_sample") + "/")
+    assert fresh["codebook_pt"] == storage.join(version, "codebook", "codebook.pt")
+    assert fresh["vae_ckpt"] == storage.join(version, "vae", "checkpoints", "best.pt")
     assert fresh["num_written"] == 4

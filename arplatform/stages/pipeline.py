@@ -21,6 +21,7 @@ from .. import storage, tracking
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
 from ..errors import DataError
 from ..jobs.sampling import tuned_sampler_settings
+from ..jobs.training import bucket_version
 from ..runs import seed_checkpoint
 
 
@@ -64,7 +65,8 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     if saved is None or {**saved, "sample": None} != {**to_dict(job), "sample": None}:
         return None
     codebook = storage.join(job.data.codebook_dir, "codebook.pt")
-    codebook = codebook if storage.is_uri(codebook) else os.path.realpath(codebook)
+    # as the run recorded it: the real version folder (a link's target, or a bucket's version.json)
+    codebook = bucket_version(codebook) if storage.is_uri(codebook) else os.path.realpath(codebook)
     best = storage.fetch(seed_path)
     trained_on = load_checkpoint(best).get("train_config", {}).get("codebook_pt")
     if trained_on != codebook:
