@@ -573,32 +573,34 @@ PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def refuse_env_interpolations(node, path: str = "") -> None:
-    """`${oc.env:…}` would copy an environment variable (a secret key, often) into the config,
-    which every command prints and logs to MLflow: refused, naming the key."""
+def strings_in(node, path: str = ""):
+    """(key path, value) of every string in a composed config's dicts and lists."""
     if isinstance(node, dict):
         for k, v in node.items():
-            refuse_env_interpolations(v, f"{path}.{k}" if path else str(k))
+            yield from strings_in(v, f"{path}.{k}" if path else str(k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            refuse_env_interpolations(v, f"{path}[{i}]")
-    elif isinstance(node, str) and "oc.env" in node.replace(" ", "") and "${" in node:
-        raise ConfigError(f"{path}: ${{oc.env:…}} is refused (configs are printed and logged to MLflow, so a "
-                          "secret would be too); pass the value as key=value, or leave credentials in the "
-                          "environment, where the platform reads them")
+            yield from strings_in(v, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
 
 
-def refuse_interpolations(node, path: str = "") -> None:
+def refuse_env_interpolations(node) -> None:
+    """`${oc.env:…}` written out: refused naming the key (composing refuses every other spelling,
+    `config_files.no_environment_resolver`, without knowing the key)."""
+    for path, value in strings_in(node):
+        if "oc.env" in value.replace(" ", "") and "${" in value:
+            raise ConfigError(f"{path}: ${{oc.env:…}} is refused (configs are printed and logged to MLflow, so a "
+                              "secret would be too); pass the value as key=value, or leave credentials in the "
+                              "environment, where the platform reads them")
+
+
+def refuse_interpolations(node) -> None:
     """A resolved config holds plain values: a `${` left in one (written escaped) would be an
     interpolation again for whatever reads the config with OmegaConf next."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            refuse_interpolations(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            refuse_interpolations(v, f"{path}[{i}]")
-    elif isinstance(node, str) and "${" in node:
-        raise ConfigError(f"{path}: {node!r} holds '${{' after resolving; a value may not name an interpolation")
+    for path, value in strings_in(node):
+        if "${" in value:
+            raise ConfigError(f"{path}: {value!r} holds '${{' after resolving; a value may not name an interpolation")
 
 
 def config_names(config_dir: str, group: str) -> list[str]:

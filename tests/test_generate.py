@@ -203,29 +203,25 @@ def test_a_refused_ray_generate_leaves_no_folder(tmp_path, ray_cluster):
     """Refused after its folder was locked (the actors' CPUs are checked against the cluster
     once Ray is up): no empty folder with a lock and a manifest is left behind."""
     ckpt, _, _ = write_models(tmp_path / "m")
-    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
-                           "4", "--engine", "ray", "--actors", "64", "--cpus_per_actor", "1",
-                           "--out", str(tmp_path / "s")], env=job_env(ray_cluster), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2 and "actors: 64 actors" in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "s").exists()
+
+    def refused(actors: int, cpus: float) -> str:
+        """The one error line of a Ray generate of `actors` × `cpus`; nothing left behind."""
+        proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt,
+                               "--num_samples", "4", "--engine", "ray", "--actors", str(actors), "--cpus_per_actor",
+                               str(cpus), "--out", str(tmp_path / "s")], env=job_env(ray_cluster),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and not (tmp_path / "s").exists(), proc.stderr[-2000:]
+        return proc.stderr.strip()
+
+    assert "actors: 64 actors" in refused(64, 1)
     # CPUs are not the only bound: 4,000 actors of 0.0005 CPU each would take about 1.2 TB of memory
-    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
-                           "4", "--engine", "ray", "--actors", "4000", "--cpus_per_actor", "0.0005",
-                           "--out", str(tmp_path / "s")], env=job_env(ray_cluster), capture_output=True, text=True,
-                          timeout=300)
-    line = proc.stderr.strip()
-    assert proc.returncode == 2 and line.startswith("error: actors: 4000 actors × "), line[-2000:]
+    line = refused(4000, 0.0005)
+    assert line.startswith("error: actors: 4000 actors × "), line[-2000:]
     assert "of memory but the cluster has" in line and "at most" in line and "\n" not in line
-    assert not (tmp_path / "s").exists()
     # nor memory: 40 actors of 0.05 CPU fit both, and would be 40 processes queueing for the cores (#20)
-    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
-                           "4", "--engine", "ray", "--actors", "40", "--cpus_per_actor", "0.05",
-                           "--out", str(tmp_path / "s")], env=job_env(ray_cluster), capture_output=True, text=True,
-                          timeout=300)
-    line = proc.stderr.strip()
-    assert proc.returncode == 2 and line.startswith("error: actors: 40 actor processes"), line[-2000:]
-    assert "at most one per core" in line and "\n" not in line and not (tmp_path / "s").exists()
+    line = refused(40, 0.05)
+    assert line.startswith("error: actors: 40 actor processes"), line[-2000:]
+    assert "at most one per core" in line and "\n" not in line
 
 
 def test_wrong_or_mismatched_models_are_one_line(tmp_path):

@@ -282,6 +282,16 @@ def _publish_one(root: str, i: int) -> None:
     publish.publish(root, "m", staging)
 
 
+def _tokenize_in_a_process(root: str, i: int) -> str:
+    """One publish of version i, in a process of its own as a tokenizer run is (a live
+    publisher's versions stay); the version folder it made current."""
+    child = multiprocessing.get_context("fork").Process(target=_publish_one, args=(root, i))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    return os.path.join(publish.versions_dir(root, "m"), publish.current_version(root, "m"))
+
+
 def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
     """Tokenize, train, tokenize twice more: the first version stays, because the training run's
     run.json names its codebook (what `run_train` records, through the seed's link or not);
@@ -292,21 +302,14 @@ def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
 
     root = str(tmp_path)
 
-    def tokenize(i):  # in a process of its own, as a tokenizer run is (a live publisher's versions stay)
-        child = multiprocessing.get_context("fork").Process(target=_publish_one, args=(root, i))
-        child.start()
-        child.join()
-        assert child.exitcode == 0
-        return os.path.join(publish.versions_dir(root, "m"), publish.current_version(root, "m"))
-
-    first = tokenize(0)
+    first = _tokenize_in_a_process(root, 0)
     run = runs.new_run(storage.Root(root), "tiny")
     trained_on = os.path.realpath(os.path.join(root, "codebook", "m", "codebook.pt"))  # as check_data resolves it
     facts = DataFacts(TokenLayout(4, 0), (2, 2), 4, codebook_pt=trained_on, codebook_sha256="x", vae_sha256="y")
     runs.write_state(run, **facts.identity())
-    unnamed = tokenize(1)
+    unnamed = _tokenize_in_a_process(root, 1)
     for i in (2, 3):
-        tokenize(i)
+        _tokenize_in_a_process(root, i)
     kept = set(os.listdir(publish.versions_dir(root, "m"))) - {"current"}
     assert os.path.basename(first) in kept and os.path.basename(unnamed) not in kept and len(kept) == 3
     with open(os.path.join(first, "codebook", "codebook.pt")) as f:
@@ -324,24 +327,17 @@ def test_a_version_a_run_under_another_root_trained_on_is_kept(tmp_path, capfd):
 
     root, other = str(tmp_path / "a"), str(tmp_path / "b")
 
-    def tokenize(i):
-        child = multiprocessing.get_context("fork").Process(target=_publish_one, args=(root, i))
-        child.start()
-        child.join()
-        assert child.exitcode == 0
-        return os.path.join(publish.versions_dir(root, "m"), publish.current_version(root, "m"))
-
-    first = tokenize(0)
+    first = _tokenize_in_a_process(root, 0)
     run = runs.new_run(storage.Root(other), "tiny")
     trained_on = os.path.realpath(os.path.join(root, "codebook", "m", "codebook.pt"))
     facts = DataFacts(TokenLayout(4, 0), (2, 2), 4, codebook_pt=trained_on, codebook_sha256="x", vae_sha256="y")
     runs.note_tokenizer(run, facts.identity())
     for i in (1, 2, 3):
-        tokenize(i)
+        _tokenize_in_a_process(root, i)
     assert os.path.isdir(first) and f"kept tokenizer version {first}: run {run.dir}" in capfd.readouterr().out
     shutil.rmtree(run.dir)
     for i in (4, 5):
-        tokenize(i)
+        _tokenize_in_a_process(root, i)
     assert not os.path.exists(first)
 
 
