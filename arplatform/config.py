@@ -451,6 +451,7 @@ class TuneJobConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     asha: ASHAConfig = field(default_factory=ASHAConfig)
     trial_cpus: float = 0.25  # the trial's own process (it drives one Ray Train run)
+    register_best: bool = False  # the best trial's best.pt as a registered MLflow model (train.tracking.model_name)
     train: TrainJobConfig | None = None  # composed from train_config + overrides (`tune.build_config`)
 
     def __post_init__(self):

@@ -419,6 +419,18 @@ class Root:
             return local_path
         return join(self.root, *rel.split(os.sep)) if rel != "." else self.root
 
+    def shared_name(self, path: str) -> str:
+        """What a record others read (MLflow) names `path` by: relative to the root when inside
+        it (the root's own URI in front for a bucket), else a URI (`file://` for a local path).
+        An absolute local path means nothing to a colleague on another machine."""
+        if is_uri(path):
+            return path
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.local))
+        if rel.startswith(".."):
+            return "file://" + os.path.abspath(path)
+        rel = "/".join(rel.split(os.sep))
+        return join(self.root, rel) if self.remote else rel
+
     def check_writable(self, key: str) -> None:
         check_writable(self.root, key)
 

@@ -130,22 +130,97 @@ def seed_sqlite_store(db: str) -> None:
     atomic_write(db, copy)
 
 
+# MLflow 3's UI opens an experiment in its model-training view (runs, models, charts) when the
+# experiment says so, rather than the GenAI view (traces, judges, prompts)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(c, name: str, artifacts: str) -> str:
-    """The experiment `name`, created on first use; a sqlite store's artifacts go to the local
-    folder `artifacts` (`<output_root>/mlartifacts`)."""
+    """The experiment `name`, created on first use as a model-training experiment; a sqlite
+    store's artifacts go to the local folder `artifacts` (`<output_root>/mlartifacts`)."""
     with store_lock(c.tracking_uri):  # two first runs must not both create the experiment
         exp = c.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        sqlite = c.tracking_uri.startswith("sqlite:")  # else MLflow would scatter ./mlruns in the cwd
-        return c.create_experiment(name, artifact_location="file://" + artifacts if sqlite else None)
+        if exp is None:
+            sqlite = c.tracking_uri.startswith("sqlite:")  # else MLflow would scatter ./mlruns in the cwd
+            return c.create_experiment(name, artifact_location="file://" + artifacts if sqlite else None,
+                                       tags=EXPERIMENT_TAGS)
+        for key, value in EXPERIMENT_TAGS.items():  # an experiment made by an older platform
+            if exp.tags.get(key) != value:
+                c.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
 
 def start_run(uri: str, experiment: str, artifacts: str, run_name: str, params: dict, tags: dict) -> str:
+    """A new run with the platform's source tags (`source_tags`) beside `tags`."""
     c = client(uri)
-    run = c.create_run(experiment_id(c, experiment, artifacts), run_name=run_name, tags=tags)
+    run = c.create_run(experiment_id(c, experiment, artifacts), run_name=run_name, tags=source_tags() | tags)
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
+
+
+def source_tags() -> dict:
+    """What made a run, as MLflow's UI shows it ("Source", the git commit): the platform's command
+    and version, and the commit of its source tree where it runs from a git checkout."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        platform_version = version("arplatform")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        platform_version = "unknown"
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": command_name(sys.argv),
+            "arplatform.version": platform_version}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def command_name(argv: list[str]) -> str:
+    """`arplatform train` for `arplatform train …`, `python -m arplatform.train …` and
+    `python -m arplatform train …`; the program's name for anything else (a test, a notebook)."""
+    prog = os.path.basename(argv[0]).removesuffix(".py") if argv and argv[0] else "python"
+    if prog in ("arplatform", "__main__") and len(argv) > 1 and not argv[1].startswith("-"):
+        return f"arplatform {argv[1]}"
+    parent = os.path.basename(os.path.dirname(argv[0])) if argv and argv[0] else ""
+    return f"arplatform {prog}" if parent == "arplatform" else prog
+
+
+def git_commit() -> str | None:
+    """The commit of the platform's source tree when it runs from a git checkout (an editable
+    install); None for an installed wheel, or where git is missing."""
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(here, ".git")):
+        return None
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def log_dataset(uri: str, run_id: str, name: str, digest: str, source: str, context: str = "training",
+                profile: dict | None = None) -> None:
+    """A dataset input of the run, as MLflow's UI lists it ("Datasets"): its name, its digest (the
+    platform's identity of the data) and its source (a path relative to the output root, or a URI)."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source_type = source.split("://", 1)[0] if "://" in source else "local"
+    dataset = Dataset(name=name, digest=digest, source_type=source_type, source=json.dumps({"uri": source}),
+                      profile=json.dumps(profile) if profile else None)
+    client(uri).log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+
+
+def run_page(uri: str, run_id: str) -> str:
+    """Where MLflow's UI shows a run, in its model-training view: on the tracking server, or on
+    `mlflow server --host 127.0.0.1` (port 5000) over an embedded store."""
+    c = client(uri)
+    server = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{server}/#/experiments/{c.get_run(run_id).info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def log_params(uri: str, run_id: str, params: dict) -> None:
@@ -185,6 +260,15 @@ def set_status(uri: str, run_id: str, status: str) -> None:
 
 def log_artifact(uri: str, run_id: str, path: str, artifact_path: str | None = None) -> None:
     client(uri).log_artifact(run_id, path, artifact_path)
+
+
+def log_image(uri: str, run_id: str, png: str, key: str, step: int = 0) -> None:
+    """A picture MLflow's chart view shows per run and step ("Image grid": two runs side by side)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(png) as image:
+        client(uri).log_image(run_id, np.asarray(image.convert("RGB")), key=key, step=step)
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict, step: int = 0) -> None:

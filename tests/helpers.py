@@ -19,7 +19,7 @@ TINY = ["model.embed_dim=32", "model.num_layers=1", "model.num_heads=2", "model.
         "sample.num_samples=8", "trainer.num_workers=2"]
 
 
-def learnable_codes(folder, n=320, k=16, classes=4, seed=0):
+def learnable_codes(folder, n=320, k=16, classes=4, seed=0, vae=False):
     """4×4 grids whose codes follow the class and position, with 10 % noise: a GPT can learn them."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
@@ -30,8 +30,14 @@ def learnable_codes(folder, n=320, k=16, classes=4, seed=0):
         codes[noise] = rng.integers(0, k, noise.sum())
         np.save(os.path.join(folder, f"{prefix}codes.npy"), codes.astype(np.int32))
         np.save(os.path.join(folder, f"{prefix}labels.npy"), labels.astype(np.int64))
-    save_codebook(os.path.join(folder, "codebook.pt"), torch.randn(k, 4),
-                  {"num_codes": k, "num_classes": classes, "grid": [4, 4]})
+    meta = {"num_codes": k, "num_classes": classes, "grid": [4, 4]}
+    if vae:  # a VAE the codebook names: the codes decode to 16×16 images (an MLflow model is logged)
+        from arplatform.core.checkpoint import save_checkpoint
+        from arplatform.core.vae import VAE, VAEConfig
+
+        save_checkpoint(os.path.join(folder, "vae.pt"), VAE(VAEConfig(1, 16, 4, 8)), kind="vae")
+        meta["vae_checkpoint"] = "vae.pt"
+    save_codebook(os.path.join(folder, "codebook.pt"), torch.randn(k, 4), meta)
     return str(folder)
 
 

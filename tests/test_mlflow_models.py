@@ -61,12 +61,15 @@ def test_a_registered_model_generates_what_its_files_generate(mlflow_server, tmp
     sample = to_dict(SampleConfig())
     logged = log_model(mlflow_server, run_id, {"transformer_ckpt": ckpt, "codebook_pt": codebook, "vae_ckpt": vae},
                        sample, register_as="tiny")
-    assert logged == {"model_uri": f"runs:/{run_id}/model", "registered_uri": "models:/tiny/1"}
+    model_id = logged["model_id"]
+    assert logged == {"model_id": model_id, "model_uri": f"models:/{model_id}", "run_uri": f"runs:/{run_id}/model",
+                      "registered_uri": "models:/tiny/1"}
     assert log_model(mlflow_server, run_id, {"transformer_ckpt": ckpt, "codebook_pt": codebook, "vae_ckpt": vae},
                      sample, register_as="tiny")["registered_uri"] == "models:/tiny/2"  # a new version
 
     assert generate("--transformer_ckpt", ckpt, "--num_samples", 6, "--out", tmp_path / "path")[0] == 0
-    for uri, out in (("models:/tiny/1", "registered"), (f"runs:/{run_id}/model", "run")):
+    for uri, out in (("models:/tiny/1", "registered"), (f"runs:/{run_id}/model", "run"),
+                     (f"models:/{model_id}", "logged")):
         code, log, err = generate(f"transformer_ckpt={uri}", f"tracking_uri={mlflow_server}", "num_samples=6",
                                   f"out={tmp_path / out}")
         assert code == 0, err
@@ -111,8 +114,8 @@ def test_a_reregistered_version_and_a_changed_artifact_are_never_drawn_from_stal
         run_id = client.create_run(experiment).info.run_id
         if seed:
             client.delete_registered_model("again")
-        log_model(mlflow_server, run_id, {"transformer_ckpt": ckpt, "codebook_pt": codebook, "vae_ckpt": vae},
-                  sample, register_as="again")
+        model_id = log_model(mlflow_server, run_id, {"transformer_ckpt": ckpt, "codebook_pt": codebook,
+                                                     "vae_ckpt": vae}, sample, register_as="again")["model_id"]
         code, _, err = generate("transformer_ckpt=models:/again/1", f"tracking_uri={mlflow_server}", "num_samples=2",
                                 f"out={tmp_path / f'drawn{seed}'}")
         assert code == 0, err
@@ -125,7 +128,7 @@ def test_a_reregistered_version_and_a_changed_artifact_are_never_drawn_from_stal
     # the last run's best.pt replaced inside the artifact store: refused on download
     artifact_uri = client.get_run(run_id).info.artifact_uri
     (stored,) = [os.path.join(d, "best.pt") for d, _, files in os.walk(os.environ["ARPLATFORM_TEST_MLFLOW_ART"])
-                 if "best.pt" in files and run_id in d and os.path.basename(d) != "1"]  # (1/best.pt: a VAE so named)
+                 if "best.pt" in files and model_id in d and os.path.basename(d) != "1"]  # (1/best.pt: a VAE so named)
     with open(os.path.join(tmp_path / "m0", "best.pt"), "rb") as src, open(stored, "wb") as dst:
         dst.write(src.read())
     monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "fresh-cache"))

@@ -25,6 +25,37 @@ def pipeline(root, *extra, cluster=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
+def check_mlflow_records(root, logged: dict) -> None:
+    """What MLflow's UI shows of the training run, read through MLflow's own API: a model-training
+    experiment; a logged model of the run with the run's last validation metrics linked to it and
+    a registered version; the training codes as a dataset input with the tokenizer's version;
+    the source commit; no absolute local path in its tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    model = client.get_logged_model(logged["model_id"])
+    run = client.get_run(model.source_run_id)
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert [m.model_id for m in client.search_logged_models([run.info.experiment_id])] == [model.model_id]
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    linked = {m.key: m.value for m in model.metrics}
+    assert linked["val/loss"] == client.get_metric_history(run.info.run_id, "val/loss")[-1].value
+    assert model.params["temperature"] == "0.9" and model.status == "READY"
+    version = client.get_model_version("arplatform-mnist_sample", "1")
+    assert version.source == f"models:/{model.model_id}" and version.run_id == run.info.run_id
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.name.startswith("codes of tokenizer mnist_sample/") and len(data.dataset.digest) == 32
+    assert [t.value for t in data.tags] == ["training"]
+    assert json.loads(data.dataset.source)["uri"].startswith("tokenizers/mnist_sample/")  # relative to the root
+    tags = run.data.tags
+    assert tags["tokenizer_version"] == data.dataset.name.split()[-1]
+    assert tags["run_dir"].startswith("transformer/mnist_sample/runs/") and tags["mlflow.source.name"]
+    assert not [k for k, v in tags.items() if str(root) in v], tags
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    assert tags.get("mlflow.source.git.commit") == (commit or None)
+
+
 def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     first = pipeline(tmp_path, cluster=ray_cluster)
     out = first.stdout + first.stderr
@@ -46,7 +77,9 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     assert logged["registered_uri"] == "models:/arplatform-mnist_sample/1" and "MLflow registered" in first.stdout
     best = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
     assert generate("--transformer_ckpt", best, "--num_samples", 4, "--out", tmp_path / "from_path")[0] == 0
-    for uri, name in ((logged["registered_uri"], "registered"), (logged["model_uri"], "run")):
+    check_mlflow_records(tmp_path, logged)
+    for uri, name in ((logged["registered_uri"], "registered"), (logged["model_uri"], "logged"),
+                      (logged["run_uri"], "run")):
         code, _, err = generate(f"transformer_ckpt={uri}", f"output_root={tmp_path}", "num_samples=4",
                                 f"out={tmp_path / name}")
         assert code == 0, err

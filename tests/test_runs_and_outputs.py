@@ -421,3 +421,31 @@ def test_ray_data_settings_of_one_run_do_not_outlive_it():
         assert (ctx.execution_no_progress_timeout_s, ctx.wait_for_min_actors_s) == (7.0, 3)
         raise RuntimeError("a stalled run")
     assert (ctx.execution_no_progress_timeout_s, ctx.wait_for_min_actors_s) == before
+
+
+def test_what_mlflow_records_of_a_run_names_no_local_path_and_says_what_made_it(tmp_path):
+    """Paths go to MLflow relative to the output root, or as URIs; the source is the command; the
+    training codes are named by the tokenizer version that made them."""
+    from arplatform.jobs.training import tokenizer_version
+
+    root = storage.Root(str(tmp_path / "out"))
+    run_dir = tmp_path / "out" / "transformer" / "x" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    assert root.shared_name(str(run_dir)) == "transformer/x/runs/r1"
+    assert root.shared_name(str(tmp_path / "elsewhere")) == f"file://{tmp_path / 'elsewhere'}"
+    assert root.shared_name("s3://bucket/codes") == "s3://bucket/codes"
+    bucket = storage.Root("s3://bucket/exp")
+    assert bucket.shared_name(bucket.local_path("transformer", "x")) == "s3://bucket/exp/transformer/x"
+
+    assert tracking.command_name(["/v/lib/arplatform/train.py", "a=1"]) == "arplatform train"
+    assert tracking.command_name(["/v/bin/arplatform", "generate", "a=1"]) == "arplatform generate"
+    assert tracking.command_name(["/v/lib/arplatform/__main__.py", "tune"]) == "arplatform tune"
+    assert tracking.command_name(["/v/bin/pytest", "-q"]) == "pytest"
+
+    version = tmp_path / "out" / "tokenizers" / "mnist" / "20261206-1-abc" / "codebook"
+    version.mkdir(parents=True)
+    (tmp_path / "out" / "codebook").mkdir()
+    os.symlink(version, tmp_path / "out" / "codebook" / "mnist")  # a published link to the version
+    assert tokenizer_version(str(version / "codebook.pt")) == "mnist/20261206-1-abc"
+    assert tokenizer_version(str(tmp_path / "out" / "codebook" / "mnist" / "codebook.pt")) == "mnist/20261206-1-abc"
+    assert tokenizer_version(str(tmp_path / "codes" / "codebook.pt")) is None and tokenizer_version(None) is None

@@ -68,7 +68,7 @@ def wait_for_a_finished_trial(root, proc, timeout=400):
 @pytest.mark.slow
 def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(tmp_path, ray_cluster):
     """The sweep is killed with the local cluster it started; it resumes on another (the suite's)."""
-    data = learnable_codes(tmp_path / "codes", n=160)
+    data = learnable_codes(tmp_path / "codes", n=160, vae=True)
     proc = run_tune(tmp_path, data, popen={"start_new_session": True})
     try:
         first = wait_for_a_finished_trial(tmp_path, proc)
@@ -85,7 +85,7 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
     # S3 users set AWS_* credentials; Tune would copy them into every trial's runtime_env, which
     # Ray's runtime-env agent logs in clear
     secret = f"secret-{os.urandom(8).hex()}"
-    again = run_tune(tmp_path, data, "resume=true", cluster=ray_cluster | {
+    again = run_tune(tmp_path, data, "resume=true", "register_best=true", cluster=ray_cluster | {
         "AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": secret})
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
@@ -121,6 +121,9 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
         assert child.info.status == {"FINISHED": "FINISHED", "STOPPED": "KILLED"}[r["status"]], r
         assert int(child.data.params["model.embed_dim"]) == int(r["model.embed_dim"])
         assert "val/loss" in child.data.metrics
+    # register_best=true: the best trial's model, registered from its own run
+    (version,) = client.search_model_versions("name='arplatform-mnist_sample'")
+    assert version.run_id == by_trial[rows[0]["trial"]].info.run_id and "best model:  models:/arplatform-" in out
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"leaderboard.csv", "leaderboard.md", "best.yaml", "parallel.png", "curves.png", "report.md"} <= artifacts
     report = open(os.path.join(sweep_dir, "report.md")).read()

@@ -1,8 +1,8 @@
 """A training run's model in MLflow: its checkpoint with the codebook and VAE it decodes
 through, as one MLflow model that `mlflow.pyfunc.load_model` turns into an image sampler.
 
-    log_model(uri, run_id, files, sample, register_as)   after a training run; → runs:/…, models:/…
-    fetch_model("models:/<name>/<version>" | "runs:/<run_id>/model", tracking_uri)
+    log_model(uri, run_id, files, sample, register_as)   after a training run; → models:/m-<id>, runs:/…
+    fetch_model("models:/<name>/<version>" | "models:/m-<id>" | "runs:/<run_id>/model", tracking_uri)
                                                          → the three files, downloaded, for generate
     ImageModel                                           the pyfunc: rows of (class, seed, n) → images
 
@@ -20,63 +20,114 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+import warnings
 
 import mlflow.pyfunc
 import numpy as np
 
 from .. import tracking
+from ..distributed.cluster import environment
 
 MODEL_DIR = "model"  # the artifact folder of a run that holds the model: runs:/<run_id>/model
 FILES = ("transformer_ckpt", "codebook_pt", "vae_ckpt")
 _FETCHED: dict[str, dict] = {}  # this process's downloads: generate reads one model twice (settings, models)
+QUIET_DOWNLOADS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # MLflow's bar would precede the platform's line
 SCRIPT = ("import mlflow.models\n"
           "from arplatform.jobs.mlflow_model import ImageModel\n"
           "mlflow.models.set_model(ImageModel())\n")
 
 
-def save_model_folder(folder: str, files: dict, sample: dict) -> None:
-    """The MLflow model folder: MLmodel, the script, the three files under artifacts/, and their
-    SHA-256s in the model's config (what a download is checked against)."""
+def signature():
+    """Rows of (class, seed, n) in; (N, H, W, C) uint8 images out."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from .. import storage
-
-    signature = ModelSignature(
+    return ModelSignature(
         inputs=Schema([ColSpec("long", "class"), ColSpec("long", "seed"), ColSpec("long", "n")]),
-        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1), "images")]))  # (N, H, W, C)
-    with tempfile.TemporaryDirectory() as tmp:
-        script = os.path.join(tmp, "arplatform_model.py")
-        with open(script, "w", encoding="utf-8") as f:
-            f.write(SCRIPT)
-        digests = {k: storage.sha256(files[k]) for k in FILES}
-        mlflow.pyfunc.save_model(path=folder, python_model=script, artifacts={k: files[k] for k in FILES},
-                                 signature=signature, model_config={"sample": sample, "sha256": digests},
-                                 pip_requirements=["arplatform", "torch", "numpy", "pandas"])
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1), "images")]))
 
 
 def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str | None = None) -> dict:
-    """The model under the run's `model/` artifacts; registered as a new version of
-    `register_as` when given. Returns its URIs."""
-    client = tracking.client(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = os.path.join(tmp, MODEL_DIR)
-        save_model_folder(folder, files, sample)
-        client.log_artifacts(run_id, folder, MODEL_DIR)
-    logged = {"model_uri": f"runs:/{run_id}/{MODEL_DIR}"}
-    if register_as:
-        from mlflow.exceptions import MlflowException
+    """An MLflow 3 logged model of the run (`models:/m-<id>`, also `runs:/<run_id>/model`): the
+    three files, the signature, the sampling settings as its parameters and config, their
+    SHA-256s (what a download is checked against), and the run's metrics of its last validation
+    step linked to it. Registered as a new version of `register_as` when given. Made through the
+    client API alone: `mlflow.pyfunc.log_model` would read and set process-wide URIs."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.models import Model
 
-        try:
-            client.create_registered_model(register_as)
-        except MlflowException as e:
-            if e.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_DIR}"
-        version = client.create_model_version(register_as, source, run_id=run_id)
-        logged["registered_uri"] = f"models:/{register_as}/{version.version}"
+    from .. import storage
+
+    client = tracking.client(uri)
+    step = last_validation_step(client, run_id)
+    model = client.create_logged_model(  # in the run's own experiment (MLflow's default would be "0")
+        client.get_run(run_id).info.experiment_id, name=MODEL_DIR, source_run_id=run_id, model_type="image-sampler",
+        params={k: str(v) for k, v in sample.items()})
+    with tempfile.TemporaryDirectory() as tmp, environment(QUIET_DOWNLOADS), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided")  # the signature says it all
+        script = os.path.join(tmp, "arplatform_model.py")
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(SCRIPT)
+        folder = os.path.join(tmp, MODEL_DIR)
+        digests = {k: storage.sha256(files[k]) for k in FILES}
+        mlflow.pyfunc.save_model(
+            path=folder, python_model=script, artifacts={k: files[k] for k in FILES}, signature=signature(),
+            model_config={"sample": sample, "sha256": digests},
+            pip_requirements=["arplatform", "torch", "numpy", "pandas"],
+            mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
+                               model_id=model.model_id))
+        client.log_model_artifacts(model.model_id, folder)
+    client.log_outputs(run_id, models=[LoggedModelOutput(model.model_id, step=step)])
+    final = [m for key in client.get_run(run_id).data.metrics for m in client.get_metric_history(run_id, key)
+             if m.step == step]
+    client.log_batch(run_id, metrics=[Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id)
+                                      for m in final])  # the model's metrics: the run's at its last val step
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    logged = {"model_id": model.model_id, "model_uri": f"models:/{model.model_id}",
+              "run_uri": f"runs:/{run_id}/{MODEL_DIR}"}
+    if register_as:
+        logged["registered_uri"] = register(client, register_as, model.model_id, run_id)
     return logged
+
+
+def log_training_model(job, best: str, codebook: str, tuned: dict | None, uri: str, run_id: str) -> dict:
+    """A training run's best.pt with the codebook and VAE it decodes through, as the run's model
+    (a training run's end, and a sweep's best trial with `register_best`), registered when the
+    job's `tracking.register` says so; its URIs, or why there is none."""
+    from .. import storage
+    from ..config import to_dict
+    from ..publish import codebook_vae_path
+
+    vae = codebook_vae_path(codebook)
+    if not vae or not storage.isfile(vae):
+        return {"skipped": f"{codebook} names no VAE here: no images to decode into"}
+    files = {"transformer_ckpt": best, "codebook_pt": storage.fetch(codebook), "vae_ckpt": storage.fetch(vae)}
+    name = (job.tracking.model_name or f"arplatform-{job.name}") if job.tracking.register else None
+    return log_model(uri, run_id, files, to_dict(job.sample) | (tuned or {}), name)
+
+
+def register(client, name: str, model_id: str, run_id: str) -> str:
+    """A new version of registered model `name` (made on first use) for a logged model; its URI."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    # an embedded store resolves a models:/m-<id> source through the process's tracking URI, not
+    # the client's (MLflow 3.17's sqlalchemy registry): that URI is the client's for the call
+    uri = client.tracking_uri
+    with environment({"MLFLOW_TRACKING_URI": uri}, remove=("MLFLOW_TRACKING_URI",)):
+        version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, model_id=model_id)
+    return f"models:/{name}/{version.version}"
+
+
+def last_validation_step(client, run_id: str) -> int:
+    """The step of the run's last validation metrics (0 before any): MLflow links the run's
+    metrics of that step to the model."""
+    history = client.get_metric_history(run_id, "val/loss")
+    return max((m.step for m in history), default=0)
 
 
 def fetch_model(model_uri: str, tracking_uri: str) -> dict:
@@ -100,15 +151,15 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     key = hashlib.sha256(f"{tracking_uri}|{source}".encode()).hexdigest()[:16]
     folder = os.path.join(cache_dir(), "mlflow-models", key)
     kept = os.path.join(folder, "files.json")
-    if key in _FETCHED and all(os.path.exists(f) for f in _FETCHED[key].values()):
-        return _FETCHED[key]
+    if folder in _FETCHED and all(os.path.exists(f) for f in _FETCHED[folder].values()):
+        return _FETCHED[folder]
     if os.path.exists(kept):  # these files of that run were downloaded and checked before
         with open(kept, encoding="utf-8") as f:
             return {k: os.path.join(folder, rel) for k, rel in json.load(f).items()}
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(folder))
     try:
-        with quiet_downloads():  # MLflow's own progress bar would come before the platform's one line
+        with environment(QUIET_DOWNLOADS):
             local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
         with open(os.path.join(local, "MLmodel"), encoding="utf-8") as f:
             flavor = yaml.safe_load(f)["flavors"]["python_function"]
@@ -127,23 +178,8 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    _FETCHED[key] = {k: os.path.join(folder, rel) for k, rel in files.items()}
-    return _FETCHED[key]
-
-
-@contextmanager
-def quiet_downloads():
-    """MLflow's artifact progress bar off for the block (its setting is an environment variable)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+    _FETCHED[folder] = {k: os.path.join(folder, rel) for k, rel in files.items()}
+    return _FETCHED[folder]
 
 
 def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
@@ -162,13 +198,16 @@ def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
 
 
 def model_source(model_uri: str, tracking_uri: str) -> str:
-    """Where a model's files are: a runs:/ URI as it is; a registered version (models:/<name>/<n>,
-    models:/<name>@<alias>, models:/<name>/latest) through the registry of `tracking_uri`.
-    (MLflow's own models:/ resolution reads the process-wide registry URI; this one does not.)"""
-    if model_uri.startswith("runs:/"):
-        return model_uri
+    """Where a model's files are: a run's model (runs:/<run_id>/model), a logged model
+    (models:/m-<id>) and a registered version (models:/<name>/<n>, models:/<name>@<alias>, models:/<name>/latest)
+    through the store `tracking_uri` (MLflow's own models:/ resolution reads the process-wide
+    registry URI; this one does not)."""
     client = tracking.client(tracking_uri)
+    if model_uri.startswith("runs:/"):
+        return run_model_source(client, model_uri)
     name, _, ref = model_uri[len("models:/"):].partition("/")
+    if name.startswith("m-") and not ref:
+        return client.get_logged_model(name).artifact_location
     if "@" in name:
         name, alias = name.split("@", 1)
         version = client.get_model_version_by_alias(name, alias).version
@@ -176,27 +215,45 @@ def model_source(model_uri: str, tracking_uri: str) -> str:
         version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     else:
         version = client.get_model_version(name, ref).version
-    return client.get_model_version_download_uri(name, version)
+    source = client.get_model_version_download_uri(name, version)
+    if source.startswith("models:/m-"):  # a version of a logged model
+        return client.get_logged_model(source[len("models:/"):].split("/")[0]).artifact_location
+    return source
 
 
-class ImageModel(mlflow.pyfunc.PythonModel):
-    """`mlflow.pyfunc.load_model(uri).predict(rows)`: rows with columns class (-1: none), seed
-    and n → (Σn, H, W, C) uint8 images; row r's images are samples 0…n-1 of its seed, the
-    images `generate --seed <seed>` draws for those indices with that class."""
+def run_model_source(client, model_uri: str) -> str:
+    """runs:/<run_id>/<name>: the newest logged model of that name the run made, else (a model
+    logged by an older platform, as run artifacts) the run's own `<name>` folder. (MLflow's
+    runs:/ resolution of a logged model fails against a tracking server, MLflow 3.17.)"""
+    run_id, _, name = model_uri[len("runs:/"):].partition("/")
+    run = client.get_run(run_id)
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}], max_results=1)
+    return models[0].artifact_location if models else f"{run.info.artifact_uri}/{name}"
 
-    def load_context(self, context) -> None:
-        from ..config import SampleConfig, from_dict, to_dict
-        from ..image_sampler import ImageSampler
 
-        sample = to_dict(from_dict(SampleConfig, (context.model_config or {}).get("sample", {})))
-        spec = {k: context.artifacts[k] for k in FILES} | {"out": None, "seed": 0, "sample": sample,
-                                                           "device": "auto", "threads": None}
-        self.sampler = ImageSampler(spec)
+with warnings.catch_warnings():  # MLflow asks for type hints on predict: its rows are checked by the signature
+    warnings.simplefilter("ignore", UserWarning)
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
-        drawn = []
-        for row in model_input.to_dict("records"):
-            n = int(row["n"])
-            labels = np.full(n, int(row["class"]), dtype=np.int64)
-            drawn.append(self.sampler.draw(np.arange(n, dtype=np.int64), labels, int(row["seed"]))[1])
-        return np.concatenate(drawn) if drawn else np.zeros((0, 0, 0, 0), dtype=np.uint8)
+    class ImageModel(mlflow.pyfunc.PythonModel):
+        """`mlflow.pyfunc.load_model(uri).predict(rows)`: rows with columns class (-1: none), seed
+        and n → (Σn, H, W, C) uint8 images; row r's images are samples 0…n-1 of its seed, the
+        images `generate --seed <seed>` draws for those indices with that class."""
+
+        def load_context(self, context) -> None:
+            from ..config import SampleConfig, from_dict, to_dict
+            from ..image_sampler import ImageSampler
+
+            sample = to_dict(from_dict(SampleConfig, (context.model_config or {}).get("sample", {})))
+            spec = {k: context.artifacts[k] for k in FILES} | {"out": None, "seed": 0, "sample": sample,
+                                                               "device": "auto", "threads": None}
+            self.sampler = ImageSampler(spec)
+
+        def predict(self, context, model_input, params=None) -> np.ndarray:
+            drawn = []
+            for row in model_input.to_dict("records"):
+                n = int(row["n"])
+                labels = np.full(n, int(row["class"]), dtype=np.int64)
+                drawn.append(self.sampler.draw(np.arange(n, dtype=np.int64), labels, int(row["seed"]))[1])
+            return np.concatenate(drawn) if drawn else np.zeros((0, 0, 0, 0), dtype=np.uint8)

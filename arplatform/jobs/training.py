@@ -128,18 +128,25 @@ def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
 
 @contextmanager
 def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict, config_name: str | None,
-            tags: dict | None = None, ends_itself: bool = True):
+            tags: dict | None = None, ends_itself: bool = True, dataset: dict | None = None):
     """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
-    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id). A sweep's trial
+    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id), and `dataset`
+    (`training_dataset`) as its input. A sweep's trial
     passes `ends_itself=False`: its driver ends the runs from Tune's verdict (`tracking.tracked_run`)."""
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
 
     def start() -> str:
-        return tracking.start_run(uri, job.tracking.experiment, root.local_path("mlartifacts"), run.name, params,
-                                  {"config_name": config_name or job.name, "ray_run": run.name, "run_dir": run.dir,
-                                   **(tags or {})})
+        data = dict(dataset or {})
+        version = data.pop("tokenizer_version", None)
+        run_id = tracking.start_run(uri, job.tracking.experiment, root.local_path("mlartifacts"), run.name, params,
+                                    {"config_name": config_name or job.name, "ray_run": run.name,
+                                     "run_dir": root.shared_name(run.dir), **(tags or {}),
+                                     **({"tokenizer_version": version} if version else {})})
+        if data:
+            tracking.log_dataset(uri, run_id, **data)
+        return run_id
 
     def on_start(run_id):
         runs.write_state(run, status=runs.RUNNING, mlflow_run_id=run_id, tracking_uri=uri, config_name=config_name,
@@ -152,6 +159,38 @@ def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict
 
     with tracking.tracked_run(uri, previous, start, on_start, on_end, ends_itself) as mlflow_run_id:
         yield uri, mlflow_run_id
+
+
+def training_dataset(files: CodeFiles, facts: DataFacts, root: storage.Root) -> dict:
+    """The run's training codes as MLflow records a dataset: named by the tokenizer version that
+    made them, with their identity as the digest (the SHA-256 of every code and label file's
+    bytes and of the codebook, read in blocks: the driver's memory stays flat) and their folder,
+    as `Root.shared_name` names it, as the source."""
+    import hashlib
+
+    paths = [*files.codes, *(files.labels or []), *(files.val_codes or []), *(files.val_labels or [])]
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(f"{os.path.basename(path)} {storage.sha256(path)} ".encode())
+    h.update(str(facts.codebook_sha256).encode())
+    version = tokenizer_version(facts.codebook_pt)
+    folder = os.path.dirname(files.codes[0]) if len(files.codes) > 1 or not facts.codebook_pt else \
+        storage.dirname(facts.codebook_pt)
+    name = f"codes of tokenizer {version}" if version else f"codes {os.path.basename(folder.rstrip('/'))}"
+    return {"name": name, "digest": h.hexdigest()[:32], "source": root.shared_name(folder),
+            "profile": {"train_sequences": facts.num_train, "val_sequences": facts.num_val, "files": len(paths)},
+            "tokenizer_version": version}
+
+
+def tokenizer_version(codebook_pt: str | None) -> str | None:
+    """`<name>/<version>` of a codebook inside a tokenizer version (`<root>/tokenizers/<name>/
+    <version>/codebook/codebook.pt`), else None (codes made outside the tokenizer)."""
+    if not codebook_pt:
+        return None
+    parts = (os.path.realpath(codebook_pt) if not storage.is_uri(codebook_pt) else codebook_pt).split("/")
+    if len(parts) >= 5 and parts[-5] == "tokenizers" and parts[-2] == "codebook":
+        return f"{parts[-4]}/{parts[-3]}"
+    return None
 
 
 def worker_config(job: TrainJobConfig, facts: DataFacts, uri: str | None, mlflow_run_id: str | None,

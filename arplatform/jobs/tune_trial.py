@@ -26,7 +26,7 @@ from ..tune_space import apply_params
 
 
 def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: dict, parent_run_id: str | None,
-               config_name: str) -> None:
+               config_name: str, dataset: dict | None = None) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -48,8 +48,8 @@ def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: 
     root = storage.Root(job.output_root)
     # the sweep's driver ends this run (KILLED when ASHA stopped it): a trial stopped mid-fit would
     # otherwise race the driver to write its last status (`stages.tune.close_trial_runs`)
-    with tracked(job, run, root, {**to_dict(job), "trial": params}, config_name, tags,
-                 ends_itself=False) as (uri, mlflow_run_id):
+    with tracked(job, run, root, {**to_dict(job), "trial": params}, config_name, tags, ends_itself=False,
+                 dataset=dataset) as (uri, mlflow_run_id):
         save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name, "trial": params})
         trainer = build_trainer(job, DataFacts.from_dict(facts), rows, run, uri, mlflow_run_id,
                                 callbacks=[TuneReportCallback()])

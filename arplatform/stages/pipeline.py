@@ -115,8 +115,8 @@ def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple
     run_summary = storage.read_json_object(summary, DataError) if storage.exists(summary) else {}
     runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
     if run.get("tracking_uri"):
-        runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']} "
-                    f"(mlflow ui --backend-store-uri {run['tracking_uri']} --host 127.0.0.1)")
+        runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']}: "
+                    f"{tracking.run_page(run['tracking_uri'], run.get('mlflow_run_id'))}")
     md, html = write_report(folder, {
         "name": cfg.name, "run_name": run.get("run_name"), "pictures": pictures, "quality": report,
         "quality_table": quality_table(report), "runs": runs, "times": times,

@@ -37,6 +37,7 @@ from ..jobs.training import (
     latest_ray_checkpoint,
     resolve_train_precision,
     tracked,
+    training_dataset,
 )
 from ..startup import StartupClock
 from ..train_plan import DataFacts, TrainPlan, plan_training
@@ -137,7 +138,9 @@ def train_run(job: TrainJobConfig, config_name: str | None, root: storage.Root, 
     log(f"run {run.name}{' (resumed)' if run.resumed else ''}: {root.public(run.dir)}")
     size = model_size(job, plan)
     log(describe(job, facts, plan, size))
-    with tracked(job, run, root, run_params(job, facts, plan, size), config_name) as (uri, mlflow_run_id):
+    dataset = training_dataset(files, facts, root) if job.tracking.enabled else None
+    with tracked(job, run, root, run_params(job, facts, plan, size), config_name,
+                 dataset=dataset) as (uri, mlflow_run_id):
         clock.mark("run folder and MLflow run")
         trainer = build_trainer(job, facts, {"train": train_rows, "val": val_rows}, run, uri, mlflow_run_id)
         result = trainer.fit()
@@ -169,13 +172,15 @@ def where_it_went(summary: dict, run: runs.Run, public, uri: str | None, mlflow_
              f"  checkpoint:  {public(summary['published'])} (published)",
              f"  samples:     {public(run.dir)}/samples_*", f"  Ray run:     {run.ray_path}"]
     if uri:
-        lines += [f"  MLflow run:  {mlflow_run_id} in {uri}",
-                  f"  look at it:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1"]
+        lines += [f"  MLflow run:  {mlflow_run_id} in {uri}"]
+        if not uri.startswith(("http://", "https://")):
+            lines.append(f"  look at it:  mlflow server --backend-store-uri {uri} --host 127.0.0.1, then open")
+        lines.append(f"               {tracking.run_page(uri, mlflow_run_id)}")
         model = summary.get("mlflow_model", {})
         if model.get("model_uri"):
             registered = f", MLflow registered: {model['registered_uri']}" if model.get("registered_uri") else ""
-            lines.append(f"  MLflow model: {model['model_uri']}{registered}  (arplatform generate "
-                         "transformer_ckpt=<either> draws from it)")
+            lines.append(f"  MLflow model: {model['model_uri']} (also {model['run_uri']}){registered}  "
+                         "(arplatform generate transformer_ckpt=<any of them> draws from it)")
     return "\n".join(lines)
 
 
@@ -193,28 +198,22 @@ def finish(job: TrainJobConfig, run: runs.Run, root: storage.Root, codebook: str
     if uri:
         for path in artifacts:
             tracking.log_artifact(uri, mlflow_run_id, path)
+            if path.endswith("samples_grid.png"):  # compared across runs in the chart view's image grid
+                tracking.log_image(uri, mlflow_run_id, path, "samples", summary_step(result))
     summary = dict(result.return_value or {})
     if uri and job.tracking.log_model and codebook:
-        summary["mlflow_model"] = log_mlflow_model(job, best, codebook, tuned, uri, mlflow_run_id)
+        from ..jobs.mlflow_model import log_training_model  # (imports MLflow's model flavours: seconds)
+
+        summary["mlflow_model"] = log_training_model(job, best, codebook, tuned, uri, mlflow_run_id)
     summary.update({"run_name": run.name, "run_dir": run.dir, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
                     "output_dir": run.dir, "ray_run_path": result.path,
                     "published": runs.publish_best(run, root)})
     return summary
 
 
-def log_mlflow_model(job: TrainJobConfig, best: str, codebook: str, tuned: dict | None, uri: str,
-                     mlflow_run_id: str) -> dict:
-    """best.pt with the codebook and VAE it decodes through as one MLflow model of the run
-    (`jobs.mlflow_model`), registered when `tracking.register`; its URIs."""
-    from ..jobs.mlflow_model import log_model
-    from ..publish import codebook_vae_path
-
-    vae = codebook_vae_path(codebook)
-    if not vae or not storage.isfile(vae):
-        return {"skipped": f"{codebook} names no VAE here: no images to decode into"}
-    files = {"transformer_ckpt": best, "codebook_pt": storage.fetch(codebook), "vae_ckpt": storage.fetch(vae)}
-    name = (job.tracking.model_name or f"arplatform-{job.name}") if job.tracking.register else None
-    return log_model(uri, mlflow_run_id, files, to_dict(job.sample) | (tuned or {}), name)
+def summary_step(result) -> int:
+    """The optimizer step training ended at (Ray's last report), 0 when it reported none."""
+    return int((result.metrics or {}).get("step", 0))
 
 
 def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str,

@@ -25,7 +25,7 @@ from .. import runs, storage, sweep_pictures, sweeps, tracking
 from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
 from ..core.io import read_json_object
 from ..errors import ConfigError, Interrupted, RunStateError
-from ..jobs.training import check_data, resolve_train_precision
+from ..jobs.training import check_data, resolve_train_precision, training_dataset
 from ..train_plan import DataFacts, plan_training
 from ..tune_space import Axis, apply_params, check_space, check_trial_count, parse_space, tune_domains
 
@@ -117,7 +117,7 @@ def outcome_recorder(sweep: sweeps.Sweep):
 
 
 def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts: DataFacts, rows: dict,
-                sweep: sweeps.Sweep, parent: str | None, config_name: str):
+                sweep: sweeps.Sweep, parent: str | None, config_name: str, dataset: dict | None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -126,7 +126,7 @@ def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts
 
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, base_job=to_dict(job), facts=facts.to_dict(), rows=rows,
-                             sweep=sweep.to_dict(), parent_run_id=parent, config_name=config_name),
+                             sweep=sweep.to_dict(), parent_run_id=parent, config_name=config_name, dataset=dataset),
         {"CPU": cfg.trial_cpus})
     if sweep.resumed:
         if not tune.Tuner.can_restore(sweep.tune_path):
@@ -244,6 +244,18 @@ def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
             tracking.finish_run(row["tracking_uri"], row["mlflow_run_id"], status)
 
 
+def register_best_trial(cfg: TuneJobConfig, best: dict, codebook: str, uri: str, log) -> dict:
+    """The best trial's best.pt as its MLflow run's model, registered (`register_best=true`) under
+    `train.tracking.model_name` (default `arplatform-<name>`)."""
+    from ..jobs.mlflow_model import log_training_model
+
+    job = dataclasses.replace(cfg.train, tracking=dataclasses.replace(cfg.train.tracking, register=True))
+    logged = log_training_model(job, os.path.join(best["run_dir"], "checkpoints", "best.pt"), codebook, None, uri,
+                                best["mlflow_run_id"])
+    log(f"  best model:  {logged.get('registered_uri') or logged.get('skipped')}")
+    return logged
+
+
 def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> dict:
     from ..distributed.cluster import check_sweep_budget, credentials_kept_from_trials, environment, init_ray
     from ..distributed.code_data import build_rows
@@ -275,20 +287,21 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
         f"{cfg.search.num_samples} sample(s), {cfg.search.max_concurrent_trials} at once, "
         f"ASHA {'on' if cfg.asha.enabled else 'off'} over {max_epochs(cfg)} epochs")
     with tracked_sweep(cfg, sweep, uri, config_name) as parent:
+        dataset = training_dataset(files, facts, storage.Root(job.output_root)) if uri else None
         tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_rows, "val": val_rows}, sweep, parent,
-                            config_name)
+                            config_name, dataset)
         # A trial restarted after its run had already trained every epoch (its driver died before
         # Tune saw the end) finishes without a new report; Tune's strict check would stop the sweep.
         with credentials_kept_from_trials(), environment({"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}):
             grid = tuner.fit()
-        summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log)
+        summary = finish(cfg, axes, grid, sweep, uri, parent, t0, log, facts.codebook_pt)
         if any(r["status"] == "INTERRUPTED" for r in summary["leaderboard"]):
             raise Interrupted(f"sweep {sweep.name} interrupted; resume=true continues it")  # Tune saved its state
     return summary
 
 
 def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri: str | None, parent: str | None,
-           t0: float, log) -> dict:
+           t0: float, log, codebook: str | None = None) -> dict:
     rows = trial_rows(grid, axes, sweep, max_epochs(cfg), cfg.search.metric)
     close_trial_runs(rows, sweep)
     artifacts = sweeps.write_leaderboard(sweep, rows, [a.key for a in axes])
@@ -309,6 +322,8 @@ def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri:
             tracking.log_metrics(uri, parent, {"best/val_loss": best["best_val_loss"],
                                                "best/bits_per_token": best["bits_per_token"], "wall_s": seconds})
             tracking.set_tag(uri, parent, "best_trial", best["trial"])
+        if best is not None and cfg.register_best and codebook and best.get("mlflow_run_id"):
+            summary["best_model"] = register_best_trial(cfg, best, codebook, uri, log)
     with open(os.path.join(sweep.dir, "leaderboard.md")) as f:
         log(f.read().rstrip())
     done = sum(r["status"] in ("FINISHED", "STOPPED") for r in rows)
