@@ -9,7 +9,8 @@
         codes/index-<first>-<n>.npy    its indices: written last, so it marks the batch complete
         manifest.json               settings, checkpoint, codebook and VAE paths with their SHA-256,
                                     and every sample's index, class and random key
-        samples.npz                 images (N, H, W[, C]) uint8, labels, codes, index: what evaluation reads
+        samples.npz                 images (N, H, W[, C]) uint8, labels, codes, index: what evaluation reads;
+                                    arr_0 (N, H, W, 3) uint8: what ADM's and LlamaGen's evaluators read
         grid.png                    up to 10 samples per class, a row per class
 
 Many small files are slow in a bucket: `tar` and `npz` write one file per batch; a
@@ -194,7 +195,8 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
     manifest = dict(manifest, precision=check_precision(out, "auto") or manifest.get("precision"))  # as drawn
     images = read_images(out, done["index"], fmt)
     buffer = io.BytesIO()
-    np.savez(buffer, images=images, labels=done["labels"], codes=done["codes"], index=done["index"])
+    np.savez(buffer, arr_0=adm_images(images), images=images, labels=done["labels"], codes=done["codes"],
+             index=done["index"])
     out.write_bytes("samples.npz", buffer.getvalue())
     grid_images, per_class = grid_selection(images, done["labels"], columns)
     chw = grid_images[:, None] if grid_images.ndim == 3 else grid_images.transpose(0, 3, 1, 2)
@@ -202,6 +204,15 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
     manifest = dict(manifest, num_written=int(len(done["index"])), samples=samples)
     out.write_json(MANIFEST, manifest)
     return done
+
+
+def adm_images(images: np.ndarray) -> np.ndarray:
+    """The images as the field's evaluators read a sample batch (`arr_0` of an .npz: ADM's
+    evaluator, LlamaGen's and VAR's `create_npz_from_sample_folder`): uint8 (N, H, W, 3), a grey
+    image's one channel repeated."""
+    if images.ndim == 3:
+        images = images[..., None]
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
 def grid_selection(images: np.ndarray, labels: np.ndarray, columns: int) -> tuple[np.ndarray, int]:

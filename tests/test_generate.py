@@ -383,6 +383,19 @@ def test_tar_and_npz_formats_hold_the_same_images_and_resume(tmp_path):
         first = np.asarray(Image.open(tar.extractfile("000004.png")))
     assert np.array_equal(first, expected[4])
 
+    # samples.npz as ADM's evaluator reads a sample batch (its NpzArrayReader: the arr_0.npy member's
+    # header, then the uint8 NHWC array), and as LlamaGen's and VAR's scripts load it
+    import zipfile
+
+    path = tmp_path / "npz" / "samples.npz"
+    with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+        version = np.lib.format.read_magic(member)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = header(member)
+    assert shape == (10, *expected.shape[1:], 3) and not fortran_order and dtype == np.uint8
+    with np.load(path) as z:
+        assert np.array_equal(z["arr_0"], np.repeat(expected[..., None], 3, axis=-1))  # grey, repeated
+
 
 @pytest.mark.slow
 def test_a_checkpoint_changed_under_the_ray_actors_is_one_line(tmp_path, ray_cluster):

@@ -233,27 +233,24 @@ def run_model_source(client, model_uri: str) -> str:
     return models[0].artifact_location if models else f"{run.info.artifact_uri}/{name}"
 
 
-with warnings.catch_warnings():  # MLflow asks for type hints on predict: its rows are checked by the signature
-    warnings.simplefilter("ignore", UserWarning)
+class ImageModel(mlflow.pyfunc.PythonModel):
+    """`mlflow.pyfunc.load_model(uri).predict(rows)`: rows with columns class (-1: none), seed
+    and n → (Σn, H, W, C) uint8 images; row r's images are samples 0…n-1 of its seed, the
+    images `generate --seed <seed>` draws for those indices with that class."""
 
-    class ImageModel(mlflow.pyfunc.PythonModel):
-        """`mlflow.pyfunc.load_model(uri).predict(rows)`: rows with columns class (-1: none), seed
-        and n → (Σn, H, W, C) uint8 images; row r's images are samples 0…n-1 of its seed, the
-        images `generate --seed <seed>` draws for those indices with that class."""
+    def load_context(self, context) -> None:
+        from ..config import SampleConfig, from_dict, to_dict
+        from ..image_sampler import ImageSampler
 
-        def load_context(self, context) -> None:
-            from ..config import SampleConfig, from_dict, to_dict
-            from ..image_sampler import ImageSampler
+        sample = to_dict(from_dict(SampleConfig, (context.model_config or {}).get("sample", {})))
+        spec = {k: context.artifacts[k] for k in FILES} | {"out": None, "seed": 0, "sample": sample,
+                                                           "device": "auto", "threads": None}
+        self.sampler = ImageSampler(spec)
 
-            sample = to_dict(from_dict(SampleConfig, (context.model_config or {}).get("sample", {})))
-            spec = {k: context.artifacts[k] for k in FILES} | {"out": None, "seed": 0, "sample": sample,
-                                                               "device": "auto", "threads": None}
-            self.sampler = ImageSampler(spec)
-
-        def predict(self, context, model_input, params=None) -> np.ndarray:
-            drawn = []
-            for row in model_input.to_dict("records"):
-                n = int(row["n"])
-                labels = np.full(n, int(row["class"]), dtype=np.int64)
-                drawn.append(self.sampler.draw(np.arange(n, dtype=np.int64), labels, int(row["seed"]))[1])
-            return np.concatenate(drawn) if drawn else np.zeros((0, 0, 0, 0), dtype=np.uint8)
+    def predict(self, context, model_input, params=None) -> np.ndarray:
+        drawn = []
+        for row in model_input.to_dict("records"):
+            n = int(row["n"])
+            labels = np.full(n, int(row["class"]), dtype=np.int64)
+            drawn.append(self.sampler.draw(np.arange(n, dtype=np.int64), labels, int(row["seed"]))[1])
+        return np.concatenate(drawn) if drawn else np.zeros((0, 0, 0, 0), dtype=np.uint8)
