@@ -1,7 +1,7 @@
 """Shared command-line plumbing: Hydra composition without Hydra's side effects.
 
 `python -m arplatform.<stage> --config-name group/name key=value …` composes
-`configs/group/name.yaml` (with its defaults list) and the overrides through
+`arplatform/configs/group/name.yaml` (with its defaults list) and the overrides through
 Hydra's compose API, so Hydra never changes the working directory or writes
 `outputs/` folders; the result becomes a typed config (`config.from_dict`).
 """
@@ -30,9 +30,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=description)
-    p.add_argument("--config-name", default=default_config, help="configs/<group>/<name> without .yaml")
+    p.add_argument("--config-name", default=default_config, help="<group>/<name> without .yaml (arplatform/configs/)")
     p.add_argument("--config-dir", default=CONFIG_DIR,
-                   help="the folder --config-name is in (default: the project's configs/; e.g. a sweep's "
+                   help="the folder --config-name is in (default: the project's arplatform/configs/; e.g. a sweep's "
                         "folder for its best.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra syntax)")
@@ -106,10 +106,10 @@ def run_stage(cls, run: Callable, description: str, default_config: str, argv=No
 
 # The one command: `arplatform <command> …` runs `python -m arplatform.<module> …`.
 COMMANDS = {
-    "tokenize": ("tokenize", "images → VAE → codebook → integer codes (configs/tokenizer/)"),
-    "train": ("train", "a GPT on code sequences with Ray Train, tracked in MLflow (configs/transformer/)"),
-    "tune": ("tune", "sweep a training job's hyperparameters with Ray Tune (configs/tune/)"),
-    "tune-sampler": ("tune_sampler", "sweep a checkpoint's sampling settings (configs/sampler_tune/)"),
+    "tokenize": ("tokenize", "images → VAE → codebook → integer codes (arplatform/configs/tokenizer/)"),
+    "train": ("train", "a GPT on code sequences with Ray Train, tracked in MLflow (arplatform/configs/transformer/)"),
+    "tune": ("tune", "sweep a training job's hyperparameters with Ray Tune (arplatform/configs/tune/)"),
+    "tune-sampler": ("tune_sampler", "sweep a checkpoint's sampling settings (arplatform/configs/sampler_tune/)"),
     "generate": ("generate", "a checkpoint → images, here or on Ray Data actors"),
     "evaluate": ("evaluate", "a tokenizer folder (PSNR, SSIM) or a samples folder (accuracy, Fréchet, bits)"),
     "pipeline": ("pipeline", "the whole chain: tokenize → train → generate → evaluate → report"),

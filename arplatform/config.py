@@ -571,7 +571,7 @@ PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")
 # ---------------------------------------------------------------------------
 # Composing a config from the YAML files (Hydra's compose API)
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")  # package data: in every install
 
 
 def strings_in(node, path: str = ""):

@@ -68,12 +68,7 @@ def client(uri: str):
     if uri in _ready:
         return MlflowClient(tracking_uri=uri)
     probe_server(uri)
-    with store_lock(uri):  # the first client of a store creates or migrates its tables
-        if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
-            try:
-                seed_sqlite_store(uri[len("sqlite:///"):])
-            except OSError:  # e.g. an unwritable cache: MLflow makes the store itself, as it always could
-                pass
+    with store_lock(uri):  # the first client of a store creates or migrates its tables (MLflow's own migrations)
         c = MlflowClient(tracking_uri=uri)
         c.search_experiments(max_results=1)
     _ready.add(uri)
@@ -98,36 +93,6 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
         reason = getattr(e, "reason", e)
         raise StorageError(f"{uri}: the MLflow tracking server does not answer ({reason}); start it, or name "
                            "another tracking_uri") from None
-
-
-def seed_sqlite_store(db: str) -> None:
-    """A new embedded store as a copy of an empty one that this MLflow version made and
-    migrated once (kept in the platform's cache): creating the tables through MLflow's
-    migrations takes seconds, on every first run of an output root. The copy's Default
-    experiment then points where a store made here would point it (./mlruns/0)."""
-    import shutil
-    import sqlite3
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from .core.io import atomic_write
-    from .core.precision import cache_dir
-
-    template = os.path.join(cache_dir(), f"mlflow-{mlflow.__version__}-empty.db")
-    if not os.path.exists(template):  # two makers at once: each renames a complete file
-        atomic_write(template, lambda tmp: MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments())
-
-    def copy(tmp):
-        shutil.copyfile(template, tmp)
-        now = int(time.time() * 1000)
-        con = sqlite3.connect(tmp)
-        with con:
-            con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
-                        "WHERE experiment_id = 0", (os.path.abspath(os.path.join("mlruns", "0")), now, now))
-        con.close()
-
-    atomic_write(db, copy)
 
 
 # MLflow 3's UI opens an experiment in its model-training view (runs, models, charts) when the

@@ -90,3 +90,30 @@ def test_a_missing_config_dir_is_one_line(tmp_path):
     code, err = run_main(train_cli.main, ["--config-dir", str(tmp_path / "nowhere"), "--config-name", "x"])
     assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1, err
     assert not os.path.exists(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_has_its_configs(tmp_path):
+    """`pip install .` (a wheel, not a link to this tree) ships the Hydra configs as package data:
+    its `arplatform train --print-config --config-name transformer/mnist_sample` composes."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = tmp_path / "source"  # a copy: building in place would leave build/ and egg-info in the tree
+    shutil.copytree(os.path.join(repo, "arplatform"), source / "arplatform",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(repo, name), source / name)
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert (site / "arplatform" / "configs" / "transformer" / "mnist_sample.yaml").is_file()
+    env = {**os.environ, "PYTHONPATH": str(site)}  # the installed copy before this tree's editable one
+    shown = subprocess.run([str(site / "bin" / "arplatform"), "train", "--print-config", "--config-name",
+                            "transformer/mnist_sample"], capture_output=True, text=True, timeout=120, env=env,
+                           cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "name: mnist_sample" in shown.stdout and "ema_decay: 0.99" in shown.stdout
