@@ -387,6 +387,52 @@ def test_config_errors_name_the_key():
     assert "'two' of type 'str' could not be converted to Integer" in proc.stderr and proc.stderr.count("\n") == 1
 
 
+def test_the_default_path_holds_out_validation_rows_where_they_are_read(tmp_path, monkeypatch):
+    """No validation files (the default, data.val_fraction): each Ray Data read task decides for
+    the rows it reads; the split is seeded, disjoint, covers every row, and does not depend on
+    how the files are cut into tasks or on the path (held or streamed)."""
+    import ray
+
+    from arplatform.distributed import code_data
+    from arplatform.distributed.cluster import init_ray
+    from arplatform.jobs.training import check_data
+
+    rng = np.random.default_rng(5)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    all_codes = []
+    for i, n in enumerate((1200, 1000, 800)):  # 3,000 rows in three files
+        codes = rng.integers(0, 16, size=(n, 16)).astype(np.int32)
+        all_codes.append(codes)
+        np.save(shards / f"codes-{i:05d}.npy", codes)
+        np.save(shards / f"labels-{i:05d}.npy", rng.integers(0, 3, n))
+    everything = np.concatenate(all_codes).astype(np.int64)
+
+    def split(seed, materialize, chunk):
+        monkeypatch.setattr(code_data, "CHUNK_ROWS", chunk)
+        job = from_dict(TrainJobConfig, {"output_root": str(tmp_path), "optim": {"seed": seed}, "data": {
+            "codes": str(shards), "labels": str(shards), "num_codes": 16, "val_fraction": 0.1,
+            "materialize": materialize}})
+        train, val, facts = code_data.build_rows(*check_data(job), job.data, seed)
+        parts = [ray.get(p.codes) if isinstance(p, code_data.HeldRows) else
+                 np.stack([r["codes"] for r in p.take_all()]) for p in (train, val)]
+        return [sorted(map(tuple, p.tolist())) for p in parts], facts
+
+    init_ray(2)
+    try:
+        (train, val), facts = split(0, False, 256)  # 12 read tasks
+        expected = code_data.held_out(np.arange(len(everything)), 0, 0.1)
+        assert val == sorted(map(tuple, everything[expected].tolist()))
+        assert sorted(train + val) == sorted(map(tuple, everything.tolist())) and not set(train) & set(val)
+        assert facts.num_val == len(val) == expected.sum() and 0.07 < len(val) / 3000 < 0.13
+        assert split(0, False, 4096)[0][1] == val  # one read task per file: the same rows
+        assert split(0, True, 256)[0][1] == val  # the rows held on the driver: the same rows
+        other = split(1, False, 256)[0][1]
+        assert other != val and abs(len(other) - len(val)) < 100  # another seed, another split
+    finally:
+        ray.shutdown()
+
+
 def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
     """data.materialize: rows held in the object store and rows streamed by Ray Data are the same
     rows after the seeded validation split and the invalid-code policy; each worker's share of
@@ -418,10 +464,11 @@ def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
         (held_train, held_val, held_facts), (ds_train, ds_val, ds_facts) = (
             build_rows(*check_data(job(m)), job(m).data, 0) for m in (True, False))
         assert isinstance(held_train, HeldRows) and not isinstance(ds_train, HeldRows)
-        for facts in (held_facts, ds_facts):  # (each engine's seeded split holds out different rows)
+        for facts in (held_facts, ds_facts):
             assert facts.num_train + facts.num_val == len(kept) and 0.1 < facts.num_val / len(kept) < 0.3
         assert rows(held_train) + rows(held_val) != [] and sorted(rows(held_train) + rows(held_val)) == \
             sorted(map(tuple, kept.astype(np.int64).tolist())) == sorted(rows(ds_train) + rows(ds_val))
+        assert rows(held_val) == rows(ds_val)  # one seeded split, whichever path reads the rows
         layout = held_facts.layout
         shares = [HeldBatches(held_train.to_dict(), layout, 18, 8, 0, rank, 2) for rank in (0, 1)]
         assert len(shares[0].x) == len(shares[1].x) == held_facts.num_train // 2

@@ -212,27 +212,35 @@ def build_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: in
 
 
 def hold_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int) -> tuple[HeldRows, HeldRows]:
-    """Every row read here (the files passed `preflight`) and put in the object store once. With
-    no validation files, a seeded `val_fraction` of the rows is held out first, as Ray Data's
-    `train_test_split` does, and then the invalid-code policy drops rows from each part."""
+    """Every row read once, in a Ray task (`held_parts`), and left in the object store: the
+    driver holds references and counts, never the rows, so its memory does not grow with them."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # on the driver's node (a file fetched from a bucket is in its cache), before the workers take the CPUs
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(num_returns=5)(held_parts).options(num_cpus=0, scheduling_strategy=here)
+    *parts, counts = task.remote(files, facts, cfg.val_fraction, cfg.invalid_codes, seed)
+    n_train, n_val = ray.get(counts)
+    return HeldRows(parts[0], parts[1], n_train), HeldRows(parts[2], parts[3], n_val)
+
+
+def held_parts(files: CodeFiles, facts: DataFacts, val_fraction: float, invalid_codes: str, seed: int):
+    """(train codes, train labels, val codes, val labels, (train rows, val rows)) of the files, in
+    the Ray task `hold_rows` starts. With no validation files, the rows `held_out` names are the
+    validation part; then the invalid-code policy drops rows from each part."""
     train = read_rows(files.codes, files.labels, facts)
     if files.val_codes:
         val = read_rows(files.val_codes, files.val_labels, facts)
-    else:
-        order = np.random.default_rng(seed).permutation(len(train[0]))
-        n_val = len(order) - int(len(order) * (1 - cfg.val_fraction))
-        val, train = ([None if a is None else a[part] for a in train] for part in (order[:n_val], order[n_val:]))
-
-    def held(codes, labels) -> HeldRows:
-        if cfg.invalid_codes == "drop":
-            with warnings.catch_warnings():  # the driver's pre-flight already reported the counts once
-                warnings.simplefilter("ignore")
-                codes, labels, _ = apply_invalid_code_policy(codes, labels, facts.layout.num_codes, "drop")
-        return HeldRows(ray.put(codes), None if labels is None else ray.put(labels), len(codes))
-
-    return held(*train), held(*val)
+    else:  # the rows `stream_rows` would hold out, in the same order
+        out = held_out(np.arange(len(train[0])), seed, val_fraction)
+        val, train = ([None if a is None else a[part] for a in train] for part in (out, ~out))
+    if invalid_codes == "drop":
+        with warnings.catch_warnings():  # the driver's pre-flight already reported the counts once
+            warnings.simplefilter("ignore")
+            train, val = (apply_invalid_code_policy(*part, facts.layout.num_codes, "drop")[:2]
+                          for part in (train, val))
+    return (*train, *val, (len(train[0]), len(val[0])))
 
 
 def read_rows(code_files: list[str], label_files: list[str] | None, facts: DataFacts):
@@ -252,15 +260,71 @@ def stream_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: i
     kwargs = {"num_codes": facts.layout.num_codes, "policy": cfg.invalid_codes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train = read_codes(files.codes, files.labels)
         if files.val_codes:
-            val = read_codes(files.val_codes, files.val_labels)
-        else:
-            train, val = train.materialize().train_test_split(test_size=cfg.val_fraction, shuffle=True, seed=seed)
+            train, val = read_codes(files.codes, files.labels), read_codes(files.val_codes, files.val_labels)
+        else:  # held out where the rows are read: no pass over every row on the driver
+            train, val = (split_part(files, cfg.val_fraction, seed, part) for part in ("train", "val"))
         if cfg.invalid_codes == "drop":
             train = train.map_batches(apply_policy, fn_kwargs=kwargs, batch_format="numpy")
             val = val.map_batches(apply_policy, fn_kwargs=kwargs, batch_format="numpy")
         return train.materialize(), val.materialize()
+
+
+def held_out(index: np.ndarray, seed: int, fraction: float) -> np.ndarray:
+    """Whether each row, by its index in the code files read in order, is a validation row: a
+    seeded hash of the index below `fraction` (splitmix64). A row's fate needs no other row, so
+    each Ray Data task decides for the rows it reads, the driver never permutes every row, and
+    the held and streamed paths hold out the same rows. Seeded and disjoint by construction."""
+    with np.errstate(over="ignore"):  # the hash wraps around 2^64 on purpose
+        z = index.astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 < fraction
+
+
+CHUNK_ROWS = 1 << 16  # rows one read task takes from a file
+
+
+def row_chunks(files: CodeFiles) -> list[dict]:
+    """The code files cut into chunks of rows, from their headers alone: what each read task reads,
+    and the index of its first row among all the files' rows."""
+    from ..core.data import code_rows
+
+    chunks, first = [], 0
+    for i, path in enumerate(files.codes):
+        rows = code_rows(path)
+        for start in range(0, rows, CHUNK_ROWS):
+            chunks.append({"codes": path, "labels": files.labels[i] if files.labels else "", "start": start,
+                           "stop": min(rows, start + CHUNK_ROWS), "first": first + start})
+        first += rows
+    return chunks
+
+
+def read_part(batch: dict, seed: int, fraction: float, part: str) -> dict:
+    """Ray Data map_batches over `row_chunks`: each chunk's rows, memory-mapped from its files,
+    that belong to `part` (train or val, `held_out`)."""
+    codes, labels = [], []
+    for path, label_path, start, stop, first in zip(batch["codes"], batch["labels"], batch["start"], batch["stop"],
+                                                    batch["first"], strict=True):
+        rows = np.load(path, mmap_mode="r", allow_pickle=False)[start:stop]
+        keep = held_out(np.arange(first, first + stop - start), seed, fraction) == (part == "val")
+        codes.append(np.asarray(rows).reshape(stop - start, -1)[keep].astype(np.int64))
+        if label_path:
+            part_labels = np.load(label_path, mmap_mode="r", allow_pickle=False)[start:stop]
+            labels.append(np.asarray(part_labels).reshape(-1)[keep].astype(np.int64))
+    out = {"codes": np.concatenate(codes)}
+    return out | ({"labels": np.concatenate(labels)} if labels else {})
+
+
+def split_part(files: CodeFiles, fraction: float, seed: int, part: str):
+    """One part of the held-out split of `files` as a Ray dataset, read and split in Ray Data tasks."""
+    import ray.data
+
+    chunks = row_chunks(files)
+    return ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
+        read_part, batch_size=1, fn_kwargs={"seed": seed, "fraction": fraction, "part": part},
+        batch_format="numpy")
 
 
 def worker_batches(held: dict, layout: TokenLayout, seq_len: int, batch_size: int, seed: int, rank: int,
