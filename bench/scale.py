@@ -1,10 +1,13 @@
 """How the platform grows with the data, in one run: a training job's time to the first step,
 the driver's peak memory and training tokens/s, for synthetic code shards of 10^4 to 10^6
-rows (10^7 with --sizes), with the rows held in the object store (`data.materialize=true`)
-and streamed by Ray Data (`data.materialize=false`) side by side; then the tokenizer's
-encode rate on synthetic folders of 10^3 and 10^4 RGB images (10^5 with --images), both
-engines side by side (`tokenize_engines.py`). The figures go to bench/results/scale.json,
-and a picture of them to bench/results/scale.png.
+rows (10^7 with --sizes), on every data path side by side: validation files or the default
+(none: `data.val_fraction` holds rows out), rows held in the object store or streamed by Ray
+Data (`data.materialize=true|false|auto`), `invalid_codes=drop`, and a tokenizer output
+folder (`data.codebook_dir`) instead of shards. Beside them, Ray Train's own floor: a bare
+`TorchTrainer` (2 workers, a function that reports once, `bare_trainer.py`), so the table says
+what the platform adds. Then the tokenizer's encode rate on synthetic folders of 10^3 and
+10^4 RGB images (10^5 with --images), both engines side by side (`tokenize_engines.py`). The
+figures go to bench/results/scale.json, and a picture of them to bench/results/scale.png.
 
 Each job is the real command (`python -m arplatform.train`, its own local Ray cluster, as
 a user starts it): a tiny model (1 layer × 32), 20 steps of 64 rows per worker, 2 workers,
@@ -15,7 +18,7 @@ rank 0's first batch (`summary.json`'s `startup`); "driver peak RSS" is the comm
 process's own VmHWM, read from /proc while it runs.
 
     cd bench && ../.venv/bin/python scale.py [--sizes 10000 100000 1000000 10000000] [--rounds 1]
-                                             [--images 1000 10000 100000] [--actors 2]
+                                             [--paths default held streamed …] [--images 1000 10000 100000]
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ SHARD_ROWS = 1_000_000
 
 
 def write_shards(folder: str, rows: int, positions: int = 64, k: int = 256, classes: int = 10) -> None:
+    """train/ and val/ shards, and a tokenizer-like output folder (`codebook/`: one codes.npy,
+    labels.npy and a codebook.pt) of the same rows."""
+    import torch
+
+    from arplatform.core.codebook import save_codebook
+
     rng = np.random.default_rng(0)
     for sub, n in (("train", rows), ("val", max(100, rows // 100))):
         os.makedirs(os.path.join(folder, sub))
@@ -45,6 +54,41 @@ def write_shards(folder: str, rows: int, positions: int = 64, k: int = 256, clas
             m = min(SHARD_ROWS, n - start)
             np.save(os.path.join(folder, sub, f"codes-{i:05d}.npy"), rng.integers(0, k, (m, positions), np.int32))
             np.save(os.path.join(folder, sub, f"labels-{i:05d}.npy"), rng.integers(0, classes, m, np.int64))
+    book = os.path.join(folder, "codebook")
+    os.makedirs(book)
+    codes = np.lib.format.open_memmap(os.path.join(book, "codes.npy"), "w+", np.int32, (rows, positions))
+    labels = np.lib.format.open_memmap(os.path.join(book, "labels.npy"), "w+", np.int64, (rows,))
+    for start in range(0, rows, SHARD_ROWS):  # (written in pieces: this process stays small too)
+        m = min(SHARD_ROWS, rows - start)
+        codes[start:start + m] = rng.integers(0, k, (m, positions), np.int32)
+        labels[start:start + m] = rng.integers(0, classes, m, np.int64)
+    codes.flush(), labels.flush()
+    del codes, labels
+    side = int(positions ** 0.5)
+    save_codebook(os.path.join(book, "codebook.pt"), torch.randn(k, 4),
+                  {"num_codes": k, "num_classes": classes, "grid": [side, side]})
+
+
+# name: (the data keys, what the row is); "default" is what a user who gives only code shards gets
+PATHS = {
+    "default": ({"materialize": "auto"}, "code shards, no validation files (val_fraction), materialize=auto"),
+    "held": ({"materialize": "true"}, "code shards, no validation files, materialize=true"),
+    "streamed": ({"materialize": "false"}, "code shards, no validation files, materialize=false"),
+    "drop": ({"materialize": "auto", "invalid_codes": "drop"}, "the default, invalid_codes=drop"),
+    "val-held": ({"materialize": "true", "val": True}, "code shards with validation files, materialize=true"),
+    "val-streamed": ({"materialize": "false", "val": True}, "code shards with validation files, materialize=false"),
+    "codebook": ({"materialize": "auto", "codebook": True}, "a tokenizer output folder (codebook_dir), auto"),
+}
+
+
+def data_overrides(data: str, path: dict) -> list[str]:
+    if path.get("codebook"):
+        return [f"data.codebook_dir={data}/codebook"]
+    keys = ["data.codebook_dir=null", f"data.codes={data}/train", f"data.labels={data}/train", "data.num_codes=256",
+            "data.num_classes=10"]
+    if path.get("val"):
+        keys += [f"data.val_codes={data}/val", f"data.val_labels={data}/val"]
+    return keys + [f"data.invalid_codes={path.get('invalid_codes', 'error')}"]
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -56,12 +100,11 @@ def peak_rss_mib(pid: int) -> float | None:
         return None
 
 
-def one_job(root: str, data: str, materialize: bool) -> dict:
+def one_job(root: str, data: str, path: dict) -> dict:
     out = os.path.join(root, f"out-{time.time_ns()}")
     cmd = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
-           f"output_root={out}", "data.codebook_dir=null", f"data.codes={data}/train", f"data.labels={data}/train",
-           f"data.val_codes={data}/val", f"data.val_labels={data}/val", "data.num_codes=256", "data.num_classes=10",
-           f"data.materialize={str(materialize).lower()}", "model.embed_dim=32", "model.num_layers=1",
+           f"output_root={out}", *data_overrides(data, path),
+           f"data.materialize={path['materialize']}", "model.embed_dim=32", "model.num_layers=1",
            "model.num_heads=2", "optim.batch_size=64", "optim.max_steps=20", "optim.epochs=1", "optim.log_every=10",
            "optim.warmup_steps=2", "trainer.num_workers=2", "tracking.enabled=false", "sample.num_samples=0"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -78,6 +121,17 @@ def one_job(root: str, data: str, materialize: bool) -> dict:
         s = json.load(f)
     return {"first_step_s": s["startup"]["first_step_s"], "phases_s": s["startup"]["phases_s"],
             "driver_peak_rss_mib": round(peak, 1), "tokens_per_s": round(s["tokens_per_s"]), "wall_s": s["seconds"]}
+
+
+def bare_job() -> dict:
+    """Ray Train's floor (`bare_trainer.py`): a fresh process, its own local cluster, 2 workers."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, os.path.join(here, "bare_trainer.py")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"the bare TorchTrainer failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def tokenizer_rows(sizes: list[int], actors: int) -> list[dict]:
@@ -106,10 +160,15 @@ def plot(training: list[dict], tokenizer: list[dict], path: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, (start, rss, encode) = plt.subplots(1, 3, figsize=(14, 3.8))
-    for held, label in ((True, "rows held"), (False, "rows streamed")):
-        rows = [r for r in training if r["materialize"] == held]
-        start.plot([r["rows"] for r in rows], [r["first_step_s"] for r in rows], "o-", label=label)
-        rss.plot([r["rows"] for r in rows], [r["driver_peak_rss_mib"] for r in rows], "o-", label=label)
+    for name in PATHS:
+        rows = [r for r in training if r["path"] == name]
+        if rows:
+            start.plot([r["rows"] for r in rows], [r["first_step_s"] for r in rows], "o-", label=name)
+            rss.plot([r["rows"] for r in rows], [r["driver_peak_rss_mib"] for r in rows], "o-", label=name)
+    bare = [r for r in training if r["path"] == "bare"]
+    if bare:
+        start.axhline(sum(r["first_report_s"] for r in bare) / len(bare), color="k", ls="--",
+                      label="bare TorchTrainer")
     for engine in ("local", "ray"):
         rows = [r for r in tokenizer if r["engine"] == engine]
         encode.plot([r["images"] for r in rows], [r["encode_images_per_s"] for r in rows], "o-", label=engine)
@@ -120,7 +179,7 @@ def plot(training: list[dict], tokenizer: list[dict], path: str) -> str:
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.set_ylim(bottom=0)
-        ax.legend()
+        ax.legend(fontsize=7)
     start.set_xlabel("rows")
     rss.set_xlabel("rows")
     encode.set_xlabel("images")
@@ -129,30 +188,52 @@ def plot(training: list[dict], tokenizer: list[dict], path: str) -> str:
     return path
 
 
+def growth(figures: list[dict]) -> list[str]:
+    """Each path's peak RSS and first step at its largest size over its smallest."""
+    lines = []
+    for name in PATHS:
+        rows = sorted((r for r in figures if r["path"] == name), key=lambda r: r["rows"])
+        if len(rows) > 1:
+            lo, hi = rows[0], rows[-1]
+            lines.append(f"{name:13s} {lo['rows']:,} → {hi['rows']:,} rows: driver peak RSS "
+                         f"{hi['driver_peak_rss_mib'] / lo['driver_peak_rss_mib']:.2f}×, first step "
+                         f"{lo['first_step_s']:.1f} → {hi['first_step_s']:.1f} s")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--held-max", type=int, default=1_000_000,
-                   help="the largest size also run with the rows held in the object store")
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS), help="the data paths to run")
     p.add_argument("--images", type=int, nargs="*", default=[1_000, 10_000],
                    help="folder sizes for the tokenizer's engines (none: skip them)")
     p.add_argument("--actors", type=int, default=2, help="encoding actors of engine=ray")
     args = p.parse_args()
     print(machine_line(), flush=True)
+    for name in args.paths:
+        print(f"  {name:13s} {PATHS[name][1]}")
     figures = []
     with tempfile.TemporaryDirectory() as root:
         for rows in args.sizes:
             data = os.path.join(root, f"rows-{rows}")
             write_shards(data, rows)
             for _ in range(args.rounds):
-                for materialize in (True, False) if rows <= args.held_max else (False,):  # side by side
-                    r = {"rows": rows, "materialize": materialize, **one_job(root, data, materialize)}
+                bare = {"rows": rows, "path": "bare", **bare_job()}  # Ray Train's floor, in the same round
+                figures.append(bare)
+                print(f"{rows:>10,} rows  {'bare':13s} first report {bare['first_report_s']:5.1f} s  (ray.init "
+                      f"{bare['ray_init_s']:.1f} s, workers entered {bare['workers_entered_s']:.1f} s)", flush=True)
+                for name in args.paths:  # side by side
+                    r = {"rows": rows, "path": name, **one_job(root, data, PATHS[name][0])}
                     figures.append(r)
                     phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_s"])
-                    print(f"{rows:>10,} rows  materialize={str(materialize).lower():5s}  first step "
-                          f"{r['first_step_s']:5.1f} s  driver peak RSS {r['driver_peak_rss_mib']:7.1f} MiB  "
-                          f"{r['tokens_per_s']:>8,} tokens/s  ({phases})", flush=True)
+                    print(f"{rows:>10,} rows  {name:13s} first step {r['first_step_s']:5.1f} s "
+                          f"(+{r['first_step_s'] - bare['first_report_s']:.1f} s over bare)  driver peak RSS "
+                          f"{r['driver_peak_rss_mib']:7.1f} MiB  {r['tokens_per_s']:>8,} tokens/s  ({phases})",
+                          flush=True)
+            shutil.rmtree(data, ignore_errors=True)
+    for line in growth(figures):
+        print(line)
     tokenizer = tokenizer_rows(args.images, args.actors)
     print(f"saved {save('scale', {'training': figures, 'tokenizer': tokenizer})}")
     print(f"saved {plot(figures, tokenizer, os.path.join(RESULTS, 'scale.png'))}")
