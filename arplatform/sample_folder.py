@@ -87,30 +87,47 @@ def tar_bytes(index: np.ndarray, images: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def read_images(out: storage.Folder, index: np.ndarray, fmt: str) -> np.ndarray:
-    """The images of `index`, whatever format the folder holds them in."""
+def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, size: int = 1024):
+    """The images of `index`, `size` at a time in its order, whatever format the folder holds them
+    in: a batch file is read when its first image is needed and dropped after its last, so a
+    reader of any number of samples holds one batch file and one output chunk."""
     from PIL import Image
 
     def decode(data: bytes) -> np.ndarray:
         return np.asarray(Image.open(io.BytesIO(data)))
 
     if fmt == "png":
-        return np.stack([decode(out.read_bytes(image_name(i))) for i in index])
-    found = {}
-    for name in out.listdir("images"):
-        tag = name[len("images-"):].rsplit(".", 1)[0]
-        if not name.startswith("images-") or not out.exists(f"codes/index-{tag}.npy"):
-            continue  # a batch cut short: drawn again
-        if name.endswith(".tar"):
+        for start in range(0, len(index), size):
+            yield np.stack([decode(out.read_bytes(image_name(i))) for i in index[start:start + size]])
+        return
+    where = {}  # sample index → (its batch's tag, its position in the batch), from the index files
+    for name in out.listdir("codes"):
+        if name.startswith("index-") and name.endswith(".npy"):
+            tag = name[len("index-"):-len(".npy")]
+            where.update((int(i), (tag, k)) for k, i in enumerate(load_npy(out, f"codes/{name}")))
+    held_tag, held = None, None
+
+    def batch(tag: str) -> list[np.ndarray]:
+        if fmt == "tar":
             import tarfile
 
-            with tarfile.open(fileobj=io.BytesIO(out.read_bytes(f"images/{name}"))) as tar:
-                for member in tar.getmembers():
-                    found[int(member.name.split(".")[0])] = decode(tar.extractfile(member).read())
-        elif name.endswith(".npy"):
-            batch_index = load_npy(out, f"codes/index-{tag}.npy")
-            found.update(zip(batch_index.tolist(), load_npy(out, f"images/{name}"), strict=True))
-    return np.stack([found[int(i)] for i in index])
+            with tarfile.open(fileobj=io.BytesIO(out.read_bytes(f"images/images-{tag}.tar"))) as tar:
+                return [decode(tar.extractfile(m).read()) for m in tar.getmembers()]  # in index order
+        return list(load_npy(out, f"images/images-{tag}.npy"))
+
+    for start in range(0, len(index), size):
+        chunk = []
+        for i in index[start:start + size]:
+            tag, k = where[int(i)]
+            if tag != held_tag:
+                held_tag, held = tag, batch(tag)
+            chunk.append(held[k])
+        yield np.stack(chunk)
+
+
+def read_images(out: storage.Folder, index: np.ndarray, fmt: str) -> np.ndarray:
+    """The images of `index` in one array (a few: the grid's)."""
+    return np.concatenate(list(image_batches(out, index, fmt)))
 
 
 def written(out: storage.Folder) -> dict[str, np.ndarray]:
@@ -193,17 +210,33 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
 
     done = written(out)
     manifest = dict(manifest, precision=check_precision(out, "auto") or manifest.get("precision"))  # as drawn
-    images = read_images(out, done["index"], fmt)
-    buffer = io.BytesIO()
-    np.savez(buffer, arr_0=adm_images(images), images=images, labels=done["labels"], codes=done["codes"],
-             index=done["index"])
-    out.write_bytes("samples.npz", buffer.getvalue())
-    grid_images, per_class = grid_selection(images, done["labels"], columns)
+    out.write_stream("samples.npz", lambda f: write_samples_npz(f, out, done, fmt))
+    picks, per_class = grid_selection(done["labels"], columns)
+    grid_images = read_images(out, done["index"][picks], fmt)
     chw = grid_images[:, None] if grid_images.ndim == 3 else grid_images.transpose(0, 3, 1, 2)
     out.write_bytes("grid.png", png_bytes(make_grid(chw.astype(np.float32) / 255.0, columns=per_class)))
     manifest = dict(manifest, num_written=int(len(done["index"])), samples=samples)
     out.write_json(MANIFEST, manifest)
     return done
+
+
+def write_samples_npz(f, out: storage.Folder, done: dict, fmt: str) -> None:
+    """samples.npz into the file object `f`, what `np.load` reads: the images (and `arr_0`, the
+    field's layout of them) streamed a chunk at a time from the batch files, never whole."""
+    import zipfile
+
+    first = next(image_batches(out, done["index"][:1], fmt))
+    shape = (len(done["index"]), *first.shape[1:])
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, convert, member_shape in (("arr_0", adm_images, (*shape[:3], 3)), ("images", None, shape)):
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype(
+                    np.uint8)), "fortran_order": False, "shape": member_shape})
+                for chunk in image_batches(out, done["index"], fmt):
+                    member.write(np.ascontiguousarray((convert(chunk) if convert else chunk).astype(np.uint8)).data)
+        for name in ("labels", "codes", "index"):  # small: (N,) and (N, positions)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(done[name]), allow_pickle=False)
 
 
 def adm_images(images: np.ndarray) -> np.ndarray:
@@ -215,11 +248,11 @@ def adm_images(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
-def grid_selection(images: np.ndarray, labels: np.ndarray, columns: int) -> tuple[np.ndarray, int]:
-    """Up to `columns` images of each class, a row per class (unconditional: up to
-    `columns` rows); and the row length."""
+def grid_selection(labels: np.ndarray, columns: int) -> tuple[np.ndarray, int]:
+    """Positions of up to `columns` samples of each class, a row per class (unconditional: up
+    to `columns` rows); and the row length."""
     if (labels < 0).all():
-        return images[: columns * columns], columns
+        return np.arange(min(len(labels), columns * columns)), columns
     per_class = min(columns, min(int((labels == c).sum()) for c in np.unique(labels)))
     picks = [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]
-    return images[np.concatenate(picks)], per_class
+    return np.concatenate(picks), per_class

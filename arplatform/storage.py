@@ -163,6 +163,22 @@ def write_bytes(path, data: bytes) -> str:
 
 
 @remote_errors
+def write_stream(path, write) -> str:
+    """A file written piece by piece by `write(f)` (f: a binary file object), seen whole or not at
+    all: a rename locally, one streamed upload on an object store."""
+    if not is_uri(path):
+        def to_file(tmp):
+            with open(tmp, "wb") as f:
+                write(f)
+
+        return atomic_write(_local(path), to_file)
+    fs, p = filesystem(path)
+    with fs.open_output_stream(p) as f:
+        write(f)
+    return path
+
+
+@remote_errors
 def newest_mtime(path) -> float | None:
     """The newest modification time (seconds since the epoch, the store's clock for a bucket)
     of any file under the folder `path`; None when it holds none."""
@@ -484,6 +500,9 @@ class Folder:
 
     def write_bytes(self, name: str, data: bytes) -> str:
         return write_bytes(self.file(name), data)
+
+    def write_stream(self, name: str, write) -> str:
+        return write_stream(self.file(name), write)
 
     def read_json_object(self, name: str, error: type[Exception] = ValueError) -> dict:
         return read_json_object(self.file(name), error)

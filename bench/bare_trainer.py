@@ -39,7 +39,7 @@ def main() -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init()  # as a user's script starts it: a local cluster with its defaults
     ray_ready = time.time()
     with tempfile.TemporaryDirectory() as storage:
         trainer = TorchTrainer(train_fn, scaling_config=ScalingConfig(num_workers=args.workers,

@@ -1,12 +1,12 @@
-"""Named model sizes: each preset builds (counted on the meta device, nothing allocated) with
-the parameter count docs/design.md lists, any field overrides its preset, and a sweep's trial
+"""Named model sizes: each preset has the parameter count docs/design.md lists (counted from
+its shapes, nothing built; the count is the built model's), any field overrides its preset, and a sweep's trial
 that names a preset gets that preset's sizes."""
 
 import pytest
 
 from arplatform import TokenLayout
 from arplatform.config import ConfigError, ModelConfig, TrainJobConfig, from_dict, to_dict
-from arplatform.core.model import parameter_count, training_flops_per_token
+from arplatform.core.model import GPT, GPTConfig, parameter_count, training_flops_per_token
 
 # docs/design.md, "Model sizes": 16×16 grids of a K=16,384 codebook, 1,000 classes (ImageNet-like)
 DOCUMENTED = {"tiny": 2.62e6, "small": 7.60e6, "B": 98.3e6, "L": 319.8e6, "XL": 730.1e6}
@@ -19,6 +19,11 @@ def test_each_preset_has_its_documented_size(preset):
     count = parameter_count(cfg)
     assert abs(count - DOCUMENTED[preset]) / DOCUMENTED[preset] < 0.01, count
     assert training_flops_per_token(cfg) == 6 * count + 12 * cfg.num_layers * cfg.embed_dim * cfg.seq_len
+
+
+@pytest.mark.parametrize("cfg", [GPTConfig(300, 32, 32, 1, 2), GPTConfig(1000, 64, 96, 3, 4, mlp_ratio=2, bias=True)])
+def test_the_counted_parameters_are_the_built_models(cfg):
+    assert parameter_count(cfg) == GPT(cfg).num_params()
 
 
 def test_fields_override_their_preset_and_a_trial_can_name_one():

@@ -226,10 +226,14 @@ class GPT(nn.Module):
 
 
 def parameter_count(cfg: GPTConfig) -> int:
-    """The parameters of a GPT of `cfg`, counted on the meta device: nothing is allocated, so an
-    XL-sized count costs nothing."""
-    with torch.device("meta"):
-        return GPT(cfg).num_params()
+    """The parameters of a GPT of `cfg` (`GPT.num_params`), counted from its shapes: nothing is
+    built, so an XL-sized count costs nothing (built on the meta device, its initialisers import
+    torch's compiler: a second of every training command's start-up)."""
+    d, hidden = cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim
+    weights = 3 * d * d + d * d + 2 * d * hidden  # qkv, attention projection, MLP in and out
+    biases = (3 * d + d + hidden + d + 2 * d) if cfg.bias else 0  # those four, and the two norms'
+    block = 2 * d + weights + biases  # two LayerNorm weights
+    return cfg.vocab_size * d + cfg.num_layers * block + d + (d if cfg.bias else 0)  # tied embedding, final norm
 
 
 def training_flops_per_token(cfg: GPTConfig) -> int:
