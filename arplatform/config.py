@@ -386,6 +386,20 @@ class SampleConfig:
                      top_p=(0, 1, True), cfg_scale=(-100, 100))
 
 
+# what a sampler draws with: the keys of a `sample:` section but its grid's size. The one list:
+# `jobs.sampling.resolve_sampling` merges them, sampler.json and a command's flags may set them
+SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(SampleConfig) if f.name != "num_samples")
+
+
+def check_sampling(settings, key: str = "sample") -> dict:
+    """A mapping of some of SAMPLING_KEYS, each value one a `sample:` section allows."""
+    if not isinstance(settings, dict) or set(settings) - set(SAMPLING_KEYS):
+        extra = sorted(set(settings) - set(SAMPLING_KEYS)) if isinstance(settings, dict) else settings
+        raise ConfigError(f"{key}: {extra!r} is not a sampling setting; allowed: {', '.join(SAMPLING_KEYS)}")
+    from_dict(SampleConfig, settings, key)
+    return settings
+
+
 @dataclass
 class TrainJobConfig:
     name: str = "mnist_sample"
@@ -475,7 +489,8 @@ class GenerateConfig:
     vae_ckpt: str | None = None  # default: the VAE the codebook names
     num_samples: int = 100
     classes: str = "all"  # all (balanced, index i → class i mod C) | none (unconditional) | "3,5,7"
-    sample: SampleConfig = field(default_factory=SampleConfig)  # temperature, top_k, top_p, cfg_scale, precision
+    # only what a person set: the rest is the checkpoint's own (`jobs.sampling.resolve_sampling`)
+    sample: dict = field(default_factory=dict)  # of SAMPLING_KEYS: temperature, top_k, top_p, cfg_scale, precision
     seed: int = 0
     batch_size: int = 64
     out: str | None = None  # default <output_root>/samples/<config of the checkpoint>
@@ -505,6 +520,7 @@ class GenerateConfig:
             value = getattr(self, path)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(f"{path}: expected a path, got {value!r}")
+        check_sampling(self.sample)
 
 
 # ---------------------------------------------------------------------------

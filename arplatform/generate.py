@@ -14,9 +14,7 @@ import argparse
 import sys
 
 from .cli import ArgumentParser, exit_code, overrides_as_flags
-from .config import GenerateConfig, SampleConfig, from_dict
-
-SAMPLER_FLAGS = ("temperature", "top_k", "top_p", "cfg_scale", "precision")
+from .config import SAMPLING_KEYS, GenerateConfig, SampleConfig, from_dict
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
@@ -27,7 +25,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
 
     def add(name: str, **kw):
         p.add_argument(f"--{name}", **kw)
-        flags[f"sample.{name}" if name in SAMPLER_FLAGS else name] = f"--{name}"
+        flags[f"sample.{name}" if name in SAMPLING_KEYS else name] = f"--{name}"
 
     add("transformer_ckpt", default=d.transformer_ckpt,
         help="GPT checkpoint (best.pt), or an MLflow model: models:/<name>/<version>, runs:/<run_id>/model")
@@ -35,11 +33,12 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     add("codebook_pt", default=None, help="codebook.pt (default: the one the checkpoint trained on)")
     add("num_samples", type=int, default=d.num_samples)
     add("classes", default=d.classes, help="all (balanced), none (unconditional) or e.g. 3,5,7")
-    add("temperature", type=float, default=None, help=f"default {s.temperature}")
-    add("top_k", type=int, default=None, help=f"default {s.top_k}; 0 = off")
-    add("top_p", type=float, default=None, help=f"default {s.top_p} (off)")
-    add("cfg_scale", type=float, default=None, help=f"default {s.cfg_scale}")
-    add("precision", default=None, help=f"auto | fp32 | bf16 (default {s.precision})")
+    own = "default: the checkpoint's own (its training config's sample:, its sampler.json), else"
+    add("temperature", type=float, default=None, help=f"{own} {s.temperature}")
+    add("top_k", type=int, default=None, help=f"{own} {s.top_k}; 0 = off")
+    add("top_p", type=float, default=None, help=f"{own} {s.top_p} (off)")
+    add("cfg_scale", type=float, default=None, help=f"{own} {s.cfg_scale}")
+    add("precision", default=None, help=f"auto | fp32 | bf16 ({own} {s.precision})")
     add("seed", type=int, default=d.seed)
     add("batch_size", type=int, default=d.batch_size)
     add("out", default=None, help="samples folder (default <output_root>/samples/<config>)")
@@ -64,7 +63,7 @@ def parse(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(p.parse_args(overrides_as_flags(argv, flags, switches=("allow_mismatch",))))
     args.pop("overrides")  # (converted to flags above: in --help only)
-    sample = {k: args.pop(k) for k in SAMPLER_FLAGS}
+    sample = {k: args.pop(k) for k in SAMPLING_KEYS}
     sample = {k: v for k, v in sample.items() if v is not None}
     if sample.get("top_k") == 0:
         sample["top_k"] = None
@@ -77,16 +76,10 @@ def main(argv=None) -> int:
         return code  # an unknown key=value: one line
 
     def generate():
-        from .jobs.sampling import checkpoint_sampler_settings, model_files
         from .stages.generate import run_generate
 
-        # defaults < the checkpoint's training config < its sampler.json (a sampler sweep) < the flags given
-        # (a models:/… or runs:/… checkpoint: the files of that MLflow model)
-        settings = checkpoint_sampler_settings(model_files(from_dict(GenerateConfig, values)).transformer_ckpt)
-        if settings:
-            print(f"sampling settings of this checkpoint (its training config, its sampler.json): {settings}; "
-                  "flags given win")
-        run_generate(from_dict(GenerateConfig, dict(values, sample={**settings, **values["sample"]})))
+        # `sample` holds the flags given only: run_generate puts them over the checkpoint's own
+        run_generate(from_dict(GenerateConfig, values))
 
     return exit_code(generate)
 

@@ -4,7 +4,7 @@
 batch {"index", "label"} samples, decodes and writes that batch into the samples
 folder (`sample_folder.write_batch`) and returns the batch's index and label. The
 local engine calls it in a loop; the Ray engine hands the class to Ray Data's
-`map_batches`, one instance per actor. `spec` is a plain dict (`stages.generate.sampler_spec`).
+`map_batches`, one instance per actor. `spec` is a plain dict (`jobs.generation.sampler_spec`).
 
 Sample i draws from its own random stream keyed by (seed, i) (`core.sampling.sample_keys`),
 so it is the same image whatever batch, actor or engine draws it.
@@ -71,12 +71,21 @@ class ImageSampler:
 
     def draw(self, index: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Samples `index` of `seed` (class `labels`, -1 for none): their codes and (B, H, W, C) uint8 images."""
-        s = self.spec["sample"]
-        conditional = self.layout.conditional and (labels >= 0).all()
-        seqs = generate_autoregressive(
-            self.model, self.layout, self.positions, num_samples=len(index),
-            class_labels=torch.from_numpy(labels) if conditional else None, temperature=s["temperature"],
-            top_k=s["top_k"], top_p=s["top_p"], cfg_scale=s["cfg_scale"], precision=self.precision,
-            sample_keys=sample_keys(seed, index).to(self.device), decoder=self.decoder)
-        codes = codes_from_sequences(seqs, self.layout).cpu().numpy()
+        codes = draw_codes(self.model, self.layout, self.positions, index, labels, seed, self.spec["sample"],
+                           self.precision, self.decoder)
         return codes, to_uint8(decode_codes_to_images(codes, self.codebook, self.vae).numpy())
+
+
+def draw_codes(model, layout, positions: int, index: np.ndarray, labels: np.ndarray, seed: int, sample: dict,
+               precision: str, decoder: Decoder | None = None) -> np.ndarray:
+    """The codes of samples `index` of `seed` (class `labels`, -1 for none): sample i from its own
+    random stream (seed, i), with the settings `sample` (`jobs.sampling.resolve_sampling`)."""
+    device = next(model.parameters()).device
+    conditional = layout.conditional and (labels >= 0).all()
+    seqs = generate_autoregressive(
+        model, layout, positions, num_samples=len(index),
+        class_labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)) if conditional else None,
+        temperature=sample["temperature"], top_k=sample["top_k"], top_p=sample["top_p"],
+        cfg_scale=sample["cfg_scale"], precision=precision,
+        sample_keys=sample_keys(seed, np.asarray(index, dtype=np.int64)).to(device), decoder=decoder)
+    return codes_from_sequences(seqs, layout).cpu().numpy()

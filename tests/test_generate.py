@@ -23,7 +23,7 @@ from arplatform.core.codebook import save_codebook
 from arplatform.core.vae import VAE, VAEConfig
 
 
-def write_models(folder, k=16, latent=4, classes=3, grid=4, seed=0):
+def write_models(folder, k=16, latent=4, classes=3, grid=4, seed=0, sample=None):
     """A small GPT, codebook and VAE that fit together, named the way the platform names them."""
     torch.manual_seed(seed)
     os.makedirs(folder, exist_ok=True)
@@ -33,8 +33,8 @@ def write_models(folder, k=16, latent=4, classes=3, grid=4, seed=0):
                                                      "vae_checkpoint": "vae.pt"})
     layout = TokenLayout(k, classes)
     gpt = GPT(GPTConfig(layout.vocab_size, 32, 32, 1, 2))
-    ckpt = save_checkpoint(os.path.join(folder, "best.pt"), gpt, layout, grid_shape=(grid, grid),
-                           train_config={"name": "tiny", "codebook_pt": codebook})
+    trained = {"name": "tiny", "codebook_pt": codebook} | ({"sample": sample} if sample else {})
+    ckpt = save_checkpoint(os.path.join(folder, "best.pt"), gpt, layout, grid_shape=(grid, grid), train_config=trained)
     return ckpt, codebook, vae
 
 
@@ -309,8 +309,8 @@ def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
     describe; `storage.pinned` loads from a private copy made in the read that hashed it."""
     from arplatform.core.errors import CheckpointError
     from arplatform.image_sampler import ImageSampler
+    from arplatform.jobs.generation import sampler_spec
     from arplatform.jobs.sampling import resolve_models
-    from arplatform.stages.generate import sampler_spec
     from arplatform.storage import pinned, sha256
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
@@ -334,6 +334,7 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     settings: the checkpoint's training config, then the sampler.json tuned on it."""
     from arplatform.cli import compose
     from arplatform.config import PipelineConfig, from_dict
+    from arplatform.jobs.sampling import checkpoint_sampling
     from arplatform.stages.pipeline import generate_config, stage_configs
     from arplatform.storage import sha256
 
@@ -343,7 +344,7 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     cfg = from_dict(PipelineConfig, compose("pipeline/mnist_sample", [f"output_root={tmp_path / 'root'}"]))
     _, job = stage_configs(cfg)
     gen = generate_config(cfg, job, ckpt, str(tmp_path / "s"), str(tmp_path / "root"))
-    assert {k: getattr(gen.sample, k) for k in tuned} == tuned
+    assert gen.sample == {} and {k: checkpoint_sampling(ckpt, gen.sample)[k] for k in tuned} == tuned
     code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 2, "--out", tmp_path / "g")
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert code == 0 and {k: manifest["settings"][k] for k in tuned} == tuned, err
@@ -352,7 +353,37 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
 
     explicit = dataclasses.replace(cfg, train_overrides=["sample.cfg_scale=1.5"])
     gen = generate_config(explicit, stage_configs(explicit)[1], ckpt, str(tmp_path / "s"), str(tmp_path / "root"))
-    assert gen.sample.cfg_scale == 1.5 and gen.sample.temperature == 0.5
+    assert gen.sample == {"cfg_scale": 1.5} and checkpoint_sampling(ckpt, gen.sample)["temperature"] == 0.5
+
+
+def test_one_precedence_from_the_command_line_and_from_python(tmp_path):
+    """The defaults < the checkpoint's own `sample:` < its sampler.json (tuned on these bytes) <
+    what a person set: `run_generate` from Python draws as the command does, and the manifest
+    records the settings drawn with."""
+    from arplatform.config import GenerateConfig, from_dict
+    from arplatform.stages.generate import run_generate
+    from arplatform.storage import sha256
+
+    ckpt, _, _ = write_models(tmp_path / "m", sample={"temperature": 0.7, "cfg_scale": 1.5, "num_samples": 8})
+
+    def drawn(out):
+        return json.loads((tmp_path / out / "manifest.json").read_text())["settings"]
+
+    run_generate(from_dict(GenerateConfig, {"transformer_ckpt": ckpt, "num_samples": 2, "out": str(tmp_path / "py")}))
+    assert drawn("py")["temperature"] == 0.7 and drawn("py")["cfg_scale"] == 1.5 and drawn("py")["top_k"] == 64
+    assert generate(f"transformer_ckpt={ckpt}", "num_samples=2", f"out={tmp_path / 'cli'}")[0] == 0
+    assert drawn("cli") == drawn("py")
+    (tmp_path / "m" / "sampler.json").write_text(json.dumps({"sample": {"cfg_scale": 2.5},
+                                                             "checkpoint_sha256": sha256(ckpt)}))
+    code, log, _ = generate(f"transformer_ckpt={ckpt}", "num_samples=2", "--temperature", "0.9",
+                            f"out={tmp_path / 'tuned'}")
+    assert code == 0 and drawn("tuned")["cfg_scale"] == 2.5 and drawn("tuned")["temperature"] == 0.9
+    assert "temperature 0.9 (given)" in log and "cfg_scale 2.5," in log  # the log says what was drawn with
+    assert generate(f"transformer_ckpt={ckpt}", "num_samples=2", "sample.cfg_scale=3",
+                    f"out={tmp_path / 'given'}")[0] == 0
+    assert drawn("given")["cfg_scale"] == 3.0 and drawn("given")["temperature"] == 0.7
+    code, _, err = generate(f"transformer_ckpt={ckpt}", "sample.beam=3", f"out={tmp_path / 'bad'}")
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "bad").exists(), err
 
 
 def test_tar_and_npz_formats_hold_the_same_images_and_resume(tmp_path):

@@ -90,20 +90,20 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
     return logged
 
 
-def log_training_model(job, best: str, codebook: str, tuned: dict | None, uri: str, run_id: str) -> dict:
+def log_training_model(job, best: str, codebook: str, uri: str, run_id: str) -> dict:
     """A training run's best.pt with the codebook and VAE it decodes through, as the run's model
     (a training run's end, and a sweep's best trial with `register_best`), registered when the
     job's `tracking.register` says so; its URIs, or why there is none."""
     from .. import storage
-    from ..config import to_dict
     from ..publish import codebook_vae_path
+    from .sampling import checkpoint_sampling
 
     vae = codebook_vae_path(codebook)
     if not vae or not storage.isfile(vae):
         return {"skipped": f"{codebook} names no VAE here: no images to decode into"}
     files = {"transformer_ckpt": best, "codebook_pt": storage.fetch(codebook), "vae_ckpt": storage.fetch(vae)}
     name = (job.tracking.model_name or f"arplatform-{job.name}") if job.tracking.register else None
-    return log_model(uri, run_id, files, to_dict(job.sample) | (tuned or {}), name)
+    return log_model(uri, run_id, files, checkpoint_sampling(best), name)  # what generate draws it with
 
 
 def register(client, name: str, model_id: str, run_id: str) -> str:
@@ -132,9 +132,10 @@ def last_validation_step(client, run_id: str) -> int:
 
 def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     """The checkpoint, codebook and VAE of an MLflow model (`model_source`), downloaded into this
-    machine's cache and checked against the SHA-256s the model records. The cache is keyed by the
-    store and the files' resolved source (which names the run that logged them), so a recreated
-    store or a re-registered name is a new download, never a stale copy."""
+    machine's cache and checked against the SHA-256s the model records, and the sampling settings
+    it was logged with (key "sample"). The cache is keyed by the store and the files' resolved
+    source (which names the run that logged them), so a recreated store or a re-registered name
+    is a new download, never a stale copy."""
     import mlflow.artifacts
     import yaml
 
@@ -150,12 +151,13 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     key = hashlib.sha256(f"{tracking_uri}|{source}".encode()).hexdigest()[:16]
     folder = os.path.join(cache_dir(), "mlflow-models", key)
-    kept = os.path.join(folder, "files.json")
-    if folder in _FETCHED and all(os.path.exists(f) for f in _FETCHED[folder].values()):
+    kept = os.path.join(folder, "fetched.json")
+    if folder in _FETCHED and all(os.path.exists(_FETCHED[folder][k]) for k in FILES):
         return _FETCHED[folder]
     if os.path.exists(kept):  # these files of that run were downloaded and checked before
         with open(kept, encoding="utf-8") as f:
-            return {k: os.path.join(folder, rel) for k, rel in json.load(f).items()}
+            _FETCHED[folder] = fetched(folder, json.load(f))
+        return _FETCHED[folder]
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(folder))
     try:
@@ -163,12 +165,13 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
             local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
         with open(os.path.join(local, "MLmodel"), encoding="utf-8") as f:
             flavor = yaml.safe_load(f)["flavors"]["python_function"]
-        artifacts = flavor["artifacts"]
-        files = {k: os.path.relpath(os.path.join(local, artifacts[k]["path"]), tmp) for k in FILES}
-        check_digests(model_uri, {k: os.path.join(tmp, rel) for k, rel in files.items()},
-                      (flavor.get("config") or {}).get("sha256"))
-        with open(os.path.join(tmp, "files.json"), "w", encoding="utf-8") as f:
-            json.dump(files, f)
+        artifacts, config = flavor["artifacts"], flavor.get("config") or {}
+        record = {"files": {k: os.path.relpath(os.path.join(local, artifacts[k]["path"]), tmp) for k in FILES},
+                  "sample": config.get("sample") or {}}
+        check_digests(model_uri, {k: os.path.join(tmp, rel) for k, rel in record["files"].items()},
+                      config.get("sha256"))
+        with open(os.path.join(tmp, "fetched.json"), "w", encoding="utf-8") as f:
+            json.dump(record, f)
     except CheckpointError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -178,8 +181,13 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    _FETCHED[folder] = {k: os.path.join(folder, rel) for k, rel in files.items()}
+    _FETCHED[folder] = fetched(folder, record)
     return _FETCHED[folder]
+
+
+def fetched(folder: str, record: dict) -> dict:
+    """{transformer_ckpt, codebook_pt, vae_ckpt: local paths, sample: the settings logged with them}."""
+    return {k: os.path.join(folder, rel) for k, rel in record["files"].items()} | {"sample": record["sample"]}
 
 
 def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:

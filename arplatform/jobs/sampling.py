@@ -1,6 +1,6 @@
 """What a sampling job draws with: the checkpoint, codebook and VAE, checked to fit together and
 identified by the SHA-256 of the bytes checked (`resolve_models`), and the sampler settings that
-apply to a checkpoint (`checkpoint_sampler_settings`, `tuned_sampler_settings`). `generate`, the
+apply to a checkpoint, by one precedence (`resolve_sampling`). `generate`, the
 training job's sample grid, the pipeline and the sampler sweep all use these."""
 
 from __future__ import annotations
@@ -19,26 +19,28 @@ from ..errors import ConfigError
 from ..publish import codebook_vae_path
 
 
-def model_files(cfg: GenerateConfig) -> GenerateConfig:
+def model_files(cfg: GenerateConfig) -> tuple[GenerateConfig, dict | None]:
     """A `models:/…` or `runs:/…` checkpoint as the three files of that MLflow model, downloaded
-    (a codebook or VAE given explicitly still wins); any other checkpoint as it is."""
+    (a codebook or VAE given explicitly still wins), and the sampling settings it was logged
+    with; any other checkpoint as it is, and None."""
     if not tracking.is_model_uri(cfg.transformer_ckpt):
-        return cfg
+        return cfg, None
     from .mlflow_model import fetch_model
 
     files = fetch_model(cfg.transformer_ckpt, tracking.tracking_uri(cfg.tracking_uri, cfg.output_root))
     return dataclasses.replace(cfg, transformer_ckpt=files["transformer_ckpt"],
                                codebook_pt=cfg.codebook_pt or files["codebook_pt"],
-                               vae_ckpt=cfg.vae_ckpt or files["vae_ckpt"])
+                               vae_ckpt=cfg.vae_ckpt or files["vae_ckpt"]), files["sample"]
 
 
 def resolve_models(cfg: GenerateConfig) -> dict:
     """Absolute paths (or URIs) of checkpoint, codebook and VAE with the SHA-256 of the bytes
     checked here (every sampler loads exactly those bytes, `ImageSampler`), checked to fit
-    together: shapes always, and identities where the checkpoint records those it trained with.
-    A checkpoint given as an MLflow model URI is downloaded first, then checked the same way."""
+    together: shapes always, and identities where the checkpoint records those it trained with;
+    and the sampling settings to draw with (`resolve_sampling`, key "sample"). A checkpoint
+    given as an MLflow model URI is downloaded first, then checked the same way."""
     model_uri = cfg.transformer_ckpt if tracking.is_model_uri(cfg.transformer_ckpt) else None
-    cfg = model_files(cfg)
+    cfg, recorded = model_files(cfg)
     ckpt_path = storage.absolute(cfg.transformer_ckpt)
     if not storage.isfile(ckpt_path):
         raise CheckpointError(f"{ckpt_path}: transformer checkpoint not found (train one, or pass --transformer_ckpt)")
@@ -78,7 +80,9 @@ def resolve_models(cfg: GenerateConfig) -> dict:
             "transformer_sha256": ckpt_sha, "codebook_sha256": codebook_sha, "vae_sha256": vae_sha,
             "model_config": model.config, "image_pixels": vae.config.image_size ** 2,
             "weights_bytes": tensor_bytes(model) + tensor_bytes(vae) + codebook["z_medoid"].nbytes,
-            "config_name": trained.get("name") or "samples", "model_uri": model_uri}
+            "config_name": trained.get("name") or "samples", "model_uri": model_uri,
+            "sample": resolve_sampling(trained.get("sample") or {}, tuned_sampler_settings(ckpt_path)
+                                       if recorded is None else recorded, cfg.sample)}
 
 
 def tensor_bytes(module) -> int:
@@ -94,29 +98,40 @@ def check_identity(what: str, path: str, sha: str, trained_sha: str | None, ckpt
                         "decode with this one anyway")
 
 
-SAMPLER_KEYS = ("temperature", "top_k", "top_p", "cfg_scale")
+def resolve_sampling(own: dict, tuned: dict, explicit: dict) -> dict:
+    """The settings a sampler draws with (every SAMPLING_KEYS key), by the one precedence, lowest
+    first, as Hugging Face's GenerationConfig does it:
+
+      1. the defaults (`config.SampleConfig`);
+      2. `own`: the checkpoint's own, the `sample:` section of the config it was trained with;
+      3. `tuned`: what was tuned for exactly these bytes: the sampler.json a sampler sweep wrote
+         beside it, checked by SHA-256 (`tuned_sampler_settings`), or for an MLflow model the
+         settings it was logged with;
+      4. `explicit`: only the keys a person set (a flag, `key=value`, `train.sample.<key>=…`).
+
+    `generate` (the command and `run_generate` from Python), the pipeline, the end-of-training
+    grid, the MLflow model and its pyfunc, and the sampler sweep all draw with what this returns
+    (through `resolve_models` or `checkpoint_sampling`)."""
+    from ..config import SAMPLING_KEYS, SampleConfig, check_sampling, to_dict
+
+    settings = {k: v for k, v in to_dict(SampleConfig()).items() if k in SAMPLING_KEYS}
+    settings |= {k: v for k, v in (own or {}).items() if k in SAMPLING_KEYS}
+    return check_sampling(settings | (tuned or {}) | (explicit or {}))
 
 
-def checkpoint_sampler_settings(checkpoint: str) -> dict:
-    """The sampling settings a checkpoint's training config asked for (its `sample:` section,
-    e.g. a lower temperature for the demo's small model), or {}; then a sampler sweep's
-    sampler.json beside it wins (`tuned_sampler_settings`)."""
-    if not storage.isfile(checkpoint):
-        return {}  # run_generate names the missing file
-    try:
-        _, _, ckpt = load_model(storage.fetch(checkpoint))
-    except (CheckpointError, DataError):
-        return {}  # run_generate says what is wrong with it, in one line
-    section = (ckpt.get("train_config") or {}).get("sample") or {}
-    trained = {k: section[k] for k in SAMPLER_KEYS if k in section}
-    return trained | tuned_sampler_settings(checkpoint)
+def checkpoint_sampling(checkpoint: str, explicit: dict | None = None, sampled: str | None = None) -> dict:
+    """`resolve_sampling` for a checkpoint file: its own settings, its sampler.json (tuned on
+    `sampled`, default the checkpoint itself), then `explicit`."""
+    _, _, ckpt = load_model(storage.fetch(checkpoint))
+    own = (ckpt.get("train_config") or {}).get("sample") or {}
+    return resolve_sampling(own, tuned_sampler_settings(checkpoint, sampled), explicit or {})
 
 
 def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
-    """temperature, top_k, top_p and cfg_scale a sampler sweep wrote beside `checkpoint`
-    (`arplatform.tune_sampler`), or {}. They apply only to the checkpoint they were tuned on:
-    the one whose SHA-256 sampler.json records, compared with `sampled` (default: `checkpoint`
-    itself; the training job samples its new best.pt before it replaces the seed's path)."""
+    """The settings a sampler sweep wrote beside `checkpoint` (`arplatform.tune_sampler`), or {}.
+    They apply only to the checkpoint they were tuned on: the one whose SHA-256 sampler.json
+    records, compared with `sampled` (default: `checkpoint` itself; the training job samples its
+    new best.pt before it replaces the seed's path)."""
     import sys
 
     tuned = read_sampler_file(checkpoint)
@@ -135,7 +150,7 @@ def read_sampler_file(checkpoint: str) -> dict:
     """The sampler.json beside `checkpoint`, checked ({} when there is none): a mapping whose
     `sample` holds only sampler keys with values a `sample:` section allows. A training job checks
     it before it starts, so a damaged file stops it in one line, not after training."""
-    from ..config import SampleConfig, from_dict
+    from ..config import check_sampling
     from ..core.io import read_json_object
 
     path = storage.join(storage.dirname(storage.absolute(checkpoint)), "sampler.json")
@@ -143,13 +158,10 @@ def read_sampler_file(checkpoint: str) -> dict:
         return {}
     tuned = read_json_object(storage.fetch(path), DataError)
     settings = tuned.get("sample")
-    if not isinstance(settings, dict) or set(settings) - set(SAMPLER_KEYS):
-        raise DataError(f"{path}: expected a 'sample' mapping of {', '.join(SAMPLER_KEYS)} "
-                        "(written by arplatform.tune_sampler)")
     try:
-        from_dict(SampleConfig, settings, "sample")
+        check_sampling(settings)
     except ConfigError as e:
-        raise DataError(f"{path}: {e}") from None
+        raise DataError(f"{path}: {e} (written by arplatform.tune_sampler)") from None
     return {"path": path, "sample": settings, "checkpoint_sha256": tuned.get("checkpoint_sha256")}
 
 

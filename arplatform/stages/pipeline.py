@@ -20,7 +20,6 @@ import time
 from .. import storage, tracking
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
 from ..errors import DataError
-from ..jobs.sampling import tuned_sampler_settings
 from ..jobs.training import bucket_version
 from ..runs import seed_checkpoint
 
@@ -76,17 +75,22 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
 
 def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, samples: str,
                     root: str) -> GenerateConfig:
-    """What the pipeline draws: `checkpoint` with the settings `generate` would draw it with, in
-    the same order (`jobs.sampling`): the training config's `sample:`, then the sampler.json a
-    sampler sweep tuned on it, then what the user set explicitly (`train.sample.<key>=…`, as a
-    flag of `generate`), into the pipeline's own samples folder."""
-    explicit = {o.split("=", 1)[0].lstrip("+").removeprefix("sample.") for o in cfg.train_overrides
-                if o.lstrip("+").startswith("sample.")}
-    sample = to_dict(job.sample)
-    sample |= tuned_sampler_settings(checkpoint) | {k: sample[k] for k in explicit if k in sample}
+    """What the pipeline draws: `checkpoint` as `generate` would draw it (`jobs.sampling.
+    resolve_sampling`: its own settings, its sampler.json, then what was given), into the
+    pipeline's own samples folder. Given are the `train.sample.<key>=…` overrides, and the keys
+    of the config's `sample:` section changed since the checkpoint was trained (a reused
+    training run keeps its checkpoint: the section as it is now is what the person set)."""
+    from ..config import SAMPLING_KEYS
+    from ..core.checkpoint import load_model
+
+    overridden = {o.split("=", 1)[0].lstrip("+").removeprefix("sample.") for o in cfg.train_overrides
+                  if o.lstrip("+").startswith("sample.")}
+    now = {k: v for k, v in to_dict(job.sample).items() if k in SAMPLING_KEYS}
+    trained = (load_model(storage.fetch(checkpoint))[2].get("train_config") or {}).get("sample") or {}
+    explicit = {k: v for k, v in now.items() if k in overridden or (k in trained and trained[k] != v)}
     return from_dict(GenerateConfig, {
         "transformer_ckpt": checkpoint, "num_samples": cfg.num_samples, "out": samples, "output_root": root,
-        "sample": sample, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
+        "sample": explicit, "engine": cfg.generate_engine, "actors": cfg.actors, "cpus_per_actor": cfg.cpus_per_actor})
 
 
 def parameter_count_of(root: storage.Root, name: str) -> int:
@@ -151,11 +155,13 @@ class Stages:
 def samples_done(cfg: PipelineConfig, gen: GenerateConfig, samples: str, log) -> bool:
     """Whether the pipeline's samples folder holds what `gen` draws. A folder drawn under other
     settings, holding more than asked, or forced is emptied first (under its writer lock)."""
-    from .generate import clear_samples_folder, manifest_settings
+    from ..jobs.generation import clear_samples_folder, manifest_settings
+    from ..jobs.sampling import checkpoint_sampling
 
     manifest_path = storage.join(samples, "manifest.json")
     manifest = storage.read_json_object(manifest_path, DataError) if storage.exists(manifest_path) else {}
-    same_settings = manifest.get("settings") == manifest_settings(gen)  # what the folder was drawn with
+    drawn_with = checkpoint_sampling(gen.transformer_ckpt, gen.sample)  # as run_generate resolves them
+    same_settings = manifest.get("settings") == manifest_settings(gen, drawn_with)  # what the folder was drawn with
     if manifest and not same_settings:  # the pipeline's own folder, drawn under other settings
         log(f"[generate] the sampling settings changed since {samples} was drawn: drawing again")
         clear_samples_folder(samples)
@@ -183,8 +189,8 @@ def check_stores(tok: TokenizerConfig, job: TrainJobConfig) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
+    from ..jobs.generation import run_generate
     from .evaluate import evaluate_samples, quality_table
-    from .generate import run_generate
     from .tokenize import run_tokenize
     from .train import run_train
 

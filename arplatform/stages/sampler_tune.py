@@ -6,10 +6,11 @@ by the sample-quality evaluation; the best settings become that checkpoint's def
                    checkpoint, codebook and VAE; before Ray
       2. judge     the real data and the platform's classifier (trained once, cached)
       3. fit       Tune, random search: each trial generates `num_samples` balanced samples
-                   (`stages.generate.run_generate`, local engine) and reports their Fréchet
-                   distance (the metric, lower is better) and class accuracy
-      4. finish    leaderboard; the best settings → sampler.json beside the checkpoint, which
-                   `generate` and the training job's end-of-run sampling read as defaults
+                   (`jobs.generation.run_generate`, local engine) with the swept keys set and
+                   every other key the checkpoint's own, and reports their Fréchet distance
+                   (the metric, lower is better) and class accuracy
+      4. finish    leaderboard; the swept keys at the best trial's values → sampler.json beside
+                   the checkpoint, tuned on its bytes (`jobs.sampling.resolve_sampling`)
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def sampler_trial(params: dict, *, gen: dict, real, classifier_state: dict, fold
     from ray import tune
 
     from ..config import GenerateConfig, from_dict
+    from ..jobs.generation import run_generate
     from ..sample_quality import Classifier, evaluate_images
-    from .generate import run_generate
 
     torch.set_num_threads(gen["threads"])
     gen = {k: v for k, v in gen.items() if k != "threads"}
@@ -128,8 +129,8 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     sweeps.check_a_trial_ran([result.error for result in grid], sweep.dir)  # nothing scored: say why, exit 2
     best = rows[0] if rows and rows[0]["frechet"] is not None else None
     if best is not None:
-        tuned = apply_params({"sample": to_dict(gen.sample)}, {a.key: best[a.key] for a in axes})["sample"]
-        write_sampler_settings(models["transformer_ckpt"], tuned, best, sweep.dir)
+        swept = apply_params({"sample": {}}, {a.key: best[a.key] for a in axes})["sample"]
+        write_sampler_settings(models["transformer_ckpt"], swept, best, sweep.dir)
     with open(os.path.join(sweep.dir, "leaderboard.md")) as f:
         log(f.read().rstrip())
     log(f"sampler sweep done in {time.perf_counter() - t0:.0f} s: {sweep.dir}")
@@ -138,11 +139,14 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
     return {"dir": sweep.dir, "best": best, "rows": rows}
 
 
-def write_sampler_settings(checkpoint: str, sample: dict, best: dict, sweep_dir: str) -> str:
+def write_sampler_settings(checkpoint: str, swept: dict, best: dict, sweep_dir: str) -> str:
+    """sampler.json beside the checkpoint: the keys this sweep swept, at its best trial's values,
+    over those an earlier sweep tuned for the same bytes (the trials drew with those too);
+    nothing else, so the checkpoint's own settings still hold for every other key."""
+    from ..jobs.sampling import tuned_sampler_settings
 
     path = os.path.join(os.path.dirname(checkpoint), SAMPLER_FILE)
-    settings = {k: sample[k] for k in ("temperature", "top_k", "top_p", "cfg_scale")}
+    settings = tuned_sampler_settings(checkpoint) | swept
     save_json(path, {"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": storage.sha256(checkpoint),
                      "frechet": best["frechet"], "accuracy": best["accuracy"], "sweep": sweep_dir})
     return path
-

@@ -15,21 +15,19 @@ Workers run `distributed.train_worker.train_worker`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from contextlib import ExitStack
 
 import numpy as np
-import torch
 
 from .. import runs, storage, tracking
-from ..config import TrainJobConfig, to_dict
+from ..config import TrainJobConfig, from_dict, to_dict
 from ..core.checkpoint import load_checkpoint, load_model
 from ..core.io import save_json, save_npy
 from ..distributed.code_data import build_rows
 from ..errors import ConfigError, TrainingError
-from ..jobs.sampling import read_sampler_file, tuned_sampler_settings
+from ..jobs.sampling import read_sampler_file
 from ..jobs.training import (
     build_trainer,
     check_data,
@@ -192,9 +190,7 @@ def finish(job: TrainJobConfig, run: runs.Run, root: storage.Root, codebook: str
     best = os.path.join(run.checkpoint_dir, "best.pt")
     runs.write_state(run, best_sha256=storage.sha256(best))  # `evaluate samples` finds this run by it
     artifacts = [best, save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name})]
-    # a sampler sweep's sampler.json beside the seed's path, in the bucket for a URI root
-    tuned = tuned_sampler_settings(runs.seed_checkpoint(root, job.name), sampled=best)
-    artifacts += sample_grid(job, best, codebook, run.dir, tuned)
+    artifacts += sample_grid(job, best, codebook, run.dir)
     if uri:
         for path in artifacts:
             tracking.log_artifact(uri, mlflow_run_id, path)
@@ -204,7 +200,7 @@ def finish(job: TrainJobConfig, run: runs.Run, root: storage.Root, codebook: str
     if uri and job.tracking.log_model and codebook:
         from ..jobs.mlflow_model import log_training_model  # (imports MLflow's model flavours: seconds)
 
-        summary["mlflow_model"] = log_training_model(job, best, codebook, tuned, uri, mlflow_run_id)
+        summary["mlflow_model"] = log_training_model(job, best, codebook, uri, mlflow_run_id)
     summary.update({"run_name": run.name, "run_dir": run.dir, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
                     "output_dir": run.dir, "ray_run_path": result.path,
                     "published": runs.publish_best(run, root)})
@@ -216,40 +212,44 @@ def summary_step(result) -> int:
     return int((result.metrics or {}).get("step", 0))
 
 
-def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str,
-                tuned: dict | None = None) -> list[str]:
-    """Sample codes from best.pt; decode them to a PNG grid when the codebook names its VAE."""
-    from ..core.codebook import load_codebook_file
-    from ..core.sampling import codes_from_sequences, generate_autoregressive, sampling_precision
+def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str) -> list[str]:
+    """The end-of-training samples of best.pt, drawn by `generate` itself (`run_generate`: the
+    checkpoint's own sampling settings, seed `optim.seed`) into `<run>/samples/`, so `arplatform
+    generate transformer_ckpt=<best.pt> seed=<optim.seed> num_samples=<n>` redraws them image for
+    image; its grid is the run's samples_grid.png. Codes whose codebook names no VAE: only the
+    codes, drawn by the same sampler (`image_sampler.draw_codes`)."""
+    import shutil
+
+    from ..config import GenerateConfig
+    from ..jobs.generation import run_generate
     from ..publish import codebook_vae_path
-    model, layout, ckpt = load_model(best_path)
-    s = job.sample
-    n = s.num_samples
+
+    n = job.sample.num_samples
     if n == 0:
         return []
-    if tuned:  # a sampler sweep tuned this config's published checkpoint
-        print(f"sampling with this config's sampler.json: {tuned}", flush=True)
-        s = dataclasses.replace(s, **tuned)
-    choice = sampling_precision(model, layout, s.precision)
-    if s.precision == "auto":
-        print(f"sampling precision auto → {choice.precision}: {choice.reason}", flush=True)
-    labels = torch.arange(n) % layout.num_classes if layout.conditional else None
-    seqs = generate_autoregressive(model, layout, int(np.prod(ckpt["grid_shape"])), num_samples=n,
-                                   class_labels=labels, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                   cfg_scale=s.cfg_scale, generator=torch.Generator().manual_seed(job.optim.seed),
-                                   precision=choice.precision)
-    codes = codes_from_sequences(seqs, layout).numpy().astype(np.int32)
-    written = [save_npy(os.path.join(out, "samples_codes.npy"), codes)]
-    codebook_dict = load_codebook_file(storage.fetch(codebook)) if codebook else None  # read once: VAE and vectors
-    vae_path = codebook_vae_path(codebook, codebook_dict) if codebook else None
-    if vae_path and storage.isfile(vae_path):
-        vae_path = storage.fetch(vae_path)
-        from ..core.decode import decode_codes_to_images
-        from ..images import make_grid, save_png
+    codes_path = os.path.join(out, "samples_codes.npy")
+    vae = codebook_vae_path(codebook) if codebook else None
+    if not (vae and storage.isfile(vae)):
+        return [save_npy(codes_path, codes_only(job, best_path))]
+    folder = os.path.join(out, "samples")
+    run_generate(from_dict(GenerateConfig, {"transformer_ckpt": best_path, "codebook_pt": codebook, "num_samples": n,
+                                            "seed": job.optim.seed, "out": folder, "format": "npz"}))
+    with np.load(os.path.join(folder, "samples.npz"), allow_pickle=False) as z:
+        codes = z["codes"]
+    grid = shutil.copyfile(os.path.join(folder, "grid.png"), os.path.join(out, "samples_grid.png"))
+    return [save_npy(codes_path, codes.astype(np.int32)), grid]
 
-        images = decode_codes_to_images(codes, codebook_dict, vae_path)
-        order = np.argsort(labels.numpy(), kind="stable") if labels is not None else np.arange(n)
-        columns = max(1, n // max(1, layout.num_classes)) if labels is not None else 8
-        written.append(save_png(os.path.join(out, "samples_grid.png"),
-                                make_grid(images.numpy()[order], columns=columns)))
-    return written
+
+def codes_only(job: TrainJobConfig, best_path: str) -> np.ndarray:
+    """Samples 0…n-1 of seed `optim.seed` (balanced classes) as codes: what `generate` would draw."""
+    from ..core.sampling import sampling_precision
+    from ..image_sampler import draw_codes
+    from ..jobs.sampling import checkpoint_sampling
+
+    model, layout, ckpt = load_model(best_path)
+    sample = checkpoint_sampling(best_path)
+    n = job.sample.num_samples
+    labels = np.arange(n) % layout.num_classes if layout.conditional else np.full(n, -1)
+    precision = sampling_precision(model, layout, sample["precision"]).precision
+    return draw_codes(model, layout, int(np.prod(ckpt["grid_shape"])), np.arange(n), labels, job.optim.seed, sample,
+                      precision).astype(np.int32)

@@ -250,7 +250,7 @@ def register_best_trial(cfg: TuneJobConfig, best: dict, codebook: str, uri: str,
     from ..jobs.mlflow_model import log_training_model
 
     job = dataclasses.replace(cfg.train, tracking=dataclasses.replace(cfg.train.tracking, register=True))
-    logged = log_training_model(job, os.path.join(best["run_dir"], "checkpoints", "best.pt"), codebook, None, uri,
+    logged = log_training_model(job, os.path.join(best["run_dir"], "checkpoints", "best.pt"), codebook, uri,
                                 best["mlflow_run_id"])
     log(f"  best model:  {logged.get('registered_uri') or logged.get('skipped')}")
     return logged
