@@ -78,6 +78,13 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     best = tmp_path / "transformer" / "mnist_sample" / "checkpoints" / "best.pt"
     assert generate("--transformer_ckpt", best, "--num_samples", 4, "--out", tmp_path / "from_path")[0] == 0
     check_mlflow_records(tmp_path, logged)
+    # the end-of-training samples are generate's own: the command redraws them image for image
+    run_dir = summary.parent
+    assert (run_dir / "samples_grid.png").is_file()
+    code, _, err = generate(f"transformer_ckpt={run_dir / 'checkpoints' / 'best.pt'}", "num_samples=8", "seed=0",
+                            "format=npz", f"out={tmp_path / 'regrid'}")
+    assert code == 0, err
+    assert (images(tmp_path / "regrid")[0] == images(run_dir / "samples")[0]).all()
     for uri, name in ((logged["registered_uri"], "registered"), (logged["model_uri"], "logged"),
                       (logged["run_uri"], "run")):
         code, _, err = generate(f"transformer_ckpt={uri}", f"output_root={tmp_path}", "num_samples=4",

@@ -139,6 +139,7 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     import mlflow.artifacts
     import yaml
 
+    from ..config import SAMPLING_KEYS
     from ..core.precision import cache_dir
     from ..errors import CheckpointError
     from ..tracking import probe_server
@@ -167,7 +168,7 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
             flavor = yaml.safe_load(f)["flavors"]["python_function"]
         artifacts, config = flavor["artifacts"], flavor.get("config") or {}
         record = {"files": {k: os.path.relpath(os.path.join(local, artifacts[k]["path"]), tmp) for k in FILES},
-                  "sample": config.get("sample") or {}}
+                  "sample": {k: v for k, v in (config.get("sample") or {}).items() if k in SAMPLING_KEYS}}
         check_digests(model_uri, {k: os.path.join(tmp, rel) for k, rel in record["files"].items()},
                       config.get("sha256"))
         with open(os.path.join(tmp, "fetched.json"), "w", encoding="utf-8") as f:
