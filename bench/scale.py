@@ -123,12 +123,13 @@ def one_job(root: str, data: str, path: dict) -> dict:
             "driver_peak_rss_mib": round(peak, 1), "tokens_per_s": round(s["tokens_per_s"]), "wall_s": s["seconds"]}
 
 
-def bare_job() -> dict:
-    """Ray Train's floor (`bare_trainer.py`): a fresh process, its own local cluster, 2 workers."""
+def bare_job(workers: int = 2) -> dict:
+    """Ray Train's floor (`bare_trainer.py`): a fresh process, its own local cluster, 2 workers
+    (0: Ray Train's local mode, no actors)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, os.path.join(here, "bare_trainer.py")], env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([sys.executable, os.path.join(here, "bare_trainer.py"), "--workers", str(workers)], env=env,
+                         capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"the bare TorchTrainer failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -220,9 +221,11 @@ def main():
             write_shards(data, rows)
             for _ in range(args.rounds):
                 bare = {"rows": rows, "path": "bare", **bare_job()}  # Ray Train's floor, in the same round
-                figures.append(bare)
-                print(f"{rows:>10,} rows  {'bare':13s} first report {bare['first_report_s']:5.1f} s  (ray.init "
-                      f"{bare['ray_init_s']:.1f} s, workers entered {bare['workers_entered_s']:.1f} s)", flush=True)
+                local = {"rows": rows, "path": "bare-local-mode", **bare_job(0)}  # its local mode: no actors
+                figures += [bare, local]
+                for r in (bare, local):
+                    print(f"{rows:>10,} rows  {r['path']:13s} first report {r['first_report_s']:5.1f} s  (ray.init "
+                          f"{r['ray_init_s']:.1f} s, function entered {r['workers_entered_s']:.1f} s)", flush=True)
                 for name in args.paths:  # side by side
                     r = {"rows": rows, "path": name, **one_job(root, data, PATHS[name][0])}
                     figures.append(r)
