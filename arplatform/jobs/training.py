@@ -132,8 +132,8 @@ def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict
     """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
     `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id), and `dataset`
-    (`training_dataset`) as its input. A sweep's trial
-    passes `ends_itself=False`: its driver ends the runs from Tune's verdict (`tracking.tracked_run`)."""
+    (`training_dataset`) as its input. A sweep's trial passes `ends_itself=False`: its driver
+    ends the runs from Tune's verdict (`tracking.tracked_run`)."""
     uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
 
