@@ -87,10 +87,21 @@ def tar_bytes(index: np.ndarray, images: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, size: int = 1024):
+def batch_positions(out: storage.Folder) -> dict[int, tuple[str, int]]:
+    """Sample index → (its batch's tag, its position in the batch), from the index files."""
+    where = {}
+    for name in out.listdir("codes"):
+        if name.startswith("index-") and name.endswith(".npy"):
+            tag = name[len("index-"):-len(".npy")]
+            where.update((int(i), (tag, k)) for k, i in enumerate(load_npy(out, f"codes/{name}")))
+    return where
+
+
+def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, where: dict | None = None, size: int = 1024):
     """The images of `index`, `size` at a time in its order, whatever format the folder holds them
     in: a batch file is read when its first image is needed and dropped after its last, so a
-    reader of any number of samples holds one batch file and one output chunk."""
+    reader of any number of samples holds one batch file and one output chunk. `where`
+    (`batch_positions`) saves reading the index files again."""
     from PIL import Image
 
     def decode(data: bytes) -> np.ndarray:
@@ -100,11 +111,7 @@ def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, size: int = 
         for start in range(0, len(index), size):
             yield np.stack([decode(out.read_bytes(image_name(i))) for i in index[start:start + size]])
         return
-    where = {}  # sample index → (its batch's tag, its position in the batch), from the index files
-    for name in out.listdir("codes"):
-        if name.startswith("index-") and name.endswith(".npy"):
-            tag = name[len("index-"):-len(".npy")]
-            where.update((int(i), (tag, k)) for k, i in enumerate(load_npy(out, f"codes/{name}")))
+    where = batch_positions(out) if where is None else where
     held_tag, held = None, None
 
     def batch(tag: str) -> list[np.ndarray]:
@@ -125,9 +132,9 @@ def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, size: int = 
         yield np.stack(chunk)
 
 
-def read_images(out: storage.Folder, index: np.ndarray, fmt: str) -> np.ndarray:
+def read_images(out: storage.Folder, index: np.ndarray, fmt: str, where: dict | None = None) -> np.ndarray:
     """The images of `index` in one array (a few: the grid's)."""
-    return np.concatenate(list(image_batches(out, index, fmt)))
+    return np.concatenate(list(image_batches(out, index, fmt, where)))
 
 
 def written(out: storage.Folder) -> dict[str, np.ndarray]:
@@ -210,9 +217,10 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
 
     done = written(out)
     manifest = dict(manifest, precision=check_precision(out, "auto") or manifest.get("precision"))  # as drawn
-    out.write_stream("samples.npz", lambda f: write_samples_npz(f, out, done, fmt))
+    where = batch_positions(out) if fmt != "png" else None  # read once for every pass below
+    out.write_stream("samples.npz", lambda f: write_samples_npz(f, out, done, fmt, where))
     picks, per_class = grid_selection(done["labels"], columns)
-    grid_images = read_images(out, done["index"][picks], fmt)
+    grid_images = read_images(out, done["index"][picks], fmt, where)
     chw = grid_images[:, None] if grid_images.ndim == 3 else grid_images.transpose(0, 3, 1, 2)
     out.write_bytes("grid.png", png_bytes(make_grid(chw.astype(np.float32) / 255.0, columns=per_class)))
     manifest = dict(manifest, num_written=int(len(done["index"])), samples=samples)
@@ -220,19 +228,20 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
     return done
 
 
-def write_samples_npz(f, out: storage.Folder, done: dict, fmt: str) -> None:
+def write_samples_npz(f, out: storage.Folder, done: dict, fmt: str, where: dict | None = None) -> None:
     """samples.npz into the file object `f`, what `np.load` reads: the images (and `arr_0`, the
-    field's layout of them) streamed a chunk at a time from the batch files, never whole."""
+    field's layout of them) streamed a chunk at a time from the batch files, never whole (one
+    pass over them per member: a zip writes its members one after another)."""
     import zipfile
 
-    first = next(image_batches(out, done["index"][:1], fmt))
+    first = next(image_batches(out, done["index"][:1], fmt, where))
     shape = (len(done["index"]), *first.shape[1:])
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, convert, member_shape in (("arr_0", adm_images, (*shape[:3], 3)), ("images", None, shape)):
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype(
                     np.uint8)), "fortran_order": False, "shape": member_shape})
-                for chunk in image_batches(out, done["index"], fmt):
+                for chunk in image_batches(out, done["index"], fmt, where):
                     member.write(np.ascontiguousarray((convert(chunk) if convert else chunk).astype(np.uint8)).data)
         for name in ("labels", "codes", "index"):  # small: (N,) and (N, positions)
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:

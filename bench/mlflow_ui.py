@@ -19,18 +19,13 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from arplatform.distributed.cluster import free_port
 
 
 def start_server(store: str, port: int, log_path: str) -> subprocess.Popen:
