@@ -21,6 +21,7 @@ from .core.loop import PRECISIONS, OptimConfig
 from .core.model import GPTConfig
 from .core.sampling import SamplingDefaults
 from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
+from .core.vq import VQConfig
 from .errors import ConfigError
 from .imagedata import DATASETS, MAX_PIXELS
 
@@ -240,6 +241,42 @@ class CodebookConfig:
 
 
 @dataclass
+class TokenizerVQConfig:
+    """kind=vq: a pretrained VQ tokenizer in LlamaGen's checkpoint format (`core/vq.py`); the
+    architecture keys are LlamaGen's `ModelArgs` (its VQ-16 by default): they must match the file."""
+
+    checkpoint: str | None = None  # the published file, e.g. vq_ds16_c2i.pt
+    sha256: str | None = None  # when given, the file's SHA-256 must be this
+    codebook_size: int = VQConfig.codebook_size
+    codebook_embed_dim: int = VQConfig.codebook_embed_dim
+    codebook_l2_norm: bool = VQConfig.codebook_l2_norm
+    encoder_ch_mult: list[int] = field(default_factory=lambda: VQConfig().encoder_ch_mult)
+    decoder_ch_mult: list[int] = field(default_factory=lambda: VQConfig().decoder_ch_mult)
+    z_channels: int = VQConfig.z_channels
+    channels: int = VQConfig.channels  # LlamaGen's `ch`, the first level's width
+
+    def __post_init__(self):
+        if self.sha256 is not None and not (isinstance(self.sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}",
+                                                                                          self.sha256)):
+            raise ConfigError(f"vq.sha256: {self.sha256!r} is not a SHA-256 (64 hex digits)")
+        check_ranges("vq.", self, codebook_size=(2, 65536), codebook_embed_dim=(1, 1024), z_channels=(32, 4096),
+                     channels=(32, 4096))
+        try:
+            self.model_config(image_size=self.downsample)
+        except ValueError as e:
+            raise ConfigError(str(e).replace("VQConfig.", "vq.").replace("VQConfig:", "vq:")) from e
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.encoder_ch_mult) - 1)
+
+    def model_config(self, image_size: int, in_channels: int = 3) -> VQConfig:
+        keys = ("codebook_size", "codebook_embed_dim", "codebook_l2_norm", "encoder_ch_mult", "decoder_ch_mult",
+                "z_channels", "channels")
+        return VQConfig(**{k: getattr(self, k) for k in keys}, image_size=image_size, in_channels=in_channels)
+
+
+@dataclass
 class TokenizerConfig:
     name: str = "mnist_sample"
     output_root: str = "experiments"
@@ -249,8 +286,10 @@ class TokenizerConfig:
     actors: int = 2  # engine=ray: encoding actors (one GPU each where the cluster has GPUs)
     cpus_per_actor: float = 1.0
     use_gpu: str = "auto"  # auto | true | false (engine=ray)
+    kind: str = "vae"  # vae: train a VAE, fit a codebook | vq: encode with a pretrained VQ (the vq: section)
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     vae: TokenizerVAEConfig = field(default_factory=TokenizerVAEConfig)
+    vq: TokenizerVQConfig = field(default_factory=TokenizerVQConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -263,9 +302,15 @@ class TokenizerConfig:
         _check_choice("engine", self.engine, ("local", "ray"))
         _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
         check_ranges("", self, actors=(1, 4096), cpus_per_actor=(0, 1024, True))
-        size = self.data.image_size
-        if size is not None and size % self.vae.downsample:
-            raise ConfigError(f"data.image_size: {size} is not a multiple of vae.downsample={self.vae.downsample}")
+        _check_choice("kind", self.kind, ("vae", "vq"))
+        size, section = self.data.image_size, self.vae if self.kind == "vae" else self.vq
+        if size is not None and size % section.downsample:
+            step = f"vae.downsample={section.downsample}" if self.kind == "vae" else \
+                f"the VQ's downsampling, {section.downsample} (2 ** (len(vq.encoder_ch_mult) - 1))"
+            raise ConfigError(f"data.image_size: {size} is not a multiple of {step}")
+        if self.kind == "vq" and not self.vq.checkpoint:
+            raise ConfigError("vq.checkpoint: kind=vq encodes with a pretrained VQ; name its checkpoint file "
+                              "(LlamaGen's vq_ds16_c2i.pt format)")
 
 
 # ---------------------------------------------------------------------------
@@ -306,12 +351,15 @@ class CodeDataConfig:
 # Named model sizes: LlamaGen's GPT-B, GPT-L and GPT-XL depths and widths, and two small ones
 # (`small`, the platform's default, is the core GPTConfig's own). docs/design.md lists their
 # parameter counts.
+# B, L and XL are LlamaGen's GPT-B/L/XL: their depths, widths and an output layer of its own
+TIED = {"tie_embeddings": True}
 MODEL_PRESETS = {
-    "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4},
-    "small": {"embed_dim": GPTConfig.embed_dim, "num_layers": GPTConfig.num_layers, "num_heads": GPTConfig.num_heads},
-    "B": {"embed_dim": 768, "num_layers": 12, "num_heads": 12},
-    "L": {"embed_dim": 1024, "num_layers": 24, "num_heads": 16},
-    "XL": {"embed_dim": 1280, "num_layers": 36, "num_heads": 20},
+    "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4, **TIED},
+    "small": {"embed_dim": GPTConfig.embed_dim, "num_layers": GPTConfig.num_layers, "num_heads": GPTConfig.num_heads,
+              **TIED},
+    "B": {"embed_dim": 768, "num_layers": 12, "num_heads": 12, "tie_embeddings": False},
+    "L": {"embed_dim": 1024, "num_layers": 24, "num_heads": 16, "tie_embeddings": False},
+    "XL": {"embed_dim": 1280, "num_layers": 36, "num_heads": 20, "tie_embeddings": False},
 }
 
 
@@ -322,6 +370,7 @@ class ModelConfig:
     embed_dim: int | None = None  # null: the preset's
     num_layers: int | None = None  # null: the preset's
     num_heads: int | None = None  # null: the preset's
+    tie_embeddings: bool | None = None  # output layer = token embedding; null: the preset's (B, L, XL untied)
     mlp_ratio: int = GPTConfig.mlp_ratio
     dropout: float = GPTConfig.dropout
     activation_checkpointing: bool = False  # recompute each block's activations in the backward: less memory
@@ -333,7 +382,7 @@ class ModelConfig:
         self.gpt_config(vocab_size=1, seq_len=self.seq_len or 2)  # the core's own checks, named by key
 
     def sizes(self) -> dict:
-        """embed_dim, num_layers, num_heads: those set here, the rest the preset's. (Kept null in
+        """embed_dim, num_layers, num_heads, tie_embeddings: those set here, the rest the preset's. (Kept null in
         the config, so a sweep's trial that names another preset gets that preset's sizes.)"""
         preset = MODEL_PRESETS[self.preset or "small"]
         return {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in preset}

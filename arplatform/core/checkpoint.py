@@ -1,7 +1,7 @@
 """Model checkpoints (`best.pt`, `last.pt`): save atomically, load with weights_only=True.
 
 Format (a dict, version FORMAT_VERSION):
-    format_version, kind ("gpt" | "vae"), model_config, grid_shape, train_config,
+    format_version, kind ("gpt" | "vae" | "vq"), model_config, grid_shape, train_config,
     step, epoch, metrics, model_state_dict; a GPT's adds its token layout
     last.pt adds: optimizer_state_dict, rng_state (torch CPU, and CUDA when used), and in a run
     of several processes rank_rng_states (each rank's)
@@ -107,9 +107,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path, map_location="cpu", expected_layout: TokenLayout | None = None, kind: str = "gpt"
+    path, map_location="cpu", expected_layout: TokenLayout | None = None, kind: str | tuple = "gpt"
 ) -> dict:
-    """Read and check a checkpoint of `kind`; never unpickles anything but tensors and plain data."""
+    """Read and check a checkpoint of `kind` (or of one of several kinds); never unpickles anything
+    but tensors and plain data."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -123,12 +124,14 @@ def load_checkpoint(
     except UNREADABLE as e:
         reason = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason})") from e
-    required = REQUIRED_KEYS + (("layout",) if kind == "gpt" else ())
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    required = REQUIRED_KEYS + (("layout",) if kinds == ("gpt",) else ())
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
-        raise CheckpointError(f"{path}: not a {kind} checkpoint (it lacks one of {required})")
-    if ckpt["kind"] != kind:
-        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, expected a {kind!r} checkpoint")
-    check_fields(ckpt, path, kind)
+        raise CheckpointError(f"{path}: not a {' or '.join(kinds)} checkpoint (it lacks one of {required})")
+    if ckpt["kind"] not in kinds:
+        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, expected a {' or '.join(map(repr, kinds))} "
+                              "checkpoint")
+    check_fields(ckpt, path, ckpt["kind"])
     if ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this code's {FORMAT_VERSION}"

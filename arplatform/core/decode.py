@@ -1,4 +1,4 @@
-"""Codes back to images: codes → codebook vectors → latent grid → VAE decoder."""
+"""Codes back to images: codes → codebook vectors → latent grid → the VAE's (or VQ's) decoder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from .codebook import load_codebook
 from .errors import DataError
 from .vae import VAE, load_vae
+from .vq import VQ
 
 
 @torch.inference_mode()
@@ -33,8 +34,8 @@ def decode_codes_to_images(codes, codebook, vae, batch_size: int = 256) -> torch
     z_table = load_codebook(codebook)
     if isinstance(vae, (str, os.PathLike)):
         vae = load_vae(vae)
-    if not isinstance(vae, VAE):
-        raise TypeError(f"vae must be a VAE or a checkpoint path, got {type(vae).__name__}")
+    if not isinstance(vae, (VAE, VQ)):
+        raise TypeError(f"vae must be a VAE, a VQ or a checkpoint path, got {type(vae).__name__}")
     if codes.ndim not in (2, 3) or codes.numel() == 0:
         raise DataError(f"codes must be shaped (B, H*W) or (B, H, W), got {tuple(codes.shape)}")
     cfg = vae.config

@@ -1,4 +1,4 @@
-"""A GPT over code tokens: RoPE, pre-norm blocks, SDPA, weight tying, and a KV cache it owns.
+"""A GPT over code tokens: RoPE, pre-norm blocks, SDPA, weight tying (by default), and a KV cache it owns.
 
 Read top to bottom: config → rotary positions → cache → attention → block → GPT.
 Positions are rotary (relative), so a window of the last `seq_len` tokens is
@@ -29,6 +29,7 @@ class GPTConfig:
     dropout: float = 0.1
     bias: bool = False
     rope_base: float = 10000.0
+    tie_embeddings: bool = True  # the output layer is the token embedding (False: its own, as LlamaGen's)
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "embed_dim", "num_layers", "num_heads", "mlp_ratio"):
@@ -154,7 +155,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.embed_dim, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.embed_dim, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight  # weight tying
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
         cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -233,11 +235,13 @@ def parameter_count(cfg: GPTConfig) -> int:
     weights = 3 * d * d + d * d + 2 * d * hidden  # qkv, attention projection, MLP in and out
     biases = (3 * d + d + hidden + d + 2 * d) if cfg.bias else 0  # those four, and the two norms'
     block = 2 * d + weights + biases  # two LayerNorm weights
-    return cfg.vocab_size * d + cfg.num_layers * block + d + (d if cfg.bias else 0)  # tied embedding, final norm
+    embeddings = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)  # the output layer's own, untied
+    return embeddings + cfg.num_layers * block + d + (d if cfg.bias else 0)  # and the final norm
 
 
 def training_flops_per_token(cfg: GPTConfig) -> int:
-    """FLOPs of one training token, forward and backward: 6 per weight (the tied embedding counts
-    once, as the output layer's matmul) and 12·layers·width·context for attention's scores and
-    sums (PaLM's count for MFU)."""
-    return 6 * parameter_count(cfg) + 12 * cfg.num_layers * cfg.embed_dim * cfg.seq_len
+    """FLOPs of one training token, forward and backward: 6 per weight (the embedding counts once,
+    as the output layer's matmul: an untied input embedding is a lookup) and 12·layers·width·context
+    for attention's scores and sums (PaLM's count for MFU)."""
+    lookup = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.embed_dim
+    return 6 * (parameter_count(cfg) - lookup) + 12 * cfg.num_layers * cfg.embed_dim * cfg.seq_len

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
 from .precision import autocast
+from .vq import VQ, VQConfig
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
 DOWNSAMPLES = (4, 8)
@@ -83,6 +84,10 @@ class VAE(nn.Module):
         """Images (B, C, H, W) in [0, 1] → mean and log-variance, each (B, D, h, w)."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] → the means (B, D, h, w) a codebook is fitted to."""
+        return self.encode(x)[0]
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -163,11 +168,12 @@ class VAEObjective:
         return {}
 
 
-def load_vae(path, map_location="cpu") -> VAE:
-    """A VAE from its checkpoint (weights_only); mismatches are a CheckpointError."""
-    ckpt = load_checkpoint(path, map_location=map_location, kind="vae")
+def load_vae(path, map_location="cpu") -> VAE | VQ:
+    """A tokenizer's image model from its checkpoint (weights_only): the VAE the tokenizer trained,
+    or the pretrained VQ it encoded with (kind "vq"); mismatches are a CheckpointError."""
+    ckpt = load_checkpoint(path, map_location=map_location, kind=("vae", "vq"))
     try:
-        vae = VAE(VAEConfig(**ckpt["model_config"]))
+        vae = VQ(VQConfig(**ckpt["model_config"])) if ckpt["kind"] == "vq" else VAE(VAEConfig(**ckpt["model_config"]))
         vae.load_state_dict(ckpt["model_state_dict"])
     except (TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0]

@@ -58,7 +58,7 @@ class ShardEncoder:
             start = chunk * CHUNK
             images = self.images.read(np.arange(start, min(start + CHUNK, len(self.images))))
             with torch.inference_mode():
-                mu, _ = self.vae.encode(torch.from_numpy(images).to(self.device))
+                mu = self.vae.latents(torch.from_numpy(images).to(self.device))
             latents = mu.permute(0, 2, 3, 1).float()
             n, h, w, d = latents.shape
             codes = assign(latents.reshape(-1, d), self.centres)[0].reshape(n, h * w).cpu().numpy().astype(np.int32)

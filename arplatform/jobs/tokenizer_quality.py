@@ -19,12 +19,13 @@ PICTURE = "heldout_reconstructions.png"  # written beside tokenizer_eval.json by
 
 @torch.inference_mode()
 def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512, log=print) -> torch.Tensor:
-    """Encoder means of all images → (N, h, w, D) on CPU."""
+    """The latents codes are assigned from (a VAE's encoder means, a VQ's vectors) of all images
+    → (N, h, w, D) on CPU."""
     vae.eval()
     out = []
     with Progress("encode", len(images), "images", log) as progress:
         for s in range(0, len(images), batch_size):
-            mu, _ = vae.encode(torch.from_numpy(images[s : s + batch_size]).to(device))
+            mu = vae.latents(torch.from_numpy(images[s : s + batch_size]).to(device))
             out.append(mu.permute(0, 2, 3, 1).float().cpu())
             progress.update(len(mu))
     return torch.cat(out)

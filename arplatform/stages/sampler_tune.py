@@ -88,6 +88,9 @@ def build_sampler_tuner(cfg: SamplerSweepConfig, axes: list, gen, real, classifi
         {"CPU": cfg.cpus_per_trial})
     return tune.Tuner(trainable, param_space=tune_domains(axes), tune_config=tune.TuneConfig(
         metric="frechet", mode="min", num_samples=cfg.trials,
+        # a trial's process ends with its trial: a reused one lives until Tune's clean-up kills it,
+        # and its SIGTERM, landing in whatever Python code runs then, printed a traceback (N25)
+        reuse_actors=False,
         search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)),
         run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0))
 

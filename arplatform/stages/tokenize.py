@@ -1,5 +1,8 @@
 """The tokenizer stage: images → VAE → codebook → codes.npy (+ labels, shards, evaluation).
 
+With kind=vq, a pretrained VQ (LlamaGen's VQ-16, `core/vq.py`) replaces steps 2 and 3: it is
+loaded, saved where the VAE would be, and its codebook encodes (`pretrained_vq`).
+
     run_tokenize(cfg)
       1. load_split             the images and a seeded train / held-out split
       2. train_vae              the spatial VAE (the core loop, `VAEObjective`)
@@ -29,11 +32,13 @@ import torch
 from .. import publish, storage, tracking
 from ..budget import resolve_device
 from ..config import TokenizerConfig, to_dict
-from ..core.codebook import assign, fit_kmeans, save_codebook, usage_of_counts
+from ..core.checkpoint import save_checkpoint
+from ..core.codebook import KMeansResult, assign, fit_kmeans, save_codebook, usage_of_counts
 from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
+from ..core.vq import ACTIVATION_BYTES, ENCODE_BATCH, VQ, check_vq_file, load_llamagen_vq, sha256_of
 from ..errors import ConfigError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
 from ..images import save_png
@@ -48,8 +53,8 @@ def check_image_shape(data: ImageSet, downsample: int) -> None:
     c, h, w = data.shape
     if h != w or h % downsample or c not in (1, 3):
         raise DataError(
-            f"{data.source}: images are {c}×{h}×{w}; the VAE needs square 1- or 3-channel images "
-            f"with a side divisible by vae.downsample={downsample} (set data.image_size to resize)"
+            f"{data.source}: images are {c}×{h}×{w}; the tokenizer needs square 1- or 3-channel images "
+            f"with a side divisible by its downsampling, {downsample} (set data.image_size to resize)"
         )
 
 
@@ -200,6 +205,20 @@ def latents_of(vae: VAE, data: ImageSet | ImageFiles, index: np.ndarray, device)
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
+def pretrained_vq(cfg: TokenizerConfig, data: ImageSet | ImageFiles, staging: str, log) -> tuple[VQ, KMeansResult]:
+    """kind=vq: the published VQ (its SHA-256 checked where the config names one), saved into the
+    version as a checkpoint of kind "vq" where a trained VAE's would be (generate, evaluate and the
+    encoding actors read it there), and its codebook: nothing is trained or fitted."""
+    c, h, _ = data.shape
+    vq = load_llamagen_vq(cfg.vq.checkpoint, cfg.vq.model_config(h, c), cfg.vq.sha256)
+    source = {"checkpoint": os.path.abspath(cfg.vq.checkpoint), "sha256": sha256_of(cfg.vq.checkpoint)}
+    save_checkpoint(os.path.join(staging, "vae", "checkpoints", "best.pt"), vq, kind="vq",
+                    grid_shape=(vq.config.grid_size,) * 2, train_config={"tokenizer": to_dict(cfg), "source": source})
+    log(f"vq: {cfg.vq.checkpoint} (SHA-256 {source['sha256'][:12]}…): K={vq.config.codebook_size} codes of "
+        f"D={vq.config.latent_dim}, a {vq.config.grid_size}×{vq.config.grid_size} grid per {h}×{h} image")
+    return vq, KMeansResult(vq.quantize.codebook().detach().float().clone(), 0.0, 0)
+
+
 def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: ImageSet, val_idx: np.ndarray,
                  log) -> TokenizedCodes:
     """engine=ray: Ray Data actors encode every image and write the code shards of the codebook
@@ -222,7 +241,9 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: Imag
     is_val[val_idx] = True
     ray = init_ray()
     spec |= {"images": image_source(ray, data), "labels": ray.put(data.labels), "is_val": ray.put(is_val)}
-    memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + 64 * CHUNK * 4 * int(np.prod(data.shape))
+    c, h, w = data.shape  # a VAE's encoder holds ~64 floats a pixel for a chunk; a VQ encodes a few at a time
+    activations = ENCODE_BATCH * ACTIVATION_BYTES * h * w // 256**2 if cfg.kind == "vq" else 64 * CHUNK * 4 * c * h * w
+    memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + activations
     encode_on_actors(ray, cfg, spec, len(data), memory, log)
     os.remove(fitted)
     local = os.path.join(staging, "codebook")
@@ -239,7 +260,8 @@ def write_codebook_folder(cfg: TokenizerConfig, config_name, folder: str, data: 
     """codebook.pt, the code and label splits, shards, split.json, the evaluation and the config."""
     cb, d = cfg.codebook, cfg.data
     codebook_config = {
-        "num_codes": cb.num_codes, "latent_dim": int(km.centres.shape[1]), "grid": list(grid), "mode": cb.mode,
+        "num_codes": int(km.centres.shape[0]), "latent_dim": int(km.centres.shape[1]), "grid": list(grid),
+        "mode": cb.mode if cfg.kind == "vae" else "vq",
         "num_classes": data.num_classes, "dataset": d.dataset, "name": cfg.name,
         # relative to this folder, inside the same published version: resolves from any cwd
         "vae_checkpoint": os.path.join("..", "vae", "checkpoints", "best.pt"),
@@ -272,7 +294,7 @@ def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet | ImageFiles, np.nda
     else:
         data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit,
                            d.max_pixels, d.bad_images, d.crop)
-    check_image_shape(data, cfg.vae.downsample)
+    check_image_shape(data, cfg.vae.downsample if cfg.kind == "vae" else cfg.vq.downsample)
     if cfg.shards > len(data):
         raise DataError(f"{data.source}: shards={cfg.shards} but there are only {len(data)} images")
     train_idx, val_idx = split_indices(len(data), d.val_fraction, d.seed)
@@ -309,17 +331,19 @@ def quality_line(report: dict) -> str:
             f"perplexity {report['codebook_perplexity']:.1f}")
 
 
-def codebook_and_codes(cfg: TokenizerConfig, vae: VAE, data: ImageSet | ImageFiles, train_idx: np.ndarray,
-                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: str, device, log):
-    """The codebook (k-means result), every image's codes (`TokenizedCodes`) and the latents of
-    the held-out images the report scores (`eval_idx`: the first held-out ones)."""
+def codebook_and_codes(cfg: TokenizerConfig, vae: VAE | VQ, data: ImageSet | ImageFiles, train_idx: np.ndarray,
+                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: str, device, log,
+                       km: KMeansResult | None = None):
+    """The codebook (`km` when given, a pretrained VQ's; else k-means on the training latents),
+    every image's codes (`TokenizedCodes`) and the latents of the held-out images the report
+    scores (`eval_idx`: the first held-out ones)."""
     fit_idx = fit_sample(cfg, train_idx)
     if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
-        km = fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
+        km = km or fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)
         codes = codes_on_ray(cfg, staging, shared, km, data, val_idx, log)
         return km, codes, latents_of(vae, data, eval_idx, device)
     latents = encode_means(vae, data.images, device, log=log)  # every image once: sample, codes, report
-    km = fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
+    km = km or fit_codebook(cfg, latents[torch.from_numpy(fit_idx)], device, log)
     codes = TokenizedCodes.in_memory(codes_of(latents, km, device), train_idx, val_idx)
     return km, codes, latents[torch.from_numpy(eval_idx)]
 
@@ -328,14 +352,20 @@ def make_version(cfg: TokenizerConfig, config_name: str | None, data: ImageSet, 
                  val_idx: np.ndarray, staging: str, shared: str, device, log) -> dict:
     """The VAE, the codebook and every image's codes built in `staging` and evaluated; the evaluation."""
     s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
-    if cfg.engine == "ray":
+    given = None  # the codebook, when it is not fitted here
+    if cfg.kind == "vq":
+        vae, given = pretrained_vq(cfg, data, staging, log)
+        vae = vae.to(device)
+    elif cfg.engine == "ray":
         vae = train_vae_on_ray(cfg, data.subset(train_idx), data.subset(val_idx), staging, shared, log).to(device)
     else:
         vae = train_vae(cfg, data.subset(train_idx), data.subset(val_idx), os.path.join(s_vae, "checkpoints"),
                         device, log)
     eval_idx = val_idx[:EVAL_IMAGES]
     km, codes, eval_latents = codebook_and_codes(cfg, vae, data, train_idx, val_idx, eval_idx, staging,
-                                                 shared, device, log)
+                                                 shared, device, log, given)
+    if given is not None:  # how far the held-out latents lie from their codes, as k-means reports it
+        km.distortion = float(assign(eval_latents.reshape(-1, km.centres.shape[1]).to(device), km.centres)[1].mean())
     held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
     usage = usage_of_counts(codes.counts(cfg.codebook.num_codes))
     report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents,
@@ -355,6 +385,8 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
         tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)  # a URI root needs a named store
     out_root = storage.Root(cfg.output_root)  # resolved once; further in, local paths only
     out_root.check_writable("output_root")
+    if cfg.kind == "vq":  # before any image is read or Ray starts
+        check_vq_file(cfg.vq.checkpoint, cfg.vq.sha256)
     data, train_idx, val_idx = load_split(cfg, log)
     # a URI root (a bucket): the versions are built in this machine's mirror of it, then the
     # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE

@@ -1,0 +1,141 @@
+"""kind=vq: LlamaGen's pretrained VQ tokenizer, from its checkpoint format to generated images.
+
+The published vq_ds16_c2i.pt is not here (no network), so the tests save small random-weights
+models with the same key layout, in the same file format ({"model": state_dict, "args":
+argparse.Namespace, …}), and VQ-16's own layout is compared key for key with LlamaGen's."""
+
+import argparse
+import datetime
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import job_env
+
+from arplatform.core.checkpoint import load_checkpoint
+from arplatform.core.codebook import load_codebook_file
+from arplatform.core.decode import decode_codes_to_images
+from arplatform.core.errors import CheckpointError
+from arplatform.core.vae import load_vae
+from arplatform.core.vq import VQ, VQConfig, load_llamagen_vq
+
+# sha256 of "key (shape)" lines, sorted, of LlamaGen's `VQ_16()` state dict
+# (tokenizer/tokenizer_image/vq_model.py): 344 tensors
+LLAMAGEN_VQ16_LAYOUT = "accd1f4a11c789540fcb7d16f9617ee4277941806809f1495711d0a13b7309f9"
+TINY = dict(codebook_size=64, codebook_embed_dim=4, encoder_ch_mult=[1, 1, 2], decoder_ch_mult=[1, 1, 2],
+            z_channels=32, channels=32)
+TINY_FLAGS = ["vq.codebook_size=64", "vq.codebook_embed_dim=4", "vq.encoder_ch_mult=[1,1,2]",
+              "vq.decoder_ch_mult=[1,1,2]", "vq.z_channels=32", "vq.channels=32"]
+
+
+def save_llamagen_file(path, cfg: VQConfig, seed: int = 0, **extra) -> str:
+    """A checkpoint as LlamaGen's vq_train.py writes it."""
+    torch.manual_seed(seed)
+    torch.save({"model": VQ(cfg).state_dict(), "args": argparse.Namespace(vq_model="VQ-16", codebook_size=64),
+                "steps": 0, **extra}, path)
+    return str(path)
+
+
+def test_vq16_has_llamagens_state_dict_layout():
+    with torch.device("meta"):
+        state = VQ(VQConfig()).state_dict()
+    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sorted(state.items()))
+    assert len(state) == 344 and hashlib.sha256(lines.encode()).hexdigest() == LLAMAGEN_VQ16_LAYOUT
+    assert state["quantize.embedding.weight"].shape == (16384, 8) and VQConfig().grid_size == 16
+
+
+def test_the_file_format_loads_its_namespace_and_nothing_else(tmp_path):
+    cfg = VQConfig(**TINY, image_size=8)
+    path = save_llamagen_file(tmp_path / "vq.pt", cfg)
+    vq = load_llamagen_vq(path, cfg, hashlib.sha256(open(path, "rb").read()).hexdigest())
+    torch.manual_seed(0)
+    assert torch.equal(vq.quantize.embedding.weight, VQ(cfg).quantize.embedding.weight)
+    with pytest.raises(CheckpointError, match="is not the"):
+        load_llamagen_vq(path, cfg, "0" * 64)
+    other = tmp_path / "other.pt"
+    torch.save({"model": VQ(cfg).state_dict(), "args": datetime.date(2024, 6, 1)}, other)  # not a Namespace
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_llamagen_vq(other, cfg)
+    with pytest.raises(CheckpointError, match="not a VQ of this config"):
+        load_llamagen_vq(path, VQConfig(**(TINY | {"z_channels": 64}), image_size=8))
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x02junk" * 50)
+    with pytest.raises(CheckpointError, match="unreadable|refused"):
+        load_llamagen_vq(tmp_path / "junk.pt", cfg)
+
+
+def test_codes_are_llamagens_nearest_l2_normalised_entries(tmp_path):
+    cfg = VQConfig(**TINY, image_size=16, in_channels=1)
+    vq = load_llamagen_vq(save_llamagen_file(tmp_path / "vq.pt", cfg), cfg)
+    x = torch.rand(3, 1, 16, 16)
+    with torch.inference_mode():  # LlamaGen's quantizer, written out: [-1, 1] RGB in, argmin of distances
+        z = F.normalize(vq.quant_conv(vq.encoder(x.expand(-1, 3, -1, -1) * 2 - 1)), dim=1)
+        emb = F.normalize(vq.quantize.embedding.weight, dim=-1)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
+        theirs = torch.argmin((flat**2).sum(1, keepdim=True) + (emb**2).sum(1) - 2 * flat @ emb.T, dim=1)
+        ours = torch.cdist(vq.latents(x).permute(0, 2, 3, 1).reshape(-1, 4), vq.quantize.codebook()).argmin(1)
+        images = decode_codes_to_images(ours.reshape(3, 4, 4), vq.quantize.codebook(), vq)
+    assert torch.equal(ours, theirs)
+    assert images.shape == (3, 1, 16, 16) and 0 <= images.min() and images.max() <= 1
+
+
+def tokenize(root, *extra, cwd):
+    cmd = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/digits", f"output_root={root}",
+           "kind=vq", *TINY_FLAGS, "tracking.enabled=false", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=job_env(), cwd=cwd, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_vq_tokenizer_encodes_on_both_engines_and_generate_decodes_through_it(tmp_path, ray_cluster):
+    ckpt = save_llamagen_file(tmp_path / "vq_ds16_c2i.pt", VQConfig(**TINY, image_size=16))
+    local = tokenize(tmp_path / "local", f"vq.checkpoint={ckpt}", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-2000:]
+    out = tmp_path / "local" / "codebook" / "digits"
+    codebook = load_codebook_file(out / "codebook.pt")
+    assert codebook["config"]["mode"] == "vq" and codebook["config"]["num_codes"] == 64
+    model = tmp_path / "local" / "vae_digits" / "checkpoints" / "best.pt"
+    saved = load_checkpoint(model, kind="vq")
+    assert saved["train_config"]["source"]["sha256"] == hashlib.sha256(open(ckpt, "rb").read()).hexdigest()
+    vq = load_vae(model)
+    assert isinstance(vq, VQ) and torch.allclose(codebook["z_medoid"], vq.quantize.codebook())
+    report = json.loads((out / "tokenizer_eval.json").read_text())
+    assert 0 < report["codebook_usage"] <= 1 and report["psnr_real_vs_quantised"] > 0
+
+    ray = subprocess.run([sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/digits",
+                          f"output_root={tmp_path / 'ray'}", "kind=vq", *TINY_FLAGS,
+                          "tracking.enabled=false", f"vq.checkpoint={ckpt}", "engine=ray", "actors=1"],
+                         capture_output=True, text=True, env=job_env(ray_cluster), cwd=tmp_path, timeout=300)
+    assert ray.returncode == 0, ray.stderr[-2000:]
+    for name in ("codes.npy", "val_codes.npy"):  # the same codes, whichever engine encoded them
+        assert np.array_equal(np.load(out / name), np.load(tmp_path / "ray" / "codebook" / "digits" / name))
+
+    train = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-name", "transformer/digits",
+                            f"output_root={tmp_path / 'local'}", f"data.codebook_dir={out}", "optim.epochs=1",
+                            "trainer.num_workers=1", "tracking.enabled=false", "sample.num_samples=0"],
+                           capture_output=True, text=True, env=job_env(ray_cluster), cwd=tmp_path, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    best = tmp_path / "local" / "transformer" / "digits" / "checkpoints" / "best.pt"
+    gen = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", str(best),
+                          "--num_samples", "6", "--out", str(tmp_path / "g")],
+                         capture_output=True, text=True, env=job_env(), cwd=tmp_path, timeout=300)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    with np.load(tmp_path / "g" / "samples.npz", allow_pickle=False) as samples:
+        codes, images = torch.from_numpy(samples["codes"]), torch.from_numpy(samples["images"])
+    expected = decode_codes_to_images(codes.long(), codebook, vq)[:, 0]  # through the VQ's decoder
+    assert images.shape == (6, 8, 8) and torch.allclose(images.float() / 255, expected, atol=1 / 255 + 1e-6)
+
+
+def test_bad_vq_settings_are_one_line_before_anything_runs(tmp_path):
+    missing = tokenize(tmp_path / "r", "vq.checkpoint=nowhere.pt", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: nowhere.pt: VQ checkpoint not found " \
+                                                                  "(vq.checkpoint)", missing.stderr
+    assert not (tmp_path / "r").exists()
+    for flags, key in ((["vq.sha256=xyz", "vq.checkpoint=a.pt"], "vq.sha256"), (["kind=vq"], "vq.checkpoint"),
+                       (["vq.checkpoint=a.pt", "vq.channels=48"], "vq:"),
+                       (["vq.checkpoint=a.pt", "data.image_size=18"], "data.image_size")):
+        bad = tokenize(tmp_path / "r", *flags, cwd=tmp_path)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and key in bad.stderr, bad.stderr
