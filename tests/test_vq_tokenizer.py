@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import job_env
+from helpers import job_env, photo_crops
 
 from arplatform.core.checkpoint import load_checkpoint
 from arplatform.core.codebook import load_codebook_file
@@ -83,50 +83,56 @@ def test_codes_are_llamagens_nearest_l2_normalised_entries(tmp_path):
     assert images.shape == (3, 1, 16, 16) and 0 <= images.min() and images.max() <= 1
 
 
-def tokenize(root, *extra, cwd):
-    cmd = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/digits", f"output_root={root}",
-           "kind=vq", *TINY_FLAGS, "tracking.enabled=false", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=job_env(), cwd=cwd, timeout=300)
+def command(module, *args, cwd, cluster=None):
+    return subprocess.run([sys.executable, "-m", f"arplatform.{module}", *map(str, args)], capture_output=True,
+                          text=True, env=job_env(cluster), cwd=cwd, timeout=300)
+
+
+def tokenize(root, *extra, cwd, config="tokenizer/digits", cluster=None):
+    return command("tokenize", "--config-name", config, f"output_root={root}", "kind=vq", *TINY_FLAGS,
+                   "tracking.enabled=false", *extra, cwd=cwd, cluster=cluster)
 
 
 @pytest.mark.slow
-def test_a_vq_tokenizer_encodes_on_both_engines_and_generate_decodes_through_it(tmp_path, ray_cluster):
+def test_docs_reproduce_at_small_size_vq_codes_on_both_engines_gpt_b_recipe_and_npz(tmp_path, ray_cluster):
+    """docs/reproduce.md's commands, with its configs (tokenizer/imagenet_vq16, transformer/imagenet_b),
+    on 160 photograph crops at 16² and a random-weights VQ of VQ-16's layout, made small."""
     ckpt = save_llamagen_file(tmp_path / "vq_ds16_c2i.pt", VQConfig(**TINY, image_size=16))
-    local = tokenize(tmp_path / "local", f"vq.checkpoint={ckpt}", cwd=tmp_path)
+    sha = hashlib.sha256(open(ckpt, "rb").read()).hexdigest()
+    photos = photo_crops(tmp_path / "imagenet" / "train", n=160, size=16)
+    small = [f"data.data_dir={photos}", "data.image_size=16", "data.val_fraction=0.1", "shards=2",
+             f"vq.checkpoint={ckpt}", f"vq.sha256={sha}"]
+    ray = tokenize(tmp_path / "exp", *small, "actors=1", config="tokenizer/imagenet_vq16", cwd=tmp_path,
+                   cluster=ray_cluster)  # engine=ray, the config's
+    assert ray.returncode == 0, ray.stderr[-2000:]
+    local = tokenize(tmp_path / "local", *small, "engine=local", config="tokenizer/imagenet_vq16", cwd=tmp_path)
     assert local.returncode == 0, local.stderr[-2000:]
-    out = tmp_path / "local" / "codebook" / "digits"
+    out = tmp_path / "exp" / "codebook" / "imagenet_vq16"
+    for name in ("codes.npy", "val_codes.npy"):  # the same codes, whichever engine encoded them
+        assert np.array_equal(np.load(out / name), np.load(tmp_path / "local" / "codebook" / "imagenet_vq16" / name))
     codebook = load_codebook_file(out / "codebook.pt")
     assert codebook["config"]["mode"] == "vq" and codebook["config"]["num_codes"] == 64
-    model = tmp_path / "local" / "vae_digits" / "checkpoints" / "best.pt"
-    saved = load_checkpoint(model, kind="vq")
-    assert saved["train_config"]["source"]["sha256"] == hashlib.sha256(open(ckpt, "rb").read()).hexdigest()
-    vq = load_vae(model)
+    saved = load_checkpoint(tmp_path / "exp" / "vae_imagenet_vq16" / "checkpoints" / "best.pt", kind="vq")
+    assert saved["train_config"]["source"]["sha256"] == sha
+    vq = load_vae(tmp_path / "exp" / "vae_imagenet_vq16" / "checkpoints" / "best.pt")
     assert isinstance(vq, VQ) and torch.allclose(codebook["z_medoid"], vq.quantize.codebook())
     report = json.loads((out / "tokenizer_eval.json").read_text())
     assert 0 < report["codebook_usage"] <= 1 and report["psnr_real_vs_quantised"] > 0
 
-    ray = subprocess.run([sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/digits",
-                          f"output_root={tmp_path / 'ray'}", "kind=vq", *TINY_FLAGS,
-                          "tracking.enabled=false", f"vq.checkpoint={ckpt}", "engine=ray", "actors=1"],
-                         capture_output=True, text=True, env=job_env(ray_cluster), cwd=tmp_path, timeout=300)
-    assert ray.returncode == 0, ray.stderr[-2000:]
-    for name in ("codes.npy", "val_codes.npy"):  # the same codes, whichever engine encoded them
-        assert np.array_equal(np.load(out / name), np.load(tmp_path / "ray" / "codebook" / "digits" / name))
-
-    train = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-name", "transformer/digits",
-                            f"output_root={tmp_path / 'local'}", f"data.codebook_dir={out}", "optim.epochs=1",
-                            "trainer.num_workers=1", "tracking.enabled=false", "sample.num_samples=0"],
-                           capture_output=True, text=True, env=job_env(ray_cluster), cwd=tmp_path, timeout=300)
+    train = command("train", "--config-name", "transformer/imagenet_b", f"output_root={tmp_path / 'exp'}",
+                    f"data.codebook_dir={out}", "model.preset=tiny", "trainer.use_gpu=false", "trainer.num_workers=1",
+                    "trainer.cpus_per_worker=1", "optim.epochs=1", "optim.batch_size=16", "optim.precision=fp32",
+                    "sample.num_samples=0", "tracking.enabled=false", cwd=tmp_path, cluster=ray_cluster)
     assert train.returncode == 0, train.stderr[-2000:]
-    best = tmp_path / "local" / "transformer" / "digits" / "checkpoints" / "best.pt"
-    gen = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", str(best),
-                          "--num_samples", "6", "--out", str(tmp_path / "g")],
-                         capture_output=True, text=True, env=job_env(), cwd=tmp_path, timeout=300)
+    best = tmp_path / "exp" / "transformer" / "imagenet_b" / "checkpoints" / "best.pt"
+    gen = command("generate", "--transformer_ckpt", best, "--num_samples", 6, "--out", tmp_path / "g",
+                  "format=npz", "sample.precision=fp32", cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr[-2000:]
     with np.load(tmp_path / "g" / "samples.npz", allow_pickle=False) as samples:
-        codes, images = torch.from_numpy(samples["codes"]), torch.from_numpy(samples["images"])
-    expected = decode_codes_to_images(codes.long(), codebook, vq)[:, 0]  # through the VQ's decoder
-    assert images.shape == (6, 8, 8) and torch.allclose(images.float() / 255, expected, atol=1 / 255 + 1e-6)
+        codes, adm = torch.from_numpy(samples["codes"]), samples["arr_0"]
+    expected = decode_codes_to_images(codes.long(), codebook, vq)  # through the VQ's decoder
+    assert adm.shape == (6, 16, 16, 3) and adm.dtype == np.uint8
+    assert np.abs(adm.astype(int) - np.round(expected.permute(0, 2, 3, 1).numpy() * 255)).max() <= 1
 
 
 def test_bad_vq_settings_are_one_line_before_anything_runs(tmp_path):

@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from .checkpoint import UNREADABLE
 from .errors import CheckpointError
 
-ENCODE_BATCH = 8  # images per encoder call (`VQ.latents`)
-ACTIVATION_BYTES = 300 << 20  # an encoder call's memory per 256² image, measured (about 250 MB)
+# images per encoder or decoder call: at 256² their activations are about 250 MB an image (measured
+# on CPU, fp32), so a caller's batch of hundreds is taken a few at a time
+BATCH = 8
+ACTIVATION_BYTES = 300 << 20  # per 256² image in one call
 
 
 @dataclass
@@ -233,10 +235,9 @@ class VQ(nn.Module):
 
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] → (B, D, h, w), l2-normalised where the codebook is: the
-        nearest codebook vector of each is LlamaGen's code. `ENCODE_BATCH` images at a time: at
-        256² the encoder's activations are about 250 MB an image."""
+        nearest codebook vector of each is LlamaGen's code. `BATCH` images at a time."""
         parts = []
-        for part in x.split(ENCODE_BATCH):
+        for part in x.split(BATCH):
             if part.shape[1] == 1:
                 part = part.expand(-1, 3, -1, -1)
             z = self.quant_conv(self.encoder(part * 2 - 1))
@@ -244,9 +245,12 @@ class VQ(nn.Module):
         return torch.cat(parts)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codebook vectors (B, D, h, w) → images (B, C, H, W) in [0, 1]."""
-        rgb = (self.decoder(self.post_quant_conv(z)).clamp(-1, 1) + 1) / 2
-        return rgb.mean(dim=1, keepdim=True) if self.config.in_channels == 1 else rgb
+        """Codebook vectors (B, D, h, w) → images (B, C, H, W) in [0, 1], `BATCH` at a time."""
+        parts = []
+        for part in z.split(BATCH):
+            rgb = (self.decoder(self.post_quant_conv(part)).clamp(-1, 1) + 1) / 2
+            parts.append(rgb.mean(dim=1, keepdim=True) if self.config.in_channels == 1 else rgb)
+        return torch.cat(parts)
 
 
 def sha256_of(path: str) -> str:

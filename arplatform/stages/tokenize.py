@@ -38,7 +38,7 @@ from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
-from ..core.vq import ACTIVATION_BYTES, ENCODE_BATCH, VQ, check_vq_file, load_llamagen_vq, sha256_of
+from ..core.vq import ACTIVATION_BYTES, BATCH, VQ, check_vq_file, load_llamagen_vq, sha256_of
 from ..errors import ConfigError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
 from ..images import save_png
@@ -242,7 +242,7 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: Imag
     ray = init_ray()
     spec |= {"images": image_source(ray, data), "labels": ray.put(data.labels), "is_val": ray.put(is_val)}
     c, h, w = data.shape  # a VAE's encoder holds ~64 floats a pixel for a chunk; a VQ encodes a few at a time
-    activations = ENCODE_BATCH * ACTIVATION_BYTES * h * w // 256**2 if cfg.kind == "vq" else 64 * CHUNK * 4 * c * h * w
+    activations = BATCH * ACTIVATION_BYTES * h * w // 256**2 if cfg.kind == "vq" else 64 * CHUNK * 4 * c * h * w
     memory = ACTOR_PROCESS_BYTES + os.path.getsize(vae_ckpt) + activations
     encode_on_actors(ray, cfg, spec, len(data), memory, log)
     os.remove(fitted)
