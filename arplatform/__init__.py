@@ -1,31 +1,34 @@
 """arplatform: autoregressive transformers on discrete image codes.
 
-The public names users know from the seed live here whatever the inner layout.
-Importing the package imports torch only; Ray, MLflow and Hydra load in the
-entry points that use them.
+The public names users know from the seed live here whatever the inner layout. They are
+loaded when first used (`from arplatform import GPT` imports torch then): importing a
+submodule imports only what that module needs, so a Ray Data task that reads code rows
+(`distributed/row_split.py`) starts without torch. Ray, MLflow and Hydra load in the entry
+points that use them.
 """
 
-from .core import (
-    GPT,
-    CheckpointError,
-    CodeSequenceDataset,
-    DataError,
-    GPTConfig,
-    OptimConfig,
-    TokenLayout,
-    TrainConfig,
-    codes_from_sequences,
-    generate_autoregressive,
-    load_checkpoint,
-    load_model,
-    pad_collate,
-    sample_next_token,
-    save_checkpoint,
-)
-from .core.decode import decode_codes_to_images
+import importlib
 
-__all__ = [
-    "GPT", "GPTConfig", "TokenLayout", "CodeSequenceDataset", "pad_collate", "sample_next_token",
-    "generate_autoregressive", "codes_from_sequences", "save_checkpoint", "load_checkpoint",
-    "load_model", "OptimConfig", "TrainConfig", "DataError", "CheckpointError", "decode_codes_to_images",
-]
+# each public name, and the module that defines it
+_PUBLIC = {
+    **dict.fromkeys(("GPT", "GPTConfig"), ".core.model"),
+    "TokenLayout": ".core.tokens",
+    **dict.fromkeys(("CodeSequenceDataset", "pad_collate"), ".core.data"),
+    **dict.fromkeys(("sample_next_token", "generate_autoregressive", "codes_from_sequences"), ".core.sampling"),
+    **dict.fromkeys(("save_checkpoint", "load_checkpoint", "load_model"), ".core.checkpoint"),
+    **dict.fromkeys(("OptimConfig", "TrainConfig"), ".core.loop"),
+    **dict.fromkeys(("DataError", "CheckpointError"), ".core.errors"),
+    "decode_codes_to_images": ".core.decode",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'arplatform' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
