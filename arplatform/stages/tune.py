@@ -150,7 +150,10 @@ def build_tuner(cfg: TuneJobConfig, axes: list[Axis], job: TrainJobConfig, facts
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, search_alg=search, scheduler=scheduler,
                                     num_samples=s.num_samples,
                                     max_concurrent_trials=s.max_concurrent_trials if s.algorithm == "optuna" else None,
-                                    trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
+                                    trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
+                                    # a trial's process ends with its trial, not by Tune's clean-up kill,
+                                    # whose SIGTERM printed tracebacks (N25); a trial trains for minutes
+                                    reuse_actors=False),
         run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.ray_storage, verbose=0,
                                   callbacks=[outcome_recorder(sweep)]),
     )
