@@ -367,7 +367,7 @@ def make_version(cfg: TokenizerConfig, config_name: str | None, data: ImageSet, 
     if given is not None:  # how far the held-out latents lie from their codes, as k-means reports it
         km.distortion = float(assign(eval_latents.reshape(-1, km.centres.shape[1]).to(device), km.centres)[1].mean())
     held_out = ImageSet(data.read(eval_idx), data.labels[eval_idx], data.num_classes, data.source)
-    usage = usage_of_counts(codes.counts(cfg.codebook.num_codes))
+    usage = usage_of_counts(codes.counts(len(km.centres)))  # K: the fitted codebook's, or the VQ's
     report, picture = evaluate_tokenizer(vae, km.centres.cpu(), held_out, eval_latents,
                                          codes.first("val", len(eval_idx)), usage, device)
     report |= {"images": len(data), "images_skipped": len(data.skipped)}
