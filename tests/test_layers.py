@@ -125,3 +125,15 @@ def test_every_package_the_platform_imports_is_declared():
                    if m not in sys.stdlib_module_names and m not in ("arplatform", "__future__")}
     assert third_party - declared == set(), "imported but not declared"
     assert declared - third_party == set(), "declared but never imported"
+
+
+def test_the_read_tasks_module_and_the_package_import_without_torch():
+    """Ray Data's read tasks run `distributed/row_split.py`: their worker processes import it (and
+    the package's __init__) and must not pay torch's import; the public names still load on use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, arplatform.distributed.row_split; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from arplatform import GPT, TokenLayout, decode_codes_to_images; assert 'torch' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
