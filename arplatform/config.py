@@ -261,6 +261,10 @@ class TokenizerVQConfig:
             raise ConfigError(f"vq.sha256: {self.sha256!r} is not a SHA-256 (64 hex digits)")
         check_ranges("vq.", self, codebook_size=(2, 65536), codebook_embed_dim=(1, 1024), z_channels=(32, 4096),
                      channels=(32, 4096))
+        for key in ("encoder_ch_mult", "decoder_ch_mult"):
+            if not 1 <= len(getattr(self, key)) <= 8:
+                raise ConfigError(f"vq.{key}: {list(getattr(self, key))} must list 1 to 8 channel multipliers "
+                                  "(VQ-16: [1, 1, 2, 2, 4])")
         try:
             self.model_config(image_size=self.downsample)
         except ValueError as e:

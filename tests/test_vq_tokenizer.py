@@ -144,6 +144,8 @@ def test_bad_vq_settings_are_one_line_before_anything_runs(tmp_path):
     assert not (tmp_path / "r").exists()
     for flags, key in ((["vq.sha256=xyz", "vq.checkpoint=a.pt"], "vq.sha256"), (["kind=vq"], "vq.checkpoint"),
                        (["vq.checkpoint=a.pt", "vq.channels=48"], "vq:"),
+                       (["vq.checkpoint=a.pt", "vq.encoder_ch_mult=[]"], "vq.encoder_ch_mult"),
+                       (["vq.checkpoint=a.pt", "vq.codebook_size=1"], "vq.codebook_size"),
                        (["vq.checkpoint=a.pt", "data.image_size=18"], "data.image_size")):
         bad = tokenize(tmp_path / "r", *flags, cwd=tmp_path)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and key in bad.stderr, bad.stderr
