@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import job_env, photo_crops
+from helpers import job_env, photo_crops, run_main
 
 from arplatform.core.checkpoint import load_checkpoint
 from arplatform.core.codebook import load_codebook_file
@@ -137,15 +137,19 @@ def test_docs_reproduce_at_small_size_vq_codes_on_both_engines_gpt_b_recipe_and_
     assert np.abs(adm.astype(int) - np.round(expected.permute(0, 2, 3, 1).numpy() * 255)).max() <= 1
 
 
-def test_bad_vq_settings_are_one_line_before_anything_runs(tmp_path):
-    missing = tokenize(tmp_path / "r", "vq.checkpoint=nowhere.pt", cwd=tmp_path)
-    assert missing.returncode == 2 and missing.stderr.strip() == "error: nowhere.pt: VQ checkpoint not found " \
-                                                                  "(vq.checkpoint)", missing.stderr
+def test_bad_vq_settings_are_one_line_before_anything_runs(tmp_path, monkeypatch):
+    from arplatform.tokenize import main
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--config-name", "tokenizer/digits", f"output_root={tmp_path / 'r'}", "kind=vq", *TINY_FLAGS,
+            "tracking.enabled=false"]
+    code, err = run_main(main, [*base, "vq.checkpoint=nowhere.pt"])
+    assert code == 2 and err.strip() == "error: nowhere.pt: VQ checkpoint not found (vq.checkpoint)", err
     assert not (tmp_path / "r").exists()
     for flags, key in ((["vq.sha256=xyz", "vq.checkpoint=a.pt"], "vq.sha256"), (["kind=vq"], "vq.checkpoint"),
                        (["vq.checkpoint=a.pt", "vq.channels=48"], "vq:"),
                        (["vq.checkpoint=a.pt", "vq.encoder_ch_mult=[]"], "vq.encoder_ch_mult"),
                        (["vq.checkpoint=a.pt", "vq.codebook_size=1"], "vq.codebook_size"),
                        (["vq.checkpoint=a.pt", "data.image_size=18"], "data.image_size")):
-        bad = tokenize(tmp_path / "r", *flags, cwd=tmp_path)
-        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and key in bad.stderr, bad.stderr
+        code, err = run_main(main, [*base, *flags])
+        assert code == 2 and len(err.strip().splitlines()) == 1 and key in err, err
