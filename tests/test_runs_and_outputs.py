@@ -107,6 +107,7 @@ def _visible(root: str):
         return None
 
 
+@pytest.mark.slow  # a process killed at each of many points: 6 s
 def test_a_kill_at_any_point_of_publish_leaves_old_or_new_never_a_mix(tmp_path):
     root = str(tmp_path)
     ctx = fork_server()

@@ -119,7 +119,8 @@ def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
     assert "tracking.tracking_uri" in proc.stderr
 
 
-@pytest.mark.parametrize("case", ["unknown scheme", "missing bucket", "missing checkpoint", "endpoint down"])
+@pytest.mark.parametrize("case", ["unknown scheme", "missing bucket", "missing checkpoint",
+                                  pytest.param("endpoint down", marks=pytest.mark.slow)])  # (S3's retries: 8 s)
 def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch):
     """Bad URIs stop with one line and exit 2 before any work: the key or file, and why. A down
     endpoint through the command in a process of its own (this one's S3 clients are made for the
