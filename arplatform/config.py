@@ -352,10 +352,9 @@ class CodeDataConfig:
         check_ranges("data.", self, num_codes=(1, 65536), num_classes=(0, 100_000), val_fraction=(0, 1, True, True))
 
 
-# Named model sizes: LlamaGen's GPT-B, GPT-L and GPT-XL depths and widths, and two small ones
-# (`small`, the platform's default, is the core GPTConfig's own). docs/design.md lists their
-# parameter counts.
-# B, L and XL are LlamaGen's GPT-B/L/XL: their depths, widths and an output layer of its own
+# Named model sizes: LlamaGen's GPT-B, GPT-L and GPT-XL (their depths, widths and an output layer
+# of its own), and two small ones with a tied one (`small`, the platform's default, is the core
+# GPTConfig's own). docs/design.md lists their parameter counts.
 TIED = {"tie_embeddings": True}
 MODEL_PRESETS = {
     "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4, **TIED},

@@ -43,6 +43,8 @@ class GPTConfig:
             )
         if (self.embed_dim // self.num_heads) % 2:
             raise ValueError("GPTConfig: head size (embed_dim / num_heads) must be even for RoPE")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"GPTConfig.tie_embeddings must be a bool, got {self.tie_embeddings!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
