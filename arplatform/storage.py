@@ -31,7 +31,7 @@ import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 
-from .core.io import atomic_write
+from .core.io import atomic_write, file_sha256
 from .core.precision import cache_dir
 from .errors import USER_ERRORS, StorageError
 
@@ -283,11 +283,7 @@ def fetch(path) -> str:
 
 def sha256(path) -> str:
     """The SHA-256 of a file's bytes (a local copy's, for a URI)."""
-    h = hashlib.sha256()
-    with open(fetch(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(fetch(path))
 
 
 @contextmanager

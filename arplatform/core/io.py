@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -11,6 +12,15 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a local file's bytes, read a MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @functools.cache

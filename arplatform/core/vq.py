@@ -16,7 +16,6 @@ either.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from .checkpoint import UNREADABLE
 from .errors import CheckpointError
+from .io import file_sha256
 
 # images per encoder or decoder call: at 256² their activations are about 250 MB an image (measured
 # on CPU, fp32), so a caller's batch of hundreds is taken a few at a time
@@ -253,20 +253,12 @@ class VQ(nn.Module):
         return torch.cat(parts)
 
 
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_vq_file(path, sha256: str | None = None) -> str:
     """The file is there (and, with `sha256`, has those bytes): a CheckpointError otherwise."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: VQ checkpoint not found (vq.checkpoint)")
-    if sha256 and (actual := sha256_of(path)) != sha256.lower():
+    if sha256 and (actual := file_sha256(path)) != sha256.lower():
         raise CheckpointError(f"{path}: SHA-256 {actual} is not the {sha256.lower()} vq.sha256 names")
     return path
 

@@ -38,7 +38,7 @@ from ..core.errors import DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
-from ..core.vq import ACTIVATION_BYTES, BATCH, VQ, check_vq_file, load_llamagen_vq, sha256_of
+from ..core.vq import ACTIVATION_BYTES, BATCH, VQ, check_vq_file, load_llamagen_vq
 from ..errors import ConfigError
 from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
 from ..images import save_png
@@ -210,8 +210,8 @@ def pretrained_vq(cfg: TokenizerConfig, data: ImageSet | ImageFiles, staging: st
     version as a checkpoint of kind "vq" where a trained VAE's would be (generate, evaluate and the
     encoding actors read it there), and its codebook: nothing is trained or fitted."""
     c, h, _ = data.shape
-    vq = load_llamagen_vq(cfg.vq.checkpoint, cfg.vq.model_config(h, c), cfg.vq.sha256)
-    source = {"checkpoint": os.path.abspath(cfg.vq.checkpoint), "sha256": sha256_of(cfg.vq.checkpoint)}
+    vq = load_llamagen_vq(cfg.vq.checkpoint, cfg.vq.model_config(h, c))  # (vq.sha256: checked by run_tokenize)
+    source = {"checkpoint": os.path.abspath(cfg.vq.checkpoint), "sha256": storage.sha256(cfg.vq.checkpoint)}
     save_checkpoint(os.path.join(staging, "vae", "checkpoints", "best.pt"), vq, kind="vq",
                     grid_shape=(vq.config.grid_size,) * 2, train_config={"tokenizer": to_dict(cfg), "source": source})
     log(f"vq: {cfg.vq.checkpoint} (SHA-256 {source['sha256'][:12]}…): K={vq.config.codebook_size} codes of "
