@@ -18,7 +18,7 @@ from arplatform import (
     load_model,
     save_checkpoint,
 )
-from arplatform.core.loop import GPTObjective, IndexBatches, fit, lr_at
+from arplatform.core.loop import GPTObjective, IndexBatches, drop_code_tokens, fit, lr_at
 
 
 def make_model(layout, seq_len=24, seed=0, dropout=0.0):
@@ -146,7 +146,7 @@ def test_resume_is_bit_identical(tiny_codes, tmp_path, ema_decay):
     batches = IndexBatches(ds.tensors, 16, seed=1)
     spe = len(batches) // 2  # 6 micro-batches → 3 steps per epoch
     torch.manual_seed(123)
-    objective = GPTObjective(layout, class_dropout=0.3)
+    objective = GPTObjective(layout, class_dropout=0.3, token_dropout=0.1)
     fit(model, objective, batches, spe, lambda: batches(0), OptimConfig(**cfg),
         checkpoint_dir=str(tmp_path / "straight"))
     straight = {k: v.clone() for k, v in model.state_dict().items()}
@@ -373,3 +373,17 @@ def test_a_compiled_training_step_equals_the_eager_one(tiny_codes):
     assert losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
     for a, b in zip(eager.state_dict().values(), compiled.state_dict().values(), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_token_dropout_replaces_only_codes_and_about_p_of_them():
+    layout = TokenLayout(num_codes=16, num_classes=3)
+    codes = torch.randint(0, 16, (64, 50))
+    ids = torch.cat([torch.full((64, 1), layout.class_id(1)), torch.full((64, 1), layout.bos_id), codes,
+                     torch.full((64, 1), layout.eos_id)], dim=1)
+    torch.manual_seed(0)
+    dropped = drop_code_tokens(ids, layout, 0.25)
+    assert torch.equal(dropped[:, :2], ids[:, :2]) and torch.equal(dropped[:, -1], ids[:, -1])
+    assert int(dropped[:, 2:-1].max()) < 16
+    changed = (dropped != ids).float().mean().item() * ids.shape[1] / 50
+    assert 0.15 < changed < 0.25  # 0.25 × 15/16 land on another code
+    assert drop_code_tokens(ids, layout, 0.0) is ids

@@ -45,6 +45,9 @@ class OptimConfig:
     precision: str = "auto"  # auto: bf16 where measured faster than fp32 (core/precision.py), else fp32
     compile: str = "auto"  # torch.compile the training forward: auto (on CUDA) | true | false; eager if it fails
     class_dropout: float = 0.1  # classifier-free guidance: P(class token → null class)
+    # P(an input code → a random code) while training; the targets stay the true codes, so the
+    # model learns to continue from its own slips (exposure bias); 0 = off
+    token_dropout: float = 0.0
     # an exponential moving average of the weights (LlamaGen, MaskGIT): 0 = off; with it, validation
     # scores the average and best.pt holds it (last.pt keeps both, to resume exactly)
     ema_decay: float = 0.0
@@ -65,7 +68,7 @@ class OptimConfig:
             raise ValueError(f"OptimConfig.lr must be a finite number in (0, 1], got {self.lr!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"OptimConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        for name in ("min_lr_ratio", "class_dropout"):
+        for name in ("min_lr_ratio", "class_dropout", "token_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"OptimConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
@@ -159,19 +162,31 @@ def drop_class_tokens(input_ids: torch.Tensor, layout: TokenLayout, p: float) ->
     return input_ids
 
 
+def drop_code_tokens(input_ids: torch.Tensor, layout: TokenLayout, p: float) -> torch.Tensor:
+    """With probability p each input code becomes a uniformly random code (specials and class
+    tokens are kept): the model sees corrupted contexts, as it will from its own samples."""
+    if p == 0.0:
+        return input_ids
+    is_code = input_ids < layout.num_codes
+    drop = is_code & (torch.rand(input_ids.shape, device=input_ids.device) < p)
+    noise = torch.randint_like(input_ids, layout.num_codes)
+    return torch.where(drop, noise, input_ids)
+
+
 class GPTObjective:
-    """Next-token cross-entropy for the GPT; class dropout while training."""
+    """Next-token cross-entropy for the GPT; class and token dropout while training."""
 
     kind, unit = "gpt", "tokens"
 
-    def __init__(self, layout: TokenLayout, class_dropout: float = 0.0):
-        self.layout, self.class_dropout = layout, class_dropout
+    def __init__(self, layout: TokenLayout, class_dropout: float = 0.0, token_dropout: float = 0.0):
+        self.layout, self.class_dropout, self.token_dropout = layout, class_dropout, token_dropout
 
     def loss(self, model, batch: Batch, precision: str, device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed cross-entropy in nats, number of scored targets) of one batch."""
         x, y = batch["input_ids"].to(device), batch["labels"].to(device)
         if train:
             x = drop_class_tokens(x, self.layout, self.class_dropout)
+            x = drop_code_tokens(x, self.layout, self.token_dropout)
         with autocast(precision, device):
             logits = model(x)
         loss = F.cross_entropy(

@@ -60,8 +60,9 @@ def train_worker(config: dict) -> dict:
     start_step = resume_from["step"] if resume_from else 0
     times["ready"] = time.time()
     t_fit = time.perf_counter()
+    objective = GPTObjective(facts.layout, job.optim.class_dropout, job.optim.token_dropout)
     try:
-        final = fit(model, GPTObjective(facts.layout, job.optim.class_dropout), train, plan.steps_per_epoch, val,
+        final = fit(model, objective, train, plan.steps_per_epoch, val,
                     job.optim, device=device, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                     grid_shape=facts.grid_shape, run_config=dict(config["job"], **facts.identity()),
                     callback=metrics_callback(config, world, total_steps(job, plan), start_step) if rank == 0
