@@ -49,7 +49,7 @@ def main() -> int:
     ensure_venv()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if command == "demo":
-        return run(PY, "-m", "arplatform.demo", *extra, env=env)
+        return run(PY, "-m", "arplatform", "demo", *extra, env=env)
     if run(PY, "-m", "ruff", "check", ".", env=env):
         return 1
     # One process: on 2 cores the Ray tests are CPU-bound (docs/testing.md), so running them side

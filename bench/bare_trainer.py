@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from arplatform.startup import process_start_time  # noqa: E402 (the platform's clock, the same zero)
+from arplatform.core.startup import process_start_time  # noqa: E402 (the platform's clock, the same zero)
 
 
 def train_fn(config: dict) -> dict:

@@ -1,5 +1,5 @@
 """50,000 samples, the field's count for FID, from the main job's checkpoint, as a user runs it:
-`python -m arplatform.generate num_samples=50000 format=npz` (one array per batch, no PNG per
+`python -m arplatform generate num_samples=50000 format=npz` (one array per batch, no PNG per
 image), once with each engine (this process; Ray Data actors), each in a fresh process. Then
 the cost of a kill: the local engine started again into a new folder, killed (SIGKILL of its
 process group) once half its batches are written, and rerun to the end; its samples.npz must be
@@ -28,7 +28,7 @@ from scale import peak_rss_mib
 
 
 def command(ckpt: str, n: int, engine: str, out: str, batch: int) -> list[str]:
-    return [sys.executable, "-m", "arplatform.generate", f"transformer_ckpt={ckpt}", f"num_samples={n}",
+    return [sys.executable, "-m", "arplatform", "generate", f"transformer_ckpt={ckpt}", f"num_samples={n}",
             f"engine={engine}", "format=npz", f"batch_size={batch}", f"out={out}"]
 
 

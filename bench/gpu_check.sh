@@ -41,9 +41,9 @@ done
 part mfu_B_activation_checkpointing "$PY" bench/mfu.py --model B --batch 32 --codes 256 --steps 20 --device cuda \
     --activation-checkpointing
 N=4096
-part generate_local "$PY" -m arplatform.generate --transformer_ckpt "$CKPT" $MODELS --num_samples $N \
+part generate_local "$PY" -m arplatform generate --transformer_ckpt "$CKPT" $MODELS --num_samples $N \
     --batch_size 512 --out "$OUT/local" --engine local --device cuda
-part generate_ray "$PY" -m arplatform.generate --transformer_ckpt "$CKPT" $MODELS --num_samples $N \
+part generate_ray "$PY" -m arplatform generate --transformer_ckpt "$CKPT" $MODELS --num_samples $N \
     --batch_size 512 --out "$OUT/ray" --engine ray --actors 1 --use_gpu true
 "$PY" - "$PARTS" <<'PYEOF'
 import json, subprocess, sys

@@ -8,7 +8,7 @@ commit and the registered version. Saves a screenshot of each page.
     .venv/bin/python bench/mlflow_ui.py [--root experiments] [--out docs/mlflow]
 
 The store must hold a finished training run with a logged model; run the main job first
-(`python3 tasks.py demo`, or `python -m arplatform.pipeline --config-name pipeline/digits
+(`python3 tasks.py demo`, or `python -m arplatform pipeline --config-name pipeline/digits
 'train_overrides=["tracking.register=true"]'` for a registered version in a few minutes).
 Exits 1 when a check fails, naming it.
 """

@@ -1,6 +1,6 @@
 """A main job's sample quality over training seeds: each seed's figures, then mean and range.
 
-Each seed is the real command, `python -m arplatform.pipeline --config-name <config>
+Each seed is the real command, `python -m arplatform pipeline --config-name <config>
 train.optim.seed=<s>` (what `python3 tasks.py demo` runs, with the training seed set), in one
 output root: the tokenizer is made once and reused, and every seed trains, generates and
 evaluates anew. The figures are the pipeline's own `quality.json`: the platform classifier's
@@ -42,7 +42,7 @@ def commit() -> str:
 
 def one_seed(config: str, out: str, seed: int, overrides: list[str]) -> dict:
     """One pipeline run; its figures from the newest samples folder's quality.json."""
-    cmd = [sys.executable, "-m", "arplatform.pipeline", "--config-name", config, f"output_root={out}",
+    cmd = [sys.executable, "-m", "arplatform", "pipeline", "--config-name", config, f"output_root={out}",
            f"train.optim.seed={seed}", *overrides]
     log = os.path.join(out, f"seed{seed}.log")
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ what the platform adds. Then the tokenizer's encode rate on synthetic folders of
 10^4 RGB images (10^5 with --images), both engines side by side (`tokenize_engines.py`). The
 figures go to bench/results/scale.json, and a picture of them to bench/results/scale.png.
 
-Each job is the real command (`python -m arplatform.train`, its own local Ray cluster, as
+Each job is the real command (`python -m arplatform train`, its own local Ray cluster, as
 a user starts it): a tiny model (1 layer × 32), 20 steps of 64 rows per worker, 2 workers,
 no MLflow, no samples. Rows: 64 codes over K=256, 10 classes, seeded random, in shards of
 at most 10^6 rows (`codes-XXXXX.npy`, `labels-XXXXX.npy`), 1 % more as validation files.
@@ -102,7 +102,7 @@ def peak_rss_mib(pid: int) -> float | None:
 
 def one_job(root: str, data: str, path: dict) -> dict:
     out = os.path.join(root, f"out-{time.time_ns()}")
-    cmd = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+    cmd = [sys.executable, "-m", "arplatform", "train", "--config-name", "transformer/mnist_sample",
            f"output_root={out}", *data_overrides(data, path),
            f"data.materialize={path['materialize']}", "model.embed_dim=32", "model.num_layers=1",
            "model.num_heads=2", "optim.batch_size=64", "optim.max_steps=20", "optim.epochs=1", "optim.log_every=10",

@@ -3,7 +3,7 @@ output roots and URIs are resolved at the edge (once, where the stage starts) or
 
     cd bench && ../.venv/bin/python storage_calls.py     # a tiny job on a local root, 1 worker
 
-It counts calls into `arplatform/storage.py` from outside it (a call inside the module is
+It counts calls into `arplatform/outputs/storage.py` from outside it (a call inside the module is
 not an entry), by function, in the driver process only, on a code set it writes itself.
 `Root.__init__` is how many times the output root was resolved.
 """
@@ -37,7 +37,7 @@ def code_set(folder: str, rows: int = 320, k: int = 16, classes: int = 4) -> str
 
 
 def main() -> None:
-    from arplatform.train import main as train
+    from arplatform.cli.train import main as train
 
     print(machine_line())
     tmp = tempfile.mkdtemp(prefix="storage-calls-")

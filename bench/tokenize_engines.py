@@ -2,7 +2,7 @@
 (the VAE on Ray Train, encoding on Ray Data actors writing code shards), on synthetic folders
 of 32×32 RGB images (one sub-folder per class), in one run.
 
-Each run is the real command (`python -m arplatform.tokenize`, its own local Ray cluster for
+Each run is the real command (`python -m arplatform tokenize`, its own local Ray cluster for
 engine=ray) with a small VAE (1 epoch, 32 channels) and K=64 codes; it prints the encode rate
 (every image through the encoder and the codebook, the engine's own progress line: actor
 start included for Ray) and the whole command's wall time.
@@ -42,7 +42,7 @@ def write_folder(folder: str, n: int, classes: int = 4) -> None:
 
 def one_run(folder: str, engine: str, actors: int) -> dict:
     out = tempfile.mkdtemp(prefix="tok-")
-    cmd = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample", "name=bench",
+    cmd = [sys.executable, "-m", "arplatform", "tokenize", "--config-name", "tokenizer/mnist_sample", "name=bench",
            f"output_root={out}", "data.dataset=folder", f"data.data_dir={folder}", "data.channels=3",
            "vae.epochs=1", "vae.channels=32", "vae.batch_size=64", "codebook.num_codes=64", "tracking.enabled=false",
            f"engine={engine}", f"actors={actors}", "cpus_per_actor=1"]

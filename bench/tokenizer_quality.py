@@ -1,6 +1,6 @@
 """The colour tokenizer against the plain VAE it replaced, on crops of real photographs, in one run.
 
-Each run is the real command (`python -m arplatform.tokenize --config-name tokenizer/cifar10`,
+Each run is the real command (`python -m arplatform tokenize --config-name tokenizer/cifar10`,
 `data.dataset=folder`) on 32×32 crops cut from the two photographs scikit-learn ships (the
 tests' `photo_crops`: random squares of 32-96 px, four classes). "colour" is the config's
 defaults (residual blocks, a 4-dim latent, β=0.001, batch 32); "plain" is the recipe the config
@@ -34,7 +34,7 @@ RECIPES = {
 
 def one_run(folder: str, recipe: str, epochs: int) -> dict:
     out = tempfile.mkdtemp(prefix="tokq-")
-    cmd = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/cifar10", f"output_root={out}",
+    cmd = [sys.executable, "-m", "arplatform", "tokenize", "--config-name", "tokenizer/cifar10", f"output_root={out}",
            "data.dataset=folder", f"data.data_dir={folder}", f"vae.epochs={epochs}", "tracking.enabled=false",
            *RECIPES[recipe]]
     t0 = time.perf_counter()

@@ -106,7 +106,7 @@ def job_env(cluster=None):
 def run_train(root, data, *overrides, timeout=300, popen=None, cluster=None):
     """Run the job to completion (CompletedProcess), or start it (Popen) when popen is a dict of Popen options.
     With `cluster` the job joins the suite's shared Ray cluster; without, it starts its own."""
-    cmd = [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+    cmd = [sys.executable, "-m", "arplatform", "train", "--config-name", "transformer/mnist_sample",
            f"output_root={root}", f"data.codebook_dir={data}", *TINY, *overrides]
     env = job_env(cluster)
     if popen is not None:

@@ -13,8 +13,8 @@ import pytest
 from helpers import learnable_codes
 from test_generate import generate, write_models
 
-from arplatform import evaluate as evaluate_cli
-from arplatform import train as train_cli
+from arplatform.cli import evaluate as evaluate_cli
+from arplatform.cli import train as train_cli
 from arplatform.core.checkpoint import load_checkpoint
 from arplatform.core.codebook import load_codebook_file
 from arplatform.core.errors import CheckpointError, DataError
@@ -140,7 +140,7 @@ def test_a_rerun_removes_what_a_killed_writer_left_half_written(tmp_path):
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_work(tmp_path, monkeypatch):
     """--batch_size 65536 once allocated 6.8 GB and died in the allocator: the KV cache, logits
     and decoding of a batch are estimated first and refused in one line that says what fits."""
-    import arplatform.budget as budget
+    import arplatform.core.budget as budget
 
     ckpt, _, _ = write_models(tmp_path / "m")
     monkeypatch.setattr(budget, "available_memory_bytes", lambda: 200 * 2**20)  # a machine with 200 MiB free
@@ -170,7 +170,7 @@ def test_print_config_into_a_closed_pipe_is_quiet(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run(f"{sys.executable} -m arplatform.train --config-name transformer/mnist_sample "
+    proc = subprocess.run(f"{sys.executable} -m arplatform train --config-name transformer/mnist_sample "
                           "--print-config | true", shell=True, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 

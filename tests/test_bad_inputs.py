@@ -18,10 +18,10 @@ import torch
 from helpers import run_main
 from PIL import Image
 
-from arplatform import evaluate as evaluate_cli
-from arplatform import tokenize as tokenize_cli
-from arplatform import train as train_cli
-from arplatform import tune as tune_cli
+from arplatform.cli import evaluate as evaluate_cli
+from arplatform.cli import tokenize as tokenize_cli
+from arplatform.cli import train as train_cli
+from arplatform.cli import tune as tune_cli
 from arplatform.core.codebook import save_codebook
 
 # -- files the cases point at ---------------------------------------------------------
@@ -278,7 +278,7 @@ def _api_cases(files):
     )
     from arplatform.core.codebook import load_codebook
     from arplatform.core.vae import VAE, VAEConfig
-    from arplatform.imagedata import load_images
+    from arplatform.data.datasets import load_images
 
     lay = TokenLayout(16, 2)
     vae = VAE(VAEConfig(1, 16, 4, 8))
@@ -349,9 +349,9 @@ def test_core_api_and_readers_refuse_bad_input(files, tmp_path):
 
 def test_cli_subprocess_spot_checks(tmp_path, files):
     """The real entry points: one line on stderr, exit 2, before Ray or any training starts."""
-    for args, needle in ((["-m", "arplatform.train", "optim.lr=inf"], "optim.lr"),
-                         (["-m", "arplatform.tokenize", "data.limit=-5"], "data.limit"),
-                         (["-m", "arplatform.train", "data.codebook_dir=null", f"data.codes={files['huge']}",
+    for args, needle in ((["-m", "arplatform", "train", "optim.lr=inf"], "optim.lr"),
+                         (["-m", "arplatform", "tokenize", "data.limit=-5"], "data.limit"),
+                         (["-m", "arplatform", "train", "data.codebook_dir=null", f"data.codes={files['huge']}",
                            f"output_root={tmp_path}"], "huge.npy")):
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
@@ -362,7 +362,7 @@ def test_cli_subprocess_spot_checks(tmp_path, files):
                                           ("tune", ["train.output_root="]), ("pipeline", ["output_root="])])
 def test_an_empty_output_root_is_refused(command, args, tmp_path, monkeypatch):
     """Empty would mean the current directory, wherever the command runs (here an empty folder)."""
-    from arplatform import pipeline as pipeline_cli
+    from arplatform.cli import pipeline as pipeline_cli
 
     monkeypatch.chdir(tmp_path)
     code, err = run_main((MAINS | {"pipeline": pipeline_cli.main})[command], args)
@@ -375,7 +375,7 @@ def test_an_empty_output_root_is_refused(command, args, tmp_path, monkeypatch):
 def test_sampler_sweep_refuses_uris_in_one_line(key, tmp_path, monkeypatch):
     """The sampler sweep reads and writes local files only: a bucket URI is refused before any
     work, instead of becoming a folder named `s3:` under the current directory."""
-    from arplatform import tune_sampler as sampler_cli
+    from arplatform.cli import tune_sampler as sampler_cli
 
     monkeypatch.chdir(tmp_path)
     code, err = run_main(sampler_cli.main, ["--config-name", "sampler_tune/mnist_sample",

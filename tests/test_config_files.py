@@ -7,7 +7,7 @@ import time
 import pytest
 from helpers import run_main
 
-from arplatform import train as train_cli
+from arplatform.cli import train as train_cli
 
 SECRET = "PLANTED-SECRET-7c1f"
 

@@ -1,4 +1,4 @@
-"""`python -m arplatform.generate`: the seed's flags, the samples folder, determinism across
+"""`python -m arplatform generate`: the seed's flags, the samples folder, determinism across
 batch sizes, engines and actor counts, resume after a kill, and one line for bad models."""
 
 import io
@@ -16,7 +16,7 @@ import torch
 from helpers import job_env
 
 from arplatform import GPT, GPTConfig, TokenLayout, save_checkpoint
-from arplatform import generate as generate_cli
+from arplatform.cli import generate as generate_cli
 from arplatform.config import GenerateConfig
 from arplatform.core.checkpoint import load_model
 from arplatform.core.codebook import save_codebook
@@ -112,7 +112,7 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
     """2,000 samples, killed after a few batches, resumed: an exact copy of a clean run."""
     ckpt, _, _ = write_models(tmp_path / "m", grid=8)
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples", "2000",
+    cmd = [sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt", ckpt, "--num_samples", "2000",
            "--batch_size", "32", "--out", str(out), "--format", "npz"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -153,7 +153,7 @@ def test_killed_generation_resumes_without_redoing_or_duplicates(tmp_path):
 
 def test_one_command_with_key_value_draws_what_the_seed_flags_draw(tmp_path):
     """`arplatform generate key=value …` (the console script, every command's style) and
-    `python -m arplatform.generate --flag value …` (the seed's flags, kept as aliases) are one
+    `python -m arplatform generate --flag value …` (the seed's flags, kept as aliases) are one
     command: the same images; an unknown key is one line and exit 2."""
     import shutil
 
@@ -193,7 +193,7 @@ def test_ray_engine_gives_the_local_engines_images(tmp_path, ray_cluster):
     ckpt, _, _ = write_models(tmp_path / "m")
     assert generate("--transformer_ckpt", ckpt, "--num_samples", 12, "--out", tmp_path / "local")[0] == 0
     env = job_env(ray_cluster)
-    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt", ckpt, "--num_samples",
                            "12", "--batch_size", "5", "--engine", "ray", "--actors", "2", "--cpus_per_actor", "0.5",
                            "--out", str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -209,7 +209,7 @@ def test_a_refused_ray_generate_leaves_no_folder(tmp_path, ray_cluster):
 
     def refused(actors: int, cpus: float) -> str:
         """The one error line of a Ray generate of `actors` × `cpus`; nothing left behind."""
-        proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt,
+        proc = subprocess.run([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt", ckpt,
                                "--num_samples", "4", "--engine", "ray", "--actors", str(actors), "--cpus_per_actor",
                                str(cpus), "--out", str(tmp_path / "s")], env=job_env(ray_cluster),
                               capture_output=True, text=True, timeout=300)
@@ -263,7 +263,7 @@ def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
     import json
 
     from arplatform.jobs.sampling import tuned_sampler_settings
-    from arplatform.storage import sha256
+    from arplatform.outputs.storage import sha256
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"sample": {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}}
@@ -281,7 +281,7 @@ def test_a_codebook_or_vae_other_than_the_trained_one_is_refused(tmp_path):
     """A checkpoint records the SHA-256 of the codebook and VAE it trained with; another codebook
     or VAE of the very same shape (another tokenizer run) decodes wrong images, so it is refused in
     one line unless --allow_mismatch; the samples' manifest records all three identities."""
-    from arplatform.storage import sha256
+    from arplatform.outputs.storage import sha256
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
     _, other_codebook, other_vae = write_models(tmp_path / "other", seed=1)  # same shapes, other weights
@@ -308,10 +308,10 @@ def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
     over the old) is refused by every sampler instead of drawing images the manifest does not
     describe; `storage.pinned` loads from a private copy made in the read that hashed it."""
     from arplatform.core.errors import CheckpointError
-    from arplatform.image_sampler import ImageSampler
+    from arplatform.distributed.image_sampler import ImageSampler
     from arplatform.jobs.generation import sampler_spec
     from arplatform.jobs.sampling import resolve_models
-    from arplatform.storage import pinned, sha256
+    from arplatform.outputs.storage import pinned, sha256
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
     cfg = GenerateConfig(transformer_ckpt=ckpt, num_samples=2)
@@ -333,10 +333,10 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     """After a sampler sweep, the pipeline and `generate` draw one checkpoint with the same
     settings: the checkpoint's training config, then the sampler.json tuned on it."""
     from arplatform.cli import compose
+    from arplatform.cli.pipeline import generate_config, stage_configs
     from arplatform.config import PipelineConfig, from_dict
     from arplatform.jobs.sampling import checkpoint_sampling
-    from arplatform.stages.pipeline import generate_config, stage_configs
-    from arplatform.storage import sha256
+    from arplatform.outputs.storage import sha256
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}
@@ -361,8 +361,8 @@ def test_one_precedence_from_the_command_line_and_from_python(tmp_path):
     what a person set: `run_generate` from Python draws as the command does, and the manifest
     records the settings drawn with."""
     from arplatform.config import GenerateConfig, from_dict
+    from arplatform.outputs.storage import sha256
     from arplatform.stages.generate import run_generate
-    from arplatform.storage import sha256
 
     ckpt, _, _ = write_models(tmp_path / "m", sample={"temperature": 0.7, "cfg_scale": 1.5, "num_samples": 8})
 
@@ -437,7 +437,7 @@ def test_a_checkpoint_changed_under_the_ray_actors_is_one_line(tmp_path, ray_clu
     refuse it (SHA-256), and the user reads that one line, not Ray's actor traceback (N16)."""
     ckpt, _, _ = write_models(tmp_path / "m")
     other, _, _ = write_models(tmp_path / "o", seed=1)
-    proc = subprocess.Popen([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt,
+    proc = subprocess.Popen([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt", ckpt,
                              "--num_samples", "8", "--engine", "ray", "--actors", "1", "--cpus_per_actor", "1",
                              "--out", str(tmp_path / "s")], env=job_env(ray_cluster), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

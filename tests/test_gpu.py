@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_generate_on_cuda_is_deterministic_across_batches(tmp_path):
     ckpt, _, _ = write_models(tmp_path / "m")
     for bs in (4, 16):
-        proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt,
+        proc = subprocess.run([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt", ckpt,
                                "--num_samples", "32", "--batch_size", str(bs), "--device", "cuda",
                                "--precision", "fp32", "--out", str(tmp_path / f"b{bs}")],
                               capture_output=True, text=True, timeout=600)
@@ -26,7 +26,7 @@ def test_generate_on_cuda_is_deterministic_across_batches(tmp_path):
 def test_ray_generation_with_one_gpu_per_actor(tmp_path):
     ckpt, _, _ = write_models(tmp_path / "m")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples",
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt", ckpt, "--num_samples",
                            "64", "--engine", "ray", "--actors", "1", "--use_gpu", "true", "--out",
                            str(tmp_path / "ray")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

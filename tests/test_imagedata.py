@@ -6,7 +6,7 @@ import pytest
 from helpers import bad_folder, scene
 
 from arplatform.core.errors import DataError
-from arplatform.imagedata import load_images, read_idx, split_indices
+from arplatform.data.datasets import load_images, read_idx, split_indices
 
 
 def write_idx(path, array):
@@ -94,7 +94,7 @@ def test_download_keeps_only_a_file_with_the_published_checksum(tmp_path):
     """The download path, offline: a file:// URL stands in for the dataset mirror."""
     import hashlib
 
-    from arplatform.imagedata import download
+    from arplatform.data.datasets import download
 
     src = tmp_path / "src.gz"
     src.write_bytes(gzip.compress(b"idx bytes"))
@@ -127,7 +127,7 @@ def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_
 
     from helpers import run_main
 
-    from arplatform import tokenize
+    from arplatform.cli import tokenize
 
     folder = bad_folder(tmp_path / "imgs", good=40)
     common = ["--config-name", "tokenizer/mnist_sample",
@@ -137,7 +137,7 @@ def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_
     code, err = run_main(tokenize.main, [*common, f"output_root={tmp_path / 'refused'}"])
     assert code == 2 and err.startswith("error: ") and "bad_images=skip" in err
     assert err.strip().count("\n") == 0 and not (tmp_path / "refused" / "codebook").exists()
-    done = subprocess.run([sys.executable, "-m", "arplatform.tokenize", *common, f"output_root={tmp_path / 'out'}",
+    done = subprocess.run([sys.executable, "-m", "arplatform", "tokenize", *common, f"output_root={tmp_path / 'out'}",
                            "data.bad_images=skip"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 unreadable image(s) skipped" in done.stdout

@@ -9,10 +9,9 @@ import pytest
 from PIL import Image
 
 from arplatform.config import root_path
-from arplatform.core.errors import DataError
+from arplatform.core.errors import ConfigError, DataError
 from arplatform.core.io import save_npy
-from arplatform.errors import ConfigError
-from arplatform.imagedata import download, labels_file, list_folder, read_image
+from arplatform.data.datasets import download, labels_file, list_folder, read_image
 
 
 @pytest.mark.parametrize("dtype,value,top", [(np.uint16, 20000, 65535), (np.uint16, 65535, 65535), (np.uint8, 78, 255)])
@@ -61,7 +60,7 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(tmp_path):
 
     from helpers import run_main
 
-    from arplatform import generate as generate_cli
+    from arplatform.cli import generate as generate_cli
     from arplatform.distributed.cluster import free_port
 
     t0 = time.perf_counter()

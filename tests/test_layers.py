@@ -1,6 +1,6 @@
 """The package's layers hold: no module imports a module of a higher layer, and no stage imports
-another stage (a piece two stages share lives in `jobs/`, below both). docs/design.md draws the
-same layers."""
+another stage (a piece two stages share lives in `jobs/`, below both). Each layer is a folder of
+`arplatform/`; docs/design.md draws the same picture."""
 
 import ast
 import os
@@ -11,29 +11,26 @@ PACKAGE = os.path.dirname(arplatform.__file__)
 
 # lowest first; a module may import its own layer or lower ones
 LAYERS = [
-    ("core", ["core"]),  # torch and numpy only
-    ("errors and clocks", ["errors", "budget", "progress", "startup"]),
-    ("files", ["storage", "images", "imagedata"]),
-    ("config", ["config_files", "config"]),
-    ("outputs and plans", ["publish", "runs", "sweeps", "sweep_pictures", "tracking", "train_plan", "tune_space",
-                           "sample_folder", "sample_quality", "image_sampler", "report"]),
-    ("distributed", ["distributed"]),
-    ("jobs", ["jobs"]),
-    ("stages", ["stages"]),  # tokenize, train, tune, generate, evaluate
-    ("chains of stages", ["stages.pipeline", "stages.sampler_tune"]),
-    ("entry points", ["__main__", "cli", "train", "tokenize", "generate", "evaluate", "tune", "tune_sampler",
-                      "pipeline", "demo"]),
+    ("core", ["core"]),  # torch, numpy and the standard library only
+    ("data", ["data"]),  # image datasets, grids and PNGs
+    ("config", ["config"]),  # typed configs and what follows from them (the training plan, a sweep's space)
+    ("outputs", ["outputs"]),  # storage, publishing, runs, sweeps, sample folders
+    ("tracking", ["tracking"]),  # MLflow, the report, a sweep's pictures
+    ("distributed", ["distributed"]),  # what runs inside Ray
+    ("jobs", ["jobs"]),  # what two stages share
+    ("stages", ["stages"]),  # run_<stage>(config); never one another
+    ("commands", ["cli", "__main__"]),  # one module per command; the pipeline runs stages in turn
 ]
 
 
 def layer_of(module: str) -> int:
-    """The layer of `arplatform.<module>`: the layer of its longest prefix there (a package's
-    modules share its layer unless named themselves)."""
+    """The layer of `arplatform.<module>`: its folder's."""
     matches = [(len(p), i) for i, (_, prefixes) in enumerate(LAYERS) for p in prefixes
                if module == p or module.startswith(p + ".")]
     if matches:
         return max(matches)[1]
-    raise AssertionError(f"arplatform.{module} is in no layer: add it to tests/test_layers.py and docs/design.md")
+    raise AssertionError(f"arplatform.{module} is in no layer: put it in a layer's folder (tests/test_layers.py, "
+                         "docs/design.md)")
 
 
 def modules() -> dict[str, str]:
@@ -49,23 +46,51 @@ def modules() -> dict[str, str]:
 
 
 def imported(module: str, path: str) -> set[str]:
-    """The arplatform modules `module` imports anywhere in its file (inside functions too)."""
+    """The arplatform modules `module` imports anywhere in its file (inside functions too): relative
+    and absolute imports, `from arplatform import x`, and `importlib.import_module("arplatform.x")`
+    or `(".x", package)` with a constant or f-string prefix."""
     package = module.split(".")[:-1] if not path.endswith("__init__.py") else module.split(".")
     out = set()
     for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-                names = [target] if node.module else [f"{target}.{a.name}".strip(".") for a in node.names]
-            elif node.module and node.module.startswith("arplatform"):
-                names = [node.module.removeprefix("arplatform").lstrip(".")]
+            elif node.module and (node.module == "arplatform" or node.module.startswith("arplatform.")):
+                base = []
             else:
                 continue
-            out.update(n for n in names if n)
+            target = ".".join(base + node.module.removeprefix("arplatform").lstrip(".").split(".")) \
+                if node.module else ".".join(base)
+            target = target.strip(".")
+            if target:
+                out.add(target)
+            out.update(f"{target}.{a.name}".strip(".") for a in node.names)  # names that are modules count
         elif isinstance(node, ast.Import):
             out.update(a.name.removeprefix("arplatform.") for a in node.names if a.name.startswith("arplatform."))
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            out.update(dynamic_import(node, package))
     return out
+
+
+def dynamic_import(call: ast.Call, package: list[str]) -> set[str]:
+    """The module an `import_module` call names, as far as its constant text says: a relative
+    name with `__name__`/a package resolves against this module's package; the part of an
+    f-string before its first field is a prefix (every module under it counts)."""
+    if not call.args:
+        return set()
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        name = arg.value
+    elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        name = arg.values[0].value.rstrip(".")
+    else:
+        return {"<dynamic>"}  # an import the test cannot read: named so the assertion shows it
+    if name.startswith("."):
+        level = len(name) - len(name.lstrip("."))
+        return {".".join(package[: len(package) - level + 1] + [name.lstrip(".")]).strip(".")}
+    if name == "arplatform" or name.startswith("arplatform."):
+        return {name.removeprefix("arplatform").lstrip(".")}
+    return set()
 
 
 def test_nothing_imports_upward_and_no_stage_imports_another():
@@ -74,14 +99,38 @@ def test_nothing_imports_upward_and_no_stage_imports_another():
     for module, path in sorted(found.items()):
         mine = layer_of(module)
         for target in sorted(imported(module, path)):
-            if target not in found and target.rsplit(".", 1)[0] in found:
-                target = target.rsplit(".", 1)[0]  # `from .. import storage` names a module; `from .x import f` not
+            if target == "<dynamic>":
+                wrong.append(f"{module}: an import_module call whose module the test cannot read")
+                continue
+            while target and target not in found:  # `from .x import f` names x.f: the module is x
+                target = target.rpartition(".")[0]
+            if not target:
+                continue  # the package's public API (arplatform/__init__.py), loaded lazily
             theirs = layer_of(target)
             if theirs > mine:
                 wrong.append(f"{module} ({LAYERS[mine][0]}) imports {target} ({LAYERS[theirs][0]}): upward")
-            elif LAYERS[mine][0] == "stages" and theirs == mine and target != module:
+            elif LAYERS[mine][0] == "stages" and theirs == mine and target not in (module, "stages"):
                 wrong.append(f"{module} imports {target}: a stage beside it (share it through jobs/)")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_layer_test_reads_every_import_form(tmp_path):
+    """The reader above finds `from arplatform import x`, relative, absolute and importlib imports:
+    a stage importing a stage in any of these forms is caught."""
+    forms = {
+        "from arplatform.stages import train": "stages.train",
+        "from arplatform import stages": "stages",
+        "from ..stages.train import run_train": "stages.train",
+        "from . import train": "stages.train",
+        "import arplatform.stages.train": "stages.train",
+        "import importlib; importlib.import_module('arplatform.stages.train')": "stages.train",
+        "import importlib; importlib.import_module('.train', __package__)": "stages.train",
+        "import importlib; importlib.import_module(f'arplatform.stages.{name}')": "stages",
+    }
+    for code, expected in forms.items():
+        path = tmp_path / "evaluate.py"
+        path.write_text(code + "\n")
+        assert expected in imported("stages.evaluate", str(path)), code
 
 
 def test_the_core_imports_only_torch_numpy_and_itself():

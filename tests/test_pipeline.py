@@ -18,7 +18,7 @@ SMALL_TOKENIZER = ["data.limit=600", "vae.epochs=2", "vae.batch_size=32", "vae.c
 
 def pipeline(root, *extra, cluster=None):
     env = job_env(cluster)
-    cmd = [sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
+    cmd = [sys.executable, "-m", "arplatform", "pipeline", "--config-name", "pipeline/mnist_sample",
            f"output_root={root}", "num_samples=20", *[f"tokenizer.{o}" for o in SMALL_TOKENIZER],
            *[f"train.{o}" for o in TINY], "train.optim.epochs=2", "train.model.embed_dim=32",
            "train.tracking.register=true", *extra]
@@ -94,7 +94,7 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     # samples drawn from an MLflow model are evaluated against the dataset behind it (N20)
     from helpers import run_main
 
-    from arplatform import evaluate as evaluate_cli
+    from arplatform.cli import evaluate as evaluate_cli
 
     code, err = run_main(evaluate_cli.main, ["samples", f"samples_dir={tmp_path / 'run'}", f"output_root={tmp_path}"])
     assert code == 0, err

@@ -5,7 +5,7 @@ import io
 import subprocess
 import sys
 
-from arplatform.progress import Progress
+from arplatform.core.progress import Progress
 
 
 class Terminal(io.StringIO):
@@ -50,7 +50,7 @@ def test_elsewhere_plain_lines_at_most_every_few_seconds_and_one_at_the_end():
 
 def test_a_command_through_a_pipe_writes_no_bar_codes(tmp_path):
     """The same loop in a subprocess whose output is a pipe (as under CI and `ray job logs`)."""
-    code = ("from arplatform.progress import Progress\n"
+    code = ("from arplatform.core.progress import Progress\n"
             "with Progress('encode', 3, 'images') as p:\n    [p.update() for _ in range(3)]\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "\r" not in proc.stdout + proc.stderr and "\x1b" not in proc.stderr

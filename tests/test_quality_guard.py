@@ -51,11 +51,11 @@ def test_the_floors_sit_outside_every_measured_seed_and_catch_a_regression():
 @pytest.mark.slow
 @pytest.mark.parametrize("job", list(load_floors()))
 def test_the_main_job_keeps_its_sample_quality(job, tmp_path, capsys):
-    """The job's own command (`python -m arplatform.pipeline --config-name <config>`: what
+    """The job's own command (`python -m arplatform pipeline --config-name <config>`: what
     `python3 tasks.py demo` runs for the main job) on a fresh output root; its quality.json against
     the floors. The figures go to the log, so CI shows them on every run."""
     entry = load_floors()[job]
-    proc = subprocess.run([sys.executable, "-m", "arplatform.pipeline", "--config-name", entry["config"],
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "pipeline", "--config-name", entry["config"],
                            f"output_root={tmp_path}"], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (quality,) = [os.path.join(d, "quality.json") for d, _, files in os.walk(tmp_path / "samples")

@@ -44,7 +44,7 @@ def test_job_submit_runs_a_sweep(head, tmp_path):
     sid = f"arplatform-tune-{int(time.time())}"
     submit = subprocess.run(
         [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", REPO, "--",
-         sys.executable, "-m", "arplatform.tune", "--config-name", "tune/mnist_sample", "~space",
+         sys.executable, "-m", "arplatform", "tune", "--config-name", "tune/mnist_sample", "~space",
          "+space={model: {embed_dim: {grid: [16]}}}", "search.num_samples=1", "asha.enabled=false",
          f"train.output_root={out}", f"train.data.codebook_dir={data}", "train.optim.epochs=2",
          "train.trainer.cpus_per_worker=0.25", *[f"train.{o}" for o in TINY]],

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arplatform.images import save_png
-from arplatform.report import write_report
+from arplatform.data.images import save_png
+from arplatform.tracking.report import write_report
 
 QUALITY_TABLE = "| measure | value |\n|---|---|\n| samples | 20 |\n| class accuracy (platform classifier) | 0.950 |\n"
 

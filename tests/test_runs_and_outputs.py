@@ -13,7 +13,6 @@ import time
 import pytest
 import yaml
 
-from arplatform import publish, storage, tracking
 from arplatform.cli import CONFIG_DIR
 from arplatform.config import (
     SCHEMAS,
@@ -26,6 +25,8 @@ from arplatform.config import (
     config_names,
     from_dict,
 )
+from arplatform.outputs import publish, storage
+from arplatform.tracking import mlflow_runs
 
 SENTINELS = ("mlflow.db", "codebook/other/codebook.pt", "transformer/x/checkpoints/best.pt")
 
@@ -44,14 +45,14 @@ def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, nam
     entry point in this one (`helpers.run_main`), which saves a Python start each."""
     from helpers import run_main
 
-    from arplatform import tokenize
+    from arplatform.cli import tokenize
 
     root = tmp_path / "out"
     _fill(root)
     before = sorted((p, open(os.path.join(d, p)).read()) for d, _, fs in os.walk(root) for p in fs)
     args = ["--config-name", "tokenizer/mnist_sample", f"output_root={root}", f"name={name}"]
     if name == "..":
-        proc = subprocess.run([sys.executable, "-m", "arplatform.tokenize", *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "arplatform", "tokenize", *args], capture_output=True, text=True,
                               timeout=120)
         code, err = proc.returncode, proc.stderr
     else:
@@ -63,7 +64,7 @@ def test_unsafe_tokenizer_names_are_refused_and_nothing_is_deleted(tmp_path, nam
 
 
 def test_unsafe_run_names_are_refused():
-    from arplatform.errors import ConfigError
+    from arplatform.core.errors import ConfigError
 
     for bad in ("..", "a/b", ""):
         with pytest.raises(ConfigError, match="run_name: .* is not a safe name"):
@@ -79,7 +80,7 @@ def fork_server():
     """Processes of their own for the tests that race or kill them, forked from a fresh server
     process (not from this one) that has made the imports once, not once per process."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["arplatform.publish", "arplatform.tracking", "mlflow", __name__])
+    ctx.set_forkserver_preload(["arplatform.outputs.publish", "arplatform.tracking.mlflow_runs", "mlflow", __name__])
     return ctx
 
 
@@ -142,7 +143,7 @@ def test_leftovers_of_dead_publishers_are_cleaned_and_live_ones_kept(tmp_path):
     current, a half-made link beside each of the three links. Liveness is the publisher's lock,
     not its pid: a dead publisher whose pid now belongs to a live process (pid 1 here) is dead."""
     root = str(tmp_path)
-    dead = subprocess.run([sys.executable, "-c", f"from arplatform import publish; print(publish.staging_dir({root!r}, "
+    dead = subprocess.run([sys.executable, "-c", f"from arplatform.outputs import publish; print(publish.staging_dir({root!r}, "
                            "'m'))"], capture_output=True, text=True, timeout=120)  # exits holding its lock: freed
     assert dead.returncode == 0, dead.stderr
     dead_token = "-".join(dead.stdout.strip().rsplit("-", 2)[-2:])
@@ -173,7 +174,7 @@ def test_codebook_names_its_vae_relative_to_itself(tmp_path):
     import torch
 
     from arplatform.core.codebook import save_codebook
-    from arplatform.publish import codebook_vae_path
+    from arplatform.outputs.publish import codebook_vae_path
 
     staging = publish.staging_dir(str(tmp_path), "m")
     os.makedirs(os.path.join(staging, "vae", "checkpoints"))
@@ -195,8 +196,8 @@ def test_codebook_names_its_vae_relative_to_itself(tmp_path):
 
 def _start_run(uri: str, root: str, name: str, barrier) -> None:
     barrier.wait()
-    run_id = tracking.start_run(uri, "arplatform", root, name, {"a": 1}, {})
-    tracking.finish_run(uri, run_id)
+    run_id = mlflow_runs.start_run(uri, "arplatform", root, name, {"a": 1}, {})
+    mlflow_runs.finish_run(uri, run_id)
 
 
 def test_two_first_runs_create_one_fresh_mlflow_store(tmp_path):
@@ -209,7 +210,8 @@ def test_two_first_runs_create_one_fresh_mlflow_store(tmp_path):
     for p in procs:
         p.join(timeout=180)
     assert [p.exitcode for p in procs] == [0, 0]
-    runs = tracking.client(uri).search_runs([tracking.client(uri).get_experiment_by_name("arplatform").experiment_id])
+    store = mlflow_runs.client(uri)
+    runs = store.search_runs([store.get_experiment_by_name("arplatform").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["r0", "r1"]
     assert all(r.info.status == "FINISHED" for r in runs)
 
@@ -271,7 +273,7 @@ def test_file_uri_roots_are_local_folders_everywhere(tmp_path):
             data["transformer_ckpt"] = "x.pt"
         assert from_dict(cls, data).output_root == str(tmp_path)
     job = from_dict(TrainJobConfig, {"output_root": f"file://{tmp_path}"})
-    assert tracking.tracking_uri(None, job.output_root) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert mlflow_runs.tracking_uri(None, job.output_root) == f"sqlite:///{tmp_path}/mlflow.db"
 
 
 def _publish_one(root: str, i: int) -> None:
@@ -297,9 +299,9 @@ def test_a_tokenizer_version_a_run_trained_on_is_never_pruned(tmp_path, capfd):
     """Tokenize, train, tokenize twice more: the first version stays, because the training run's
     run.json names its codebook (what `run_train` records, through the seed's link or not);
     versions no run names are pruned as before."""
-    from arplatform import runs
+    from arplatform.config.train_plan import DataFacts
     from arplatform.core.tokens import TokenLayout
-    from arplatform.train_plan import DataFacts
+    from arplatform.outputs import runs
 
     root = str(tmp_path)
 
@@ -322,9 +324,9 @@ def test_a_version_a_run_under_another_root_trained_on_is_kept(tmp_path, capfd):
     """A run under root B (a sweep's train.output_root, a submitted job's own root) trained on a
     version in root A: its pin in the version keeps it through any number of tokenizes in A (N1);
     once the run is removed, its pin claims nothing and the version goes as any other."""
-    from arplatform import runs
+    from arplatform.config.train_plan import DataFacts
     from arplatform.core.tokens import TokenLayout
-    from arplatform.train_plan import DataFacts
+    from arplatform.outputs import runs
 
     root, other = str(tmp_path / "a"), str(tmp_path / "b")
 
@@ -351,19 +353,19 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
 
     from mlflow.tracking import MlflowClient
 
-    from arplatform import runs
+    from arplatform.outputs import runs
+    from arplatform.outputs.storage import sha256
     from arplatform.stages.evaluate import log_to_training_run
-    from arplatform.storage import sha256
 
     root = str(tmp_path / "root")
-    uri = tracking.tracking_uri(None, root)
+    uri = mlflow_runs.tracking_uri(None, root)
     ids = {}
     for name, weights in (("a", b"weights of run a"), ("b", b"weights of run b")):
         run = runs.new_run(storage.Root(root), "tiny", run_name=f"tiny-{name}")
         os.makedirs(run.checkpoint_dir)
         with open(os.path.join(run.checkpoint_dir, "best.pt"), "wb") as f:
             f.write(weights)
-        ids[name] = tracking.start_run(uri, "arplatform", root, run.name, {}, {})
+        ids[name] = mlflow_runs.start_run(uri, "arplatform", root, run.name, {}, {})
         extra = {"best_sha256": sha256(os.path.join(run.checkpoint_dir, "best.pt"))} if name == "a" else {}
         runs.write_state(run, tracking_uri=uri, mlflow_run_id=ids[name], **extra)
         runs.publish_best(run, storage.Root(root))  # b last: the seed's path is b's now
@@ -390,8 +392,8 @@ def test_an_interrupted_sweep_is_a_status_not_a_keyboard_interrupt(capsys):
     """A sweep whose trials Tune interrupted raises `Interrupted` (not a fake Ctrl-C): its run
     ends KILLED, the command says how to continue and exits 130; a real Ctrl-C does the same."""
     from arplatform.cli import exit_code
-    from arplatform.errors import Interrupted
-    from arplatform.tracking import tracked_run
+    from arplatform.core.errors import Interrupted
+    from arplatform.tracking.mlflow_runs import tracked_run
 
     ended = []
 
@@ -438,10 +440,10 @@ def test_what_mlflow_records_of_a_run_names_no_local_path_and_says_what_made_it(
     bucket = storage.Root("s3://bucket/exp")
     assert bucket.shared_name(bucket.local_path("transformer", "x")) == "s3://bucket/exp/transformer/x"
 
-    assert tracking.command_name(["/v/lib/arplatform/train.py", "a=1"]) == "arplatform train"
-    assert tracking.command_name(["/v/bin/arplatform", "generate", "a=1"]) == "arplatform generate"
-    assert tracking.command_name(["/v/lib/arplatform/__main__.py", "tune"]) == "arplatform tune"
-    assert tracking.command_name(["/v/bin/pytest", "-q"]) == "pytest"
+    assert mlflow_runs.command_name(["/v/lib/arplatform/cli/train.py", "a=1"]) == "arplatform train"
+    assert mlflow_runs.command_name(["/v/bin/arplatform", "generate", "a=1"]) == "arplatform generate"
+    assert mlflow_runs.command_name(["/v/lib/arplatform/__main__.py", "tune"]) == "arplatform tune"
+    assert mlflow_runs.command_name(["/v/bin/pytest", "-q"]) == "pytest"
 
     version = tmp_path / "out" / "tokenizers" / "mnist" / "20261206-1-abc" / "codebook"
     version.mkdir(parents=True)

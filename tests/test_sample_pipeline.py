@@ -45,9 +45,9 @@ def run(module, *args, timeout=600, cluster=None, cwd=None):
 def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
     root, ckpt = checkpoint
     out = tmp_path / "s"
-    gen = run("arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples", 30, "--out", out)
+    gen = run("arplatform", "generate", "--transformer_ckpt", ckpt, "--num_samples", 30, "--out", out)
     assert gen.returncode == 0, gen.stderr
-    ev = run("arplatform.evaluate", "samples", "--samples-dir", out, "--output-root", root)
+    ev = run("arplatform", "evaluate", "samples", "--samples-dir", out, "--output-root", root)
     assert ev.returncode == 0, ev.stderr
     report = json.loads((out / "quality.json").read_text())
     assert 0.0 <= report["accuracy"] <= 1.0 and len(report["accuracy_per_class"]) == 10
@@ -55,7 +55,7 @@ def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
     assert report["memorisation"]["ratio"] > 0 and report["heldout_bits_per_code"] > 0
     assert "class accuracy" in (out / "quality.md").read_text() and "Fréchet" in ev.stdout
     assert os.listdir(root / "classifiers")  # trained once, cached for the next evaluation
-    missing = run("arplatform.evaluate", "samples", "--samples-dir", tmp_path / "none")
+    missing = run("arplatform", "evaluate", "samples", "--samples-dir", tmp_path / "none")
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0, missing.stderr
     # another model republished at the manifest's path: no figure comes from it (N4)
     saved = Path(ckpt).read_bytes()
@@ -64,7 +64,7 @@ def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
         layout = TokenLayout(16, 10)
         save_checkpoint(ckpt, GPT(GPTConfig(layout.vocab_size, 52, 32, 1, 2)), layout, grid_shape=(7, 7),
                         train_config={"name": "tiny"})
-        again = run("arplatform.evaluate", "samples", "--samples-dir", out, "--output-root", root)
+        again = run("arplatform", "evaluate", "samples", "--samples-dir", out, "--output-root", root)
         assert again.returncode == 0 and "held-out bits per code not computed" in again.stdout, again.stderr
         assert json.loads((out / "quality.json").read_text())["heldout_bits_per_code"] is None
     finally:
@@ -74,7 +74,7 @@ def test_evaluate_samples_writes_the_report(checkpoint, tmp_path):
 def test_sampler_sweep_writes_settings_that_generate_uses(checkpoint, tmp_path, ray_cluster):
     root, ckpt = checkpoint
     # relative paths, as the docs write them: the trials (in Ray's working directories) get absolute ones
-    sweep = run("arplatform.tune_sampler", "--config-name", "sampler_tune/mnist_sample",
+    sweep = run("arplatform", "tune-sampler", "--config-name", "sampler_tune/mnist_sample",
                 f"transformer_ckpt={os.path.relpath(ckpt, root)}", "output_root=.", "trials=1", "num_samples=20",
                 "cpus_per_trial=0.5", "~space", "+space={sample: {cfg_scale: {grid: [1.0, 3.0]}}}",
                 cluster=ray_cluster, cwd=root)
@@ -87,7 +87,7 @@ def test_sampler_sweep_writes_settings_that_generate_uses(checkpoint, tmp_path, 
     assert len(board.read_text().strip().splitlines()) == 1 + 2
     assert (board.parent / "parallel.png").stat().st_size > 0  # the settings against accuracy and Fréchet
     assert "![parallel](parallel.png)" in (board.parent / "report.md").read_text()
-    gen = run("arplatform.generate", "--transformer_ckpt", ckpt, "--num_samples", 4, "--out", tmp_path / "g")
+    gen = run("arplatform", "generate", "--transformer_ckpt", ckpt, "--num_samples", 4, "--out", tmp_path / "g")
     assert gen.returncode == 0 and "sampler.json" in gen.stdout, gen.stderr
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["settings"]["cfg_scale"] == settings["sample"]["cfg_scale"]

@@ -4,8 +4,8 @@ real images from noise and copies from new images, before it judges any sample."
 import numpy as np
 import pytest
 
-from arplatform.imagedata import load_images, split_indices
-from arplatform.sample_quality import RealData, evaluate_images, frechet_distance, train_classifier
+from arplatform.data.datasets import load_images, split_indices
+from arplatform.jobs.sample_quality import RealData, evaluate_images, frechet_distance, train_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_a_damaged_cached_classifier_is_one_line(judged, tmp_path, damage):
     import torch
 
     from arplatform.core.errors import DataError
-    from arplatform.sample_quality import load_or_train_classifier
+    from arplatform.jobs.sample_quality import load_or_train_classifier
 
     real, classifier, accuracy = judged
     path = tmp_path / "classifier.pt"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from arplatform import sample_folder, storage
 from arplatform.core.codebook import save_codebook
-from arplatform.errors import StorageError
-from arplatform.publish import codebook_vae_path
+from arplatform.core.errors import StorageError
+from arplatform.outputs import sample_folder, storage
+from arplatform.outputs.publish import codebook_vae_path
 
 
 def test_files_round_trip_in_a_bucket(s3_root, tmp_path):
@@ -112,7 +112,7 @@ def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
 
     data = learnable_codes(tmp_path / "codes")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "train", "--config-name", "transformer/mnist_sample",
                            f"output_root={s3_root}", f"data.codebook_dir={data}"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -127,8 +127,8 @@ def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch)
     live one); the others through the same entry points in this process (`helpers.run_main`)."""
     from helpers import free_port, learnable_codes, run_main
 
-    from arplatform import generate as generate_cli
-    from arplatform import train as train_cli
+    from arplatform.cli import generate as generate_cli
+    from arplatform.cli import train as train_cli
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -158,7 +158,7 @@ def test_unreachable_storage_is_one_line(case, s3_server, tmp_path, monkeypatch)
 def test_a_dead_runs_bucket_staging_is_removed_and_a_live_ones_kept(s3_root, tmp_path):
     """engine=ray's staging folder in a bucket is held by a lease its run renews; one a killed
     driver left is removed by a later run, by the store's clock; a live run's is kept."""
-    from arplatform import publish
+    from arplatform.outputs import publish
 
     root = storage.Root(s3_root)
     dead = root.path(".staging", ".staging-tokenize-demo-1-dead")
@@ -199,10 +199,10 @@ def test_a_checkpoint_trained_in_a_bucket_outlives_a_retokenize(s3_root, tmp_pat
 
     from helpers import TINY
 
-    tok = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
+    tok = [sys.executable, "-m", "arplatform", "tokenize", "--config-name", "tokenizer/mnist_sample",
            f"output_root={s3_root}", "data.limit=600", "vae.epochs=1", "vae.batch_size=64", "codebook.num_codes=16",
            "codebook.iters=3", "vae.precision=fp32", "tracking.enabled=false"]
-    for cmd in (tok, [sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_sample",
+    for cmd in (tok, [sys.executable, "-m", "arplatform", "train", "--config-name", "transformer/mnist_sample",
                       f"output_root={s3_root}", f"data.codebook_dir={s3_root}/codebook/mnist_sample", *TINY,
                       "optim.max_steps=5", "optim.epochs=1", "trainer.num_workers=1", "sample.num_samples=0",
                       "tracking.enabled=false"], [*tok, "data.seed=2"]):
@@ -211,7 +211,7 @@ def test_a_checkpoint_trained_in_a_bucket_outlives_a_retokenize(s3_root, tmp_pat
     versions = [v for v in storage.listdir(storage.join(s3_root, "tokenizers", "mnist_sample"))]
     assert len(versions) == 2
     monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "fresh"))  # a machine that saw none of it
-    proc = subprocess.run([sys.executable, "-m", "arplatform.generate", "--transformer_ckpt",
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt",
                            f"{s3_root}/transformer/mnist_sample/checkpoints/best.pt", "--num_samples", "4",
                            "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

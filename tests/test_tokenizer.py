@@ -17,7 +17,7 @@ from arplatform.core.decode import decode_codes_to_images
 from arplatform.core.errors import CheckpointError, DataError
 from arplatform.core.metrics import psnr
 from arplatform.core.vae import load_vae
-from arplatform.imagedata import load_images
+from arplatform.data.datasets import load_images
 from arplatform.stages.tokenize import run_tokenize
 
 SMALL = ["data.limit=600", "vae.epochs=8", "vae.batch_size=32", "vae.channels=32", "vae.warmup_steps=10",
@@ -191,7 +191,7 @@ def test_the_colour_config_keeps_photographs_detail(tmp_path):
 
 def test_cli_missing_data_file_is_one_line_and_exit_2(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist",
+        [sys.executable, "-m", "arplatform", "tokenize", "--config-name", "tokenizer/mnist",
          f"data.data_dir={tmp_path}", f"output_root={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=120,
     )
@@ -204,12 +204,12 @@ def test_cli_missing_data_file_is_one_line_and_exit_2(tmp_path):
 def test_evaluate_command_reproduces_the_report(tokenized, tmp_path):
     from helpers import run_main
 
-    from arplatform import evaluate
+    from arplatform.cli import evaluate
 
     root, result = tokenized
     out = root / "codebook" / "mnist_sample"
     before = json.loads((out / "tokenizer_eval.json").read_text())
-    proc = subprocess.run([sys.executable, "-m", "arplatform.evaluate", "--codebook-dir", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "evaluate", "--codebook-dir", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     after = json.loads(proc.stdout)
@@ -276,7 +276,7 @@ def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_clu
 
     root = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample", "data.limit=600",
+        [sys.executable, "-m", "arplatform", "tokenize", "--config-name", "tokenizer/mnist_sample", "data.limit=600",
          "vae.epochs=2", "vae.batch_size=32", "vae.channels=16", "codebook.num_codes=16", f"output_root={root}",
          "engine=ray", "actors=2", "cpus_per_actor=0.5", "tracking.enabled=false"],
         env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
@@ -316,7 +316,7 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
     from arplatform.stages.tokenize import codes_of
 
     folder = bad_folder(tmp_path / "imgs", good=40)
-    common = [sys.executable, "-m", "arplatform.tokenize", "--config-name", "tokenizer/mnist_sample",
+    common = [sys.executable, "-m", "arplatform", "tokenize", "--config-name", "tokenizer/mnist_sample",
               "data.dataset=folder", f"data.data_dir={folder}", "data.channels=3", "data.image_size=16",
               "data.max_pixels=5000", "data.crop=center", "vae.epochs=1", "vae.batch_size=8", "vae.channels=8",
               "codebook.num_codes=8", "tracking.enabled=false", "engine=ray", "actors=2", "cpus_per_actor=0.5"]
@@ -374,8 +374,8 @@ def test_a_large_share_of_files_is_decoded_batch_by_batch(tmp_path):
     from helpers import photo_crops
 
     from arplatform.core.loop import IndexBatches
+    from arplatform.data.datasets import folder_files
     from arplatform.distributed.image_source import DecodedOnUse, ImageReader
-    from arplatform.imagedata import folder_files
 
     files = folder_files(photo_crops(tmp_path / "photos", 40, size=16), None, 3)
     reader = ImageReader({"files": files.to_dict()})

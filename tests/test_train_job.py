@@ -15,11 +15,11 @@ import pytest
 import torch
 from helpers import descendants, learnable_codes, run_train
 
-from arplatform import runs, storage
 from arplatform.config import ConfigError, TrainJobConfig, from_dict
 from arplatform.core.checkpoint import load_model
+from arplatform.core.errors import DataError, RunStateError
 from arplatform.distributed.code_data import preflight, resolve_files
-from arplatform.errors import DataError, RunStateError
+from arplatform.outputs import runs, storage
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_two_workers_learn_checkpoint_and_track(trained):
     state = json.loads((run / "run.json").read_text())
     assert state["status"] == "FINISHED"
     # the codebook it trained on, by path and by identity, in run.json and in every checkpoint
-    from arplatform.storage import sha256
+    from arplatform.outputs.storage import sha256
 
     codebook = os.path.realpath(os.path.join(data, "codebook.pt"))
     assert state["codebook_pt"] == codebook and state["codebook_sha256"] == sha256(codebook)
@@ -381,7 +381,7 @@ def test_config_errors_name_the_key():
         from_dict(TrainJobConfig, {"model": {"depth": 3}, "data": {"codes": "x"}})
     with pytest.raises(ConfigError, match="data.invalid_codes: 'skip' is not one of unk, error, drop"):
         from_dict(TrainJobConfig, compose("transformer/mnist_small", ["data.invalid_codes=skip"]))
-    proc = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-name", "transformer/mnist_small",
+    proc = subprocess.run([sys.executable, "-m", "arplatform", "train", "--config-name", "transformer/mnist_small",
                            "trainer.num_workers=two"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: trainer.num_workers: "), proc.stderr
     assert "'two' of type 'str' could not be converted to Integer" in proc.stderr and proc.stderr.count("\n") == 1

@@ -12,17 +12,17 @@ import time
 import pytest
 from helpers import TINY, job_env, learnable_codes
 
+from arplatform.config.tune_space import apply_params, is_integer_key, parse_space, tune_domains
 from arplatform.core.checkpoint import load_model
-from arplatform.errors import ConfigError
-from arplatform.sweeps import sort_rows
-from arplatform.tune_space import apply_params, is_integer_key, parse_space, tune_domains
+from arplatform.core.errors import ConfigError
+from arplatform.outputs.sweeps import sort_rows
 
 # embed_dim × lr; lr 1e-6 barely moves the loss, so ASHA stops at least one of those trials
 SPACE = "+space={model: {embed_dim: {grid: [16, 32]}}, optim: {lr: {grid: [0.01, 0.000001]}}}"
 
 
 def run_tune(root, data, *overrides, timeout=600, popen=None, cluster=None):
-    cmd = [sys.executable, "-m", "arplatform.tune", "--config-name", "tune/mnist_sample", "~space", SPACE,
+    cmd = [sys.executable, "-m", "arplatform", "tune", "--config-name", "tune/mnist_sample", "~space", SPACE,
            "search.num_samples=1", "search.max_concurrent_trials=2", "asha.grace_period=1",
            f"train.output_root={root}", f"train.data.codebook_dir={data}", *[f"train.{o}" for o in TINY],
            "train.trainer.num_workers=1", "train.trainer.cpus_per_worker=0.25", "train.optim.epochs=3", *overrides]
@@ -130,7 +130,7 @@ def test_sweep_killed_then_resumed_completes_tracks_and_gives_a_trainable_best(t
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert "![parallel](parallel.png)" in report and "![curves](curves.png)" in report
 
-    best = subprocess.run([sys.executable, "-m", "arplatform.train", "--config-dir", sweep_dir, "--config-name",
+    best = subprocess.run([sys.executable, "-m", "arplatform", "train", "--config-dir", sweep_dir, "--config-name",
                            "best"], capture_output=True, text=True, timeout=300, env=job_env(ray_cluster))
     assert best.returncode == 0, best.stdout + best.stderr
     runs_dir = os.path.join(tmp_path, "transformer", "mnist_sample", "runs")
@@ -172,8 +172,8 @@ def test_space_parses_to_tune_domains_and_applies_to_the_job():
 def test_sweep_folders_and_resume_rules(tmp_path):
     """Sweeps keep their records as runs do (`runs.py`): a unique name, claimed once; resume finds
     the latest started sweep of the same tune config, and none is one line."""
-    from arplatform import sweeps
-    from arplatform.errors import RunStateError
+    from arplatform.core.errors import RunStateError
+    from arplatform.outputs import sweeps
 
     a, b = sweeps.new_sweep(str(tmp_path), "grid"), sweeps.new_sweep(str(tmp_path), "grid")
     assert a.name != b.name and a.name.startswith("grid-")
@@ -198,7 +198,7 @@ def test_sweep_pictures_and_report(tmp_path):
     report.md that shows both beside the leaderboard."""
     from PIL import Image
 
-    from arplatform.sweep_pictures import axis_positions, write_all
+    from arplatform.tracking.sweep_pictures import axis_positions, write_all
 
     rows = [
         {"trial": "t1", "optim.lr": 0.01, "model.embed_dim": 32, "optim.precision": "fp32", "best_val_loss": 0.9,
@@ -227,7 +227,7 @@ def test_a_sweep_of_a_million_trials_is_refused_before_ray(tmp_path):
     import contextlib
     import io
 
-    from arplatform import tune as tune_cli
+    from arplatform.cli import tune as tune_cli
 
     data = learnable_codes(tmp_path / "codes", n=64)
     err = io.StringIO()
@@ -244,7 +244,7 @@ def test_a_sweep_whose_every_trial_failed_ends_in_one_line():
     """Both sweeps end this way (exit 2 through the commands), not with a leaderboard of failures
     and exit 0; one trial that ran is enough."""
     from arplatform.core.errors import TrainingError
-    from arplatform.sweeps import check_a_trial_ran
+    from arplatform.outputs.sweeps import check_a_trial_ran
 
     errors = [RuntimeError("Trial raised:\n  CUDA out of memory\n  at step 3"), ValueError("nan")]
     with pytest.raises(TrainingError, match=r"every trial of the sweep failed \(/s\); the first: "

@@ -20,7 +20,7 @@ import pytest
 from helpers import RAY, TINY, node_ports, start_head, stop_process_group
 from test_pipeline import SMALL_TOKENIZER
 
-from arplatform import storage
+from arplatform.outputs import storage
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
     sid = f"arplatform-two-nodes-{int(time.time())}"
     submit = subprocess.run(
         [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", REPO, "--",
-         sys.executable, "-m", "arplatform.pipeline", "--config-name", "pipeline/mnist_sample",
+         sys.executable, "-m", "arplatform", "pipeline", "--config-name", "pipeline/mnist_sample",
          f"output_root={s3_root}", "num_samples=20", "actors=2", "cpus_per_actor=1",
          *[f"tokenizer.{o}" for o in SMALL_TOKENIZER], "tokenizer.engine=ray", "tokenizer.actors=2",
          "tokenizer.cpus_per_actor=1",
@@ -103,7 +103,7 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
     fresh_env = dict(env, ARPLATFORM_CACHE_DIR=str(tmp_path / "empty-cache"))
     fresh_env.pop("RAY_AUTH_TOKEN_PATH")
     gen = subprocess.run(
-        [sys.executable, "-m", "arplatform.generate", "--transformer_ckpt",
+        [sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt",
          storage.join(s3_root, "transformer", "mnist_sample", "checkpoints", "best.pt"), "--num_samples", "4",
          "--engine", "local", "--out", storage.join(s3_root, "samples", "fresh")],
         env=fresh_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

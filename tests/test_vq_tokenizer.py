@@ -138,7 +138,7 @@ def test_docs_reproduce_at_small_size_vq_codes_on_both_engines_gpt_b_recipe_and_
 
 
 def test_bad_vq_settings_are_one_line_before_anything_runs(tmp_path, monkeypatch):
-    from arplatform.tokenize import main
+    from arplatform.cli.tokenize import main
 
     monkeypatch.chdir(tmp_path)
     base = ["--config-name", "tokenizer/digits", f"output_root={tmp_path / 'r'}", "kind=vq", *TINY_FLAGS,

@@ -162,7 +162,7 @@ def free_port() -> int:
 
 def check_cpu_budget(ray, num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
     """Refuse a job that can never be scheduled instead of letting it hang silently."""
-    from ..budget import check_fits
+    from ..core.budget import check_fits
 
     total = ray.cluster_resources()
     check_fits("trainer", f"{num_workers} workers × {cpus_per_worker:g} CPU", num_workers * cpus_per_worker,
@@ -176,7 +176,7 @@ def check_sweep_budget(ray, concurrent: int, trial_cpus: float, num_workers: int
                        use_gpu: bool) -> None:
     """Tune counts only a trial's own CPUs, not the Train workers it starts: a sweep whose
     concurrent trials cannot all get their workers would hang. Refuse it before any trial."""
-    from ..budget import check_fits
+    from ..core.budget import check_fits
 
     total = ray.cluster_resources()
     per_trial = trial_cpus + num_workers * cpus_per_worker
@@ -198,7 +198,7 @@ def user_error_in(error: BaseException):
     when there is none."""
     import re
 
-    from .. import errors
+    from ..core import errors
 
     for e in (error, error.__cause__, error.__context__):
         if isinstance(e, errors.USER_ERRORS):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CodeDataConfig
+from ..config.train_plan import DataFacts
 from ..core.codebook import load_codebook_file
 from ..core.data import (
     MAX_CLASSES,
@@ -28,10 +29,8 @@ from ..core.data import (
     load_labels,
     make_examples,
 )
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError
 from ..core.tokens import TokenLayout
-from ..errors import ConfigError
-from ..train_plan import DataFacts
 from .row_split import held_out, read_part
 
 UNBOUNDED = np.iinfo(np.int64).max  # a vocabulary not known yet: no code is too large
@@ -68,7 +67,7 @@ def resolve_files(cfg: CodeDataConfig) -> CodeFiles:
         # the real folder: a tokenizer run that publishes meanwhile cannot swap files under this job
         d = os.path.realpath(cfg.codebook_dir)
         if not os.path.isdir(d):
-            raise DataError(f"{d}: tokenizer output folder not found (run arplatform.tokenize first)")
+            raise DataError(f"{d}: tokenizer output folder not found (run arplatform tokenize first)")
         shards = os.path.join(d, "shards")
         has_shards = bool(glob.glob(os.path.join(shards, "codes-*.npy")))
         pick = lambda name: os.path.join(d, name) if os.path.exists(os.path.join(d, name)) else None  # noqa: E731

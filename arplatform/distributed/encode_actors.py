@@ -17,7 +17,7 @@ import io
 
 import numpy as np
 
-from ..progress import Progress
+from ..core.progress import Progress
 from .image_source import ImageReader
 
 CHUNK = 512  # images per encoder call: jobs.tokenizer_quality.encode_means uses the same
@@ -34,10 +34,10 @@ class ShardEncoder:
         import ray
         import torch
 
-        from .. import storage
-        from ..budget import resolve_device
+        from ..core.budget import resolve_device
         from ..core.codebook import load_codebook_file
         from ..core.vae import load_vae
+        from ..outputs import storage
 
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
@@ -50,8 +50,8 @@ class ShardEncoder:
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from .. import storage
         from ..core.codebook import assign
+        from ..outputs import storage
 
         rows = []
         for chunk in batch["chunk"].tolist():
@@ -97,6 +97,6 @@ def encode_on_actors(ray, cfg, spec: dict, num_images: int, memory_per_actor: in
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             progress.update(int(batch["rows"].sum()))
     if progress.done != num_images:
-        from ..errors import GenerationError
+        from ..core.errors import GenerationError
 
         raise GenerationError(f"encode: {progress.done} of {num_images} images came back; nothing was published")

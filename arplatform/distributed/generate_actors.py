@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..progress import Progress
+from ..core.progress import Progress
 
 # What one sampling actor's process holds before its models: Python, torch, Ray's worker
 # (measured: 40 CPU actors of the MNIST checkpoint took 12.6 GB, about 300 MiB each).
@@ -31,7 +31,7 @@ def actor_resources(ray, cfg, memory_per_actor: int) -> dict:
     """One GPU per actor where the cluster has GPUs (`use_gpu=auto`), else `cpus_per_actor`
     CPUs; on CPU actors also their memory, so Ray never places more actors than a node holds.
     Refused in one line when the pool can never be placed."""
-    from ..budget import check_fits, gets_gpus
+    from ..core.budget import check_fits, gets_gpus
 
     total = ray.cluster_resources()
     use_gpu = gets_gpus(cfg.use_gpu, total)
@@ -58,7 +58,7 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
     """Draw `todo` on the actors; returns the Ray node ids the batches were drawn on."""
     from ray.data.exceptions import ExecutionTimeoutError
 
-    from ..errors import GenerationError
+    from ..core.errors import GenerationError
     from .cluster import data_context, user_error_in
 
     resources = actor_resources(ray, cfg, memory_per_actor)
@@ -103,8 +103,8 @@ class RefusingSampler:
     Ray would print that death's traceback, and the user is owed the one line."""
 
     def __init__(self, spec: dict):
-        from ..errors import USER_ERRORS
-        from ..image_sampler import ImageSampler
+        from ..core.errors import USER_ERRORS
+        from .image_sampler import ImageSampler
 
         self.sampler, self.refused = None, None
         try:

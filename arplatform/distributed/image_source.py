@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..core.errors import DataError
-from ..imagedata import ImageFiles, ImageSet, read_image
+from ..data.datasets import ImageFiles, ImageSet, read_image
 
 SCAN_BATCH = 256  # files per scanning task call
 

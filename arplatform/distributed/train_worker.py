@@ -18,12 +18,12 @@ import time
 import torch
 
 from ..config import TrainJobConfig, from_dict
+from ..config.train_plan import DataFacts, plan_training, torch_threads
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import TrainingError
 from ..core.loop import GPTObjective, checkpoint_activations, fit
 from ..core.model import GPT
-from ..startup import first_batch_times
-from ..train_plan import DataFacts, plan_training, torch_threads
+from ..core.startup import first_batch_times
 from .code_data import worker_batches
 
 
@@ -142,11 +142,11 @@ def metrics_callback(config: dict, world: int, steps: int, start_step: int):
     """Rank 0's step and epoch metrics: one console line per log step (where the run is and
     how long it has left: Ray forwards a worker's lines to the driver's log, so a line, not a
     redrawn bar), and MLflow."""
-    from ..progress import duration
+    from ..core.progress import duration
 
     mlflow_logger = None
     if config["mlflow_run_id"]:
-        from ..tracking import MetricsLogger
+        from ..tracking.mlflow_runs import MetricsLogger
 
         mlflow_logger = MetricsLogger(config["tracking_uri"], config["mlflow_run_id"])
     t0 = time.perf_counter()

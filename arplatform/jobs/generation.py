@@ -19,13 +19,12 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import sample_folder, storage
 from ..config import GenerateConfig
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError
+from ..core.progress import Progress
 from ..core.sampling import sample_keys
-from ..errors import ConfigError
-from ..jobs.sampling import resolve_models
-from ..progress import Progress
+from ..outputs import sample_folder, storage
+from .sampling import resolve_models
 
 
 def plan_labels(cfg: GenerateConfig, num_classes: int) -> np.ndarray:
@@ -74,7 +73,7 @@ def guided(cfg: GenerateConfig, models: dict) -> bool:
 def check_batch_memory(cfg: GenerateConfig, models: dict) -> None:
     """Refuse a --batch_size whose sampling would not fit in this machine's free memory, before
     any model is loaded for work: one line that says how much it needs and what fits."""
-    from ..budget import available_memory_bytes, check_fits
+    from ..core.budget import available_memory_bytes, check_fits
     from ..core.sampling import sampling_memory_bytes
 
     free = available_memory_bytes()
@@ -178,7 +177,7 @@ def _batches(todo: np.ndarray, labels: np.ndarray, batch_size: int):
 
 def run_local(cfg: GenerateConfig, spec: dict, models: dict, todo: np.ndarray, labels: np.ndarray,
               log) -> list[str]:
-    from ..image_sampler import ImageSampler
+    from ..distributed.image_sampler import ImageSampler
 
     sampler = ImageSampler(spec)
     with Progress("generate", len(todo), "images", log) as progress:

@@ -25,8 +25,8 @@ import warnings
 import mlflow.pyfunc
 import numpy as np
 
-from .. import tracking
 from ..distributed.cluster import environment
+from ..tracking import mlflow_runs
 
 MODEL_DIR = "model"  # the artifact folder of a run that holds the model: runs:/<run_id>/model
 FILES = ("transformer_ckpt", "codebook_pt", "vae_ckpt")
@@ -56,9 +56,9 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
     from mlflow.models import Model
 
-    from .. import storage
+    from ..outputs import storage
 
-    client = tracking.client(uri)
+    client = mlflow_runs.client(uri)
     step = last_validation_step(client, run_id)
     model = client.create_logged_model(  # in the run's own experiment (MLflow's default would be "0")
         client.get_run(run_id).info.experiment_id, name=MODEL_DIR, source_run_id=run_id, model_type="image-sampler",
@@ -93,9 +93,9 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
 def log_training_model(job, best: str, codebook: str, uri: str, run_id: str) -> dict:
     """A training run's best.pt with the codebook and VAE it decodes through, as the run's model
     (a training run's end, and a sweep's best trial with `register_best`), registered when the
-    job's `tracking.register` says so; its URIs, or why there is none."""
-    from .. import storage
-    from ..publish import codebook_vae_path
+    job's `mlflow_runs.register` says so; its URIs, or why there is none."""
+    from ..outputs import storage
+    from ..outputs.publish import codebook_vae_path
     from .sampling import checkpoint_sampling
 
     vae = codebook_vae_path(codebook)
@@ -140,9 +140,9 @@ def fetch_model(model_uri: str, tracking_uri: str) -> dict:
     import yaml
 
     from ..config import SAMPLING_KEYS
+    from ..core.errors import CheckpointError
     from ..core.precision import cache_dir
-    from ..errors import CheckpointError
-    from ..tracking import probe_server
+    from ..tracking.mlflow_runs import probe_server
 
     probe_server(tracking_uri)  # seconds, not MLflow's minutes of retries, when nothing answers
     try:
@@ -195,8 +195,8 @@ def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
     """Each downloaded file against the SHA-256 the model recorded when it was logged: files
     changed in the artifact store since are refused, naming the file. (A model logged before
     models carried digests has none to check.)"""
-    from .. import storage
-    from ..errors import CheckpointError
+    from ..core.errors import CheckpointError
+    from ..outputs import storage
 
     for key, path in files.items():
         expected = (recorded or {}).get(key)
@@ -211,7 +211,7 @@ def model_source(model_uri: str, tracking_uri: str) -> str:
     (models:/m-<id>) and a registered version (models:/<name>/<n>, models:/<name>@<alias>, models:/<name>/latest)
     through the store `tracking_uri` (MLflow's own models:/ resolution reads the process-wide
     registry URI; this one does not)."""
-    client = tracking.client(tracking_uri)
+    client = mlflow_runs.client(tracking_uri)
     if model_uri.startswith("runs:/"):
         return run_model_source(client, model_uri)
     name, _, ref = model_uri[len("models:/"):].partition("/")
@@ -249,7 +249,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from ..config import SampleConfig, from_dict, to_dict
-        from ..image_sampler import ImageSampler
+        from ..distributed.image_sampler import ImageSampler
 
         sample = to_dict(from_dict(SampleConfig, (context.model_config or {}).get("sample", {})))
         spec = {k: context.artifacts[k] for k in FILES} | {"out": None, "seed": 0, "sample": sample,

@@ -9,25 +9,25 @@ import dataclasses
 import math
 import os
 
-from .. import storage, tracking
 from ..config import GenerateConfig
 from ..core.checkpoint import load_model
 from ..core.codebook import load_codebook_file
-from ..core.errors import CheckpointError, DataError
+from ..core.errors import CheckpointError, ConfigError, DataError
 from ..core.vae import load_vae
-from ..errors import ConfigError
-from ..publish import codebook_vae_path
+from ..outputs import storage
+from ..outputs.publish import codebook_vae_path
+from ..tracking import mlflow_runs
 
 
 def model_files(cfg: GenerateConfig) -> tuple[GenerateConfig, dict | None]:
     """A `models:/…` or `runs:/…` checkpoint as the three files of that MLflow model, downloaded
     (a codebook or VAE given explicitly still wins), and the sampling settings it was logged
     with; any other checkpoint as it is, and None."""
-    if not tracking.is_model_uri(cfg.transformer_ckpt):
+    if not mlflow_runs.is_model_uri(cfg.transformer_ckpt):
         return cfg, None
     from .mlflow_model import fetch_model
 
-    files = fetch_model(cfg.transformer_ckpt, tracking.tracking_uri(cfg.tracking_uri, cfg.output_root))
+    files = fetch_model(cfg.transformer_ckpt, mlflow_runs.tracking_uri(cfg.tracking_uri, cfg.output_root))
     return dataclasses.replace(cfg, transformer_ckpt=files["transformer_ckpt"],
                                codebook_pt=cfg.codebook_pt or files["codebook_pt"],
                                vae_ckpt=cfg.vae_ckpt or files["vae_ckpt"]), files["sample"]
@@ -39,7 +39,7 @@ def resolve_models(cfg: GenerateConfig) -> dict:
     together: shapes always, and identities where the checkpoint records those it trained with;
     and the sampling settings to draw with (`resolve_sampling`, key "sample"). A checkpoint
     given as an MLflow model URI is downloaded first, then checked the same way."""
-    model_uri = cfg.transformer_ckpt if tracking.is_model_uri(cfg.transformer_ckpt) else None
+    model_uri = cfg.transformer_ckpt if mlflow_runs.is_model_uri(cfg.transformer_ckpt) else None
     cfg, recorded = model_files(cfg)
     ckpt_path = storage.absolute(cfg.transformer_ckpt)
     if not storage.isfile(ckpt_path):
@@ -128,7 +128,7 @@ def checkpoint_sampling(checkpoint: str, explicit: dict | None = None, sampled: 
 
 
 def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
-    """The settings a sampler sweep wrote beside `checkpoint` (`arplatform.tune_sampler`), or {}.
+    """The settings a sampler sweep wrote beside `checkpoint` (`arplatform tune-sampler`), or {}.
     They apply only to the checkpoint they were tuned on: the one whose SHA-256 sampler.json
     records, compared with `sampled` (default: `checkpoint` itself; the training job samples its
     new best.pt before it replaces the seed's path)."""
@@ -161,7 +161,7 @@ def read_sampler_file(checkpoint: str) -> dict:
     try:
         check_sampling(settings)
     except ConfigError as e:
-        raise DataError(f"{path}: {e} (written by arplatform.tune_sampler)") from None
+        raise DataError(f"{path}: {e} (written by arplatform tune-sampler)") from None
     return {"path": path, "sample": settings, "checkpoint_sha256": tuned.get("checkpoint_sha256")}
 
 

@@ -9,10 +9,10 @@ import torch
 
 from ..core.decode import decode_codes_to_images
 from ..core.metrics import psnr, ssim
+from ..core.progress import Progress
 from ..core.vae import VAE
-from ..imagedata import ImageSet
-from ..images import make_grid
-from ..progress import Progress
+from ..data.datasets import ImageSet
+from ..data.images import make_grid
 
 PICTURE = "heldout_reconstructions.png"  # written beside tokenizer_eval.json by every tokenizer run
 

@@ -13,14 +13,14 @@ from contextlib import contextmanager
 
 import torch
 
-from .. import runs, storage, tracking
 from ..config import TrainJobConfig, to_dict
-from ..core.errors import DataError
+from ..config.train_plan import DataFacts, TrainPlan, plan_training, torch_threads
+from ..core.errors import DataError, RunStateError
 from ..core.loop import GPTObjective, decide_precision
 from ..core.model import GPT
 from ..distributed.code_data import CodeFiles, HeldRows, preflight, resolve_files
-from ..errors import RunStateError
-from ..train_plan import DataFacts, TrainPlan, plan_training, torch_threads
+from ..outputs import runs, storage
+from ..tracking import mlflow_runs
 
 
 def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
@@ -44,7 +44,7 @@ def bucket_version(codebook_pt: str) -> str:
     """A bucket's published codebook.pt by the version it is a copy of (`version.json` beside it,
     written by the tokenizer): that file is never overwritten, so the checkpoint names one a
     later tokenize cannot replace. Without one, the path as it is."""
-    from ..publish import VERSION_FILE
+    from ..outputs.publish import VERSION_FILE
 
     folder = storage.dirname(codebook_pt)
     marker = storage.join(folder, VERSION_FILE)
@@ -59,7 +59,7 @@ def codebook_identity(files: CodeFiles, facts: DataFacts) -> DataFacts:
     """The facts with the SHA-256 of the codebook and of the VAE it names (where that exists):
     the checkpoints record both, and `generate` compares them with what it is given."""
     from ..core.codebook import load_codebook_file
-    from ..publish import codebook_vae_path
+    from ..outputs.publish import codebook_vae_path
 
     if not files.codebook:
         return facts
@@ -78,7 +78,7 @@ def local_data(data):
     if data.codebook_dir and storage.is_uri(data.codebook_dir):
         if not storage.isfile(storage.join(data.codebook_dir, "codebook.pt")):  # uploaded last by the tokenizer
             raise DataError(f"{data.codebook_dir}: no codebook.pt, so not a finished tokenizer output "
-                            "(run arplatform.tokenize first)")
+                            "(run arplatform tokenize first)")
         changes["codebook_dir"] = storage.fetch_folder(data.codebook_dir)
     return dataclasses.replace(data, **changes) if changes else data
 
@@ -133,19 +133,19 @@ def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict
     FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
     `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id), and `dataset`
     (`training_dataset`) as its input. A sweep's trial passes `ends_itself=False`: its driver
-    ends the runs from Tune's verdict (`tracking.tracked_run`)."""
-    uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
+    ends the runs from Tune's verdict (`mlflow_runs.tracked_run`)."""
+    uri = mlflow_runs.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
 
     def start() -> str:
         data = dict(dataset or {})
         version = data.pop("tokenizer_version", None)
-        run_id = tracking.start_run(uri, job.tracking.experiment, root.local_path("mlartifacts"), run.name, params,
+        run_id = mlflow_runs.start_run(uri, job.tracking.experiment, root.local_path("mlartifacts"), run.name, params,
                                     {"config_name": config_name or job.name, "ray_run": run.name,
                                      "run_dir": root.shared_name(run.dir), **(tags or {}),
                                      **({"tokenizer_version": version} if version else {})})
         if data:
-            tracking.log_dataset(uri, run_id, **data)
+            mlflow_runs.log_dataset(uri, run_id, **data)
         return run_id
 
     def on_start(run_id):
@@ -157,7 +157,7 @@ def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict
         runs.write_state(run, status=status)
         runs.push_run(run, root)
 
-    with tracking.tracked_run(uri, previous, start, on_start, on_end, ends_itself) as mlflow_run_id:
+    with mlflow_runs.tracked_run(uri, previous, start, on_start, on_end, ends_itself) as mlflow_run_id:
         yield uri, mlflow_run_id
 
 

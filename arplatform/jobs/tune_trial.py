@@ -1,7 +1,7 @@
 """One Tune trial: the platform's training job with the trial's parameters, on Ray Train.
 
 Tune calls `tune_trial(params, **constants)` in a trial process. It builds the
-same TorchTrainer as `python -m arplatform.train` (`jobs.training.build_trainer`)
+same TorchTrainer as `python -m arplatform train` (`jobs.training.build_trainer`)
 from the sweep's base job with the trial's values set, and fits it; Ray Train's
 `TuneReportCallback` forwards rank 0's per-epoch report (`val/loss`,
 `val/bits_per_token`, `epochs_done`) to Tune, where ASHA reads it.
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 
-from .. import runs, storage
 from ..config import TrainJobConfig, from_dict, to_dict
+from ..config.train_plan import DataFacts
+from ..config.tune_space import apply_params
 from ..core.errors import TrainingError
 from ..core.io import save_json
-from ..sweeps import Sweep
-from ..train_plan import DataFacts
-from ..tune_space import apply_params
+from ..outputs import runs, storage
+from ..outputs.sweeps import Sweep
 
 
 def tune_trial(params: dict, *, base_job: dict, facts: dict, rows: dict, sweep: dict, parent_run_id: str | None,

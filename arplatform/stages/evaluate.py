@@ -8,31 +8,19 @@ import zipfile
 
 import numpy as np
 
-from .. import storage
-from ..budget import resolve_device
 from ..config import TokenizerConfig, from_dict
+from ..core.budget import resolve_device
 from ..core.codebook import assign, codebook_usage, load_codebook_file
 from ..core.data import load_codes
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError
 from ..core.io import read_json_object, save_json
 from ..core.vae import load_vae
-from ..errors import ConfigError
-from ..imagedata import load_images
-from ..images import save_png
+from ..data.datasets import load_images
+from ..data.images import save_png
+from ..jobs.real_images import read_indices, real_data
 from ..jobs.tokenizer_quality import PICTURE, encode_means, evaluate_tokenizer
-from ..publish import codebook_vae_path
-
-
-def read_indices(path: str, key: str) -> np.ndarray:
-    """A non-empty list of distinct non-negative ints under `key` of a JSON file."""
-    values = read_json_object(path, DataError).get(key)
-    if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                             for v in values):
-        raise DataError(f"{path}: {key} must be a non-empty list of integers")
-    idx = np.asarray(values, dtype=np.int64)
-    if idx.min() < 0 or len(np.unique(idx)) != len(idx):
-        raise DataError(f"{path}: {key} must be distinct indices >= 0 (found {int(idx.min())} or duplicates)")
-    return idx
+from ..outputs import storage
+from ..outputs.publish import codebook_vae_path
 
 
 def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device: str = "auto", log=print) -> dict:
@@ -45,7 +33,7 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     paths = {n: os.path.join(codebook_dir, n) for n in ("codebook.pt", "tokenizer_config.json", "split.json")}
     for name, path in paths.items():
         if not os.path.exists(path):
-            raise DataError(f"{path}: not found ({name} is written by arplatform.tokenize)")
+            raise DataError(f"{path}: not found ({name} is written by arplatform tokenize)")
     saved = read_json_object(paths["tokenizer_config.json"], DataError)
     saved.pop("config_name", None)
     try:
@@ -80,52 +68,17 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
 # Sample quality
 
 
-def real_data(codebook_pt: str, recon_count: int, log=print):
-    """The real images behind a tokenizer output folder (its config and held-out split), and the
-    tokenizer's reconstructions of `recon_count` training images (their codes, decoded)."""
-    from ..core.decode import decode_codes_to_images
-    from ..sample_quality import RealData
-
-    public = codebook_pt
-    folder = storage.fetch_folder(storage.dirname(codebook_pt))  # a local copy when it is in a bucket
-    codebook_pt = os.path.join(folder, "codebook.pt")
-    paths = {n: os.path.join(folder, n) for n in ("tokenizer_config.json", "split.json", "codes.npy")}
-    for name, path in paths.items():
-        if not os.path.exists(path):
-            raise DataError(f"{path}: not found; the codebook's folder must be a tokenizer output "
-                            f"({name} is written by arplatform.tokenize)")
-    saved = read_json_object(paths["tokenizer_config.json"], DataError)
-    saved.pop("config_name", None)
-    cfg = from_dict(TokenizerConfig, saved)
-    d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
-                       d.bad_images, d.crop)
-    val_idx = read_indices(paths["split.json"], "val_indices")
-    if val_idx.max() >= len(data):
-        raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
-    train_idx = np.setdiff1d(np.arange(len(data)), val_idx)
-    codes = load_codes(paths["codes.npy"])[0]
-    pick = np.random.default_rng(0).choice(len(codes), min(recon_count, len(codes)), replace=False)
-    codes = codes[np.sort(pick)]  # at random: image files are often sorted by class
-    recon = decode_codes_to_images(codes, codebook_pt, storage.fetch(codebook_vae_path(public))).numpy()
-    log(f"real data: {data.source}, {len(train_idx)} train / {len(val_idx)} held-out images; "
-        f"{len(recon)} tokenizer reconstructions")
-    real = RealData(data.images[train_idx], data.labels[train_idx], data.images[val_idx], data.labels[val_idx],
-                    data.num_classes, recon, np.sort(pick))  # codes.npy row j is training image j
-    return real, cfg, folder
-
-
 def read_samples(samples: storage.Folder) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The manifest, images and labels of a samples folder `arplatform.generate` wrote, each
+    """The manifest, images and labels of a samples folder `arplatform generate` wrote, each
     checked: anything else is one line naming the file."""
     manifest = samples.read_json_object("manifest.json", DataError)
     missing = [k for k in ("checkpoint", "checkpoint_sha256", "codebook_pt") if not isinstance(manifest.get(k), str)]
     if missing:
         raise DataError(f"{samples.file('manifest.json')}: not a samples manifest (no {missing[0]}); pass a folder "
-                        "arplatform.generate wrote")
+                        "arplatform generate wrote")
     npz_path = samples.file("samples.npz")
     if not samples.exists("samples.npz"):
-        raise DataError(f"{npz_path}: not found (written by arplatform.generate)")
+        raise DataError(f"{npz_path}: not found (written by arplatform generate)")
     try:
         with np.load(samples.fetch("samples.npz"), allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
@@ -139,11 +92,11 @@ def read_samples(samples: storage.Folder) -> tuple[dict, np.ndarray, np.ndarray]
 
 
 def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=print) -> dict:
-    """The quality report of a samples folder (`arplatform.generate`) against the real dataset
+    """The quality report of a samples folder (`arplatform generate`) against the real dataset
     its checkpoint's codebook was made from: quality.json and quality.md in the folder, and
     the metrics in the MLflow run that trained the checkpoint."""
-    from ..images import png_bytes
-    from ..sample_quality import (
+    from ..data.images import png_bytes
+    from ..jobs.sample_quality import (
         classifier_dir,
         evaluate_images,
         heldout_bits_per_code,
@@ -251,7 +204,7 @@ def tokenizer_codebook(manifest: dict, ckpt: dict | None) -> str:
 
 def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, log) -> None:
     """The metrics go to the MLflow run that trained the checkpoint the samples were drawn with."""
-    from .. import tracking
+    from ..tracking import mlflow_runs
 
     state = training_run_of(manifest["checkpoint"], manifest["checkpoint_sha256"])
     if state is None:
@@ -266,7 +219,7 @@ def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, l
     metrics = {k: v for k, v in metrics.items() if v is not None}
     if "accuracy" in report:
         metrics["samples/accuracy"] = report["accuracy"]
-    tracking.log_metrics(state["tracking_uri"], state["mlflow_run_id"], metrics)
-    tracking.log_artifact(state["tracking_uri"], state["mlflow_run_id"],
+    mlflow_runs.log_metrics(state["tracking_uri"], state["mlflow_run_id"], metrics)
+    mlflow_runs.log_artifact(state["tracking_uri"], state["mlflow_run_id"],
                           samples.fetch("quality.json"))
     log(f"logged to MLflow run {state['mlflow_run_id']} ({state['tracking_uri']})")

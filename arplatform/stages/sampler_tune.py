@@ -19,11 +19,12 @@ import dataclasses
 import os
 import time
 
-from .. import storage, sweep_pictures, sweeps
 from ..config import SamplerSweepConfig, TrainJobConfig, to_dict
+from ..config.tune_space import apply_params, check_space, check_trial_count, parse_space, tune_domains
+from ..core.errors import ConfigError
 from ..core.io import save_json
-from ..errors import ConfigError
-from ..tune_space import apply_params, check_space, check_trial_count, parse_space, tune_domains
+from ..outputs import storage, sweeps
+from ..tracking import sweep_pictures
 
 SAMPLER_FILE = "sampler.json"
 METRICS = ("frechet", "accuracy", "frechet_over_reconstructions")
@@ -36,7 +37,7 @@ def sampler_trial(params: dict, *, gen: dict, real, classifier_state: dict, fold
 
     from ..config import GenerateConfig, from_dict
     from ..jobs.generation import run_generate
-    from ..sample_quality import Classifier, evaluate_images
+    from ..jobs.sample_quality import Classifier, evaluate_images
 
     torch.set_num_threads(gen["threads"])
     gen = {k: v for k, v in gen.items() if k != "threads"}
@@ -105,10 +106,10 @@ def leaderboard_rows(grid, axes: list) -> list[dict]:
 
 
 def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, log=print) -> dict:
-    from ..budget import check_fits
+    from ..core.budget import check_fits
     from ..distributed.cluster import credentials_kept_from_trials, init_ray
-    from ..sample_quality import classifier_dir, load_or_train_classifier
-    from .evaluate import real_data
+    from ..jobs.real_images import real_data
+    from ..jobs.sample_quality import classifier_dir, load_or_train_classifier
 
     t0 = time.perf_counter()
     axes = parse_space(cfg.space, sections=("sample",))

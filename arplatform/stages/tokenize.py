@@ -29,22 +29,22 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from .. import publish, storage, tracking
-from ..budget import resolve_device
 from ..config import TokenizerConfig, to_dict
+from ..core.budget import resolve_device
 from ..core.checkpoint import save_checkpoint
 from ..core.codebook import KMeansResult, assign, fit_kmeans, save_codebook, usage_of_counts
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError
 from ..core.io import save_json, save_npy
 from ..core.loop import IndexBatches, OptimConfig, fit
+from ..core.progress import Progress
 from ..core.vae import VAE, VAEConfig, VAEObjective, load_vae
 from ..core.vq import ACTIVATION_BYTES, BATCH, VQ, check_vq_file, load_llamagen_vq
-from ..errors import ConfigError
-from ..imagedata import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
-from ..images import save_png
+from ..data.datasets import ImageFiles, ImageSet, folder_files, load_images, readable, split_indices, warn_links
+from ..data.images import save_png
 from ..jobs.tokenized_codes import TokenizedCodes
 from ..jobs.tokenizer_quality import PICTURE, encode_means, evaluate_tokenizer
-from ..progress import Progress
+from ..outputs import publish, storage
+from ..tracking import mlflow_runs
 
 EVAL_IMAGES = 10_000  # held-out images the report scores (PSNR, SSIM): the first of the split
 
@@ -96,7 +96,7 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
 def check_ray_workers(ray, cfg: TokenizerConfig, shared: str) -> bool:
     """engine=ray on this cluster: a `shared` staging folder every node reaches, and room for the
     workers; whether they get GPUs."""
-    from ..budget import check_fits, gets_gpus
+    from ..core.budget import check_fits, gets_gpus
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1 and not storage.is_uri(shared):
@@ -382,7 +382,7 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     if cfg.tracking.enabled:
-        tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)  # a URI root needs a named store
+        mlflow_runs.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)  # a URI root needs a named store
     out_root = storage.Root(cfg.output_root)  # resolved once; further in, local paths only
     out_root.check_writable("output_root")
     if cfg.kind == "vq":  # before any image is read or Ray starts
@@ -416,19 +416,19 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     if cfg.tracking.enabled:
         result["mlflow_run_id"] = track_tokenizer(cfg, config_name, report, out_dir, out_root)
         log(f"MLflow run {result['mlflow_run_id']} (tokenize-{cfg.name}) in "
-            f"{tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
+            f"{mlflow_runs.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)}")
     return result
 
 
 def track_tokenizer(cfg: TokenizerConfig, config_name: str | None, report: dict, out_dir: str,
                     out_root: storage.Root) -> str:
     """One MLflow run per tokenizer job: config as params, the evaluation as metrics, its JSON as artifact."""
-    uri = tracking.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)
-    run_id = tracking.start_run(uri, cfg.tracking.experiment, out_root.local_path("mlartifacts"),
+    uri = mlflow_runs.tracking_uri(cfg.tracking.tracking_uri, cfg.output_root)
+    run_id = mlflow_runs.start_run(uri, cfg.tracking.experiment, out_root.local_path("mlartifacts"),
                                 f"tokenize-{cfg.name}", to_dict(cfg),
                                 {"stage": "tokenize", "config_name": config_name or cfg.name})
-    tracking.MetricsLogger(uri, run_id)({f"tokenizer/{k}": v for k, v in report.items()}, 0)
+    mlflow_runs.MetricsLogger(uri, run_id)({f"tokenizer/{k}": v for k, v in report.items()}, 0)
     for name in ("tokenizer_eval.json", "split.json", PICTURE):
-        tracking.log_artifact(uri, run_id, os.path.join(out_dir, name))
-    tracking.finish_run(uri, run_id)
+        mlflow_runs.log_artifact(uri, run_id, os.path.join(out_dir, name))
+    mlflow_runs.finish_run(uri, run_id)
     return run_id

@@ -21,12 +21,13 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from .. import runs, storage, tracking
 from ..config import TrainJobConfig, from_dict, to_dict
+from ..config.train_plan import DataFacts, TrainPlan, plan_training
 from ..core.checkpoint import load_checkpoint, load_model
+from ..core.errors import ConfigError, TrainingError
 from ..core.io import save_json, save_npy
+from ..core.startup import StartupClock
 from ..distributed.code_data import build_rows
-from ..errors import ConfigError, TrainingError
 from ..jobs.sampling import read_sampler_file
 from ..jobs.training import (
     build_trainer,
@@ -37,8 +38,8 @@ from ..jobs.training import (
     tracked,
     training_dataset,
 )
-from ..startup import StartupClock
-from ..train_plan import DataFacts, TrainPlan, plan_training
+from ..outputs import runs, storage
+from ..tracking import mlflow_runs
 
 
 def resume_target(run: runs.Run | None, facts: DataFacts, job: TrainJobConfig) -> runs.Run | None:
@@ -85,7 +86,7 @@ def model_size(job: TrainJobConfig, plan: TrainPlan) -> dict:
 
 
 def describe(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, size: dict) -> str:
-    from ..report import human
+    from ..tracking.report import human
 
     global_batch = job.optim.batch_size * job.trainer.num_workers * job.optim.grad_accum_steps
     m = plan.model
@@ -104,7 +105,7 @@ def run_train(job: TrainJobConfig, config_name: str | None = None, log=print) ->
     resumed = runs.find_run(root, job.name, job.run_name) if job.resume else None  # no run: one line
     files, facts = check_data(job)
     if job.tracking.enabled:
-        tracking.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
+        mlflow_runs.tracking_uri(job.tracking.tracking_uri, job.output_root)  # a URI root needs a named store
     root.check_writable("output_root")
     read_sampler_file(runs.seed_checkpoint(root, job.name))  # read after training: checked now
     run = resume_target(resumed, facts, job)
@@ -173,7 +174,7 @@ def where_it_went(summary: dict, run: runs.Run, public, uri: str | None, mlflow_
         lines += [f"  MLflow run:  {mlflow_run_id} in {uri}"]
         if not uri.startswith(("http://", "https://")):
             lines.append(f"  look at it:  mlflow server --backend-store-uri {uri} --host 127.0.0.1, then open")
-        lines.append(f"               {tracking.run_page(uri, mlflow_run_id)}")
+        lines.append(f"               {mlflow_runs.run_page(uri, mlflow_run_id)}")
         model = summary.get("mlflow_model", {})
         if model.get("model_uri"):
             registered = f", MLflow registered: {model['registered_uri']}" if model.get("registered_uri") else ""
@@ -193,9 +194,9 @@ def finish(job: TrainJobConfig, run: runs.Run, root: storage.Root, codebook: str
     artifacts += sample_grid(job, best, codebook, run.dir)
     if uri:
         for path in artifacts:
-            tracking.log_artifact(uri, mlflow_run_id, path)
+            mlflow_runs.log_artifact(uri, mlflow_run_id, path)
             if path.endswith("samples_grid.png"):  # compared across runs in the chart view's image grid
-                tracking.log_image(uri, mlflow_run_id, path, "samples", summary_step(result))
+                mlflow_runs.log_image(uri, mlflow_run_id, path, "samples", summary_step(result))
     summary = dict(result.return_value or {})
     if uri and job.tracking.log_model and codebook:
         from ..jobs.mlflow_model import log_training_model  # (imports MLflow's model flavours: seconds)
@@ -222,7 +223,7 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
 
     from ..config import GenerateConfig
     from ..jobs.generation import run_generate
-    from ..publish import codebook_vae_path
+    from ..outputs.publish import codebook_vae_path
 
     n = job.sample.num_samples
     if n == 0:
@@ -243,7 +244,7 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
 def codes_only(job: TrainJobConfig, best_path: str) -> np.ndarray:
     """Samples 0…n-1 of seed `optim.seed` (balanced classes) as codes: what `generate` would draw."""
     from ..core.sampling import sampling_precision
-    from ..image_sampler import draw_codes
+    from ..distributed.image_sampler import draw_codes
     from ..jobs.sampling import checkpoint_sampling
 
     model, layout, ckpt = load_model(best_path)

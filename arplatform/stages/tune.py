@@ -21,13 +21,14 @@ import os
 import time
 from contextlib import contextmanager
 
-from .. import runs, storage, sweep_pictures, sweeps, tracking
 from ..config import TrainJobConfig, TuneJobConfig, flatten, to_dict
+from ..config.train_plan import DataFacts, plan_training
+from ..config.tune_space import Axis, apply_params, check_space, check_trial_count, parse_space, tune_domains
+from ..core.errors import ConfigError, Interrupted, RunStateError
 from ..core.io import read_json_object
-from ..errors import ConfigError, Interrupted, RunStateError
 from ..jobs.training import check_data, resolve_train_precision, training_dataset
-from ..train_plan import DataFacts, plan_training
-from ..tune_space import Axis, apply_params, check_space, check_trial_count, parse_space, tune_domains
+from ..outputs import runs, storage, sweeps
+from ..tracking import mlflow_runs, sweep_pictures
 
 
 def check_search(cfg: TuneJobConfig, axes: list[Axis]) -> None:
@@ -76,7 +77,7 @@ def tracked_sweep(cfg: TuneJobConfig, sweep: sweeps.Sweep, uri: str | None, conf
 
     def start() -> str:
         artifacts = os.path.join(cfg.train.output_root, "mlartifacts")  # (a sweep's root is local)
-        return tracking.start_run(uri, cfg.train.tracking.experiment, artifacts, sweep.name, params,
+        return mlflow_runs.start_run(uri, cfg.train.tracking.experiment, artifacts, sweep.name, params,
                                   {"config_name": config_name, "sweep_dir": sweep.dir, "kind": "sweep"})
 
     def on_start(run_id):
@@ -86,7 +87,7 @@ def tracked_sweep(cfg: TuneJobConfig, sweep: sweeps.Sweep, uri: str | None, conf
     def on_end(status: str):
         sweeps.write_state(sweep, status=status)
 
-    with tracking.tracked_run(uri, previous, start, on_start, on_end) as parent:
+    with mlflow_runs.tracked_run(uri, previous, start, on_start, on_end) as parent:
         yield parent
 
 
@@ -197,7 +198,7 @@ def validation_curve(history, row: dict) -> list[list[float]]:
     if history is not None and "val/loss" in history and "epochs_done" in history:
         curve = [[int(e), float(v)] for e, v in zip(history["epochs_done"], history["val/loss"], strict=True)]
     if len(curve) < row["epochs"] and row.get("tracking_uri") and row.get("mlflow_run_id"):
-        points = tracking.client(row["tracking_uri"]).get_metric_history(row["mlflow_run_id"], "val/loss")
+        points = mlflow_runs.client(row["tracking_uri"]).get_metric_history(row["mlflow_run_id"], "val/loss")
         curve = [[i + 1, m.value] for i, m in enumerate(sorted(points, key=lambda m: m.step))]
     return curve
 
@@ -244,7 +245,7 @@ def close_trial_runs(rows: list[dict], sweep: sweeps.Sweep) -> None:
         run = sweep.trial_run(row["trial"])
         runs.write_state(run, status=status, trial_status=row["status"])
         if row["tracking_uri"] and row["mlflow_run_id"]:
-            tracking.finish_run(row["tracking_uri"], row["mlflow_run_id"], status)
+            mlflow_runs.finish_run(row["tracking_uri"], row["mlflow_run_id"], status)
 
 
 def register_best_trial(cfg: TuneJobConfig, best: dict, codebook: str, uri: str, log) -> dict:
@@ -282,7 +283,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     train_rows, val_rows, facts = build_rows(files, facts, job.data, job.optim.seed)
     # now that the rows are counted: every value gives at least one full step
     check_space(axes, to_dict(job), lambda trial: plan_training(trial, facts, trial.trainer.num_workers))
-    uri = tracking.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
+    uri = mlflow_runs.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     trial_job = base_job(cfg, facts, uri, log)
     sweep = sweep or sweeps.new_sweep(job.output_root, cfg.name, cfg.sweep_name, config_name)
     log(f"sweep {sweep.name}{' (resumed)' if sweep.resumed else ''}: {sweep.dir}\n  "
@@ -320,11 +321,11 @@ def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri:
                "mlflow_parent_run_id": parent}
     if uri and parent:
         for path in artifacts:
-            tracking.log_artifact(uri, parent, path)
+            mlflow_runs.log_artifact(uri, parent, path)
         if best is not None:
-            tracking.log_metrics(uri, parent, {"best/val_loss": best["best_val_loss"],
+            mlflow_runs.log_metrics(uri, parent, {"best/val_loss": best["best_val_loss"],
                                                "best/bits_per_token": best["bits_per_token"], "wall_s": seconds})
-            tracking.set_tag(uri, parent, "best_trial", best["trial"])
+            mlflow_runs.set_tag(uri, parent, "best_trial", best["trial"])
         if best is not None and cfg.register_best and codebook and best.get("mlflow_run_id"):
             summary["best_model"] = register_best_trial(cfg, best, codebook, uri, log)
     with open(os.path.join(sweep.dir, "leaderboard.md")) as f:
@@ -336,5 +337,5 @@ def finish(cfg: TuneJobConfig, axes: list[Axis], grid, sweep: sweeps.Sweep, uri:
         loss = best["best_val_loss"]
         log(f"  best:        trial {best['trial']}, val/loss {loss:.4f}"
             f"{'' if math.isfinite(loss) else ' (not finite)'}\n"
-            f"  train it:    python -m arplatform.train --config-dir {sweep.dir} --config-name best")
+            f"  train it:    python -m arplatform train --config-dir {sweep.dir} --config-name best")
     return summary

@@ -15,7 +15,7 @@ import os
 import re
 from contextlib import contextmanager
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 MAX_FILE_BYTES = 1 << 20  # a config file larger than this is refused unread
 MAX_FILES = 2000  # YAML files under one config folder

@@ -1,15 +1,15 @@
-"""python -m arplatform.tokenize --config-name tokenizer/mnist_sample [key=value …]"""
+"""python -m arplatform tokenize --config-name tokenizer/mnist_sample [key=value …]"""
 
 from __future__ import annotations
 
 import sys
 
-from .cli import run_stage
-from .config import TokenizerConfig
+from ..config import TokenizerConfig
+from . import run_stage
 
 
 def main(argv=None) -> int:
-    from .stages.tokenize import run_tokenize
+    from ..stages.tokenize import run_tokenize
 
     return run_stage(TokenizerConfig, run_tokenize, "Images → VAE → codebook → codes.npy",
                      "tokenizer/mnist_sample", argv)

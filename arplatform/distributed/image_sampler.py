@@ -17,15 +17,15 @@ import math
 import numpy as np
 import torch
 
-from . import storage
-from .budget import resolve_device
-from .core.checkpoint import load_model
-from .core.codebook import load_codebook_file
-from .core.decode import decode_codes_to_images
-from .core.sampling import Decoder, codes_from_sequences, generate_autoregressive, sample_keys, sampling_precision
-from .core.vae import load_vae
-from .images import to_uint8
-from .sample_folder import bound_precision, write_batch
+from ..core.budget import resolve_device
+from ..core.checkpoint import load_model
+from ..core.codebook import load_codebook_file
+from ..core.decode import decode_codes_to_images
+from ..core.sampling import Decoder, codes_from_sequences, generate_autoregressive, sample_keys, sampling_precision
+from ..core.vae import load_vae
+from ..data.images import to_uint8
+from ..outputs import storage
+from ..outputs.sample_folder import bound_precision, write_batch
 
 
 def node_id() -> str:

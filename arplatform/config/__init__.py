@@ -15,15 +15,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from .config_files import check_config_dir, check_config_name, no_environment_resolver
-from .core.data import INVALID_CODE_POLICIES
-from .core.loop import PRECISIONS, OptimConfig
-from .core.model import GPTConfig
-from .core.sampling import SamplingDefaults
-from .core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
-from .core.vq import VQConfig
-from .errors import ConfigError
-from .imagedata import DATASETS, MAX_PIXELS
+from ..core.data import INVALID_CODE_POLICIES
+from ..core.errors import ConfigError
+from ..core.loop import PRECISIONS, OptimConfig
+from ..core.model import GPTConfig
+from ..core.sampling import SamplingDefaults
+from ..core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
+from ..core.vq import VQConfig
+from ..data.datasets import DATASETS, MAX_PIXELS
+from .files import check_config_dir, check_config_name, no_environment_resolver
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -639,7 +639,8 @@ PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")
 # ---------------------------------------------------------------------------
 # Composing a config from the YAML files (Hydra's compose API)
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")  # package data: in every install
+# arplatform/configs/: package data, in every install
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def strings_in(node, path: str = ""):

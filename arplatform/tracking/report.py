@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 
-from .core.io import atomic_write, save_json, save_text
+from ..core.io import atomic_write, save_json, save_text
 
 PICTURES = {"grid": "samples", "nearest": "samples (top) and their nearest training images (below)",
             "reconstructions": "training images (top) and the tokenizer's reconstructions (below)",
@@ -44,7 +44,7 @@ def training_curve(uri: str | None, run_id: str | None, path: str) -> str | None
     matplotlib.use("Agg")  # no display; set here, not at import time
     import matplotlib.pyplot as plt
 
-    from .tracking import client
+    from .mlflow_runs import client
 
     c = client(uri)
     train = sorted((m.step, m.value) for m in c.get_metric_history(run_id, "train/loss"))

@@ -1,4 +1,7 @@
-"""The whole chain in one command: tokenize → train → generate → evaluate → report.
+"""python -m arplatform pipeline --config-name pipeline/mnist_sample [key=value …] [tokenizer.<k>=v …] [train.<k>=v …]
+
+The whole chain in one command: tokenize → train (Ray Train) → generate (Ray Data) → evaluate → report.
+It runs the stages one after another, so it sits above them, with the other commands.
 
     run_pipeline(cfg)
       1. configs    every stage's config composed and checked before any work
@@ -10,18 +13,23 @@
                     training curve, the quality table and the MLflow runs
 
 `force` redoes a stage (and, through the checks above, what depends on it).
+
+Overrides starting with `tokenizer.` or `train.` go to that stage's config.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
-from .. import storage, tracking
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
-from ..errors import DataError
+from ..core.errors import DataError
 from ..jobs.training import bucket_version
-from ..runs import seed_checkpoint
+from ..outputs import storage
+from ..outputs.runs import seed_checkpoint
+from ..tracking import mlflow_runs
+from . import run_stage
 
 
 def stage_configs(cfg: PipelineConfig) -> tuple[TokenizerConfig, TrainJobConfig]:
@@ -103,8 +111,8 @@ def parameter_count_of(root: storage.Root, name: str) -> int:
 def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple, run: dict, samples: str,
                           codebook_dir: str, report: dict, times: dict) -> tuple[str, str]:
     """reports/<name>/report.{md,html} (built in this machine's mirror of a URI root, then pushed)."""
-    from ..report import training_curve, write_report
-    from .evaluate import quality_table
+    from ..stages.evaluate import quality_table
+    from ..tracking.report import training_curve, write_report
 
     tok, job = stages
     folder = root.local_path("reports", cfg.name)
@@ -120,7 +128,7 @@ def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple
     runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
     if run.get("tracking_uri"):
         runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']}: "
-                    f"{tracking.run_page(run['tracking_uri'], run.get('mlflow_run_id'))}")
+                    f"{mlflow_runs.run_page(run['tracking_uri'], run.get('mlflow_run_id'))}")
     md, html = write_report(folder, {
         "name": cfg.name, "run_name": run.get("run_name"), "pictures": pictures, "quality": report,
         "quality_table": quality_table(report), "runs": runs, "times": times,
@@ -185,14 +193,14 @@ def check_stores(tok: TokenizerConfig, job: TrainJobConfig) -> None:
     """A URI output root needs a named MLflow store: refused before any stage runs."""
     for stage_tracking, root in ((tok.tracking, tok.output_root), (job.tracking, job.output_root)):
         if stage_tracking.enabled:
-            tracking.tracking_uri(stage_tracking.tracking_uri, root)
+            mlflow_runs.tracking_uri(stage_tracking.tracking_uri, root)
 
 
 def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print) -> dict:
     from ..jobs.generation import run_generate
-    from .evaluate import evaluate_samples, quality_table
-    from .tokenize import run_tokenize
-    from .train import run_train
+    from ..stages.evaluate import evaluate_samples, quality_table
+    from ..stages.tokenize import run_tokenize
+    from ..stages.train import run_train
 
     tok, job = stage_configs(cfg)  # a bad key of any stage stops here, before any work
     root = storage.Root(cfg.output_root)  # resolved once (each stage it runs resolves its own)
@@ -218,3 +226,27 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
         + f"; total {time.perf_counter() - t0:.0f} s")
     log(f"report: {md}\n        {html}")
     return {"report": md, "html": html, "quality": report, "times": stages.times, "samples": samples}
+
+
+def build_config(config_name: str, overrides: list[str], config_dir: str) -> PipelineConfig:
+    routed = {"tokenizer.": [], "train.": []}
+    rest = []
+    for o in overrides:
+        prefix = next((p for p in routed if o.startswith(p)), None)
+        if prefix:
+            routed[prefix].append(o[len(prefix):])
+        else:
+            rest.append(o)
+    cfg = compose(config_name, rest, config_dir)
+    cfg["tokenizer_overrides"] = [*cfg.get("tokenizer_overrides", []), *routed["tokenizer."]]
+    cfg["train_overrides"] = [*cfg.get("train_overrides", []), *routed["train."]]
+    return from_dict(PipelineConfig, cfg)
+
+
+def main(argv=None) -> int:
+    return run_stage(PipelineConfig, run_pipeline, "The whole chain: tokenize, train, generate, evaluate, report",
+                     "pipeline/mnist_sample", argv, build=build_config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
-"""The main job: `python -m arplatform.pipeline --config-name pipeline/mnist_sample`.
+"""The main job: `python -m arplatform pipeline --config-name pipeline/mnist_sample`.
 
-    python -m arplatform.demo [--out experiments] [--num_samples 500] [key=value … of the pipeline]
+    python -m arplatform demo [--out experiments] [--num_samples 500] [key=value … of the pipeline]
 
 On the offline MNIST sample: tokenize (VAE, K=256 codebook, codes) → train a
 class-conditional GPT with Ray Train (2 CPU workers, MLflow) → generate 500 digits
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli import ArgumentParser
+from . import ArgumentParser
 
 
 def main(argv=None) -> int:

@@ -29,9 +29,9 @@ import io
 
 import numpy as np
 
+from ..core.errors import DataError
+from ..data.images import png_bytes
 from . import storage
-from .core.errors import DataError
-from .images import png_bytes
 
 MANIFEST = "manifest.json"
 PRECISION = "precision.json"  # the precision every image of the folder is drawn in (`bound_precision`)
@@ -213,7 +213,7 @@ def bind(out: storage.Folder, manifest: dict, num_samples: int) -> None:
 
 def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: int = 10, fmt: str = "png") -> dict:
     """samples.npz, grid.png and manifest.json from every written batch."""
-    from .images import make_grid
+    from ..data.images import make_grid
 
     done = written(out)
     manifest = dict(manifest, precision=check_precision(out, "auto") or manifest.get("precision"))  # as drawn

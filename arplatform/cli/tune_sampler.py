@@ -1,4 +1,4 @@
-"""python -m arplatform.tune_sampler --config-name sampler_tune/mnist_sample [transformer_ckpt=…] [key=value …]
+"""python -m arplatform tune-sampler --config-name sampler_tune/mnist_sample [transformer_ckpt=…] [key=value …]
 
 Ray Tune over a checkpoint's sampling settings (temperature, top_k, top_p, cfg_scale):
 each trial generates samples and is scored by the sample-quality evaluation; the best
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 
-from .cli import run_stage
-from .config import SamplerSweepConfig
+from ..config import SamplerSweepConfig
+from . import run_stage
 
 
 def main(argv=None) -> int:
-    from .stages.sampler_tune import run_sampler_tune
+    from ..stages.sampler_tune import run_sampler_tune
 
     return run_stage(SamplerSweepConfig, run_sampler_tune, "Tune a checkpoint's sampling settings with Ray Tune",
                      "sampler_tune/mnist_sample", argv)

@@ -26,9 +26,9 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+from ..core.errors import RunStateError
+from ..core.io import atomic_write, read_json_object, save_json
 from . import storage
-from .core.io import atomic_write, read_json_object, save_json
-from .errors import RunStateError
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 

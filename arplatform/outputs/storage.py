@@ -31,9 +31,9 @@ import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 
-from .core.io import atomic_write, file_sha256
-from .core.precision import cache_dir
-from .errors import USER_ERRORS, StorageError
+from ..core.errors import USER_ERRORS, StorageError
+from ..core.io import atomic_write, file_sha256
+from ..core.precision import cache_dir
 
 
 def is_uri(path) -> bool:
@@ -228,7 +228,7 @@ def remove_tree(path) -> None:
 
 def read_json_object(path, error: type[Exception] = ValueError) -> dict:
     """`core.io.read_json_object` for a local path or a URI: one line naming the file."""
-    from .core.io import read_json_object as read_local
+    from ..core.io import read_json_object as read_local
 
     if not is_uri(path):
         return read_local(_local(path), error)
@@ -295,7 +295,7 @@ def pinned(path, expected_sha256: str | None = None):
     when the block ends."""
     import tempfile
 
-    from .core.errors import CheckpointError
+    from ..core.errors import CheckpointError
 
     folder = tempfile.mkdtemp(prefix="arplatform-pinned-")
     try:
@@ -352,7 +352,7 @@ def check_writable(root, key: str) -> None:
     """Refuse, before any work, a root this process cannot write, naming the config key: a URI
     by one object written and removed; a local folder by making it (under a file, or where it
     cannot be made, the error is one line here rather than a traceback later)."""
-    from .errors import ConfigError
+    from ..core.errors import ConfigError
 
     if not is_uri(root):
         missing, folder = [], os.path.abspath(root)

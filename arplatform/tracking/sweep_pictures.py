@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 
-from .core.io import atomic_write, save_text
+from ..core.io import atomic_write, save_text
 
 
 def _pyplot():

@@ -4,7 +4,7 @@
         sweep.json            state: status, config, MLflow parent run, Tune experiment path
         trials/<trial id>/    one training run per trial (checkpoints/, run.json, config.json)
         leaderboard.csv/.md   every trial, sorted by the metric
-        best.yaml             the best trial's whole training job: `python -m arplatform.train
+        best.yaml             the best trial's whole training job: `python -m arplatform train
                               --config-dir <this folder> --config-name best`
     <output_root>/ray/<sweep name>/          Tune's experiment state (restored by resume=true)
     <output_root>/ray/<sweep name>-trials/   each trial's Ray Train run state
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 
 import yaml
 
-from .core.io import save_text
-from .errors import RunStateError, TrainingError
+from ..core.errors import RunStateError, TrainingError
+from ..core.io import save_text
 from .runs import Run, latest_started, read_state, unique_name, write_state  # (a sweep's record is a run's)
 
 
@@ -137,8 +137,8 @@ def write_leaderboard(sweep: Sweep, rows: list[dict], param_keys: list[str], met
 
 
 def write_best_yaml(sweep: Sweep, job: dict, trial: dict) -> str:
-    """The best trial's whole training job as a config `arplatform.train` takes unchanged."""
+    """The best trial's whole training job as a config `arplatform train` takes unchanged."""
     job = dict(job, run_name=None, resume=False)
     header = (f"# Best trial {trial['trial']} of sweep {sweep.name}: best val/loss {trial['best_val_loss']:.4f}.\n"
-              f"# Train it: python -m arplatform.train --config-dir {sweep.dir} --config-name best\n")
+              f"# Train it: python -m arplatform train --config-dir {sweep.dir} --config-name best\n")
     return save_text(os.path.join(sweep.dir, "best.yaml"), header + yaml.safe_dump(job, sort_keys=False))

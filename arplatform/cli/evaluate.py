@@ -2,7 +2,7 @@
 
     arplatform evaluate codebook_dir=experiments/codebook/mnist_sample [vae=PATH]
     arplatform evaluate samples samples_dir=experiments/samples/mnist_sample
-    (or python -m arplatform.evaluate [samples] --codebook-dir / --samples-dir …, the flags)
+    (or python -m arplatform evaluate [samples] --codebook-dir / --samples-dir …, the flags)
 
 Tokenizer: held-out PSNR and SSIM of real vs VAE reconstruction, real vs quantised,
 VAE vs quantised; codebook usage and perplexity (rewrites `tokenizer_eval.json`).
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from .cli import ArgumentParser, exit_code, overrides_as_flags
+from . import ArgumentParser, exit_code, overrides_as_flags
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str], flags: dict[str, str]) -> argparse.Namespace | int:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         return args
     if not args.codebook_dir:
         p.error("codebook_dir (--codebook-dir) is required")
-    from .stages.evaluate import evaluate_codebook_dir
+    from ..stages.evaluate import evaluate_codebook_dir
 
     def evaluate():
         # stdout is the JSON report: progress goes to stderr
@@ -66,7 +66,7 @@ def samples_main(argv) -> int:
         return args
     if not args.samples_dir:
         p.error("samples_dir (--samples-dir) is required")
-    from .stages.evaluate import evaluate_samples, quality_table
+    from ..stages.evaluate import evaluate_samples, quality_table
 
     def evaluate():
         print(quality_table(evaluate_samples(args.samples_dir, args.output_root)))

@@ -1,6 +1,6 @@
 """Shared command-line plumbing: Hydra composition without Hydra's side effects.
 
-`python -m arplatform.<stage> --config-name group/name key=value …` composes
+`arplatform <command> --config-name group/name key=value …` composes
 `arplatform/configs/group/name.yaml` (with its defaults list) and the overrides through
 Hydra's compose API, so Hydra never changes the working directory or writes
 `outputs/` folders; the result becomes a typed config (`config.from_dict`).
@@ -15,8 +15,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from .config import CONFIG_DIR, compose, from_dict
-from .errors import USER_ERRORS, ConfigError, Interrupted
+from ..config import CONFIG_DIR, compose, from_dict
+from ..core.errors import USER_ERRORS, ConfigError, Interrupted
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -95,7 +95,7 @@ def run_stage(cls, run: Callable, description: str, default_config: str, argv=No
         if print_only:
             import yaml
 
-            from .config import to_dict
+            from ..config import to_dict
 
             print(yaml.safe_dump(to_dict(config), sort_keys=False))
         else:
@@ -104,7 +104,7 @@ def run_stage(cls, run: Callable, description: str, default_config: str, argv=No
     return exit_code(stage)
 
 
-# The one command: `arplatform <command> …` runs `python -m arplatform.<module> …`.
+# The one command: `arplatform <command> …` runs `main` of `arplatform/cli/<module>.py`.
 COMMANDS = {
     "tokenize": ("tokenize", "images → VAE → codebook → integer codes (arplatform/configs/tokenizer/)"),
     "train": ("train", "a GPT on code sequences with Ray Train, tracked in MLflow (arplatform/configs/transformer/)"),
@@ -122,7 +122,7 @@ def usage() -> str:
     lines = [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
     return ("usage: arplatform <command> [--config-name group/name] [key=value …]\n\n"
             "commands:\n" + "\n".join(lines) +
-            "\n\n`arplatform <command> --help` for each; `python -m arplatform.<module>` runs the same.")
+            "\n\n`arplatform <command> --help` for each; `python -m arplatform <command>` runs the same.")
 
 
 def main(argv=None) -> int:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         print(f"error: unknown command {argv[0]!r}; one of: {', '.join(COMMANDS)} (arplatform --help)",
               file=sys.stderr)
         return 2
-    module = importlib.import_module(f"arplatform.{COMMANDS[argv[0]][0]}")
+    module = importlib.import_module(f"arplatform.cli.{COMMANDS[argv[0]][0]}")
     sys.argv[0] = f"arplatform {argv[0]}"  # what each command's --help calls itself
     return module.main(argv[1:])
 

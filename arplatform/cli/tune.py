@@ -1,4 +1,4 @@
-"""python -m arplatform.tune --config-name tune/mnist_sample [key=value …] [train.<key>=value …]
+"""python -m arplatform tune --config-name tune/mnist_sample [key=value …] [train.<key>=value …]
 
 Overrides that start with `train.` go to the training job every trial runs (after the
 tune config's own `train_overrides`); the others to the sweep (space, search, asha …).
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from .cli import compose, run_stage
-from .config import TuneJobConfig, from_dict
-from .errors import ConfigError
+from ..config import TuneJobConfig, from_dict
+from ..core.errors import ConfigError
+from . import compose, run_stage
 
 
 def build_config(config_name: str, overrides: list[str], config_dir: str) -> TuneJobConfig:
@@ -25,7 +25,7 @@ def build_config(config_name: str, overrides: list[str], config_dir: str) -> Tun
 
 
 def main(argv=None) -> int:
-    from .stages.tune import run_tune
+    from ..stages.tune import run_tune
 
     return run_stage(TuneJobConfig, run_tune, "Sweep a training job's hyperparameters with Ray Tune",
                      "tune/mnist_sample", argv, build=build_config)

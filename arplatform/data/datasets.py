@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core.data import MAX_CLASSES, check_label_range, read_npy_header
-from .core.errors import DataError
-from .progress import Progress
+from ..core.data import MAX_CLASSES, check_label_range, read_npy_header
+from ..core.errors import DataError
+from ..core.progress import Progress
 
 DATASETS = ("mnist_sample", "digits", "mnist", "fashion", "cifar10", "folder", "npz")
 PACKAGED_DATASETS = ("mnist_sample", "digits")  # shipped inside a Python package: no data_dir

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from .core.io import atomic_write
+from ..core.io import atomic_write
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

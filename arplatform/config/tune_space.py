@@ -21,8 +21,8 @@ import math
 import typing
 from dataclasses import dataclass
 
-from .config import TrainJobConfig, from_dict
-from .errors import ConfigError
+from ..core.errors import ConfigError
+from . import TrainJobConfig, from_dict
 
 KINDS = ("grid", "choice", "uniform", "loguniform")
 SWEEPABLE_SECTIONS = ("model", "optim")

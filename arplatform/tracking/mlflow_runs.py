@@ -14,8 +14,8 @@ import os
 import time
 from contextlib import contextmanager
 
-from .config import flatten
-from .errors import Interrupted
+from ..config import flatten
+from ..core.errors import Interrupted
 
 QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
 _ready: set[str] = set()  # stores this process has created or checked
@@ -34,10 +34,10 @@ def tracking_uri(configured: str | None, output_root: str) -> str:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    from .storage import is_uri
+    from ..outputs.storage import is_uri
 
     if is_uri(output_root):
-        from .errors import ConfigError
+        from ..core.errors import ConfigError
 
         raise ConfigError(f"tracking.tracking_uri: output_root is {output_root}, and a sqlite file cannot live "
                           "there; set tracking.tracking_uri or MLFLOW_TRACKING_URI (an mlflow server every node "
@@ -88,7 +88,7 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError:
         return  # it answered (a proxy's 401, an older server's 404)
     except (urllib.error.URLError, OSError) as e:
-        from .errors import StorageError
+        from ..core.errors import StorageError
 
         reason = getattr(e, "reason", e)
         raise StorageError(f"{uri}: the MLflow tracking server does not answer ({reason}); start it, or name "
@@ -142,13 +142,13 @@ def source_tags() -> dict:
 
 
 def command_name(argv: list[str]) -> str:
-    """`arplatform train` for `arplatform train …`, `python -m arplatform.train …` and
-    `python -m arplatform train …`; the program's name for anything else (a test, a notebook)."""
+    """`arplatform train` for `arplatform train …`, `python -m arplatform train …` and
+    `python -m arplatform.cli.train …`; the program's name for anything else (a test, a notebook)."""
     prog = os.path.basename(argv[0]).removesuffix(".py") if argv and argv[0] else "python"
     if prog in ("arplatform", "__main__") and len(argv) > 1 and not argv[1].startswith("-"):
         return f"arplatform {argv[1]}"
     parent = os.path.basename(os.path.dirname(argv[0])) if argv and argv[0] else ""
-    return f"arplatform {prog}" if parent == "arplatform" else prog
+    return f"arplatform {prog.replace('_', '-')}" if parent == "cli" else prog
 
 
 def git_commit() -> str | None:
@@ -156,7 +156,7 @@ def git_commit() -> str | None:
     install); None for an installed wheel, or where git is missing."""
     import subprocess
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if not os.path.exists(os.path.join(here, ".git")):
         return None
     try:

@@ -34,10 +34,10 @@ import time
 import uuid
 from contextlib import contextmanager
 
+from ..core.codebook import load_codebook_file
+from ..core.errors import StorageError
+from ..core.io import save_json
 from . import storage
-from .core.codebook import load_codebook_file
-from .core.io import save_json
-from .errors import StorageError
 
 STAGING_PREFIX = ".staging-tokenize-"
 VERSION_FILE = "version.json"  # in a bucket's published codebook folder: the version it is a copy of

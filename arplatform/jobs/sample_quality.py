@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core.errors import DataError
-from .progress import Progress
+from ..core.errors import DataError
+from ..core.progress import Progress
 
 
 @dataclass
@@ -143,7 +143,7 @@ def pictures(images: np.ndarray, real: RealData, count: int = 8) -> dict[str, np
     """What a person checks by eye, as (H, W, C) uint8 pictures of two rows: `nearest`, the
     first samples above their nearest training images (the memorisation check, shown), and
     `reconstructions`, training images above the tokenizer's reconstructions of them."""
-    from .images import make_grid
+    from ..data.images import make_grid
 
     shown = images[:count]
     out = {"nearest": make_grid(np.concatenate([shown, real.train_images[nearest(shown, real.train_images)[1]]]),
@@ -196,7 +196,7 @@ def classifier_dir(output_root: str, data_config) -> str:
 
 def load_or_train_classifier(cache_dir: str, real: RealData, log=print) -> tuple[Classifier, float]:
     """The cached classifier of this dataset, or a new one (trained, then cached)."""
-    from .core.io import save_torch
+    from ..core.io import save_torch
 
     path = os.path.join(cache_dir, "classifier.pt")
     if os.path.exists(path):
@@ -219,7 +219,7 @@ def load_or_train_classifier(cache_dir: str, real: RealData, log=print) -> tuple
 @torch.inference_mode()
 def heldout_bits_per_code(model, layout, codes: str, labels: str | None) -> float:
     """Mean negative log2-likelihood of the held-out codes under the GPT (EOS not counted)."""
-    from .core.data import IGNORE_INDEX, CodeSequenceDataset
+    from ..core.data import IGNORE_INDEX, CodeSequenceDataset
 
     data = CodeSequenceDataset(codes, labels, layout, seq_len=model.config.seq_len)
     y = data.labels.clone()

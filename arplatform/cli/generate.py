@@ -1,5 +1,5 @@
 """arplatform generate transformer_ckpt=… [vae_ckpt=…] [codebook_pt=…] [key=value …]
-(python -m arplatform.generate --transformer_ckpt … [--vae_ckpt …] [--codebook_pt …] [--key value …])
+(python -m arplatform generate --transformer_ckpt … [--vae_ckpt …] [--codebook_pt …] [--key value …])
 
 Samples images from a trained GPT: codes with the KV cache, decoded through the
 codebook and the VAE. --codebook_pt defaults to the codebook the checkpoint was
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import ArgumentParser, exit_code, overrides_as_flags
-from .config import SAMPLING_KEYS, GenerateConfig, SampleConfig, from_dict
+from ..config import SAMPLING_KEYS, GenerateConfig, SampleConfig, from_dict
+from . import ArgumentParser, exit_code, overrides_as_flags
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         return code  # an unknown key=value: one line
 
     def generate():
-        from .stages.generate import run_generate
+        from ..stages.generate import run_generate
 
         # `sample` holds the flags given only: run_generate puts them over the checkpoint's own
         run_generate(from_dict(GenerateConfig, values))

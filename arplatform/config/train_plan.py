@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .config import TrainJobConfig
-from .core.data import window_starts
-from .core.model import GPTConfig
-from .core.tokens import TokenLayout
-from .errors import ConfigError
+from ..core.data import window_starts
+from ..core.errors import ConfigError
+from ..core.model import GPTConfig
+from ..core.tokens import TokenLayout
+from . import TrainJobConfig
 
 
 @dataclass
