@@ -451,3 +451,21 @@ def test_a_checkpoint_changed_under_the_ray_actors_is_one_line(tmp_path, ray_clu
     assert last.startswith("error: ") and "changed since this run checked it" in last, err[:2500]
     # (Ray's own C++ warning about constructor arguments comes with every Ray Data actor pool)
     assert "Traceback" not in err and "ActorDiedError" not in err and err.count("error: ") == 1, err[:2500]
+
+
+def test_the_seed_flags_are_keys_rewritten_at_the_edge():
+    """`generate --flag value` is `key=value` composed by Hydra like every command: any value a
+    shell passes arrives unchanged (quoted for Hydra's grammar where it must be), a sampling flag
+    is a key of `sample:` holding only what was set, and a switch is `key=true`."""
+    from arplatform.cli import flags_to_overrides
+    from arplatform.cli.generate import ALIASES, SAMPLE_KEYS, build
+    from arplatform.config import CONFIG_DIR
+
+    for value in ("0,2", "a b/c", "it's", "back\\slash", "x\\", "a\\'b", "[1]", "k=v", "ünï", "models:/m@best",
+                  "s3://b/k", "~/x", "007", "1e3", "null"):
+        cfg = build("generate/base", flags_to_overrides(["--out", value, "--classes=3,5"], ALIASES), CONFIG_DIR)
+        assert cfg.out == value and cfg.classes == "3,5"
+    flags = ["--temperature", "0.7", "--top_k", "0", "--allow-mismatch", "--num-samples", "7"]
+    cfg = build("generate/base", flags_to_overrides(flags, ALIASES, ("--allow_mismatch",), SAMPLE_KEYS), CONFIG_DIR)
+    assert cfg.sample == {"temperature": 0.7, "top_k": None} and cfg.allow_mismatch is True and cfg.num_samples == 7
+    assert build("generate/base", [], CONFIG_DIR).sample == {}  # nothing set: the checkpoint's own, all of them

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,8 +29,8 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
-    p = ArgumentParser(description=description)
+def parse_args(description: str, default_config: str, argv=None, epilog: str | None = None) -> argparse.Namespace:
+    p = ArgumentParser(description=description, epilog=epilog)
     p.add_argument("--config-name", default=default_config, help="<group>/<name> without .yaml (arplatform/configs/)")
     p.add_argument("--config-dir", default=CONFIG_DIR,
                    help="the folder --config-name is in (default: the project's arplatform/configs/; e.g. a sweep's "
@@ -80,11 +81,21 @@ def exit_code(run: Callable[[], object]) -> int:
 
 
 def run_stage(cls, run: Callable, description: str, default_config: str, argv=None,
-              build: Callable | None = None) -> int:
+              build: Callable | None = None, aliases: dict[str, str] | None = None,
+              switches: tuple[str, ...] = (), parsed: tuple[str, ...] = ()) -> int:
     """Compose → typed config → run(config). Bad input: one line on stderr, exit 2.
     `build(config_name, overrides, config_dir)` replaces the plain composition (a sweep
-    composes its training job too)."""
-    args = parse_args(description, default_config, argv)
+    composes its training job too); `aliases` are flags rewritten into keys first
+    (`flags_to_overrides`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if aliases:
+        rewritten = []
+        if code := exit_code(lambda: rewritten.extend(flags_to_overrides(argv, aliases, switches, parsed))):
+            return code
+        argv = rewritten
+    epilog = ("each flag is its key=value: " + ", ".join(f if k == f[2:] else f"{f} ({k})" for f, k in aliases.items())
+              if aliases else None)
+    args = parse_args(description, default_config, argv, epilog)
     config_name, overrides, print_only = args.config_name, args.overrides, args.print_config
 
     def stage():
@@ -146,26 +157,54 @@ def main(argv=None) -> int:
     return module.main(argv[1:])
 
 
-def overrides_as_flags(argv: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()) -> list[str]:
-    """The `key=value` style of every command for the commands whose seed flags stay
-    (`generate --transformer_ckpt …`): each `key=value` becomes its flag, `flags[key]`;
-    a switch takes true/false. An unknown key, or a word that is neither a flag, a flag's value
-    nor key=value, is a ConfigError (never silently ignored)."""
-    out, switch_flags = [], {flags[k] for k in switches}
-    for i, arg in enumerate(argv):
-        key, eq, value = arg.partition("=")
-        after_flag = i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1] \
-            and argv[i - 1] not in switch_flags  # `--out a=b`: the value of a flag
-        if arg.startswith("-") or after_flag:
+# values Hydra's override grammar reads as they are (numbers, plain words, paths, URIs)
+PLAIN_VALUE = re.compile(r"[\w.+\-/:@%]*", re.ASCII)
+
+
+def hydra_value(value: str, parse: bool = False) -> str:
+    """A flag's value as a Hydra override value: quoted, so it arrives as the text the shell
+    passed (`--out 007` stays "007", `--classes 0,2` is not a list) and a typed key converts it
+    (`'7'` → 7 for an int); `parse` leaves a plain value to Hydra (a key of an untyped mapping)."""
+    if parse and PLAIN_VALUE.fullmatch(value):
+        return value
+    # inside quotes Hydra reads a backslash as an escape only before a quote or at the end
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value) + "'"
+
+
+# the edge's own options: never rewritten
+OPTIONS = ("--config-name", "--config-dir", "--print-config", "-h", "--help")
+
+
+def flags_to_overrides(argv: list[str], aliases: dict[str, str], switches: tuple[str, ...] = (),
+                       parsed: tuple[str, ...] = ()) -> list[str]:
+    """The seed's flags, rewritten at the edge into every command's `key=value`: `--flag value`
+    and `--flag=value` become `aliases[flag]=value` (`-` and `_` alike in a flag's name); a
+    switch (`--allow_mismatch`) becomes `key=true`. Values are `hydra_value`s (`parsed`: the keys
+    whose values Hydra parses, e.g. of an untyped mapping). The edge's own options and `key=value` pass
+    unchanged; an unknown flag or any other word is a ConfigError (never silently ignored)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, value = arg.partition("=")
+        name = "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
+        if flag in OPTIONS or not flag.startswith("-"):
             out.append(arg)
-        elif not eq:
-            raise ConfigError(f"{arg}: expected key=value or --flag value")
-        elif key not in flags:
-            raise ConfigError(f"{key}: not a key of this command; one of: {', '.join(sorted(flags))}")
-        elif key in switches:
-            if value.lower() not in ("true", "false"):
-                raise ConfigError(f"{key}: {value!r} is not true or false")
-            out += [flags[key]] if value.lower() == "true" else []
+            if flag in ("--config-name", "--config-dir") and not eq and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+            elif not flag.startswith("-") and not eq:
+                raise ConfigError(f"{arg}: expected key=value or --flag value")
+        elif name in switches:
+            out.append(f"{aliases[name]}={value or 'true'}")
+        elif name in aliases:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{flag}: expected a value")
+                value = argv[i + 1]
+                i += 1
+            out.append(f"{aliases[name]}={hydra_value(value, aliases[name] in parsed)}")
         else:
-            out += [flags[key], value]
+            raise ConfigError(f"{flag}: not a flag of this command; one of: {', '.join(aliases)} (or key=value)")
+        i += 1
     return out

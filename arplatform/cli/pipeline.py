@@ -243,9 +243,13 @@ def build_config(config_name: str, overrides: list[str], config_dir: str) -> Pip
     return from_dict(PipelineConfig, cfg)
 
 
+def run_main(argv, description: str, aliases: dict[str, str] | None = None) -> int:
+    return run_stage(PipelineConfig, run_pipeline, description, "pipeline/mnist_sample", argv, build=build_config,
+                     aliases=aliases)
+
+
 def main(argv=None) -> int:
-    return run_stage(PipelineConfig, run_pipeline, "The whole chain: tokenize, train, generate, evaluate, report",
-                     "pipeline/mnist_sample", argv, build=build_config)
+    return run_main(argv, "The whole chain: tokenize, train, generate, evaluate, report")
 
 
 if __name__ == "__main__":

@@ -576,6 +576,30 @@ class GenerateConfig:
 
 
 # ---------------------------------------------------------------------------
+# Evaluation of a tokenizer folder, or of a samples folder
+
+
+@dataclass
+class TokenizerEvalConfig:
+    codebook_dir: str  # required: a tokenizer output folder (codebook.pt, tokenizer_config.json, split.json)
+    vae: str | None = None  # default: the VAE the codebook names
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+
+
+@dataclass
+class SamplesEvalConfig:
+    samples_dir: str  # required: a folder `arplatform generate` wrote
+    output_root: str = "experiments"  # where the classifier is cached (classifiers/)
+
+    def __post_init__(self):
+        self.output_root = root_path("output_root", self.output_root)
+
+
+# ---------------------------------------------------------------------------
 # Sampler sweeps (Ray Tune over sampling settings of one checkpoint)
 
 
@@ -684,7 +708,8 @@ def config_names(config_dir: str, group: str) -> list[str]:
 # `<group>/schema`, each group's base.yaml starts from it, and a dataset config sets what differs.
 # Hydra then refuses unknown keys and values of the wrong type while it composes.
 SCHEMAS = {"tokenizer": TokenizerConfig, "transformer": TrainJobConfig, "tune": TuneJobConfig,
-           "sampler_tune": SamplerSweepConfig, "pipeline": PipelineConfig}
+           "sampler_tune": SamplerSweepConfig, "pipeline": PipelineConfig, "generate": GenerateConfig,
+           "evaluate": TokenizerEvalConfig, "evaluate_samples": SamplesEvalConfig}
 
 
 def register_schemas() -> None:
@@ -707,7 +732,8 @@ def hydra_error_line(error: Exception) -> str:
             line = line.strip()
             found = re.match(r"full_key: (\S+)", line)
             key = key or (found and found.group(1))
-            meta = line.startswith(("full_key:", "reference_type=", "object_type=")) or "$VALUE" in line
+            meta = line.startswith(("full_key:", "reference_type=", "object_type=", "To append to your config use")) \
+                or "$VALUE" in line  # Hydra's `+key` advice: a key the schema lacks is a typo, not an addition
             if line and line != "None" and not meta and line not in texts:
                 texts.append(line)
         e = e.__cause__
