@@ -84,10 +84,11 @@ def files(tmp_path_factory):
     np.savez(d / "labels12.npz", images=np.zeros((4, 28, 28), np.uint8), labels=np.array([0, 1, 2, 10**12]))
     f["labels12_npz"] = d / "labels12.npz"
     # a tokenizer output folder with broken JSON files
+    good = '"name": "m", "data": {"dataset": "mnist_sample"}'
     for name, cfg, split in (("badjson", "{not json", '{"val_indices": [0]}'),
-                             ("negsplit", '{"data": {"dataset": "mnist_sample"}}', '{"val_indices": [-3, 1]}'),
-                             ("strsplit", '{"data": {"dataset": "mnist_sample"}}', '{"val_indices": "all"}'),
-                             ("badkey", '{"vae": {"epochs": 0}}', '{"val_indices": [0]}')):
+                             ("negsplit", "{" + good + "}", '{"val_indices": [-3, 1]}'),
+                             ("strsplit", "{" + good + "}", '{"val_indices": "all"}'),
+                             ("badkey", "{" + good + ', "vae": {"epochs": 0}}', '{"val_indices": [0]}')):
         os.makedirs(d / name)
         save_codebook(d / name / "codebook.pt", torch.randn(8, 4), {"vae_checkpoint": "nowhere.pt"})
         (d / name / "tokenizer_config.json").write_text(cfg)

@@ -1,6 +1,5 @@
 """`precision: auto` by measurement: the decision, its cache, and explicit settings obeyed."""
 
-import time
 
 import pytest
 import torch
@@ -17,29 +16,37 @@ def bf16_cpu(monkeypatch, tmp_path):
 
 
 def fake_probe(fp32_seconds, bf16_seconds, calls):
+    """A probe that takes the given seconds on a clock of its own (`probe.now`, the timer to pass):
+    what a probe measures never depends on the machine's load."""
+    clock = LoadedClock(fp32_seconds, bf16_seconds, [])
+
     def probe(precision):
         calls.append(precision)
-        time.sleep(fp32_seconds if precision == "fp32" else bf16_seconds)
+        clock.probe(precision)
 
+    probe.now = clock.now
     return probe
 
 
 def test_auto_picks_bf16_only_where_it_is_measured_faster(bf16_cpu):
     calls = []
-    slow = P.choose_precision("auto", "cpu", fake_probe(0.002, 0.02, calls), key="slow-bf16")
+    probe = fake_probe(0.002, 0.02, calls)
+    slow = P.choose_precision("auto", "cpu", probe, key="slow-bf16", timer=probe.now)
     assert slow.precision == "fp32" and "bf16 0.1" in slow.reason and "measured" in slow.reason
-    fast = P.choose_precision("auto", "cpu", fake_probe(0.02, 0.002, calls), key="fast-bf16")
+    probe = fake_probe(0.02, 0.002, calls)
+    fast = P.choose_precision("auto", "cpu", probe, key="fast-bf16", timer=probe.now)
     assert fast.precision == "bf16" and "measured" in fast.reason
     assert {"fp32", "bf16"} <= set(calls)
 
 
 def test_the_verdict_is_cached_per_key(bf16_cpu):
     calls = []
-    first = P.choose_precision("auto", "cpu", fake_probe(0.02, 0.002, calls), key="k")
+    fast, slow = fake_probe(0.02, 0.002, calls), fake_probe(0.002, 0.02, calls)
+    first = P.choose_precision("auto", "cpu", fast, key="k", timer=fast.now)
     n = len(calls)
-    again = P.choose_precision("auto", "cpu", fake_probe(0.002, 0.02, calls), key="k")  # would now say fp32
+    again = P.choose_precision("auto", "cpu", slow, key="k", timer=slow.now)  # would now say fp32
     assert again.precision == first.precision == "bf16" and "cached" in again.reason and len(calls) == n
-    other = P.choose_precision("auto", "cpu", fake_probe(0.002, 0.02, calls), key="another model")
+    other = P.choose_precision("auto", "cpu", slow, key="another model", timer=slow.now)
     assert other.precision == "fp32" and len(calls) > n
 
 

@@ -41,7 +41,7 @@ def test_fields_override_their_preset_and_a_trial_can_name_one():
     assert ModelConfig(preset="B", num_layers=2).sizes() == {"embed_dim": 768, "num_layers": 2, "num_heads": 12,
                                                              "tie_embeddings": False}
     assert ModelConfig(preset="B", tie_embeddings=True).sizes()["tie_embeddings"]
-    job = from_dict(TrainJobConfig, {"data": {"codes": "x.npy"}})
+    job = from_dict(TrainJobConfig, {"name": "m", "data": {"codes": "x.npy"}})
     trial = to_dict(job)
     trial["model"]["preset"] = "L"  # what a sweep over model.preset does to the base job's dict
     assert from_dict(TrainJobConfig, trial).model.sizes()["num_layers"] == 24

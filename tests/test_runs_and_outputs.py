@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from arplatform.config import (
     compose,
     config_names,
     from_dict,
+    to_dict,
 )
 from arplatform.outputs import publish, storage
 from arplatform.tracking import mlflow_runs
@@ -68,7 +70,7 @@ def test_unsafe_run_names_are_refused():
 
     for bad in ("..", "a/b", ""):
         with pytest.raises(ConfigError, match="run_name: .* is not a safe name"):
-            from_dict(TrainJobConfig, {"run_name": bad, "data": {"codes": "x.npy"}})
+            from_dict(TrainJobConfig, {"name": "m", "run_name": bad, "data": {"codes": "x.npy"}})
         with pytest.raises(ConfigError, match="name: .* is not a safe name"):
             from_dict(TrainJobConfig, {"name": bad, "data": {"codes": "x.npy"}})
 
@@ -227,28 +229,33 @@ def _values(node: dict, path="") -> dict:
     return out
 
 
+def _required(cls) -> dict:
+    """The keys of `cls` without a default (a section without one, its own), each given a value."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: _required(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else "mnist_sample"
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+
+
 @pytest.mark.parametrize("group", sorted(SCHEMAS))
 def test_defaults_live_in_the_dataclasses_only(group):
     """Each group's base.yaml starts from its dataclass (Hydra's `<group>/schema`) and sets no
-    value of its own, only the keys without a default (`???`); every config of the group composes
-    to the dataclass's defaults wherever it says nothing."""
+    value of its own: it names exactly the keys the dataclass leaves without a default (`???`),
+    so a value is required only where there is no default to take. Every config of the group
+    composes to the dataclass's defaults wherever it says nothing."""
     with open(os.path.join(CONFIG_DIR, group, "base.yaml")) as f:
         base = yaml.safe_load(f)
     assert base.pop("defaults") == ["schema", "_self_"]
-    assert set(_values(base).values()) <= {"???"}, base
+    required = _required(SCHEMAS[group])
+    assert _values(base) == {k: "???" for k in _values(required)}, base
     free = ("train", "space")  # a sweep's training job is composed apart; a space is any mapping
-    required = {"space": {"model": {"embed_dim": {"grid": [64]}}}} if group == "tune" else {}
-    # a field without a default is required: its base.yaml says so (???), and here it is given
-    given = {f.name: "x" for f in dataclasses.fields(SCHEMAS[group])
-             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    assert all(base.get(k) == "???" for k in given), base
-    defaults = _values({k: v for k, v in dataclasses.asdict(SCHEMAS[group](**required, **given)).items()
-                        if k not in free})
+    if group == "tune":
+        required["space"] = {"model": {"embed_dim": {"grid": [64]}}}
+    defaults = _values({k: v for k, v in to_dict(from_dict(SCHEMAS[group], required)).items() if k not in free})
     for name in config_names(CONFIG_DIR, group):
         with open(os.path.join(CONFIG_DIR, group, f"{name}.yaml")) as f:
-            said = _values({k: v for k, v in yaml.safe_load(f).items() if k != "defaults"}) | given
-        composed = _values({k: v for k, v in compose(f"{group}/{name}", [f"{k}=x" for k in given]).items()
-                            if k not in free})
+            said = _values({k: v for k, v in yaml.safe_load(f).items() if k != "defaults"})
+        composed = _values({k: v for k, v in compose(f"{group}/{name}", []).items() if k not in free})
         assert set(composed) == set(defaults), f"{group}/{name}: keys differ {set(composed) ^ set(defaults)}"
         for key, value in composed.items():
             if not any(key == s or key.startswith(f"{s}.") for s in said):
@@ -275,11 +282,9 @@ def test_file_uri_roots_are_local_folders_everywhere(tmp_path):
     """`output_root=file:///dir` is the folder /dir for every stage and for MLflow's default
     store (not a folder named `file:` under the current directory)."""
     for cls in (TokenizerConfig, TrainJobConfig, PipelineConfig, SamplerSweepConfig):
-        data = {"output_root": f"file://{tmp_path}"}
-        if cls is SamplerSweepConfig:
-            data["transformer_ckpt"] = "x.pt"
+        data = _required(cls) | {"output_root": f"file://{tmp_path}"}
         assert from_dict(cls, data).output_root == str(tmp_path)
-    job = from_dict(TrainJobConfig, {"output_root": f"file://{tmp_path}"})
+    job = from_dict(TrainJobConfig, {"name": "m", "output_root": f"file://{tmp_path}"})
     assert mlflow_runs.tracking_uri(None, job.output_root) == f"sqlite:///{tmp_path}/mlflow.db"
 
 

@@ -126,7 +126,9 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="override vae.epochs=three: Value 'three' of type 'str' could not be"):
         compose("tokenizer/mnist_sample", ["vae.epochs=three"])  # Hydra's check, against the dataclass
     with pytest.raises(ConfigError, match="vae.epochs: expected int"):
-        from_dict(TokenizerConfig, {"vae": {"epochs": "three"}})  # a dict-built config: the same key named
+        from_dict(TokenizerConfig, {"name": "m", "data": {"dataset": "mnist_sample"}, "vae": {"epochs": "three"}})
+    with pytest.raises(ConfigError, match="^data: required"):
+        from_dict(TokenizerConfig, {"name": "m"})  # a key without a default, missing: named
     with pytest.raises(ConfigError, match="no such config; available in tokenizer: cifar10, digits, fashion"):
         compose("tokenizer/imagenet", [])
 
@@ -256,7 +258,8 @@ def test_ray_engine_on_several_nodes_needs_a_root_every_node_reaches():
 
     two_nodes = SimpleNamespace(nodes=lambda: [{"Alive": True}, {"Alive": True}],
                                 cluster_resources=lambda: {"CPU": 2.0})
-    cfg = from_dict(TokenizerConfig, {"output_root": "/tmp/x", "engine": "ray", "actors": 2})
+    cfg = from_dict(TokenizerConfig, {"name": "m", "data": {"dataset": "mnist_sample"}, "output_root": "/tmp/x",
+                                  "engine": "ray", "actors": 2})
     with pytest.raises(ConfigError, match=r"^output_root: engine=ray on 2 nodes .* bucket URI"):
         check_ray_workers(two_nodes, cfg, "/tmp/x/.staging-x")
     assert check_ray_workers(two_nodes, cfg, "s3://bucket/prefix/.staging/x") is False  # CPUs, no GPUs

@@ -119,6 +119,10 @@ def from_dict(cls, data: dict, path: str = ""):
         raise ConfigError(
             f"unknown key {where}{unknown[0]}; valid keys{' of ' + path if path else ''}: {', '.join(fields)}"
         )
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{path + '.' if path else ''}{missing[0]}: required (it has no default)")
     kwargs = {k: _convert(f"{path}.{k}" if path else k, v, hints[k]) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -179,7 +183,7 @@ class TrainTrackingConfig(TrackingConfig):
 
 @dataclass
 class ImageDataConfig:
-    dataset: str = "mnist_sample"
+    dataset: str  # required: mnist_sample, digits, mnist, fashion_mnist, cifar10, folder or npz
     data_dir: str | None = None
     download: bool = False
     image_size: int | None = None  # folder datasets: resize to this square size
@@ -282,7 +286,8 @@ class TokenizerVQConfig:
 
 @dataclass
 class TokenizerConfig:
-    name: str = "mnist_sample"
+    name: str  # required: names the tokenizer's outputs (codebook/<name>, …)
+    data: ImageDataConfig  # required: at least data.dataset
     output_root: str = "experiments"
     shards: int = 0  # also write codes-00000.npy … in this many shards (0 = none; engine=ray always shards)
     device: str = "auto"
@@ -291,7 +296,6 @@ class TokenizerConfig:
     cpus_per_actor: float = 1.0
     use_gpu: str = "auto"  # auto | true | false (engine=ray)
     kind: str = "vae"  # vae: train a VAE, fit a codebook | vq: encode with a pretrained VQ (the vq: section)
-    data: ImageDataConfig = field(default_factory=ImageDataConfig)
     vae: TokenizerVAEConfig = field(default_factory=TokenizerVAEConfig)
     vq: TokenizerVQConfig = field(default_factory=TokenizerVQConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
@@ -454,7 +458,7 @@ def check_sampling(settings, key: str = "sample") -> dict:
 
 @dataclass
 class TrainJobConfig:
-    name: str = "mnist_sample"
+    name: str  # required: names the job's outputs (transformer/<name>/…)
     output_root: str = "experiments"
     run_name: str | None = None  # Ray/MLflow run name; default <name>-<timestamp>, unique
     resume: bool = False  # continue the latest run of this config from its last checkpoint
@@ -508,12 +512,12 @@ class ASHAConfig:
 
 @dataclass
 class TuneJobConfig:
-    name: str = "mnist_sample"
-    train_config: str = "transformer/mnist_sample"  # the training job every trial runs
+    name: str  # required
+    train_config: str  # required: the training job every trial runs, e.g. transformer/mnist_sample
+    space: dict  # required: {model: {embed_dim: {grid: [...]}}, optim: {lr: {loguniform: [a, b]}}}
     train_overrides: list[str] = field(default_factory=list)  # key=value on that job, for every trial
     sweep_name: str | None = None  # default <name>-<time>-<random>, unique
     resume: bool = False  # continue the latest sweep of this config (or sweep_name)
-    space: dict = field(default_factory=dict)  # {model: {embed_dim: {grid: [...]}}, optim: {lr: {loguniform: [a, b]}}}
     search: SearchConfig = field(default_factory=SearchConfig)
     asha: ASHAConfig = field(default_factory=ASHAConfig)
     trial_cpus: float = 0.25  # the trial's own process (it drives one Ray Train run)
@@ -610,8 +614,8 @@ def default_sampler_space() -> dict:
 
 @dataclass
 class SamplerSweepConfig:
-    name: str = "mnist_sample"
-    transformer_ckpt: str = "experiments/transformer/mnist_sample/checkpoints/best.pt"
+    name: str  # required
+    transformer_ckpt: str  # required: the checkpoint whose sampling settings are swept
     output_root: str = "experiments"
     space: dict = field(default_factory=default_sampler_space)  # keys of sample: temperature, top_k, top_p, cfg_scale
     trials: int = 8
@@ -635,11 +639,11 @@ class SamplerSweepConfig:
 
 @dataclass
 class PipelineConfig:
-    name: str = "mnist_sample"
+    name: str  # required
+    tokenizer_config: str  # required, e.g. tokenizer/mnist_sample
+    train_config: str  # required, e.g. transformer/mnist_sample
     output_root: str = "experiments"
-    tokenizer_config: str = "tokenizer/mnist_sample"
     tokenizer_overrides: list[str] = field(default_factory=list)
-    train_config: str = "transformer/mnist_sample"
     train_overrides: list[str] = field(default_factory=list)
     num_samples: int = 500  # generated and evaluated, balanced over the classes
     generate_engine: str = "ray"  # ray: Ray Data actors (the cluster's GPUs where there are) | local

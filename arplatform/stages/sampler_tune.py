@@ -113,7 +113,7 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
 
     t0 = time.perf_counter()
     axes = parse_space(cfg.space, sections=("sample",))
-    check_space(axes, to_dict(TrainJobConfig()))
+    check_space(axes, to_dict(TrainJobConfig(name="space-check")))
     check_trial_count(axes, cfg.trials, "trials")
     gen, models = sweep_models(cfg)
     ray = init_ray()
