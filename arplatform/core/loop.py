@@ -178,7 +178,8 @@ class GPTObjective:
 
     kind, unit = "gpt", "tokens"
 
-    def __init__(self, layout: TokenLayout, class_dropout: float = 0.0, token_dropout: float = 0.0):
+    def __init__(self, layout: TokenLayout, class_dropout: float = OptimConfig.class_dropout,
+                 token_dropout: float = OptimConfig.token_dropout):
         self.layout, self.class_dropout, self.token_dropout = layout, class_dropout, token_dropout
 
     def loss(self, model, batch: Batch, precision: str, device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,9 +60,9 @@ def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
 
 def sample_next_token(
     logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    temperature: float = SamplingDefaults.temperature,
+    top_k: int | None = SamplingDefaults.top_k,
+    top_p: float | None = SamplingDefaults.top_p,
     generator: torch.Generator | None = None,
     uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
