@@ -218,3 +218,25 @@ def test_a_checkpoint_trained_in_a_bucket_outlives_a_retokenize(s3_root, tmp_pat
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     for key in ("codebook_pt", "vae_ckpt"):
         assert "/tokenizers/mnist_sample/" in manifest[key], manifest[key]
+
+
+def test_a_write_check_never_removes_a_folder_another_process_fills(tmp_path, monkeypatch):
+    """`check_writable` makes the missing folders of a path and removes them again; a parent that
+    another process puts something in meanwhile (two sweep trials under one `trials/`) is left
+    standing, with what they put there."""
+    from arplatform.outputs import storage
+
+    real_mkdir = os.mkdir
+
+    def mkdir_then_another_process(path, *args):
+        real_mkdir(path, *args)
+        if os.path.basename(path) == "trials":
+            real_mkdir(os.path.join(path, "other"))  # another trial's folder, made right then
+
+    monkeypatch.setattr(storage.os, "mkdir", mkdir_then_another_process)
+    storage.check_writable(str(tmp_path / "sweep" / "trials" / "mine"), "out")
+    monkeypatch.undo()
+    assert (tmp_path / "sweep" / "trials" / "other").is_dir()
+    assert not (tmp_path / "sweep" / "trials" / "mine").exists()
+    storage.check_writable(str(tmp_path / "new" / "a" / "b"), "out")  # alone, as before: nothing left
+    assert not (tmp_path / "new").exists()

@@ -355,19 +355,25 @@ def check_writable(root, key: str) -> None:
     from ..core.errors import ConfigError
 
     if not is_uri(root):
-        missing, folder = [], os.path.abspath(root)
+        missing, made, folder = [], [], os.path.abspath(root)
         while not os.path.exists(folder):
             missing.append(folder)
             folder = os.path.dirname(folder)
         try:  # made and removed again: a refused run leaves no folder behind
             for folder in reversed(missing):
-                os.mkdir(folder)
+                try:
+                    os.mkdir(folder)
+                    made.append(folder)
+                except FileExistsError:  # another process made it meanwhile: theirs, not ours to remove
+                    pass
         except OSError as e:
             raise ConfigError(f"{key}: cannot make the folder {root} ({e.strerror or e})") from None
         finally:
-            for folder in missing:
-                if os.path.isdir(folder):
+            for folder in reversed(made):
+                try:
                     os.rmdir(folder)
+                except OSError:  # another process has put something in it: it is theirs now
+                    break
         if not missing and not os.path.isdir(root):
             raise ConfigError(f"{key}: {root} is a file; name a folder")
         return
