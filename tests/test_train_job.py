@@ -287,7 +287,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
     from arplatform.jobs.training import build_trainer, check_data, copy_checkpoint_files
 
     data = learnable_codes(tmp_path / "codes")
-    base = {"output_root": str(tmp_path), "data": {"codebook_dir": data}, "tracking": {"enabled": False},
+    base = {"name": "m", "output_root": str(tmp_path), "data": {"codebook_dir": data}, "tracking": {"enabled": False},
             "trainer": {"num_workers": 1}, "optim": {"epochs": 1, "warmup_steps": 1}}
     jobs = [from_dict(TrainJobConfig, base | {"model": {"embed_dim": e, "seq_len": s, "num_layers": 1, "num_heads": 2},
                                               "optim": base["optim"] | {"batch_size": b}})
@@ -318,7 +318,7 @@ def test_sweepable_trainer_plans_each_job_from_its_config(tmp_path):
 
 
 def job(**data):
-    return from_dict(TrainJobConfig, {"data": data})
+    return from_dict(TrainJobConfig, {"name": "m", "data": data})
 
 
 def test_preflight_refuses_bad_data_before_any_worker(tmp_path):
@@ -410,7 +410,7 @@ def test_the_default_path_holds_out_validation_rows_where_they_are_read(tmp_path
 
     def split(seed, materialize, chunk):
         monkeypatch.setattr(code_data, "CHUNK_ROWS", chunk)
-        job = from_dict(TrainJobConfig, {"output_root": str(tmp_path), "optim": {"seed": seed}, "data": {
+        job = from_dict(TrainJobConfig, {"name": "m", "output_root": str(tmp_path), "optim": {"seed": seed}, "data": {
             "codes": str(shards), "labels": str(shards), "num_codes": 16, "val_fraction": 0.1,
             "materialize": materialize}})
         train, val, facts = code_data.build_rows(*check_data(job), job.data, seed)
@@ -427,6 +427,9 @@ def test_the_default_path_holds_out_validation_rows_where_they_are_read(tmp_path
         assert facts.num_val == len(val) == expected.sum() and 0.07 < len(val) / 3000 < 0.13
         assert split(0, False, 4096)[0][1] == val  # one read task per file: the same rows
         assert split(0, True, 256)[0][1] == val  # the rows held on the driver: the same rows
+        monkeypatch.setattr(code_data, "DRIVER_READ_MAX_BYTES", 0)  # held rows read by a Ray task, which the
+        (_, task_val), task_facts = split(0, True, 256)  # driver does not wait for: counts from the headers
+        assert task_val == val and (task_facts.num_train, task_facts.num_val) == (facts.num_train, facts.num_val)
         other = split(1, False, 256)[0][1]
         assert other != val and abs(len(other) - len(val)) < 100  # another seed, another split
     finally:
@@ -451,7 +454,7 @@ def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
     kept = codes[(codes >= 0).all(1)]
 
     def job(materialize):
-        return from_dict(TrainJobConfig, {"output_root": str(tmp_path), "data": {
+        return from_dict(TrainJobConfig, {"name": "m", "output_root": str(tmp_path), "data": {
             "codes": str(tmp_path / "codes.npy"), "labels": str(tmp_path / "labels.npy"), "num_codes": 16,
             "invalid_codes": "drop", "val_fraction": 0.2, "materialize": materialize}})
 

@@ -119,11 +119,11 @@ def from_dict(cls, data: dict, path: str = ""):
         raise ConfigError(
             f"unknown key {where}{unknown[0]}; valid keys{' of ' + path if path else ''}: {', '.join(fields)}"
         )
+    kwargs = {k: _convert(f"{path}.{k}" if path else k, v, hints[k]) for k, v in data.items()}
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"{path + '.' if path else ''}{missing[0]}: required (it has no default)")
-    kwargs = {k: _convert(f"{path}.{k}" if path else k, v, hints[k]) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:

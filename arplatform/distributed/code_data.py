@@ -226,12 +226,27 @@ def hold_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int
         return HeldRows(refs[0], refs[1], n_train), HeldRows(refs[2], refs[3], n_val)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # on the driver's node (a file fetched from a bucket is in its cache), before the workers take the CPUs
+    # on the driver's node (a file fetched from a bucket is in its cache); no CPU of its own, so
+    # it reads while Ray Train starts its workers, whose first `ray.get` waits for the rows
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     task = ray.remote(num_returns=5)(held_parts).options(num_cpus=0, scheduling_strategy=here)
     *parts, counts = task.remote(files, facts, cfg.val_fraction, cfg.invalid_codes, seed)
-    n_train, n_val = ray.get(counts)
+    n_train, n_val = row_counts(files, cfg.val_fraction, seed) if cfg.invalid_codes != "drop" else ray.get(counts)
     return HeldRows(parts[0], parts[1], n_train), HeldRows(parts[2], parts[3], n_val)
+
+
+def row_counts(files: CodeFiles, val_fraction: float, seed: int, chunk: int = 1 << 20) -> tuple[int, int]:
+    """(train rows, val rows) from the files' headers and `held_out` of the row indices alone,
+    a chunk at a time: what `held_parts` will hold without waiting for it to read a row (only
+    the `drop` policy, which removes rows by their codes, needs the read)."""
+    from ..core.data import code_rows
+
+    rows = sum(code_rows(p) for p in files.codes)
+    if files.val_codes:
+        return rows, sum(code_rows(p) for p in files.val_codes)
+    val = sum(int(held_out(np.arange(a, min(rows, a + chunk)), seed, val_fraction).sum())
+              for a in range(0, rows, chunk))
+    return rows - val, val
 
 
 def held_parts(files: CodeFiles, facts: DataFacts, val_fraction: float, invalid_codes: str, seed: int):
