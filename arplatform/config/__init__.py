@@ -346,7 +346,7 @@ class CodeDataConfig:
     val_fraction: float = 0.1
     # true: the rows are read on the driver and held whole in Ray's object store (a job starts
     # seconds sooner: no Ray Data actors); false: Ray Data streams them from the files;
-    # auto: true for code files up to HELD_ROWS_MAX_BYTES
+    # auto: true when the rows take at most a quarter of Ray's object store (code_data.holds_rows)
     materialize: str | bool = "auto"
 
     def __post_init__(self):
