@@ -173,17 +173,18 @@ def test_sweep_folders_and_resume_rules(tmp_path):
     """Sweeps keep their records as runs do (`runs.py`): a unique name, claimed once; resume finds
     the latest started sweep of the same tune config, and none is one line."""
     from arplatform.core.errors import RunStateError
-    from arplatform.outputs import sweeps
+    from arplatform.outputs import storage, sweeps
 
-    a, b = sweeps.new_sweep(str(tmp_path), "grid"), sweeps.new_sweep(str(tmp_path), "grid")
+    root = storage.Root(str(tmp_path))
+    a, b = sweeps.new_sweep(root, "grid"), sweeps.new_sweep(root, "grid")
     assert a.name != b.name and a.name.startswith("grid-")
     assert sweeps.read_state(a)["status"] == "RUNNING" and sweeps.read_state(a)["sweep_config"] == "grid"
-    sweeps.new_sweep(str(tmp_path), "grid", "taken")
+    sweeps.new_sweep(root, "grid", "taken")
     with pytest.raises(RunStateError, match="sweep 'taken' exists; pass resume=true"):
-        sweeps.new_sweep(str(tmp_path), "grid", "taken")
-    assert sweeps.find_sweep(str(tmp_path), "grid").name == "taken"
+        sweeps.new_sweep(root, "grid", "taken")
+    assert sweeps.find_sweep(root, "grid").name == "taken"
     with pytest.raises(RunStateError, match="resume=true but tune config 'other' has no earlier sweep"):
-        sweeps.find_sweep(str(tmp_path), "other")
+        sweeps.find_sweep(root, "other")
 
 
 def test_leaderboard_puts_failed_trials_last():

@@ -24,6 +24,7 @@ import yaml
 from ..core.errors import RunStateError, TrainingError
 from ..core.io import save_text
 from .runs import Run, latest_started, read_state, unique_name, write_state  # (a sweep's record is a run's)
+from .storage import Root
 
 
 @dataclass
@@ -55,16 +56,16 @@ class Sweep:
         return asdict(self)
 
 
-def _sweep(output_root: str, name: str, resumed: bool = False, folder: str = "tune") -> Sweep:
-    root = os.path.abspath(output_root)
-    return Sweep(name, os.path.join(root, folder, name), os.path.join(root, "ray"), resumed)
+def _sweep(root: Root, name: str, resumed: bool = False, folder: str = "tune") -> Sweep:
+    return Sweep(name, root.local_path(folder, name), root.local_path("ray"), resumed)
 
 
-def new_sweep(output_root: str, config: str, sweep_name: str | None = None, config_name: str | None = None,
+def new_sweep(root: Root, config: str, sweep_name: str | None = None, config_name: str | None = None,
               folder: str = "tune") -> Sweep:
-    """A fresh sweep folder under <output_root>/<folder>/, claimed with mkdir; its name is unique unless given."""
+    """A fresh sweep folder under <output_root>/<folder>/, claimed with mkdir; its name is unique
+    unless given. `root`: the output root, as `runs.new_run` takes it."""
     name = sweep_name or unique_name(config)
-    sweep = _sweep(output_root, name, folder=folder)
+    sweep = _sweep(root, name, folder=folder)
     os.makedirs(os.path.dirname(sweep.dir), exist_ok=True)
     try:
         if os.path.exists(sweep.tune_path):
@@ -79,11 +80,11 @@ def new_sweep(output_root: str, config: str, sweep_name: str | None = None, conf
     return sweep
 
 
-def find_sweep(output_root: str, config: str, sweep_name: str | None = None) -> Sweep:
+def find_sweep(root: Root, config: str, sweep_name: str | None = None) -> Sweep:
     """The sweep `sweep_name`, or the latest started sweep of `config`, to resume."""
-    base = os.path.join(os.path.abspath(output_root), "tune")
+    base = root.local_path("tune")
     names = [sweep_name] if sweep_name else sorted(os.listdir(base)) if os.path.isdir(base) else []
-    found = [_sweep(output_root, n, resumed=True) for n in names]
+    found = [_sweep(root, n, resumed=True) for n in names]
     found = [s for s in found if os.path.exists(s.state_path) and read_state(s).get("sweep_config") == config]
     what = f"sweep {sweep_name!r}" if sweep_name else "no earlier sweep"
     return latest_started(found, base, f"tune config {config!r} has {what}")

@@ -122,7 +122,7 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
                "lower max_concurrent_trials or cpus_per_trial")
     real, tok_cfg, _ = real_data(models["codebook_pt"], cfg.num_samples, log)
     classifier, _ = load_or_train_classifier(classifier_dir(cfg.output_root, tok_cfg.data), real, log)
-    sweep = sweeps.new_sweep(cfg.output_root, cfg.name, folder="sampler_tune")
+    sweep = sweeps.new_sweep(storage.Root(cfg.output_root), cfg.name, folder="sampler_tune")
     # made here, before the trials: each trial's generate checks its own folder below it by making
     # and removing what is missing, so a `trials` folder made by one trial could vanish under another
     os.makedirs(os.path.join(sweep.dir, "trials"), exist_ok=True)

@@ -274,7 +274,8 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     if storage.is_uri(job.output_root):
         raise ConfigError(f"train.output_root: {job.output_root} is a URI; sweeps keep their folders on a local or "
                           "shared file system path for now (the training, generate and pipeline stages take URIs)")
-    sweep = sweeps.find_sweep(job.output_root, cfg.name, cfg.sweep_name) if cfg.resume else None
+    root = storage.Root(job.output_root)
+    sweep = sweeps.find_sweep(root, cfg.name, cfg.sweep_name) if cfg.resume else None
     files, facts = check_data(job)
     ray = init_ray(job.trainer.num_cpus)
     t = job.trainer
@@ -285,7 +286,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     check_space(axes, to_dict(job), lambda trial: plan_training(trial, facts, trial.trainer.num_workers))
     uri = mlflow_runs.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     trial_job = base_job(cfg, facts, uri, log)
-    sweep = sweep or sweeps.new_sweep(job.output_root, cfg.name, cfg.sweep_name, config_name)
+    sweep = sweep or sweeps.new_sweep(root, cfg.name, cfg.sweep_name, config_name)
     log(f"sweep {sweep.name}{' (resumed)' if sweep.resumed else ''}: {sweep.dir}\n  "
         f"{len(axes)} axes ({', '.join(a.key for a in axes)}), {cfg.search.algorithm} search, "
         f"{cfg.search.num_samples} sample(s), {cfg.search.max_concurrent_trials} at once, "
