@@ -187,7 +187,7 @@ def tokenizer_version(codebook_pt: str | None) -> str | None:
     <version>/codebook/codebook.pt`), else None (codes made outside the tokenizer)."""
     if not codebook_pt:
         return None
-    parts = (os.path.realpath(codebook_pt) if not storage.is_uri(codebook_pt) else codebook_pt).split("/")
+    parts = storage.real_path(codebook_pt).split("/")
     if len(parts) >= 5 and parts[-5] == "tokenizers" and parts[-2] == "codebook":
         return f"{parts[-4]}/{parts[-3]}"
     return None

@@ -284,9 +284,8 @@ def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None
         return path
     codebook_path = os.fspath(codebook_path)
     # realpath first: the codebook folder may be a link into a versioned tokenizer output
-    folder = storage.dirname(codebook_path if storage.is_uri(codebook_path) else os.path.realpath(codebook_path))
-    candidate = storage.join(folder, path)
-    candidate = candidate if storage.is_uri(candidate) else os.path.normpath(candidate)
+    folder = storage.dirname(storage.real_path(codebook_path))
+    candidate = storage.normpath(storage.join(folder, path))
     published = storage.join(storage.dirname(codebook_path), "..", "..", f"vae_{config.get('name')}", "checkpoints",
                              "best.pt")
     if not storage.exists(candidate) and config.get("name") and storage.exists(published):

@@ -45,6 +45,24 @@ def _local(path) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
+def real_path(path: str) -> str:
+    """The name a record keeps of a file: a local path with its links resolved, a URI as it is."""
+    return path if is_uri(path) else os.path.realpath(path)
+
+
+def normpath(path: str) -> str:
+    """`a/b/../c` → `a/c` for a local path; a URI as it is."""
+    return path if is_uri(path) else os.path.normpath(path)
+
+
+def local_only(value: str, key: str, why: str) -> None:
+    """Refuse a URI where the platform needs a local path, in one line naming the key."""
+    if is_uri(value):
+        from ..core.errors import ConfigError
+
+        raise ConfigError(f"{key}: {value} is a URI; {why}")
+
+
 def remote_errors(fn):
     """For a URI first argument: pyarrow's errors (a network failure, a missing bucket, an unknown
     scheme) become one StorageError line naming the URI. Local paths keep their own errors."""

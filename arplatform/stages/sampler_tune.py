@@ -65,9 +65,8 @@ def sweep_models(cfg: SamplerSweepConfig) -> tuple:
     from ..jobs.sampling import resolve_models
 
     for key in ("output_root", "transformer_ckpt"):
-        if storage.is_uri(getattr(cfg, key)):
-            raise ConfigError(f"{key}: {getattr(cfg, key)} is a URI; the sampler sweep reads and writes local "
-                              "files only (copy the checkpoint, or run it on the head with a local output_root)")
+        storage.local_only(getattr(cfg, key), key, "the sampler sweep reads and writes local files only (copy the "
+                           "checkpoint, or run it on the head with a local output_root)")
     gen = from_dict(GenerateConfig, {"transformer_ckpt": os.path.abspath(cfg.transformer_ckpt),
                                      "num_samples": cfg.num_samples, "seed": cfg.seed,
                                      "output_root": os.path.abspath(cfg.output_root)})

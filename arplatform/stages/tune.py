@@ -271,9 +271,8 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     check_space(axes, to_dict(job))  # every value a valid config, before Ray starts
     check_trial_count(axes, cfg.search.num_samples, "search.num_samples")
     check_search(cfg, axes)
-    if storage.is_uri(job.output_root):
-        raise ConfigError(f"train.output_root: {job.output_root} is a URI; sweeps keep their folders on a local or "
-                          "shared file system path for now (the training, generate and pipeline stages take URIs)")
+    storage.local_only(job.output_root, "train.output_root", "sweeps keep their folders on a local or shared file "
+                       "system path for now (the training, generate and pipeline stages take URIs)")
     root = storage.Root(job.output_root)
     sweep = sweeps.find_sweep(root, cfg.name, cfg.sweep_name) if cfg.resume else None
     files, facts = check_data(job)
