@@ -2,6 +2,7 @@
 Ray heads of a test's own (started with `ray start`, stopped by their process group)."""
 
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -209,3 +210,20 @@ def start_head(tmp: str, num_cpus: int, env: dict, *extra: str) -> tuple[int, di
         stop_process_group(head.pid)
         raise
     return head.pid, join | {"RAY_ADDRESS": f"127.0.0.1:{gcs}"}, f"http://127.0.0.1:{dash}"
+
+
+def tracebacks(out: str) -> list[str]:
+    """The tracebacks in a job's output, but the one Ray Train's controller logs when its
+    autoscaling request times out on a loaded machine ("Failed to send resource request … it's
+    safe to ignore this error"): Ray's own transient notice, not a failure of the job."""
+    found, skipping = [], None
+    for line in out.splitlines():
+        actor = re.search(r"\((\w+ pid=\d+)\)", line)
+        if "Failed to send resource request" in line and actor:
+            skipping = actor.group(1)
+        elif skipping and actor and actor.group(1) == skipping:
+            if "GetTimeoutError" in line:
+                skipping = None
+        elif "Traceback" in line:
+            found.append(line)
+    return found

@@ -344,7 +344,8 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
     for i in range(3):
         Image.fromarray(scene(rng, (16, 16))).save(listed / f"{i}.png")
     (listed / "labels.csv").write_text("0.png,0\n1.png,1\n2.png,0\nghost.png,1\n")
-    refused = subprocess.run([*common[:6], f"data.data_dir={listed}", *common[7:], f"output_root={tmp_path / 'l'}"],
+    others = [a for a in common if not a.startswith("data.data_dir=")]
+    refused = subprocess.run([*others, f"data.data_dir={listed}", f"output_root={tmp_path / 'l'}"],
                              env=job_env(ray_cluster), capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "ghost.png: not a readable image" in refused.stderr, refused.stderr[-2000:]
     assert "every node" not in refused.stderr and refused.stderr.strip().count("\n") == 0

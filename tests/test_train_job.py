@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import descendants, learnable_codes, run_train
+from helpers import descendants, learnable_codes, run_train, tracebacks
 
 from arplatform.config import ConfigError, TrainJobConfig, from_dict
 from arplatform.core.checkpoint import load_model
@@ -221,7 +221,7 @@ def test_sigterm_ends_the_run_killed_with_one_line(tmp_path, ray_cluster):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "interrupted" in out.splitlines(), out[-3000:]
-    assert "SIGTERM received" not in out and "Traceback" not in out, out[-3000:]
+    assert "SIGTERM received" not in out and not tracebacks(out), out[-3000:]
     run_dir = os.path.join(tmp_path, "transformer", "mnist_sample", "runs", os.path.basename(ray_dir))
     with open(os.path.join(run_dir, "run.json")) as f:
         state = json.load(f)
@@ -242,7 +242,7 @@ def test_two_runs_of_one_config_at_once_in_a_fresh_root(tmp_path, ray_cluster):
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     for out in outs:
-        assert "Traceback" not in out and "multiple active Ray instances" not in out, out
+        assert not tracebacks(out) and "multiple active Ray instances" not in out, out
     dirs = run_dirs(tmp_path)
     assert len(dirs) == 2
     bests = {open(os.path.join(d, "checkpoints", "best.pt"), "rb").read() for d in dirs}
@@ -484,3 +484,14 @@ def test_held_and_streamed_rows_are_the_same_rows(tmp_path):
         ray.shutdown()
     with pytest.raises(ConfigError, match="data.materialize must be auto, true or false, got 'yes'"):
         job("yes")
+
+
+def test_only_rays_transient_notice_is_not_counted_as_a_traceback():
+    notice = ("\x1b[36m(TrainController pid=7)\x1b[0m Failed to send resource request for train-1. If this only "
+              "happens transiently during network partition or CPU being overloaded, it's safe to ignore this error.\n"
+              "\x1b[36m(TrainController pid=7)\x1b[0m Traceback (most recent call last):\n"
+              "\x1b[36m(TrainController pid=7)\x1b[0m   File \"x.py\", line 58, in send_resource_request\n"
+              "\x1b[36m(TrainController pid=7)\x1b[0m ray.exceptions.GetTimeoutError: Get timed out\n")
+    assert tracebacks("step 1\n" + notice + "step 2\n") == []
+    ours = "\x1b[36m(RayTrainWorker pid=9)\x1b[0m Traceback (most recent call last):\n"
+    assert len(tracebacks(notice + ours)) == 1 and len(tracebacks("Traceback (most recent call last):\n")) == 1

@@ -84,7 +84,7 @@ def test_codes_are_llamagens_nearest_l2_normalised_entries(tmp_path):
 
 
 def command(module, *args, cwd, cluster=None):
-    return subprocess.run([sys.executable, "-m", f"arplatform.{module}", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "arplatform", module, *map(str, args)], capture_output=True,
                           text=True, env=job_env(cluster), cwd=cwd, timeout=300)
 
 
