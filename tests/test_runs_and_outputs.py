@@ -203,6 +203,7 @@ def _start_run(uri: str, root: str, name: str, barrier) -> None:
     mlflow_runs.finish_run(uri, run_id)
 
 
+@pytest.mark.slow  # two processes that each import MLflow: 6–7 s of the inner loop
 def test_two_first_runs_create_one_fresh_mlflow_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ctx = fork_server()
