@@ -52,7 +52,7 @@ def main() -> int:
                 parsers.append(rel)
             if name in ("run_stage", "run_main") and rel.startswith("cli" + os.sep):
                 stage_calls.append(rel)
-            if name == "resolve_sampling" and "def resolve_sampling" not in text[:0]:
+            if name == "resolve_sampling":
                 merges.append(rel)
             if owner == "storage" and below_commands and not rel.startswith(os.path.join("outputs", "storage")):
                 storage_calls[rel] += 1

@@ -172,6 +172,13 @@ def hydra_value(value: str, parse: bool = False) -> str:
     return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value) + "'"
 
 
+def key_flags(cls) -> dict[str, str]:
+    """Every top-level key of a command's config as a flag of its own name (`--out` is `out`)."""
+    import dataclasses
+
+    return {f"--{f.name}": f.name for f in dataclasses.fields(cls)}
+
+
 # the edge's own options: never rewritten
 OPTIONS = ("--config-name", "--config-dir", "--print-config", "-h", "--help")
 

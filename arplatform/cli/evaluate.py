@@ -14,16 +14,11 @@ images as reference lines), memorisation, held-out bits per code (`quality.json`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
 from ..config import SamplesEvalConfig, TokenizerEvalConfig
-from . import run_stage
-
-
-def aliases(cls) -> dict[str, str]:
-    return {f"--{f.name}": f.name for f in dataclasses.fields(cls)}
+from . import key_flags, run_stage
 
 
 def evaluate_tokenizer(cfg: TokenizerEvalConfig, config_name: str) -> None:
@@ -44,10 +39,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["samples"]:
         return run_stage(SamplesEvalConfig, evaluate_samples, "Score a folder of generated samples against the real "
-                         "dataset.", "evaluate_samples/base", argv[1:], aliases=aliases(SamplesEvalConfig))
+                         "dataset.", "evaluate_samples/base", argv[1:], aliases=key_flags(SamplesEvalConfig))
     return run_stage(TokenizerEvalConfig, evaluate_tokenizer, "Evaluate a tokenizer output folder on its held-out "
                      "images (or: evaluate samples samples_dir=DIR).", "evaluate/base", argv,
-                     aliases=aliases(TokenizerEvalConfig))
+                     aliases=key_flags(TokenizerEvalConfig))
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ Sampling settings not given are the checkpoint's own (`jobs.sampling.resolve_sam
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from ..config import SAMPLING_KEYS, GenerateConfig, compose, from_dict
 from ..core.errors import ConfigError
-from . import run_stage
+from . import key_flags, run_stage
 
 # every key of the command is also a flag (the seed's `--transformer_ckpt …`); a sampling
 # setting's flag is its key under sample: (`--temperature 0.8` is `sample.temperature=0.8`)
-ALIASES = {f"--{f.name}": f.name for f in dataclasses.fields(GenerateConfig) if f.name != "sample"} | \
+ALIASES = {f: k for f, k in key_flags(GenerateConfig).items() if k != "sample"} | \
     {f"--{k}": f"sample.{k}" for k in SAMPLING_KEYS}
 SAMPLE_KEYS = tuple(f"sample.{k}" for k in SAMPLING_KEYS)  # an untyped mapping: Hydra parses their values
 

@@ -60,6 +60,11 @@ def check_ranges(prefix: str, obj, **rules) -> None:
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+def check_device(value, path: str = "device") -> None:
+    if not isinstance(value, str) or not DEVICE.fullmatch(value):
+        raise ConfigError(f"{path}: {value!r} is not one of auto, cpu, cuda, cuda:<index>")
+
+
 def check_name(path: str, value: str) -> str:
     """A name that becomes one path component: letters, digits, '.', '_', '-'; never '.', '..' or empty."""
     if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or value in (".", ".."):
@@ -305,8 +310,7 @@ class TokenizerConfig:
         self.output_root = root_path("output_root", self.output_root)
         check_name("name", self.name)
         check_range("shards", self.shards, 0, 100_000)
-        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
-            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        check_device(self.device)
         _check_choice("engine", self.engine, ("local", "ray"))
         _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
         check_ranges("", self, actors=(1, 4096), cpus_per_actor=(0, 1024, True))
@@ -568,8 +572,7 @@ class GenerateConfig:
         _check_choice("engine", self.engine, ("local", "ray"))
         _check_choice("use_gpu", self.use_gpu, ("auto", "true", "false"))
         _check_choice("format", self.format, ("png", "tar", "npz"))
-        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
-            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        check_device(self.device)
         if not isinstance(self.classes, str) or not re.fullmatch(r"all|none|\d+(,\d+)*", self.classes):
             raise ConfigError(f"classes: {self.classes!r} is not all, none or a comma-separated list of class ids")
         for path in ("transformer_ckpt", "codebook_pt", "vae_ckpt", "out"):
@@ -590,8 +593,7 @@ class TokenizerEvalConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
-            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        check_device(self.device)
 
 
 @dataclass
