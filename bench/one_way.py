@@ -10,7 +10,9 @@ rerun it on any commit and compare.
                          `sample` settings written out by hand)
   storage calls          calls of `storage.<function>(…)` (free functions on plain strings) in
                          modules below the commands, and "is this a bucket?" branches
-                         (`is_uri(…)`) outside `outputs/storage.py`
+                         (`is_uri(…)`) outside `outputs/storage.py`; handles made (`storage.Location(…)`,
+                         `storage.Root(…)`: a path named once, its files by relative names below it)
+                         are counted apart
   lines                  of the package's .py files
 """
 
@@ -41,7 +43,8 @@ def calls(tree: ast.AST):
 
 def main() -> int:
     package = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "arplatform")
-    lines, parsers, stage_calls, merges, storage_calls, bucket_checks = 0, [], [], [], collections.Counter(), []
+    lines, parsers, stage_calls, merges, bucket_checks = 0, [], [], [], []
+    storage_calls, handles = collections.Counter(), collections.Counter()
     for rel, path in python_files(package):
         text = open(path, encoding="utf-8").read()
         lines += text.count("\n")
@@ -55,7 +58,7 @@ def main() -> int:
             if name == "resolve_sampling":
                 merges.append(rel)
             if owner == "storage" and below_commands and not rel.startswith(os.path.join("outputs", "storage")):
-                storage_calls[rel] += 1
+                (handles if name in ("Location", "Root") else storage_calls)[rel] += 1
             if name == "is_uri" and rel not in (os.path.join("outputs", "storage.py"), "storage.py"):
                 bucket_checks.append(rel)
     print(f"package: {os.path.abspath(package)}, {lines} lines")
@@ -63,7 +66,8 @@ def main() -> int:
           f"{len(parsers)} argparse parsers of a command's own {sorted(set(parsers)) or ''}")
     print(f"sampling merges (calls of resolve_sampling): {len(merges)} in {sorted(set(merges))}")
     print(f"storage.<function>() calls below the commands: {sum(storage_calls.values())} in "
-          f"{len(storage_calls)} modules; is_uri() outside storage.py: {len(bucket_checks)}")
+          f"{len(storage_calls)} modules; is_uri() outside storage.py: {len(bucket_checks)}; handles made: "
+          f"{sum(handles.values())} in {len(handles)} modules")
     for rel, n in storage_calls.most_common():
         print(f"  {n:4d}  {rel}")
     return 0

@@ -263,7 +263,7 @@ def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
     import json
 
     from arplatform.jobs.sampling import tuned_sampler_settings
-    from arplatform.outputs.storage import sha256
+    from arplatform.core.io import file_sha256 as sha256
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"sample": {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}}
@@ -281,7 +281,7 @@ def test_a_codebook_or_vae_other_than_the_trained_one_is_refused(tmp_path):
     """A checkpoint records the SHA-256 of the codebook and VAE it trained with; another codebook
     or VAE of the very same shape (another tokenizer run) decodes wrong images, so it is refused in
     one line unless --allow_mismatch; the samples' manifest records all three identities."""
-    from arplatform.outputs.storage import sha256
+    from arplatform.core.io import file_sha256 as sha256
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
     _, other_codebook, other_vae = write_models(tmp_path / "other", seed=1)  # same shapes, other weights
@@ -311,7 +311,8 @@ def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
     from arplatform.distributed.image_sampler import ImageSampler
     from arplatform.jobs.generation import sampler_spec
     from arplatform.jobs.sampling import resolve_models
-    from arplatform.outputs.storage import pinned, sha256
+    from arplatform.core.io import file_sha256 as sha256
+    from arplatform.outputs.storage import Location
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
     cfg = GenerateConfig(transformer_ckpt=ckpt, num_samples=2)
@@ -323,7 +324,7 @@ def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
     os.replace(new, ckpt)  # what publishing a finished run does to the seed's path
     with pytest.raises(CheckpointError, match=r"best.pt: changed since this run checked it"):
         ImageSampler(spec)
-    with pinned(ckpt) as (copy, digest):
+    with Location(ckpt).pinned() as (copy, digest):
         os.replace(codebook, ckpt)  # replaced while pinned: the copy still holds what was hashed
         assert digest == sha256(copy) != sha256(ckpt)
     assert not os.path.exists(copy)
@@ -336,7 +337,7 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     from arplatform.cli.pipeline import generate_config, stage_configs
     from arplatform.config import PipelineConfig, from_dict
     from arplatform.jobs.sampling import checkpoint_sampling
-    from arplatform.outputs.storage import sha256
+    from arplatform.core.io import file_sha256 as sha256
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}
@@ -361,7 +362,7 @@ def test_one_precedence_from_the_command_line_and_from_python(tmp_path):
     what a person set: `run_generate` from Python draws as the command does, and the manifest
     records the settings drawn with."""
     from arplatform.config import GenerateConfig, from_dict
-    from arplatform.outputs.storage import sha256
+    from arplatform.core.io import file_sha256 as sha256
     from arplatform.stages.generate import run_generate
 
     ckpt, _, _ = write_models(tmp_path / "m", sample={"temperature": 0.7, "cfg_scale": 1.5, "num_samples": 8})

@@ -120,7 +120,7 @@ def test_a_reregistered_version_and_a_changed_artifact_are_never_drawn_from_stal
                                 f"out={tmp_path / f'drawn{seed}'}")
         assert code == 0, err
         shas.append(json.loads((tmp_path / f"drawn{seed}" / "manifest.json").read_text())["checkpoint_sha256"])
-        from arplatform.outputs.storage import sha256
+        from arplatform.core.io import file_sha256 as sha256
 
         assert shas[-1] == sha256(ckpt)
     assert shas[0] != shas[1]

@@ -367,7 +367,7 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
     from mlflow.tracking import MlflowClient
 
     from arplatform.outputs import runs
-    from arplatform.outputs.storage import sha256
+    from arplatform.core.io import file_sha256 as sha256
     from arplatform.stages.evaluate import log_to_training_run
 
     root = str(tmp_path / "root")
@@ -389,7 +389,7 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
     report = {"frechet": {"samples": 1.5}, "memorisation": {"ratio": 0.9}, "heldout_bits_per_code": 2.0}
     said = []
     drawn_by_a = sha256(os.path.join(root, "transformer", "tiny", "runs", "tiny-a", "checkpoints", "best.pt"))
-    folder = storage.Folder(samples)
+    folder = storage.Location(samples)
     log_to_training_run({"checkpoint": seed, "checkpoint_sha256": drawn_by_a}, report, folder, said.append)
     client = MlflowClient(uri)
     assert client.get_run(ids["a"]).data.metrics["samples/frechet"] == 1.5

@@ -18,46 +18,50 @@ from arplatform.outputs.publish import codebook_vae_path
 
 
 def test_files_round_trip_in_a_bucket(s3_root, tmp_path):
-    path = storage.join(s3_root, "a", "b.txt")
-    assert not storage.exists(path) and storage.listdir(storage.join(s3_root, "a")) == []
-    storage.write_bytes(path, b"one")
-    assert storage.isfile(path) and storage.read_bytes(path) == b"one"
-    assert storage.listdir(storage.join(s3_root, "a")) == ["b.txt"]
-    local = storage.fetch(path)
-    assert open(local, "rb").read() == b"one" and storage.fetch(path) == local  # cached
-    storage.write_bytes(path, b"changed")
-    assert open(storage.fetch(path), "rb").read() == b"changed"  # a changed object is fetched again
-    assert storage.join(s3_root, "x", "..", "y") == storage.join(s3_root, "y")
+    bucket = storage.Location(s3_root)
+    assert bucket.remote and not bucket.exists("a/b.txt") and bucket.listdir("a") == []
+    bucket.write_bytes("a/b.txt", b"one")
+    path = bucket / "a/b.txt"
+    assert path.isfile() and path.read_bytes() == b"one" and path.path == f"{s3_root}/a/b.txt"
+    assert bucket.listdir("a") == ["b.txt"] and path.parent == bucket / "a" and path.name == "b.txt"
+    local = path.fetch()
+    assert open(local, "rb").read() == b"one" and path.fetch() == local  # cached
+    bucket.write_bytes("a/b.txt", b"changed")
+    assert open(path.fetch(), "rb").read() == b"changed"  # a changed object is fetched again
+    assert bucket.file("x/../y") == bucket.file("y") == f"{s3_root}/y"
     with pytest.raises(StorageError, match="missing"):
-        storage.fetch(storage.join(s3_root, "missing"))
+        bucket.fetch("missing")
 
 
 def test_a_fetched_folder_follows_the_bucket(s3_root):
     """Same-size rewrites are fetched again and removed files disappear from the local copy
     (a re-tokenized folder has codes of the same shape)."""
-    folder = storage.join(s3_root, "codebook")
-    storage.write_bytes(storage.join(folder, "codes.npy"), b"aaaa")
-    storage.write_bytes(storage.join(folder, "shards", "codes-00001.npy"), b"s")
-    local = storage.fetch_folder(folder)
+    folder = storage.Location(s3_root) / "codebook"
+    folder.write_bytes("codes.npy", b"aaaa")
+    folder.write_bytes("shards/codes-00001.npy", b"s")
+    local = folder.fetch_folder()
     assert open(os.path.join(local, "codes.npy"), "rb").read() == b"aaaa"
-    import time
-
     time.sleep(1.1)  # object stores keep modification times to the second
-    storage.write_bytes(storage.join(folder, "codes.npy"), b"bbbb")
-    storage.remove_tree(storage.join(folder, "shards"))
-    local = storage.fetch_folder(folder)
+    folder.write_bytes("codes.npy", b"bbbb")
+    folder.remove_tree("shards")
+    local = folder.fetch_folder()
     assert open(os.path.join(local, "codes.npy"), "rb").read() == b"bbbb"
     assert not os.path.exists(os.path.join(local, "shards", "codes-00001.npy"))
 
 
 def test_local_paths_behave_as_before(tmp_path):
     path = tmp_path / "f.json"
-    storage.write_json(path, {"a": 1})
-    assert storage.read_json_object(str(path)) == {"a": 1} and storage.fetch(str(path)) == str(path)
+    folder = storage.Location(tmp_path)
+    folder.write_json("f.json", {"a": 1})
+    assert folder.read_json_object("f.json") == {"a": 1} and folder.fetch("f.json") == str(path)
+    assert (folder / "f.json").sha256() == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert storage.Location(f"file://{path}").path == str(path) and folder.listdir("missing") == []
     mirror = storage.Root(str(tmp_path))
     assert mirror.local == str(tmp_path) and not mirror.remote and mirror.public(str(path)) == str(path)
-    assert mirror.path("a", "b") == os.path.join(str(tmp_path), "a", "b") == mirror.local_path("a", "b")
+    assert mirror.file("a/b") == os.path.join(str(tmp_path), "a", "b") == mirror.local_path("a", "b")
     mirror.push(str(path))  # nothing to do for a local root
+    folder.remove_tree("missing")  # nothing there: nothing to do
+    assert folder.newest_mtime() == os.path.getmtime(path) and folder.newest_mtime("missing") is None
 
 
 def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, monkeypatch):
@@ -68,9 +72,9 @@ def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, m
     os.makedirs(os.path.join(mirror.local, "codebook"))
     os.symlink(version, os.path.join(mirror.local, "codebook", "name"))  # published folders are links
     mirror.push(mirror.local_path("codebook", "name"))
-    assert storage.read_bytes(storage.join(s3_root, "codebook", "name", "sub", "x.bin")) == b"x" * 1000
+    assert mirror.read_bytes("codebook/name/sub/x.bin") == b"x" * 1000
     assert mirror.public(os.path.join(mirror.local, "codebook", "name")) == s3_root + "/codebook/name"
-    assert mirror.path("codebook", "name") == s3_root + "/codebook/name"
+    assert mirror.file("codebook/name") == s3_root + "/codebook/name"
     monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "other-machine"))
     other = storage.Root(s3_root)
     assert other.local != mirror.local
@@ -79,16 +83,16 @@ def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, m
 
 
 def test_samples_folder_in_a_bucket(s3_root):
-    out = storage.Folder(storage.join(s3_root, "samples"))
+    out = storage.Location(s3_root) / "samples"
     for first in (0, 4):
         index = np.arange(first, first + 4)
         images = np.full((4, 8, 8, 1), first, np.uint8)
         sample_folder.write_batch(out, index, index % 2, np.zeros((4, 16), np.int32) + first, images)
     done = sample_folder.finish(out, {"checkpoint_sha256": "x", "settings": {}}, [])
     assert done["index"].tolist() == list(range(8))
-    assert len(storage.listdir(storage.join(out.path, "images"))) == 8 and out.listdir("images") == \
-        storage.listdir(f"{s3_root}/samples/images")
-    with np.load(storage.fetch(storage.join(out.path, "samples.npz")), allow_pickle=False) as z:
+    assert len(out.listdir("images")) == 8 and out.listdir("images") == \
+        storage.Location(f"{s3_root}/samples/images").listdir()
+    with np.load(out.fetch("samples.npz"), allow_pickle=False) as z:
         assert z["images"].shape == (8, 8, 8) and z["labels"].tolist() == [0, 1] * 4
     with pytest.raises(Exception, match="another checkpoint"):
         sample_folder.check_manifest(out, {"checkpoint_sha256": "y", "settings": {}})
@@ -100,11 +104,10 @@ def test_codebook_in_a_bucket_finds_its_vae(s3_root, tmp_path):
     local = tmp_path / "codebook.pt"
     save_codebook(local, torch.randn(4, 2), {"num_codes": 4, "name": "demo",
                                               "vae_checkpoint": os.path.join("..", "vae", "checkpoints", "best.pt")})
-    codebook = storage.join(s3_root, "codebook", "demo", "codebook.pt")
-    storage.write_bytes(codebook, local.read_bytes())
-    vae = storage.join(s3_root, "vae_demo", "checkpoints", "best.pt")
-    storage.write_bytes(vae, b"weights")
-    assert codebook_vae_path(codebook) == vae
+    bucket = storage.Location(s3_root)
+    codebook = bucket.write_bytes("codebook/demo/codebook.pt", local.read_bytes())
+    vae = bucket.write_bytes("vae_demo/checkpoints/best.pt", b"weights")
+    assert codebook_vae_path(codebook) == vae == f"{s3_root}/vae_demo/checkpoints/best.pt"
 
 
 def test_uri_root_without_a_tracking_store_is_refused(s3_root, tmp_path):
@@ -161,21 +164,21 @@ def test_a_dead_runs_bucket_staging_is_removed_and_a_live_ones_kept(s3_root, tmp
     from arplatform.outputs import publish
 
     root = storage.Root(s3_root)
-    dead = root.path(".staging", ".staging-tokenize-demo-1-dead")
-    storage.write_bytes(storage.join(dead, "codebook", "codes-00000.npy"), b"x")
+    dead = root / ".staging/.staging-tokenize-demo-1-dead"
+    dead.write_bytes("codebook/codes-00000.npy", b"x")
     time.sleep(1.5)  # the store keeps modification times to the second
     staging = tmp_path / ".staging-tokenize-demo-2-live"
     staging.mkdir()
-    assert storage.listdir(root.path(".staging")) == [os.path.basename(dead)]  # not expired yet: kept
+    assert root.listdir(".staging") == [dead.name]  # not expired yet: kept
     with publish.shared_staging(root, str(staging)) as shared:
-        assert shared == root.path(".staging", staging.name) and storage.exists(storage.join(shared, "lease.json"))
-        assert os.path.basename(dead) in storage.listdir(root.path(".staging"))
-        renewed = storage.newest_mtime(shared)
-        assert storage.newest_mtime(dead) <= renewed - 1
+        assert shared == root / f".staging/{staging.name}" and shared.exists("lease.json")
+        assert dead.name in root.listdir(".staging")
+        renewed = shared.newest_mtime()
+        assert dead.newest_mtime() <= renewed - 1
         # as a run LEASE_EXPIRES_S later would see it, had this one stopped renewing just now
         later = renewed + publish.LEASE_EXPIRES_S - 0.5
-        assert publish.remove_expired_staging(root, now=later) == [dead]
-        assert storage.listdir(root.path(".staging")) == [staging.name]
+        assert publish.remove_expired_staging(root, now=later) == [dead.path]
+        assert root.listdir(".staging") == [staging.name]
         # a driver whose own clock runs 16 minutes fast takes "now" from the store: the live lease stays (N3)
         real = time.time
         try:
@@ -183,11 +186,11 @@ def test_a_dead_runs_bucket_staging_is_removed_and_a_live_ones_kept(s3_root, tmp
             assert publish.remove_expired_staging(root) == []
         finally:
             time.time = real
-        assert storage.listdir(root.path(".staging")) == [staging.name]
-        assert not [n for n in storage.listdir(root.root) if n.startswith(".arplatform-clock")]
-    assert storage.listdir(root.path(".staging")) == []  # its own, deleted when it ended
+        assert root.listdir(".staging") == [staging.name]
+        assert not [n for n in root.listdir() if n.startswith(".arplatform-clock")]
+    assert root.listdir(".staging") == []  # its own, deleted when it ended
     with publish.shared_staging(storage.Root(tmp_path), str(staging)) as shared:
-        assert shared == str(staging)  # a local root: the local staging folder itself
+        assert shared == storage.Location(staging)  # a local root: the local staging folder itself
 
 
 @pytest.mark.slow
@@ -208,7 +211,7 @@ def test_a_checkpoint_trained_in_a_bucket_outlives_a_retokenize(s3_root, tmp_pat
                       "tracking.enabled=false"], [*tok, "data.seed=2"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    versions = [v for v in storage.listdir(storage.join(s3_root, "tokenizers", "mnist_sample"))]
+    versions = storage.Location(s3_root).listdir("tokenizers/mnist_sample")
     assert len(versions) == 2
     monkeypatch.setenv("ARPLATFORM_CACHE_DIR", str(tmp_path / "fresh"))  # a machine that saw none of it
     proc = subprocess.run([sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt",
@@ -234,9 +237,9 @@ def test_a_write_check_never_removes_a_folder_another_process_fills(tmp_path, mo
             real_mkdir(os.path.join(path, "other"))  # another trial's folder, made right then
 
     monkeypatch.setattr(storage.os, "mkdir", mkdir_then_another_process)
-    storage.check_writable(str(tmp_path / "sweep" / "trials" / "mine"), "out")
+    storage.Location(tmp_path / "sweep" / "trials" / "mine").check_writable("out")
     monkeypatch.undo()
     assert (tmp_path / "sweep" / "trials" / "other").is_dir()
     assert not (tmp_path / "sweep" / "trials" / "mine").exists()
-    storage.check_writable(str(tmp_path / "new" / "a" / "b"), "out")  # alone, as before: nothing left
+    storage.Location(tmp_path / "new" / "a" / "b").check_writable("out")  # alone, as before: nothing left
     assert not (tmp_path / "new").exists()

@@ -254,6 +254,7 @@ def test_ray_engine_on_several_nodes_needs_a_root_every_node_reaches():
     one line naming the key; a bucket root is not (`test_two_nodes.py` runs that one for real)."""
     from types import SimpleNamespace
 
+    from arplatform.outputs.storage import Location
     from arplatform.stages.tokenize import check_ray_workers
 
     two_nodes = SimpleNamespace(nodes=lambda: [{"Alive": True}, {"Alive": True}],
@@ -261,8 +262,8 @@ def test_ray_engine_on_several_nodes_needs_a_root_every_node_reaches():
     cfg = from_dict(TokenizerConfig, {"name": "m", "data": {"dataset": "mnist_sample"}, "output_root": "/tmp/x",
                                   "engine": "ray", "actors": 2})
     with pytest.raises(ConfigError, match=r"^output_root: engine=ray on 2 nodes .* bucket URI"):
-        check_ray_workers(two_nodes, cfg, "/tmp/x/.staging-x")
-    assert check_ray_workers(two_nodes, cfg, "s3://bucket/prefix/.staging/x") is False  # CPUs, no GPUs
+        check_ray_workers(two_nodes, cfg, Location("/tmp/x/.staging-x"))
+    assert check_ray_workers(two_nodes, cfg, Location("s3://bucket/prefix/.staging/x")) is False  # CPUs, no GPUs
 
 
 @pytest.mark.slow

@@ -101,7 +101,7 @@ def test_two_workers_learn_checkpoint_and_track(trained):
     state = json.loads((run / "run.json").read_text())
     assert state["status"] == "FINISHED"
     # the codebook it trained on, by path and by identity, in run.json and in every checkpoint
-    from arplatform.outputs.storage import sha256
+    from arplatform.core.io import file_sha256 as sha256
 
     codebook = os.path.realpath(os.path.join(data, "codebook.pt"))
     assert state["codebook_pt"] == codebook and state["codebook_sha256"] == sha256(codebook)

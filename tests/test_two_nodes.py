@@ -71,47 +71,47 @@ def test_pipeline_job_on_two_nodes_keeps_everything_in_the_bucket(two_nodes, s3_
 
     # the tokenizer on Ray across both nodes: its code shards published in the bucket, its staging gone
     assert "vae: Ray Train, 2 worker(s)" in submit.stdout and "encode: 2 actor(s)" in submit.stdout
-    shards = storage.listdir(storage.join(s3_root, "codebook", "mnist_sample", "shards"))
+    bucket = storage.Location(s3_root)
+    shards = bucket.listdir("codebook/mnist_sample/shards")
     assert shards and all(n.startswith(("codes-", "labels-")) for n in shards), shards
-    assert storage.listdir(storage.join(s3_root, ".staging")) == []
+    assert bucket.listdir(".staging") == []
 
     # training: a worker on each node; Ray's checkpoints, the run folder and the seed's path in the bucket
-    (run_name,) = storage.listdir(storage.join(s3_root, "transformer", "mnist_sample", "runs"))
-    run_dir = storage.join(s3_root, "transformer", "mnist_sample", "runs", run_name)
-    summary = storage.read_json_object(storage.join(run_dir, "summary.json"))
+    (run_name,) = bucket.listdir("transformer/mnist_sample/runs")
+    summary = bucket.read_json_object(f"transformer/mnist_sample/runs/{run_name}/summary.json")
     assert len(set(summary["worker_nodes"])) == 2, summary["worker_nodes"]
     from mlflow.tracking import MlflowClient  # rank 0 logged through MLFLOW_TRACKING_URI, from its node
 
     history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(summary["mlflow_run_id"], "val/loss")
     assert len(history) == 2
-    ray_run = storage.join(s3_root, "ray", run_name)
-    checkpoints = [n for n in storage.listdir(ray_run) if n.startswith("checkpoint_") and not n.endswith(".json")]
-    assert checkpoints and all(storage.isfile(storage.join(ray_run, c, "best.pt")) for c in checkpoints)
-    assert storage.isfile(storage.join(s3_root, "transformer", "mnist_sample", "checkpoints", "best.pt"))
-    assert storage.isfile(storage.join(s3_root, "codebook", "mnist_sample", "codebook.pt"))
+    ray_run = bucket / f"ray/{run_name}"
+    checkpoints = [n for n in ray_run.listdir() if n.startswith("checkpoint_") and not n.endswith(".json")]
+    assert checkpoints and all(ray_run.isfile(f"{c}/best.pt") for c in checkpoints)
+    assert bucket.isfile("transformer/mnist_sample/checkpoints/best.pt")
+    assert bucket.isfile("codebook/mnist_sample/codebook.pt")
 
     # generation: an actor on each node, every sample in the bucket
-    samples = storage.join(s3_root, "samples", "mnist_sample", run_name)
-    manifest = storage.read_json_object(storage.join(samples, "manifest.json"))
+    samples = bucket / f"samples/mnist_sample/{run_name}"
+    manifest = samples.read_json_object("manifest.json")
     assert len(set(manifest["nodes"])) == 2 and manifest["num_written"] == 20, manifest["nodes"]
-    assert len(storage.listdir(storage.join(samples, "images"))) == 20
-    quality = storage.read_json_object(storage.join(samples, "quality.json"))
+    assert len(samples.listdir("images")) == 20
+    quality = samples.read_json_object("quality.json")
     assert quality["num_samples"] == 20
-    assert storage.isfile(storage.join(s3_root, "reports", "mnist_sample", "report.html"))
+    assert bucket.isfile("reports/mnist_sample/report.html")
 
     # a fresh process on an empty cache: checkpoint, codebook and VAE come from the bucket
     fresh_env = dict(env, ARPLATFORM_CACHE_DIR=str(tmp_path / "empty-cache"))
     fresh_env.pop("RAY_AUTH_TOKEN_PATH")
     gen = subprocess.run(
         [sys.executable, "-m", "arplatform", "generate", "--transformer_ckpt",
-         storage.join(s3_root, "transformer", "mnist_sample", "checkpoints", "best.pt"), "--num_samples", "4",
-         "--engine", "local", "--out", storage.join(s3_root, "samples", "fresh")],
+         bucket.file("transformer/mnist_sample/checkpoints/best.pt"), "--num_samples", "4",
+         "--engine", "local", "--out", bucket.file("samples/fresh")],
         env=fresh_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr[-3000:]
-    fresh = storage.read_json_object(storage.join(s3_root, "samples", "fresh", "manifest.json"))
+    fresh = bucket.read_json_object("samples/fresh/manifest.json")
     # the tokenizer version the run trained on, kept in the bucket whatever a later tokenize publishes
-    version = storage.dirname(storage.dirname(fresh["codebook_pt"]))
-    assert version.startswith(storage.join(s3_root, "tokenizers", "mnist_sample") + "/")
-    assert fresh["codebook_pt"] == storage.join(version, "codebook", "codebook.pt")
-    assert fresh["vae_ckpt"] == storage.join(version, "vae", "checkpoints", "best.pt")
+    version = storage.Location(fresh["codebook_pt"]).parent.parent
+    assert version.path.startswith(bucket.file("tokenizers/mnist_sample") + "/")
+    assert fresh["codebook_pt"] == version.file("codebook/codebook.pt")
+    assert fresh["vae_ckpt"] == version.file("vae/checkpoints/best.pt")
     assert fresh["num_written"] == 4

@@ -33,27 +33,29 @@ from . import run_stage
 
 
 def stage_configs(cfg: PipelineConfig) -> tuple[TokenizerConfig, TrainJobConfig]:
-    root = storage.absolute(cfg.output_root)
+    root = storage.Location(cfg.output_root)
     tok = from_dict(TokenizerConfig, compose(cfg.tokenizer_config, [f"output_root={root}",
                                                                      *cfg.tokenizer_overrides]))
     job = from_dict(TrainJobConfig, compose(cfg.train_config, [
-        f"output_root={root}", f"data.codebook_dir={storage.join(root, 'codebook', tok.name)}",
-        *cfg.train_overrides]))
+        f"output_root={root}", f"data.codebook_dir={root.file(f'codebook/{tok.name}')}", *cfg.train_overrides]))
     return tok, job
 
 
-def _saved_config(path: str) -> dict | None:
-    if not storage.exists(path):
-        return None
-    saved = storage.read_json_object(path, DataError)
-    saved.pop("config_name", None)
+def read_json(folder: storage.Location, name: str) -> dict:
+    """The JSON object `name` in `folder`; {} when there is none."""
+    return folder.read_json_object(name, DataError) if folder.exists(name) else {}
+
+
+def _saved_config(folder: storage.Location, name: str) -> dict | None:
+    saved = read_json(folder, name) or None
+    if saved:
+        saved.pop("config_name", None)
     return saved
 
 
-def tokenizer_done(tok: TokenizerConfig) -> bool:
-    folder = storage.join(tok.output_root, "codebook", tok.name)
-    return _saved_config(storage.join(folder, "tokenizer_config.json")) == to_dict(tok) and \
-        storage.exists(storage.join(folder, "codebook.pt"))
+def tokenizer_done(tok: TokenizerConfig, root: storage.Root) -> bool:
+    folder = root / f"codebook/{tok.name}"
+    return _saved_config(folder, "tokenizer_config.json") == to_dict(tok) and folder.exists("codebook.pt")
 
 
 def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
@@ -61,24 +63,23 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     (its `sample:` section aside: sampling settings change the samples, not the training)."""
     from ..core.checkpoint import load_checkpoint
 
-    seed_path = seed_checkpoint(root, job.name)
-    published = storage.join(storage.dirname(seed_path), "published.json")
-    if not storage.exists(published):
+    seed = storage.Location(seed_checkpoint(root, job.name))
+    run_dir = read_json(seed.parent, "published.json").get("run_dir")
+    if not run_dir:
         return None
-    run_dir = storage.read_json_object(published, DataError).get("run_dir") or ""
-    saved = _saved_config(storage.join(run_dir, "config.json"))
+    run = storage.Location(run_dir)
+    saved = _saved_config(run, "config.json")
     if saved and job.optim.precision == "auto":
         saved["optim"]["precision"] = "auto"  # the run saved what `auto` resolved to on its machine
     if saved is None or {**saved, "sample": None} != {**to_dict(job), "sample": None}:
         return None
-    codebook = storage.join(job.data.codebook_dir, "codebook.pt")
+    codebook = storage.Location(job.data.codebook_dir) / "codebook.pt"
     # as the run recorded it: the real version folder (a link's target, or a bucket's version.json)
-    codebook = bucket_version(codebook) if storage.is_uri(codebook) else os.path.realpath(codebook)
-    best = storage.fetch(seed_path)
-    trained_on = load_checkpoint(best).get("train_config", {}).get("codebook_pt")
+    codebook = bucket_version(codebook) if codebook.remote else codebook.real()
+    trained_on = load_checkpoint(seed.fetch()).get("train_config", {}).get("codebook_pt")
     if trained_on != codebook:
         return None  # the tokenizer was redone since
-    return storage.read_json_object(storage.join(run_dir, "run.json"), DataError) | {"run_dir": run_dir}
+    return run.read_json_object("run.json", DataError) | {"run_dir": run_dir}
 
 
 def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, samples: str,
@@ -94,7 +95,7 @@ def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, s
     overridden = {o.split("=", 1)[0].lstrip("+").removeprefix("sample.") for o in cfg.train_overrides
                   if o.lstrip("+").startswith("sample.")}
     now = {k: v for k, v in to_dict(job.sample).items() if k in SAMPLING_KEYS}
-    trained = (load_model(storage.fetch(checkpoint))[2].get("train_config") or {}).get("sample") or {}
+    trained = (load_model(storage.Location(checkpoint).fetch())[2].get("train_config") or {}).get("sample") or {}
     explicit = {k: v for k, v in now.items() if k in overridden or (k in trained and trained[k] != v)}
     return from_dict(GenerateConfig, {
         "transformer_ckpt": checkpoint, "num_samples": cfg.num_samples, "out": samples, "output_root": root,
@@ -105,11 +106,11 @@ def parameter_count_of(root: storage.Root, name: str) -> int:
     """A published checkpoint's parameters (a run from before summaries recorded them)."""
     from ..core.checkpoint import load_model
 
-    return load_model(storage.fetch(seed_checkpoint(root, name)))[0].num_params()
+    return load_model(storage.Location(seed_checkpoint(root, name)).fetch())[0].num_params()
 
 
-def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple, run: dict, samples: str,
-                          codebook_dir: str, report: dict, times: dict) -> tuple[str, str]:
+def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple, run: dict,
+                          samples: storage.Location, report: dict, times: dict) -> tuple[str, str]:
     """reports/<name>/report.{md,html} (built in this machine's mirror of a URI root, then pushed)."""
     from ..stages.evaluate import quality_table
     from ..tracking.report import training_curve, write_report
@@ -120,11 +121,8 @@ def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple
         if run.get("tracking_uri") else None
     pictures = {"curve": curve}
     for key in ("grid", "nearest", "reconstructions"):
-        path = storage.join(samples, f"{key}.png")
-        pictures[key] = storage.fetch(path) if storage.exists(path) else None
-    tokenizer_eval = storage.join(codebook_dir, "tokenizer_eval.json")
-    summary = storage.join(run["run_dir"], "summary.json")
-    run_summary = storage.read_json_object(summary, DataError) if storage.exists(summary) else {}
+        pictures[key] = samples.fetch(f"{key}.png") if samples.exists(f"{key}.png") else None
+    run_summary = read_json(storage.Location(run["run_dir"]), "summary.json")
     runs = [f"training run {run.get('run_name')}: {run['run_dir']}", f"samples: {samples}"]
     if run.get("tracking_uri"):
         runs.append(f"MLflow run {run.get('mlflow_run_id')} in {run['tracking_uri']}: "
@@ -132,7 +130,7 @@ def write_pipeline_report(cfg: PipelineConfig, root: storage.Root, stages: tuple
     md, html = write_report(folder, {
         "name": cfg.name, "run_name": run.get("run_name"), "pictures": pictures, "quality": report,
         "quality_table": quality_table(report), "runs": runs, "times": times,
-        "tokenizer": storage.read_json_object(tokenizer_eval, DataError) if storage.exists(tokenizer_eval) else {},
+        "tokenizer": read_json(root / f"codebook/{tok.name}", "tokenizer_eval.json"),
         "best_val_loss": (run_summary.get("final") or {}).get("best_val_loss"),
         "params": (run_summary.get("model_size") or {}).get("parameters") or parameter_count_of(root, job.name),
         "config": {"pipeline": to_dict(cfg), "tokenizer": to_dict(tok), "train": to_dict(job)}})
@@ -160,33 +158,31 @@ class Stages:
         self.log(f"[{name}] done in {self.times[key]:.0f} s")
 
 
-def samples_done(cfg: PipelineConfig, gen: GenerateConfig, samples: str, log) -> bool:
+def samples_done(cfg: PipelineConfig, gen: GenerateConfig, samples: storage.Location, log) -> bool:
     """Whether the pipeline's samples folder holds what `gen` draws. A folder drawn under other
     settings, holding more than asked, or forced is emptied first (under its writer lock)."""
     from ..jobs.generation import clear_samples_folder, manifest_settings
     from ..jobs.sampling import checkpoint_sampling
 
-    manifest_path = storage.join(samples, "manifest.json")
-    manifest = storage.read_json_object(manifest_path, DataError) if storage.exists(manifest_path) else {}
+    manifest = read_json(samples, "manifest.json")
     drawn_with = checkpoint_sampling(gen.transformer_ckpt, gen.sample)  # as run_generate resolves them
     same_settings = manifest.get("settings") == manifest_settings(gen, drawn_with)  # what the folder was drawn with
     if manifest and not same_settings:  # the pipeline's own folder, drawn under other settings
         log(f"[generate] the sampling settings changed since {samples} was drawn: drawing again")
-        clear_samples_folder(samples)
+        clear_samples_folder(samples.path)
     elif manifest.get("num_written", 0) > cfg.num_samples:  # generate refuses a folder holding more
         log(f"[generate] {samples} holds {manifest['num_written']} samples, {cfg.num_samples} asked: drawing again")
-        clear_samples_folder(samples)
+        clear_samples_folder(samples.path)
     complete = (same_settings and manifest.get("num_written") == cfg.num_samples
-                and storage.exists(storage.join(samples, "samples.npz")))
+                and samples.exists("samples.npz"))
     if "generate" in cfg.force and complete:
-        clear_samples_folder(samples)
+        clear_samples_folder(samples.path)
         complete = False
     return complete
 
 
-def evaluation_done(cfg: PipelineConfig, quality: str) -> bool:
-    return "generate" not in cfg.force and storage.exists(quality) and \
-        storage.read_json_object(quality, DataError).get("num_samples") == cfg.num_samples
+def evaluation_done(cfg: PipelineConfig, samples: storage.Location) -> bool:
+    return "generate" not in cfg.force and read_json(samples, "quality.json").get("num_samples") == cfg.num_samples
 
 
 def check_stores(tok: TokenizerConfig, job: TrainJobConfig) -> None:
@@ -207,25 +203,24 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     root.check_writable("output_root")
     check_stores(tok, job)
     t0, stages = time.perf_counter(), Stages(cfg.force, log)
-    codebook_dir = root.path("codebook", tok.name)
-    stages.run("tokenize", tokenizer_done(tok), lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log),
-               codebook_dir)
+    stages.run("tokenize", tokenizer_done(tok, root),
+               lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log), root.file(f"codebook/{tok.name}"))
     redo_train = "tokenize" in cfg.force  # new codes: a new model
     stages.run("train", published_run(job, root) is not None and not redo_train,
                lambda: run_train(job, config_name=cfg.train_config, log=log), seed_checkpoint(root, job.name))
     run = published_run(job, root)
-    samples = root.path("samples", job.name, os.path.basename(run["run_dir"]))
-    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples, root.root)
-    stages.run("generate", samples_done(cfg, gen, samples, log), lambda: run_generate(gen, log=log), samples)
-    quality = storage.join(samples, "quality.json")
-    stages.run("evaluate", evaluation_done(cfg, quality), lambda: evaluate_samples(samples, root.root, log), quality)
-    report = storage.read_json_object(quality, DataError)
-    md, html = write_pipeline_report(cfg, root, (tok, job), run, samples, codebook_dir, report, stages.times)
+    samples = root / f"samples/{job.name}/{os.path.basename(run['run_dir'])}"
+    gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples.path, root.path)
+    stages.run("generate", samples_done(cfg, gen, samples, log), lambda: run_generate(gen, log=log), samples.path)
+    stages.run("evaluate", evaluation_done(cfg, samples), lambda: evaluate_samples(samples.path, root.path, log),
+               samples.file("quality.json"))
+    report = samples.read_json_object("quality.json", DataError)
+    md, html = write_pipeline_report(cfg, root, (tok, job), run, samples, report, stages.times)
     log("\n" + quality_table(report))
     log("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.times.items())
         + f"; total {time.perf_counter() - t0:.0f} s")
     log(f"report: {md}\n        {html}")
-    return {"report": md, "html": html, "quality": report, "times": stages.times, "samples": samples}
+    return {"report": md, "html": html, "quality": report, "times": stages.times, "samples": samples.path}
 
 
 def build_config(config_name: str, overrides: list[str], config_dir: str) -> PipelineConfig:

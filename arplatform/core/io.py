@@ -1,5 +1,5 @@
 """Atomic file writes: a temp file in the target's folder, then a rename. Every writer takes
-`(path, what)`, as `storage.write_json(path, obj)` does."""
+`(path, what)`, as `storage.Location.write_json` does."""
 
 from __future__ import annotations
 

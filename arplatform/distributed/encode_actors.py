@@ -42,8 +42,9 @@ class ShardEncoder:
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
         self.spec, self.device = spec, resolve_device(spec["device"])
-        self.vae = load_vae(storage.fetch(spec["vae_ckpt"]), map_location=self.device)
-        self.centres = load_codebook_file(storage.fetch(spec["codebook_pt"]))["z_medoid"].to(self.device)
+        self.vae = load_vae(storage.Location(spec["vae_ckpt"]).fetch(), map_location=self.device)
+        self.centres = load_codebook_file(storage.Location(spec["codebook_pt"]).fetch())["z_medoid"].to(self.device)
+        self.out = storage.Location(spec["out"])
         self.images = ImageReader(spec["images"])  # an array in the object store, or files decoded here
         self.labels, self.is_val = ray.get(spec["labels"]), ray.get(spec["is_val"])
 
@@ -51,7 +52,6 @@ class ShardEncoder:
         import torch
 
         from ..core.codebook import assign
-        from ..outputs import storage
 
         rows = []
         for chunk in batch["chunk"].tolist():
@@ -66,7 +66,7 @@ class ShardEncoder:
             labels = self.labels[start : start + CHUNK].astype(np.int64)
             for folder, keep in (("shards", ~val), ("val_shards", val)):
                 for kind, array in (("codes", codes[keep]), ("labels", labels[keep])):
-                    storage.write_bytes(storage.join(self.spec["out"], folder, shard_name(kind, chunk)), npy(array))
+                    self.out.write_bytes(f"{folder}/{shard_name(kind, chunk)}", npy(array))
             rows.append(n)
         return {"chunk": batch["chunk"], "rows": np.array(rows)}
 

@@ -42,15 +42,16 @@ class ImageSampler:
             torch.set_num_threads(spec["threads"])
         self.device = resolve_device(spec["device"])
         # exactly the bytes the driver checked and the manifest names (a file replaced since is refused)
-        with storage.pinned(spec["transformer_ckpt"], spec.get("transformer_sha256")) as (local, _):
+        with storage.Location(spec["transformer_ckpt"]).pinned(expected_sha256=spec.get("transformer_sha256")) as (
+                local, _):
             self.model, self.layout, ckpt = load_model(local, map_location=self.device)
         self.positions = math.prod(ckpt["grid_shape"])
-        with storage.pinned(spec["codebook_pt"], spec.get("codebook_sha256")) as (local, _):
+        with storage.Location(spec["codebook_pt"]).pinned(expected_sha256=spec.get("codebook_sha256")) as (local, _):
             self.codebook = load_codebook_file(local)
-        with storage.pinned(spec["vae_ckpt"], spec.get("vae_sha256")) as (local, _):
+        with storage.Location(spec["vae_ckpt"]).pinned(expected_sha256=spec.get("vae_sha256")) as (local, _):
             self.vae = load_vae(local, map_location=self.device)
         # the samples folder, named once in this process (none for an MLflow model: it returns its images)
-        self.out = storage.Folder(spec["out"]) if spec.get("out") else None
+        self.out = storage.Location(spec["out"]) if spec.get("out") else None
         requested = spec["sample"]["precision"]
 
         def decide() -> str:

@@ -92,7 +92,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
     log(f"sampling: {sampling_line(models['sample'], cfg.sample)}")
     check_batch_memory(cfg, models)
     labels = plan_labels(cfg, models["layout"].num_classes)
-    out = storage.Folder(cfg.out or storage.join(cfg.output_root, "samples", models["config_name"]))
+    out = storage.Location(cfg.out or storage.Location(cfg.output_root).file(f"samples/{models['config_name']}"))
     manifest = {"checkpoint": models["transformer_ckpt"],
                 "checkpoint_sha256": models["transformer_sha256"], "codebook_pt": models["codebook_pt"],
                 "codebook_sha256": models["codebook_sha256"], "vae_ckpt": models["vae_ckpt"],
@@ -102,7 +102,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
         manifest["model_uri"] = models["model_uri"]  # the MLflow model the checkpoint was downloaded from
     if out.isfile():
         raise ConfigError(f"out: {out} is a file; name a samples folder (new, or one generate wrote)")
-    storage.check_writable(out.path, "out")
+    out.check_writable("out")
     sample_folder.check_manifest(out, manifest)
     with writer_lock(out):
         # bound before its first image: a run killed mid-way leaves this manifest, and a rerun
@@ -128,7 +128,7 @@ def run_generate(cfg: GenerateConfig, log=print) -> dict:
 
 
 @contextmanager
-def writer_lock(folder: storage.Folder):
+def writer_lock(folder: storage.Location):
     """One generate run writes a local folder at a time. A bucket has no locks; two runs there
     would write the same bytes (sample i depends only on (seed, i)), and `written` keeps one copy."""
     if folder.remote:
@@ -159,9 +159,9 @@ def clear_samples_folder(out: str) -> None:
     """Empty a samples folder to draw it again (the pipeline's `force=[generate]`, new settings),
     holding its writer lock: a generate run writing it now is never cut short, the pipeline is
     refused instead."""
-    folder = storage.Folder(out)
+    folder = storage.Location(out)
     if folder.remote or not os.path.isdir(folder.path):
-        storage.remove_tree(folder.path)
+        folder.remove_tree()
         return
     with writer_lock(folder):
         for name in os.listdir(folder.path):

@@ -69,7 +69,7 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
         with open(script, "w", encoding="utf-8") as f:
             f.write(SCRIPT)
         folder = os.path.join(tmp, MODEL_DIR)
-        digests = {k: storage.sha256(files[k]) for k in FILES}
+        digests = {k: storage.Location(files[k]).sha256() for k in FILES}
         mlflow.pyfunc.save_model(
             path=folder, python_model=script, artifacts={k: files[k] for k in FILES}, signature=signature(),
             model_config={"sample": sample, "sha256": digests},
@@ -99,9 +99,10 @@ def log_training_model(job, best: str, codebook: str, uri: str, run_id: str) -> 
     from .sampling import checkpoint_sampling
 
     vae = codebook_vae_path(codebook)
-    if not vae or not storage.isfile(vae):
+    if not vae or not storage.Location(vae).isfile():
         return {"skipped": f"{codebook} names no VAE here: no images to decode into"}
-    files = {"transformer_ckpt": best, "codebook_pt": storage.fetch(codebook), "vae_ckpt": storage.fetch(vae)}
+    files = {"transformer_ckpt": best, "codebook_pt": storage.Location(codebook).fetch(),
+             "vae_ckpt": storage.Location(vae).fetch()}
     name = (job.tracking.model_name or f"arplatform-{job.name}") if job.tracking.register else None
     return log_model(uri, run_id, files, checkpoint_sampling(best), name)  # what generate draws it with
 
@@ -200,9 +201,10 @@ def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
 
     for key, path in files.items():
         expected = (recorded or {}).get(key)
-        if expected and storage.sha256(path) != expected:
+        found = storage.Location(path).sha256() if expected else None
+        if found != expected:
             raise CheckpointError(f"{model_uri}: its {os.path.basename(path)} changed since the model was logged "
-                                  f"(SHA-256 {storage.sha256(path)[:12]}…, the model records {expected[:12]}…); "
+                                  f"(SHA-256 {found[:12]}…, the model records {expected[:12]}…); "
                                   "refusing to draw from it")
 
 

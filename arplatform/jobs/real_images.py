@@ -36,7 +36,7 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     from ..jobs.sample_quality import RealData
 
     public = codebook_pt
-    folder = storage.fetch_folder(storage.dirname(codebook_pt))  # a local copy when it is in a bucket
+    folder = storage.Location(codebook_pt).parent.fetch_folder()  # a local copy when it is in a bucket
     codebook_pt = os.path.join(folder, "codebook.pt")
     paths = {n: os.path.join(folder, n) for n in ("tokenizer_config.json", "split.json", "codes.npy")}
     for name, path in paths.items():
@@ -56,7 +56,7 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     codes = load_codes(paths["codes.npy"])[0]
     pick = np.random.default_rng(0).choice(len(codes), min(recon_count, len(codes)), replace=False)
     codes = codes[np.sort(pick)]  # at random: image files are often sorted by class
-    recon = decode_codes_to_images(codes, codebook_pt, storage.fetch(codebook_vae_path(public))).numpy()
+    recon = decode_codes_to_images(codes, codebook_pt, storage.Location(codebook_vae_path(public)).fetch()).numpy()
     log(f"real data: {data.source}, {len(train_idx)} train / {len(val_idx)} held-out images; "
         f"{len(recon)} tokenizer reconstructions")
     real = RealData(data.images[train_idx], data.labels[train_idx], data.images[val_idx], data.labels[val_idx],

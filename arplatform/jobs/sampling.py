@@ -41,26 +41,30 @@ def resolve_models(cfg: GenerateConfig) -> dict:
     given as an MLflow model URI is downloaded first, then checked the same way."""
     model_uri = cfg.transformer_ckpt if mlflow_runs.is_model_uri(cfg.transformer_ckpt) else None
     cfg, recorded = model_files(cfg)
-    ckpt_path = storage.absolute(cfg.transformer_ckpt)
-    if not storage.isfile(ckpt_path):
+    ckpt_file = storage.Location(cfg.transformer_ckpt)
+    ckpt_path = ckpt_file.path
+    if not ckpt_file.isfile():
         raise CheckpointError(f"{ckpt_path}: transformer checkpoint not found (train one, or pass --transformer_ckpt)")
-    with storage.pinned(ckpt_path) as (local, ckpt_sha):
+    with ckpt_file.pinned() as (local, ckpt_sha):
         model, layout, ckpt = load_model(local)
     trained = ckpt.get("train_config") or {}
     codebook_pt = cfg.codebook_pt or trained_codebook(trained)
     if not codebook_pt:
         raise ConfigError(f"{ckpt_path}: the checkpoint names no codebook; pass --codebook_pt")
-    codebook_pt = storage.absolute(codebook_pt)
-    if not storage.isfile(codebook_pt):
+    codebook_file = storage.Location(codebook_pt)
+    codebook_pt = codebook_file.path
+    if not codebook_file.isfile():
         raise CheckpointError(f"{codebook_pt}: codebook not found (pass --codebook_pt)")
-    with storage.pinned(codebook_pt) as (local, codebook_sha):
+    with codebook_file.pinned() as (local, codebook_sha):
         codebook = load_codebook_file(local)
-    vae_ckpt = storage.absolute(cfg.vae_ckpt) if cfg.vae_ckpt else codebook_vae_path(codebook_pt, codebook)
+    vae_ckpt = cfg.vae_ckpt or codebook_vae_path(codebook_pt, codebook)
     if not vae_ckpt:
         raise ConfigError(f"{codebook_pt}: the codebook names no VAE; pass --vae_ckpt")
-    if not storage.isfile(vae_ckpt):
+    vae_file = storage.Location(vae_ckpt)
+    vae_ckpt = vae_file.path
+    if not vae_file.isfile():
         raise CheckpointError(f"{vae_ckpt}: VAE checkpoint not found (pass --vae_ckpt)")
-    with storage.pinned(vae_ckpt) as (local, vae_sha):
+    with vae_file.pinned() as (local, vae_sha):
         vae = load_vae(local)
     if not cfg.allow_mismatch:
         check_identity("codebook", codebook_pt, codebook_sha, trained.get("codebook_sha256"), ckpt_path)
@@ -122,7 +126,7 @@ def resolve_sampling(own: dict, tuned: dict, explicit: dict) -> dict:
 def checkpoint_sampling(checkpoint: str, explicit: dict | None = None, sampled: str | None = None) -> dict:
     """`resolve_sampling` for a checkpoint file: its own settings, its sampler.json (tuned on
     `sampled`, default the checkpoint itself), then `explicit`."""
-    _, _, ckpt = load_model(storage.fetch(checkpoint))
+    _, _, ckpt = load_model(storage.Location(checkpoint).fetch())
     own = (ckpt.get("train_config") or {}).get("sample") or {}
     return resolve_sampling(own, tuned_sampler_settings(checkpoint, sampled), explicit or {})
 
@@ -139,7 +143,7 @@ def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
         return {}
     path, settings = tuned["path"], tuned["sample"]
     target = sampled or checkpoint
-    if tuned["checkpoint_sha256"] != storage.sha256(target):
+    if tuned["checkpoint_sha256"] != storage.Location(target).sha256():
         print(f"note: {path} was tuned on another checkpoint than {target}; its settings are not used",
               file=sys.stderr, flush=True)
         return {}
@@ -151,12 +155,11 @@ def read_sampler_file(checkpoint: str) -> dict:
     `sample` holds only sampler keys with values a `sample:` section allows. A training job checks
     it before it starts, so a damaged file stops it in one line, not after training."""
     from ..config import check_sampling
-    from ..core.io import read_json_object
-
-    path = storage.join(storage.dirname(storage.absolute(checkpoint)), "sampler.json")
-    if not storage.exists(path):
+    folder = storage.Location(checkpoint).parent
+    path = folder.file("sampler.json")
+    if not folder.exists("sampler.json"):
         return {}
-    tuned = read_json_object(storage.fetch(path), DataError)
+    tuned = folder.read_json_object("sampler.json", DataError)
     settings = tuned.get("sample")
     try:
         check_sampling(settings)

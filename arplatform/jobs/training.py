@@ -30,29 +30,27 @@ def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
     files = resolve_files(data)
     facts = preflight(data, files)
     if job.data.codebook:
-        public = job.data.codebook
+        public = storage.Location(job.data.codebook)
     elif files.codebook and job.data.codebook_dir:
-        public = storage.join(job.data.codebook_dir, "codebook.pt")
+        public = storage.Location(job.data.codebook_dir) / "codebook.pt"
     else:
         public = None
-    if public and storage.is_uri(public):  # (a local path stays the one preflight resolved)
+    if public and public.remote:  # (a local path stays the one preflight resolved)
         facts = dataclasses.replace(facts, codebook_pt=bucket_version(public))
     return files, codebook_identity(files, facts)
 
 
-def bucket_version(codebook_pt: str) -> str:
+def bucket_version(codebook_pt: storage.Location) -> str:
     """A bucket's published codebook.pt by the version it is a copy of (`version.json` beside it,
     written by the tokenizer): that file is never overwritten, so the checkpoint names one a
     later tokenize cannot replace. Without one, the path as it is."""
     from ..outputs.publish import VERSION_FILE
 
-    folder = storage.dirname(codebook_pt)
-    marker = storage.join(folder, VERSION_FILE)
-    if not storage.exists(marker):
-        return codebook_pt
-    version = storage.read_json_object(marker, DataError).get("version")
-    root = storage.dirname(storage.dirname(folder))  # <root>/codebook/<name>
-    return storage.join(root, version, "codebook", "codebook.pt") if isinstance(version, str) else codebook_pt
+    folder = codebook_pt.parent  # <root>/codebook/<name>
+    if not folder.exists(VERSION_FILE):
+        return codebook_pt.path
+    version = folder.read_json_object(VERSION_FILE, DataError).get("version")
+    return folder.file(f"../../{version}/codebook/codebook.pt") if isinstance(version, str) else codebook_pt.path
 
 
 def codebook_identity(files: CodeFiles, facts: DataFacts) -> DataFacts:
@@ -64,22 +62,24 @@ def codebook_identity(files: CodeFiles, facts: DataFacts) -> DataFacts:
     if not files.codebook:
         return facts
     vae = codebook_vae_path(files.codebook, load_codebook_file(files.codebook))
-    return dataclasses.replace(facts, codebook_sha256=storage.sha256(files.codebook),
-                               vae_sha256=storage.sha256(vae) if vae and storage.isfile(vae) else None)
+    vae = storage.Location(vae) if vae else None
+    return dataclasses.replace(facts, codebook_sha256=storage.Location(files.codebook).sha256(),
+                               vae_sha256=vae.sha256() if vae and vae.isfile() else None)
 
 
 def local_data(data):
-    """The data section with every URI replaced by a local copy (`storage.fetch`)."""
+    """The data section with every URI replaced by a local copy (`Location.fetch`)."""
     changes = {}
     for key in ("codes", "labels", "val_codes", "val_labels", "codebook"):
         value = getattr(data, key)
-        if value and storage.is_uri(value):
-            changes[key] = storage.fetch(value)
-    if data.codebook_dir and storage.is_uri(data.codebook_dir):
-        if not storage.isfile(storage.join(data.codebook_dir, "codebook.pt")):  # uploaded last by the tokenizer
+        if value and storage.Location(value).remote:
+            changes[key] = storage.Location(value).fetch()
+    folder = storage.Location(data.codebook_dir) if data.codebook_dir else None
+    if folder and folder.remote:
+        if not folder.isfile("codebook.pt"):  # uploaded last by the tokenizer
             raise DataError(f"{data.codebook_dir}: no codebook.pt, so not a finished tokenizer output "
                             "(run arplatform tokenize first)")
-        changes["codebook_dir"] = storage.fetch_folder(data.codebook_dir)
+        changes["codebook_dir"] = folder.fetch_folder()
     return dataclasses.replace(data, **changes) if changes else data
 
 
@@ -103,7 +103,7 @@ def own_copy(run: runs.Run, checkpoint):
     copied or moved output root they still name the original's files. Checked are the bytes here."""
     from ray.train import Checkpoint
 
-    if storage.is_uri(run.ray_path):
+    if storage.Location(run.ray_path).remote:
         return checkpoint
     here = os.path.join(run.ray_path, os.path.basename(checkpoint.path.rstrip("/")))
     return Checkpoint(here) if os.path.isdir(here) and here != checkpoint.path else checkpoint
@@ -171,11 +171,11 @@ def training_dataset(files: CodeFiles, facts: DataFacts, root: storage.Root) -> 
     paths = [*files.codes, *(files.labels or []), *(files.val_codes or []), *(files.val_labels or [])]
     h = hashlib.sha256()
     for path in paths:
-        h.update(f"{os.path.basename(path)} {storage.sha256(path)} ".encode())
+        h.update(f"{os.path.basename(path)} {storage.Location(path).sha256()} ".encode())
     h.update(str(facts.codebook_sha256).encode())
     version = tokenizer_version(facts.codebook_pt)
     folder = os.path.dirname(files.codes[0]) if len(files.codes) > 1 or not facts.codebook_pt else \
-        storage.dirname(facts.codebook_pt)
+        storage.Location(facts.codebook_pt).parent.path
     name = f"codes of tokenizer {version}" if version else f"codes {os.path.basename(folder.rstrip('/'))}"
     return {"name": name, "digest": h.hexdigest()[:32], "source": root.shared_name(folder),
             "profile": {"train_sequences": facts.num_train, "val_sequences": facts.num_val, "files": len(paths)},
@@ -187,7 +187,7 @@ def tokenizer_version(codebook_pt: str | None) -> str | None:
     <version>/codebook/codebook.pt`), else None (codes made outside the tokenizer)."""
     if not codebook_pt:
         return None
-    parts = storage.real_path(codebook_pt).split("/")
+    parts = storage.Location(codebook_pt).real().split("/")
     if len(parts) >= 5 and parts[-5] == "tokenizers" and parts[-2] == "codebook":
         return f"{parts[-4]}/{parts[-3]}"
     return None

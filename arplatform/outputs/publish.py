@@ -188,7 +188,7 @@ def pin_version(codebook_pt: str | None, run_state: str, log=print) -> None:
     version itself (`<version>/pins/<run>.json`, naming the run's run.json): `prune_versions` keeps
     a version any existing run claims, whatever output root that run writes to (a sweep's
     `train.output_root`, a job submitted with its own root)."""
-    if not codebook_pt or storage.is_uri(codebook_pt):
+    if not codebook_pt or storage.Location(codebook_pt).remote:
         return
     version = os.path.dirname(os.path.dirname(os.path.realpath(codebook_pt)))
     if os.path.basename(os.path.dirname(os.path.dirname(version))) != "tokenizers":
@@ -275,20 +275,18 @@ def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None
     own folder, so it resolves from any working directory; absolute paths are kept. Where that
     file is missing (a copy of the published folders, as in a bucket, has no version folders),
     the published layout's `<root>/vae_<name>/checkpoints/best.pt` beside `<root>/codebook/<name>`."""
-    codebook = codebook if codebook is not None else load_codebook_file(storage.fetch(codebook_path))
+    codebook_file = storage.Location(codebook_path)
+    codebook = codebook if codebook is not None else load_codebook_file(codebook_file.fetch())
     config = codebook.get("config", {})
     path = config.get("vae_checkpoint")
     if not isinstance(path, str) or not path:
         return None
     if os.path.isabs(path) or storage.is_uri(path):
         return path
-    codebook_path = os.fspath(codebook_path)
     # realpath first: the codebook folder may be a link into a versioned tokenizer output
-    folder = storage.dirname(storage.real_path(codebook_path))
-    candidate = storage.normpath(storage.join(folder, path))
-    published = storage.join(storage.dirname(codebook_path), "..", "..", f"vae_{config.get('name')}", "checkpoints",
-                             "best.pt")
-    if not storage.exists(candidate) and config.get("name") and storage.exists(published):
+    candidate = storage.Location(codebook_file.real()).parent.file(path.replace(os.sep, "/"))
+    published = codebook_file.parent.file(f"../../vae_{config.get('name')}/checkpoints/best.pt")
+    if config.get("name") and not storage.Location(candidate).exists() and storage.Location(published).exists():
         return published
     return candidate
 
@@ -309,10 +307,10 @@ def shared_staging(root: storage.Root, staging: str, log=print):
     the next run on the root deletes staging folders nothing was written to for LEASE_EXPIRES_S
     (on any host: the times compared are the store's)."""
     if not root.remote:
-        yield staging
+        yield storage.Location(staging)
         return
     remove_expired_staging(root, log)
-    shared = root.path(".staging", os.path.basename(staging))
+    shared = root / f".staging/{os.path.basename(staging)}"
     stop = threading.Event()
 
     def renew():
@@ -331,15 +329,14 @@ def shared_staging(root: storage.Root, staging: str, log=print):
         stop.set()
         renewer.join()
         try:  # a failure to delete it never hides the job's own error
-            if storage.exists(shared):
-                storage.remove_tree(shared)
+            if shared.exists():
+                shared.remove_tree()
         except StorageError as e:
             log(f"warning: {shared} was not deleted ({e}); nothing reads it, and a later run removes it")
 
 
-def write_lease(shared: str) -> None:
-    storage.write_json(storage.join(shared, "lease.json"),
-                       {"host": socket.gethostname(), "pid": os.getpid(), "renewed": time.time()})
+def write_lease(shared: storage.Location) -> None:
+    shared.write_json("lease.json", {"host": socket.gethostname(), "pid": os.getpid(), "renewed": time.time()})
 
 
 def remove_expired_staging(root: storage.Root, log=print, expires_s: float = LEASE_EXPIRES_S,
@@ -348,14 +345,14 @@ def remove_expired_staging(root: storage.Root, log=print, expires_s: float = LEA
     (their run's driver died; a live one renews its lease); returns what was deleted. "Now" is
     the store's clock (a probe object's modification time), never this host's: a driver whose
     clock runs fast must not take a live run's lease for an old one."""
-    now = storage.store_time(root.root) if now is None else now
+    now = root.store_time() if now is None else now
     removed = []
-    for name in storage.listdir(root.path(".staging")):
-        folder = root.path(".staging", name)
-        newest = storage.newest_mtime(folder)
+    for name in root.listdir(".staging"):
+        folder = root / f".staging/{name}"
+        newest = folder.newest_mtime()
         if newest is None or newest < now - expires_s:
-            storage.remove_tree(folder)
-            removed.append(folder)
+            folder.remove_tree()
+            removed.append(folder.path)
             log(f"removed {folder}: a staging folder no run has written to for {expires_s / 60:.0f} min "
                 "(its driver was stopped mid-run)")
     return removed

@@ -49,7 +49,7 @@ class Run:
 
     @property
     def ray_path(self) -> str:
-        return storage.join(self.ray_storage, self.name)
+        return storage.Location(self.ray_storage).file(self.name)
 
     @property
     def state_path(self) -> str:
@@ -66,7 +66,7 @@ def config_dir(root: storage.Root, config: str) -> str:
 def seed_checkpoint(root: storage.Root, config: str) -> str:
     """The seed's path, `<output_root>/transformer/<config>/checkpoints/best.pt`: the best checkpoint
     of the config's latest finished run (`publish_best`); a URI for a bucket root."""
-    return root.path("transformer", config, "checkpoints", "best.pt")
+    return root.file(f"transformer/{config}/checkpoints/best.pt")
 
 
 # -- the record of a run or a sweep: one JSON file (run.json, sweep.json) with its state ----------
@@ -108,8 +108,8 @@ def new_run(root: storage.Root, config: str, run_name: str | None = None) -> Run
     """Create a fresh run folder; its name is unique (`<config>-<time>-<random>`) unless given."""
     base = config_dir(root, config)
     name = run_name or unique_name(config)
-    run = Run(name, base, os.path.join(base, "runs", name), root.path("ray"))
-    if storage.exists(run.ray_path):
+    run = Run(name, base, os.path.join(base, "runs", name), root.file("ray"))
+    if root.exists(f"ray/{name}"):
         raise RunStateError(f"{run.ray_path}: run {name!r} exists; pass resume=true to continue it, "
                             "or another run_name")
     os.makedirs(os.path.dirname(run.dir), exist_ok=True)
@@ -128,7 +128,7 @@ def find_run(root: storage.Root, config: str, run_name: str | None = None) -> Ru
     base = config_dir(root, config)
     runs_dir = os.path.join(base, "runs")
     names = [run_name] if run_name else sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
-    found = [Run(n, base, os.path.join(runs_dir, n), root.path("ray"), resumed=True) for n in names]
+    found = [Run(n, base, os.path.join(runs_dir, n), root.file("ray"), resumed=True) for n in names]
     found = [r for r in found if os.path.exists(r.state_path)]
     what = f"run {run_name!r}" if run_name else "no earlier run"
     return latest_started(found, runs_dir, f"config {config!r} has {what}")

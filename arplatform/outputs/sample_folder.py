@@ -19,7 +19,7 @@ an index file. Rerunning the same command skips those; a batch cut short leaves 
 index file and is drawn again (its files are replaced atomically), so nothing is
 redone twice and nothing is duplicated.
 
-The folder is a `storage.Folder`: a local folder or a URI, every file written whole
+The folder is a `storage.Location`: a local folder or a URI, every file written whole
 from whichever node's actor drew the batch; the functions here name files inside it.
 """
 
@@ -44,7 +44,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def load_npy(folder: storage.Folder, name: str) -> np.ndarray:
+def load_npy(folder: storage.Location, name: str) -> np.ndarray:
     return np.load(io.BytesIO(folder.read_bytes(name)), allow_pickle=False)
 
 
@@ -55,7 +55,7 @@ def image_name(index: int) -> str:
 FORMATS = ("png", "tar", "npz")
 
 
-def write_batch(out: storage.Folder, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray,
+def write_batch(out: storage.Location, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray,
                 fmt: str = "png") -> None:
     """One batch's images (images: (B, H, W, C) uint8) in `fmt`, then its codes and labels, then
     its index file (the completion mark)."""
@@ -87,7 +87,7 @@ def tar_bytes(index: np.ndarray, images: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def batch_positions(out: storage.Folder) -> dict[int, tuple[str, int]]:
+def batch_positions(out: storage.Location) -> dict[int, tuple[str, int]]:
     """Sample index → (its batch's tag, its position in the batch), from the index files."""
     where = {}
     for name in out.listdir("codes"):
@@ -97,7 +97,7 @@ def batch_positions(out: storage.Folder) -> dict[int, tuple[str, int]]:
     return where
 
 
-def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, where: dict | None = None, size: int = 1024):
+def image_batches(out: storage.Location, index: np.ndarray, fmt: str, where: dict | None = None, size: int = 1024):
     """The images of `index`, `size` at a time in its order, whatever format the folder holds them
     in: a batch file is read when its first image is needed and dropped after its last, so a
     reader of any number of samples holds one batch file and one output chunk. `where`
@@ -132,12 +132,12 @@ def image_batches(out: storage.Folder, index: np.ndarray, fmt: str, where: dict 
         yield np.stack(chunk)
 
 
-def read_images(out: storage.Folder, index: np.ndarray, fmt: str, where: dict | None = None) -> np.ndarray:
+def read_images(out: storage.Location, index: np.ndarray, fmt: str, where: dict | None = None) -> np.ndarray:
     """The images of `index` in one array (a few: the grid's)."""
     return np.concatenate(list(image_batches(out, index, fmt, where)))
 
 
-def written(out: storage.Folder) -> dict[str, np.ndarray]:
+def written(out: storage.Location) -> dict[str, np.ndarray]:
     """Every complete batch, merged and sorted by index: {"index", "labels", "codes"}."""
     parts = []
     for name in out.listdir("codes"):
@@ -161,7 +161,7 @@ def written(out: storage.Folder) -> dict[str, np.ndarray]:
             "codes": np.concatenate([p[2] for p in parts])[keep]}
 
 
-def check_manifest(out: storage.Folder, manifest: dict) -> None:
+def check_manifest(out: storage.Location, manifest: dict) -> None:
     """A folder holds one checkpoint's samples under one setting; more samples may be added."""
     if not out.exists(MANIFEST):
         return
@@ -173,7 +173,7 @@ def check_manifest(out: storage.Folder, manifest: dict) -> None:
     check_precision(out, manifest["precision"])
 
 
-def check_precision(out: storage.Folder, requested: str) -> str | None:
+def check_precision(out: storage.Location, requested: str) -> str | None:
     """The precision the folder is drawn in (None: no image yet); an explicit other one is refused."""
     if not out.exists(PRECISION):
         return None
@@ -184,7 +184,7 @@ def check_precision(out: storage.Folder, requested: str) -> str | None:
     return held
 
 
-def bound_precision(out: storage.Folder, requested: str, decide) -> str:
+def bound_precision(out: storage.Location, requested: str, decide) -> str:
     """The precision a sampler draws this folder in: the folder's own once one sampler chose it
     (other actors, a resumed run: bf16 and fp32 images never mix, even where `auto` would now
     decide otherwise); else `requested`, `auto` being `decide()`, written down for the others."""
@@ -196,7 +196,7 @@ def bound_precision(out: storage.Folder, requested: str, decide) -> str:
     return chosen
 
 
-def bind(out: storage.Folder, manifest: dict, num_samples: int) -> None:
+def bind(out: storage.Location, manifest: dict, num_samples: int) -> None:
     """Check the folder again under its writer lock, refuse a smaller --num_samples than it
     already holds (its samples.npz would hold more than asked), and write the manifest's
     identity part (checkpoint, its SHA-256, settings) before any batch is drawn."""
@@ -211,7 +211,7 @@ def bind(out: storage.Folder, manifest: dict, num_samples: int) -> None:
         out.write_json(MANIFEST, dict(manifest, num_written=0, samples=[]))
 
 
-def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: int = 10, fmt: str = "png") -> dict:
+def finish(out: storage.Location, manifest: dict, samples: list[dict], columns: int = 10, fmt: str = "png") -> dict:
     """samples.npz, grid.png and manifest.json from every written batch."""
     from ..data.images import make_grid
 
@@ -228,7 +228,7 @@ def finish(out: storage.Folder, manifest: dict, samples: list[dict], columns: in
     return done
 
 
-def write_samples_npz(f, out: storage.Folder, done: dict, fmt: str, where: dict | None = None) -> None:
+def write_samples_npz(f, out: storage.Location, done: dict, fmt: str, where: dict | None = None) -> None:
     """samples.npz into the file object `f`, what `np.load` reads: the images (and `arr_0`, the
     field's layout of them) streamed a chunk at a time from the batch files, never whole (one
     pass over them per member: a zip writes its members one after another)."""

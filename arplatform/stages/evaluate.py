@@ -68,7 +68,7 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
 # Sample quality
 
 
-def read_samples(samples: storage.Folder) -> tuple[dict, np.ndarray, np.ndarray]:
+def read_samples(samples: storage.Location) -> tuple[dict, np.ndarray, np.ndarray]:
     """The manifest, images and labels of a samples folder `arplatform generate` wrote, each
     checked: anything else is one line naming the file."""
     manifest = samples.read_json_object("manifest.json", DataError)
@@ -104,7 +104,7 @@ def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=pri
         pictures,
     )
 
-    samples = storage.Folder(samples_dir)
+    samples = storage.Location(samples_dir)
     manifest, images, labels = read_samples(samples)
     npz_path = samples.file("samples.npz")
     images = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
@@ -150,19 +150,19 @@ def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
     published since): the run published.json names, the checkpoint's own run, then every run of
     its config. A run's run.json records its best.pt's SHA-256 (`best_sha256`); an older run's
     best.pt is hashed."""
-    ckpt_dir = storage.dirname(storage.absolute(checkpoint))
-    published = storage.join(ckpt_dir, "published.json")
-    candidates = [storage.read_json_object(published, DataError).get("run_dir")] if storage.exists(published) else []
-    candidates.append(storage.dirname(ckpt_dir))
-    runs_dir = storage.join(storage.dirname(ckpt_dir), "runs")
-    if storage.exists(runs_dir):
-        candidates += [storage.join(runs_dir, name) for name in sorted(storage.listdir(runs_dir), reverse=True)]
+    ckpt_dir = storage.Location(checkpoint).parent
+    published = ckpt_dir.exists("published.json") and ckpt_dir.read_json_object("published.json", DataError)
+    candidates = [published.get("run_dir")] if published else []
+    candidates.append(ckpt_dir.parent.path)
+    runs_dir = ckpt_dir.parent / "runs"
+    candidates += [runs_dir.file(name) for name in sorted(runs_dir.listdir(), reverse=True)]
     for run_dir in dict.fromkeys(c for c in candidates if c):
-        state_path, best = storage.join(run_dir, "run.json"), storage.join(run_dir, "checkpoints", "best.pt")
-        if not storage.exists(state_path):
+        run = storage.Location(run_dir)
+        if not run.exists("run.json"):
             continue
-        state = storage.read_json_object(state_path, DataError)
-        recorded = state.get("best_sha256") or (storage.sha256(best) if storage.isfile(best) else None)
+        state = run.read_json_object("run.json", DataError)
+        best = "checkpoints/best.pt"
+        recorded = state.get("best_sha256") or (run.sha256(best) if run.isfile(best) else None)
         if recorded == checkpoint_sha256:
             return dict(state, run_dir=run_dir)
     return None
@@ -180,9 +180,10 @@ def checkpoint_of(manifest: dict, log):
     for path in (manifest["checkpoint"], "run"):
         if path == "run":
             state = training_run_of(manifest["checkpoint"], sha)
-            path = storage.join(state["run_dir"], "checkpoints", "best.pt") if state and state.get("run_dir") else None
-        if path and storage.isfile(path) and storage.sha256(path) == sha:
-            with storage.pinned(path, sha) as (local, _):
+            path = state and state.get("run_dir") and storage.Location(state["run_dir"]).file("checkpoints/best.pt")
+        checkpoint = storage.Location(path) if path else None
+        if checkpoint and checkpoint.isfile() and checkpoint.sha256() == sha:
+            with checkpoint.pinned(expected_sha256=sha) as (local, _):
                 return load_model(local)
     log(f"{manifest['checkpoint']}: no longer the checkpoint these samples were drawn with (SHA-256 {sha[:12]}…), "
         "and no training run keeps it: held-out bits per code not computed")
@@ -194,15 +195,16 @@ def tokenizer_codebook(manifest: dict, ckpt: dict | None) -> str:
     codes are the real data): the manifest's own where it sits in one; for an MLflow model's lone
     copy, the codebook the checkpoint was trained on, where that file holds the same bytes."""
     path = manifest["codebook_pt"]
-    if storage.exists(storage.join(storage.dirname(path), "tokenizer_config.json")):
+    if storage.Location(path).parent.exists("tokenizer_config.json"):
         return path
     trained = ((ckpt or {}).get("train_config") or {}).get("codebook_pt")
-    if trained and storage.isfile(trained) and storage.sha256(trained) == manifest.get("codebook_sha256"):
+    trained_file = storage.Location(trained) if trained else None
+    if trained_file and trained_file.isfile() and trained_file.sha256() == manifest.get("codebook_sha256"):
         return trained
     return path  # real_data names what is missing
 
 
-def log_to_training_run(manifest: dict, report: dict, samples: storage.Folder, log) -> None:
+def log_to_training_run(manifest: dict, report: dict, samples: storage.Location, log) -> None:
     """The metrics go to the MLflow run that trained the checkpoint the samples were drawn with."""
     from ..tracking import mlflow_runs
 

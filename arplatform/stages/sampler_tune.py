@@ -65,8 +65,8 @@ def sweep_models(cfg: SamplerSweepConfig) -> tuple:
     from ..jobs.sampling import resolve_models
 
     for key in ("output_root", "transformer_ckpt"):
-        storage.local_only(getattr(cfg, key), key, "the sampler sweep reads and writes local files only (copy the "
-                           "checkpoint, or run it on the head with a local output_root)")
+        storage.Location(getattr(cfg, key)).local_only(key, "the sampler sweep reads and writes local files only (copy "
+                                                      "the checkpoint, or run it on the head with a local output_root)")
     gen = from_dict(GenerateConfig, {"transformer_ckpt": os.path.abspath(cfg.transformer_ckpt),
                                      "num_samples": cfg.num_samples, "seed": cfg.seed,
                                      "output_root": os.path.abspath(cfg.output_root)})
@@ -153,6 +153,7 @@ def write_sampler_settings(checkpoint: str, swept: dict, best: dict, sweep_dir: 
 
     path = os.path.join(os.path.dirname(checkpoint), SAMPLER_FILE)
     settings = tuned_sampler_settings(checkpoint) | swept
-    save_json(path, {"sample": settings, "tuned_on": checkpoint, "checkpoint_sha256": storage.sha256(checkpoint),
-                     "frechet": best["frechet"], "accuracy": best["accuracy"], "sweep": sweep_dir})
+    save_json(path, {"sample": settings, "tuned_on": checkpoint, "frechet": best["frechet"],
+                     "checkpoint_sha256": storage.Location(checkpoint).sha256(), "accuracy": best["accuracy"],
+                     "sweep": sweep_dir})
     return path

@@ -93,13 +93,13 @@ def train_vae(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, ckpt_dir: st
     return load_vae(os.path.join(ckpt_dir, "best.pt"), map_location=device)
 
 
-def check_ray_workers(ray, cfg: TokenizerConfig, shared: str) -> bool:
+def check_ray_workers(ray, cfg: TokenizerConfig, shared: storage.Location) -> bool:
     """engine=ray on this cluster: a `shared` staging folder every node reaches, and room for the
     workers; whether they get GPUs."""
     from ..core.budget import check_fits, gets_gpus
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and not storage.is_uri(shared):
+    if len(nodes) > 1 and not shared.remote:
         raise ConfigError(f"output_root: engine=ray on {len(nodes)} nodes writes the VAE's checkpoints and the code "
                           f"shards where every node reaches them, and {cfg.output_root} is this machine's disk: set "
                           "output_root to a bucket URI (s3://…), or tokenize on one node")
@@ -114,7 +114,8 @@ def check_ray_workers(ray, cfg: TokenizerConfig, shared: str) -> bool:
     return use_gpu
 
 
-def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, shared: str, log) -> VAE:
+def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, shared: storage.Location,
+                     log) -> VAE:
     """engine=ray: the VAE data-parallel on Ray Train, `actors` workers (one GPU each where the
     cluster has GPUs, else `cpus_per_actor` CPUs), Ray's checkpoints in `shared` (the staging
     folder, or its place in the bucket: every node reaches it); best.pt into the staging folder."""
@@ -152,14 +153,14 @@ def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, stagi
         vae_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=cfg.actors, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": cfg.cpus_per_actor}),
-        run_config=RunConfig(name="vae", storage_path=storage.join(shared, "ray"),
+        run_config=RunConfig(name="vae", storage_path=shared.file("ray"),
                              failure_config=FailureConfig(max_failures=2, controller_failure_limit=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              logging_config=LoggingConfig(log_level="WARNING")))
     result = trainer.fit()
     ckpt_dir = os.path.join(staging, "vae", "checkpoints")
     copy_checkpoint_files(result.checkpoint, ckpt_dir)
-    storage.remove_tree(storage.join(shared, "ray"))  # Ray's copies: not part of the version
+    shared.remove_tree("ray")  # Ray's copies: not part of the version
     return load_vae(os.path.join(ckpt_dir, "best.pt"))
 
 
@@ -211,7 +212,7 @@ def pretrained_vq(cfg: TokenizerConfig, data: ImageSet | ImageFiles, staging: st
     encoding actors read it there), and its codebook: nothing is trained or fitted."""
     c, h, _ = data.shape
     vq = load_llamagen_vq(cfg.vq.checkpoint, cfg.vq.model_config(h, c))  # (vq.sha256: checked by run_tokenize)
-    source = {"checkpoint": os.path.abspath(cfg.vq.checkpoint), "sha256": storage.sha256(cfg.vq.checkpoint)}
+    source = {"checkpoint": os.path.abspath(cfg.vq.checkpoint), "sha256": storage.Location(cfg.vq.checkpoint).sha256()}
     save_checkpoint(os.path.join(staging, "vae", "checkpoints", "best.pt"), vq, kind="vq",
                     grid_shape=(vq.config.grid_size,) * 2, train_config={"tokenizer": to_dict(cfg), "source": source})
     log(f"vq: {cfg.vq.checkpoint} (SHA-256 {source['sha256'][:12]}…): K={vq.config.codebook_size} codes of "
@@ -219,7 +220,7 @@ def pretrained_vq(cfg: TokenizerConfig, data: ImageSet | ImageFiles, staging: st
     return vq, KMeansResult(vq.quantize.codebook().detach().float().clone(), 0.0, 0)
 
 
-def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: ImageSet, val_idx: np.ndarray,
+def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: storage.Location, km, data: ImageSet, val_idx: np.ndarray,
                  log) -> TokenizedCodes:
     """engine=ray: Ray Data actors encode every image and write the code shards of the codebook
     folder into `shared` (`distributed/encode_actors.py`), reading the VAE and the codebook from
@@ -232,11 +233,12 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: Imag
 
     fitted = save_codebook(os.path.join(staging, "fitted-codebook.pt"), km.centres.cpu(), {})  # for the actors
     vae_ckpt = os.path.join(staging, "vae", "checkpoints", "best.pt")
-    spec = {"vae_ckpt": storage.join(shared, "vae", "checkpoints", "best.pt"),
-            "codebook_pt": storage.join(shared, "fitted-codebook.pt"), "out": storage.join(shared, "codebook")}
-    if shared != staging:  # a bucket: the actors on every node fetch them from there
-        storage.write_bytes(spec["vae_ckpt"], storage.read_bytes(vae_ckpt))
-        storage.write_bytes(spec["codebook_pt"], storage.read_bytes(fitted))
+    here = storage.Location(staging)
+    spec = {"vae_ckpt": shared.file("vae/checkpoints/best.pt"),
+            "codebook_pt": shared.file("fitted-codebook.pt"), "out": shared.file("codebook")}
+    if shared.remote:  # a bucket: the actors on every node fetch them from there
+        for name in ("vae/checkpoints/best.pt", "fitted-codebook.pt"):
+            shared.write_bytes(name, here.read_bytes(name))
     is_val = np.zeros(len(data), dtype=bool)
     is_val[val_idx] = True
     ray = init_ray()
@@ -247,11 +249,10 @@ def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: str, km, data: Imag
     encode_on_actors(ray, cfg, spec, len(data), memory, log)
     os.remove(fitted)
     local = os.path.join(staging, "codebook")
-    if shared != staging:  # in a bucket: into the staging folder, a shard at a time
+    if shared.remote:  # in a bucket: into the staging folder, a shard at a time
         for folder in ("shards", "val_shards"):
-            for name in storage.listdir(storage.join(spec["out"], folder)):
-                storage.write_bytes(os.path.join(local, folder, name),
-                                    storage.read_bytes(storage.join(spec["out"], folder, name)))
+            for name in shared.listdir(f"codebook/{folder}"):
+                here.write_bytes(f"codebook/{folder}/{name}", shared.read_bytes(f"codebook/{folder}/{name}"))
     return TokenizedCodes.from_shards(local)
 
 
@@ -332,7 +333,7 @@ def quality_line(report: dict) -> str:
 
 
 def codebook_and_codes(cfg: TokenizerConfig, vae: VAE | VQ, data: ImageSet | ImageFiles, train_idx: np.ndarray,
-                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: str, device, log,
+                       val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: storage.Location, device, log,
                        km: KMeansResult | None = None):
     """The codebook (`km` when given, a pretrained VQ's; else k-means on the training latents),
     every image's codes (`TokenizedCodes`) and the latents of the held-out images the report
@@ -349,7 +350,7 @@ def codebook_and_codes(cfg: TokenizerConfig, vae: VAE | VQ, data: ImageSet | Ima
 
 
 def make_version(cfg: TokenizerConfig, config_name: str | None, data: ImageSet, train_idx: np.ndarray,
-                 val_idx: np.ndarray, staging: str, shared: str, device, log) -> dict:
+                 val_idx: np.ndarray, staging: str, shared: storage.Location, device, log) -> dict:
     """The VAE, the codebook and every image's codes built in `staging` and evaluated; the evaluation."""
     s_vae, s_out = os.path.join(staging, "vae"), os.path.join(staging, "codebook")
     given = None  # the codebook, when it is not fitted here
@@ -394,7 +395,8 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     staging = publish.staging_dir(root, cfg.name)
     try:
         # engine=ray: what the workers and actors on every node read and write (in the bucket for a URI root)
-        with publish.shared_staging(out_root, staging, log) if cfg.engine == "ray" else nullcontext(staging) as shared:
+        here = storage.Location(staging)
+        with publish.shared_staging(out_root, staging, log) if cfg.engine == "ray" else nullcontext(here) as shared:
             report = make_version(cfg, config_name, data, train_idx, val_idx, staging, shared, device, log)
             version = publish.publish(root, cfg.name, staging)
     finally:

@@ -189,7 +189,7 @@ def finish(job: TrainJobConfig, run: runs.Run, root: storage.Root, codebook: str
     then best.pt published to the seed's path."""
     copy_checkpoint_files(result.checkpoint, run.checkpoint_dir)
     best = os.path.join(run.checkpoint_dir, "best.pt")
-    runs.write_state(run, best_sha256=storage.sha256(best))  # `evaluate samples` finds this run by it
+    runs.write_state(run, best_sha256=storage.Location(best).sha256())  # `evaluate samples` finds this run by it
     artifacts = [best, save_json(os.path.join(run.dir, "config.json"), to_dict(job) | {"config_name": config_name})]
     artifacts += sample_grid(job, best, codebook, run.dir)
     if uri:
@@ -230,7 +230,7 @@ def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: 
         return []
     codes_path = os.path.join(out, "samples_codes.npy")
     vae = codebook_vae_path(codebook) if codebook else None
-    if not (vae and storage.isfile(vae)):
+    if not (vae and storage.Location(vae).isfile()):
         return [save_npy(codes_path, codes_only(job, best_path))]
     folder = os.path.join(out, "samples")
     run_generate(from_dict(GenerateConfig, {"transformer_ckpt": best_path, "codebook_pt": codebook, "num_samples": n,

@@ -271,9 +271,9 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
     check_space(axes, to_dict(job))  # every value a valid config, before Ray starts
     check_trial_count(axes, cfg.search.num_samples, "search.num_samples")
     check_search(cfg, axes)
-    storage.local_only(job.output_root, "train.output_root", "sweeps keep their folders on a local or shared file "
-                       "system path for now (the training, generate and pipeline stages take URIs)")
     root = storage.Root(job.output_root)
+    root.local_only("train.output_root", "sweeps keep their folders on a local or shared file system path for now "
+                    "(the training, generate and pipeline stages take URIs)")
     sweep = sweeps.find_sweep(root, cfg.name, cfg.sweep_name) if cfg.resume else None
     files, facts = check_data(job)
     ray = init_ray(job.trainer.num_cpus)
@@ -291,7 +291,7 @@ def run_tune(cfg: TuneJobConfig, config_name: str | None = None, log=print) -> d
         f"{cfg.search.num_samples} sample(s), {cfg.search.max_concurrent_trials} at once, "
         f"ASHA {'on' if cfg.asha.enabled else 'off'} over {max_epochs(cfg)} epochs")
     with tracked_sweep(cfg, sweep, uri, config_name) as parent:
-        dataset = training_dataset(files, facts, storage.Root(job.output_root)) if uri else None
+        dataset = training_dataset(files, facts, root) if uri else None
         tuner = build_tuner(cfg, axes, trial_job, facts, {"train": train_rows, "val": val_rows}, sweep, parent,
                             config_name, dataset)
         # A trial restarted after its run had already trained every epoch (its driver died before

@@ -34,9 +34,9 @@ def tracking_uri(configured: str | None, output_root: str) -> str:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    from ..outputs.storage import is_uri
+    from ..outputs.storage import Location
 
-    if is_uri(output_root):
+    if Location(output_root).remote:
         from ..core.errors import ConfigError
 
         raise ConfigError(f"tracking.tracking_uri: output_root is {output_root}, and a sqlite file cannot live "
