@@ -176,7 +176,7 @@ def test_print_config_into_a_closed_pipe_is_quiet(tmp_path):
 
 
 def test_a_bad_checkpoint_is_named_as_the_user_gave_it(tmp_path):
-    """The reader loads a private copy (`storage.pinned`); the error names the user's file."""
+    """The reader loads a private copy (`Location.pinned`); the error names the user's file."""
     (tmp_path / "notes.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
     code, _, err = generate("--transformer_ckpt", tmp_path / "notes.txt", "--num_samples", 2,
                             "--out", tmp_path / "out")

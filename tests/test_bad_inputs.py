@@ -277,6 +277,7 @@ def _api_cases(files):
         pad_collate,
         sample_next_token,
     )
+    from arplatform.config import ImageDataConfig
     from arplatform.core.codebook import load_codebook
     from arplatform.core.vae import VAE, VAEConfig
     from arplatform.data.datasets import load_images
@@ -317,8 +318,8 @@ def _api_cases(files):
         ("checkpoint: bad grid", lambda: load_checkpoint(files["bad_grid"]), "bad_grid.pt"),
         ("checkpoint: negative step", lambda: load_checkpoint(files["neg_step"]), "neg_step.pt"),
         ("checkpoint: config list", lambda: load_model(files["cfg_list"]), "cfg_list.pt"),
-        ("images: symlink loop", lambda: load_images("folder", str(files["loop"])), None),
-        ("images: link outside", lambda: load_images("folder", str(files["escape"])), None),
+        ("images: symlink loop", lambda: load_images(ImageDataConfig("folder", str(files["loop"]))), None),
+        ("images: link outside", lambda: load_images(ImageDataConfig("folder", str(files["escape"]))), None),
     ]
 
 

