@@ -92,13 +92,13 @@ def _publish_forever(root: str, started) -> None:
     i = 0
     started.set()
     while True:
-        staging = publish.staging_dir(root, "m")
+        staging = publish.staging_dir(storage.Root(root), "m")
         for part in ("vae/checkpoints/best.pt", "codebook/codebook.pt", "codebook/codes.npy"):
             path = os.path.join(staging, part)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(str(i))
-        publish.publish(root, "m", staging)
+        publish.publish(storage.Root(root), "m", staging)
         i += 1
 
 
@@ -145,12 +145,12 @@ def test_leftovers_of_dead_publishers_are_cleaned_and_live_ones_kept(tmp_path):
     current, a half-made link beside each of the three links. Liveness is the publisher's lock,
     not its pid: a dead publisher whose pid now belongs to a live process (pid 1 here) is dead."""
     root = str(tmp_path)
-    code = f"from arplatform.outputs import publish; print(publish.staging_dir({root!r}, 'm'))"
+    code = f"from arplatform.outputs import publish, storage; print(publish.staging_dir(storage.Root({root!r}), 'm'))"
     # exits holding its lock: freed
     dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert dead.returncode == 0, dead.stderr
     dead_token = "-".join(dead.stdout.strip().rsplit("-", 2)[-2:])
-    staging = publish.staging_dir(root, "m")  # a live publisher's (this process)
+    staging = publish.staging_dir(storage.Root(root), "m")  # a live publisher's (this process)
     live_token = "-".join(staging.rsplit("-", 2)[-2:])
     recycled = "1-abc123"  # pid 1 is alive, but no publisher holds this token's lock
     for token in (dead_token, live_token, recycled):
@@ -166,7 +166,7 @@ def test_leftovers_of_dead_publishers_are_cleaned_and_live_ones_kept(tmp_path):
                   for e in os.listdir(d))
     assert not [e for e in left if dead_token in e or recycled in e], left
     assert len([e for e in left if live_token in e]) == 5 and os.path.isdir(staging)
-    publish.discard(root, staging)
+    publish.discard(storage.Root(root), staging)
     publish.clean_stale(root, "m")  # released: its leftovers are anybody's to remove now
     assert not os.path.exists(staging)
     assert not [e for e in os.listdir(publish.versions_dir(root, "m")) if live_token in e]
@@ -179,12 +179,12 @@ def test_codebook_names_its_vae_relative_to_itself(tmp_path):
     from arplatform.core.codebook import save_codebook
     from arplatform.outputs.publish import codebook_vae_path
 
-    staging = publish.staging_dir(str(tmp_path), "m")
+    staging = publish.staging_dir(storage.Root(str(tmp_path)), "m")
     os.makedirs(os.path.join(staging, "vae", "checkpoints"))
     open(os.path.join(staging, "vae", "checkpoints", "best.pt"), "w").close()
     save_codebook(os.path.join(staging, "codebook", "codebook.pt"), torch.zeros(4, 2),
                   {"vae_checkpoint": os.path.join("..", "vae", "checkpoints", "best.pt")})
-    publish.publish(str(tmp_path), "m", staging)
+    publish.publish(storage.Root(str(tmp_path)), "m", staging)
     cwd = os.getcwd()
     try:
         os.chdir("/")
@@ -290,12 +290,12 @@ def test_file_uri_roots_are_local_folders_everywhere(tmp_path):
 
 
 def _publish_one(root: str, i: int) -> None:
-    staging = publish.staging_dir(root, "m")
+    staging = publish.staging_dir(storage.Root(root), "m")
     for part in ("vae/checkpoints/best.pt", "codebook/codebook.pt"):
         os.makedirs(os.path.dirname(os.path.join(staging, part)), exist_ok=True)
         with open(os.path.join(staging, part), "w") as f:
             f.write(str(i))
-    publish.publish(root, "m", staging)
+    publish.publish(storage.Root(root), "m", staging)
 
 
 def _tokenize_in_a_process(root: str, i: int) -> str:

@@ -125,8 +125,10 @@ def versions_dir(root: str, name: str) -> str:
     return os.path.join(root, "tokenizers", name)
 
 
-def staging_dir(root: str, name: str) -> str:
-    """A new staging folder, its token's lock held until `publish` or `discard`."""
+def staging_dir(out: storage.Root, name: str) -> str:
+    """A new staging folder in the root's local folder, its token's lock held until `publish` or
+    `discard`."""
+    root = out.local
     os.makedirs(root, exist_ok=True)
     clean_stale(root, name)
     folder = os.path.join(root, f"{STAGING_PREFIX}{name}-{_claim(root)}")
@@ -138,10 +140,10 @@ def _token_of_staging(staging: str) -> str:
     return "-".join(os.path.basename(staging).rsplit("-", 2)[-2:])  # `<prefix><name>-<pid>-<random>`
 
 
-def discard(root: str, staging: str) -> None:
+def discard(out: storage.Root, staging: str) -> None:
     """A staging folder that will not be published (a failed run): removed, its lock released."""
     shutil.rmtree(staging, ignore_errors=True)
-    release(root, _token_of_staging(staging))
+    release(out.local, _token_of_staging(staging))
 
 
 def clean_stale(root: str, name: str) -> None:
@@ -252,9 +254,10 @@ def _replace_with_link(path: str, target: str, token: str) -> None:
     os.replace(tmp, path)
 
 
-def publish(root: str, name: str, staging: str) -> str:
-    """Move `staging` (holding `vae/` and `codebook/`) to a new version and make it current.
-    Returns the version folder."""
+def publish(out: storage.Root, name: str, staging: str) -> str:
+    """Move `staging` (holding `vae/` and `codebook/`) to a new version in the root's local folder
+    and make it current. Returns the version folder."""
+    root = out.local
     base = versions_dir(root, name)
     os.makedirs(base, exist_ok=True)
     token = _token_of_staging(staging)

@@ -391,15 +391,15 @@ def run_tokenize(cfg: TokenizerConfig, config_name: str | None = None, log=print
     # a URI root (a bucket): the versions are built in this machine's mirror of it, then the
     # published folders are uploaded, the codebook's last, so a reader never finds it without its VAE
     root = out_root.local
-    staging = publish.staging_dir(root, cfg.name)
+    staging = publish.staging_dir(out_root, cfg.name)
     try:
         # engine=ray: what the workers and actors on every node read and write (in the bucket for a URI root)
         here = storage.Location(staging)
         with publish.shared_staging(out_root, staging, log) if cfg.engine == "ray" else nullcontext(here) as shared:
             report = make_version(cfg, config_name, data, train_idx, val_idx, staging, shared, device, log)
-            version = publish.publish(root, cfg.name, staging)
+            version = publish.publish(out_root, cfg.name, staging)
     finally:
-        publish.discard(root, staging)  # gone already when published; its lock released either way
+        publish.discard(out_root, staging)  # gone already when published; its lock released either way
     out_dir = os.path.join(root, "codebook", cfg.name)
     vae_path = os.path.join(root, f"vae_{cfg.name}", "checkpoints", "best.pt")
     if out_root.remote:  # the version too, never overwritten: what a run trained on stays in the bucket
