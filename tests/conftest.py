@@ -23,11 +23,24 @@ def tiny_codes(tmp_path, rng):
     return tmp_path / "codes.npy", tmp_path / "labels.npy"
 
 
+_OWN_CACHE = []  # the cache folder this session made (none when ARPLATFORM_CACHE_DIR was set)
+
+
 def pytest_configure(config):
-    """The precision verdicts the suite measures go to a cache of its own, not the user's ~/.cache."""
+    """The precision verdicts the suite measures go to a cache of its own, not the user's ~/.cache;
+    removed when the session ends."""
     import tempfile
 
-    os.environ.setdefault("ARPLATFORM_CACHE_DIR", tempfile.mkdtemp(prefix="arplatform-test-cache-"))
+    if "ARPLATFORM_CACHE_DIR" not in os.environ:
+        _OWN_CACHE.append(tempfile.mkdtemp(prefix="arplatform-test-cache-"))
+        os.environ["ARPLATFORM_CACHE_DIR"] = _OWN_CACHE[0]
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    for folder in _OWN_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,35 @@ def _publish_forever(root: str, started) -> None:
         i += 1
 
 
+def test_a_killed_processs_scratch_folder_is_removed_by_the_next_and_a_live_ones_kept():
+    """A SIGKILL runs no `finally`: the scratch folder (a worker's checkpoints, a pinned copy) of a
+    killed process stays until the next `scratch_dir` on the machine removes it; a live process's
+    is kept."""
+    from arplatform.core.io import scratch_dir, scratch_parent
+
+    hold = ("import sys, time\nfrom arplatform.core.io import scratch_dir\n"
+            "with scratch_dir('test') as d:\n    open(d + '/best.pt', 'w').write('x')\n"
+            "    print(d, flush=True)\n    time.sleep(600)\n")
+    dead, live = (subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+                  for _ in range(2))
+    try:
+        dead_dir, live_dir = dead.stdout.readline().strip(), live.stdout.readline().strip()
+        assert os.path.isfile(os.path.join(dead_dir, "best.pt")) and os.path.dirname(dead_dir) == scratch_parent()
+        dead.kill()
+        dead.wait()
+        assert os.path.isdir(dead_dir)  # nothing ran when it died
+        with scratch_dir("test") as mine:
+            assert os.path.isdir(mine) and not os.path.exists(dead_dir) and not os.path.exists(dead_dir + ".lock")
+            assert os.path.isfile(os.path.join(live_dir, "best.pt"))  # its process is alive
+        assert not os.path.exists(mine) and not os.path.exists(mine + ".lock")
+    finally:
+        for proc in (dead, live):
+            proc.kill()
+            proc.wait()
+        with scratch_dir("test"):  # the folders of both, removed
+            pass
+
+
 def _visible(root: str):
     try:
         return tuple(open(os.path.join(root, p)).read() for p in

@@ -18,6 +18,7 @@ from helpers import descendants, learnable_codes, run_train, tracebacks
 from arplatform.config import ConfigError, TrainJobConfig, from_dict
 from arplatform.core.checkpoint import load_model
 from arplatform.core.errors import DataError, RunStateError
+from arplatform.core.io import scratch_parent
 from arplatform.distributed.code_data import preflight, resolve_files
 from arplatform.outputs import runs, storage
 
@@ -157,6 +158,8 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(tmp_path):
     s = summary(tmp_path)
     assert s["resumed"] is not None and s["resumed"]["epoch"] >= 0, out  # from a checkpoint, not from scratch
     assert s["final"]["epoch"] == 13 and "resuming from epoch" in out
+    # the killed worker's checkpoint copies (no `finally` ran): removed by the worker that replaced it
+    assert not [n for n in os.listdir(scratch_parent()) if n.startswith(f"checkpoints-{workers[-1]}-")]
 
 
 def test_driver_killed_then_resume_true_continues(tmp_path, ray_cluster):

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -50,6 +51,56 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
             os.remove(tmp)
         raise
     return path
+
+
+# -- scratch folders a killed process leaves are removed by the next one ------------------------
+
+_SCRATCH: dict[str, object] = {}  # this process's scratch folders → the open lock file that says it is alive
+
+
+def scratch_parent() -> str:
+    return os.path.join(tempfile.gettempdir(), f"arplatform-scratch-{os.getuid()}")
+
+
+@contextmanager
+def scratch_dir(prefix: str):
+    """A private folder for a process's scratch files (a training worker's checkpoints, a reader's
+    pinned copy), removed when the block ends. A process killed in the block (a SIGKILL runs no
+    `finally`; a preempted node's worker) leaves it behind: each new one removes those first. A
+    folder's process is alive while it holds the lock on `<folder>.lock` (the kernel drops the
+    lock when the process dies, whatever killed it)."""
+    import fcntl
+    import shutil
+    import uuid
+
+    parent = scratch_parent()
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    for name in os.listdir(parent):
+        lock_path = os.path.join(parent, name)
+        if not name.endswith(".lock") or lock_path[:-5] in _SCRATCH:
+            continue
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process is alive
+            shutil.rmtree(lock_path[:-5], ignore_errors=True)
+            os.remove(lock_path)
+    while True:  # locked before the folder exists, so nobody takes it for a dead process's
+        folder = os.path.join(parent, f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        lock = open(folder + ".lock", "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (a cleaner that saw the new file first unlinks it: try again)
+        if os.path.exists(lock.name) and os.stat(lock.name).st_ino == os.fstat(lock.fileno()).st_ino:
+            break
+        lock.close()
+    _SCRATCH[folder] = lock
+    try:
+        os.mkdir(folder, 0o700)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.remove(lock.name)
+        _SCRATCH.pop(folder).close()
 
 
 def save_torch(path, obj) -> str:

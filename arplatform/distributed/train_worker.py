@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 
 import torch
@@ -21,6 +20,7 @@ from ..config import TrainJobConfig, from_dict
 from ..config.train_plan import DataFacts, plan_training, torch_threads
 from ..core.checkpoint import load_checkpoint
 from ..core.errors import TrainingError
+from ..core.io import scratch_dir
 from ..core.loop import GPTObjective, checkpoint_activations, fit
 from ..core.model import GPT
 from ..core.startup import first_batch_times
@@ -55,26 +55,24 @@ def train_worker(config: dict) -> dict:
 
     # rank 0 writes last.pt / best.pt on its own node and hands them to Ray each epoch
     # (`epoch_reporter`): they reach the run's storage wherever this worker runs
-    checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-ckpt-")
-    resume_from = load_resume_checkpoint(facts, device, rank, checkpoint_dir)
-    start_step = resume_from["step"] if resume_from else 0
-    times["ready"] = time.time()
-    t_fit = time.perf_counter()
-    objective = GPTObjective(facts.layout, job.optim.class_dropout, job.optim.token_dropout)
-    try:
-        final = fit(model, objective, train, plan.steps_per_epoch, val,
-                    job.optim, device=device, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                    grid_shape=facts.grid_shape, run_config=dict(config["job"], **facts.identity()),
-                    callback=metrics_callback(config, world, total_steps(job, plan), start_step) if rank == 0
-                    else None,
-                    on_epoch_end=epoch_reporter(checkpoint_dir, rank), reduce=all_reduce if world > 1 else None,
-                    is_main=rank == 0)
-    except TrainingError as e:
-        # every rank stops at the same step (the norm is all-reduced); returning, not raising,
-        # keeps Ray from replaying a deterministic divergence max_failures times
-        return {"error": str(e)}
-    finally:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    with scratch_dir("checkpoints") as checkpoint_dir:  # (one a killed worker left is removed by the next)
+        resume_from = load_resume_checkpoint(facts, device, rank, checkpoint_dir)
+        start_step = resume_from["step"] if resume_from else 0
+        times["ready"] = time.time()
+        t_fit = time.perf_counter()
+        objective = GPTObjective(facts.layout, job.optim.class_dropout, job.optim.token_dropout)
+        try:
+            final = fit(model, objective, train, plan.steps_per_epoch, val,
+                        job.optim, device=device, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                        grid_shape=facts.grid_shape, run_config=dict(config["job"], **facts.identity()),
+                        callback=metrics_callback(config, world, total_steps(job, plan), start_step) if rank == 0
+                        else None,
+                        on_epoch_end=epoch_reporter(checkpoint_dir, rank), reduce=all_reduce if world > 1 else None,
+                        is_main=rank == 0)
+        except TrainingError as e:
+            # every rank stops at the same step (the norm is all-reduced); returning, not raising,
+            # keeps Ray from replaying a deterministic divergence max_failures times
+            return {"error": str(e)}
     seconds = time.perf_counter() - t_fit
     tokens = (final["step"] - start_step) * job.optim.batch_size * job.optim.grad_accum_steps * plan.seq_len * world
     resumed = {"epoch": resume_from["epoch"], "step": resume_from["step"]} if resume_from else None
@@ -178,7 +176,8 @@ def epoch_reporter(checkpoint_dir: str, rank: int):
             return
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))
         print(f"epoch {epoch}: {shown}", flush=True)
-        report_dir = tempfile.mkdtemp(prefix="arplatform-report-")
+        report_dir = os.path.join(checkpoint_dir, "report")  # inside it: a killed worker's goes with it
+        os.makedirs(report_dir)
         try:
             for name in ("last.pt", "best.pt"):
                 if os.path.exists(os.path.join(checkpoint_dir, name)):

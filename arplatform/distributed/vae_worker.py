@@ -10,12 +10,11 @@ the driver copies best.pt into the tokenizer's staging folder.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 
 import numpy as np
 import torch
 
+from ..core.io import scratch_dir
 from ..core.loop import IndexBatches, OptimConfig, fit
 from ..core.vae import VAE, VAEConfig, VAEObjective
 from .image_source import ImageReader
@@ -52,19 +51,16 @@ def vae_worker(config: dict) -> dict:
     # every rank scores the whole held-out set: the all-reduced mean is the same, and a held-out
     # set smaller than the number of workers leaves none of them empty
     val = IndexBatches({"images": torch.from_numpy(val_images.read())}, 512, shuffle=False, drop_last=False)
-    checkpoint_dir = tempfile.mkdtemp(prefix="arplatform-vae-")
 
     def show(metrics: dict, step: int) -> None:
         if "train/loss" in metrics:
             print(f"vae step {step}/{config['train']['epochs'] * len(train)}: train loss/image "
                   f"{metrics['train/loss']:.2f}", flush=True)
 
-    try:
+    with scratch_dir("vae-checkpoints") as checkpoint_dir:  # (one a killed worker left is removed by the next)
         final = fit(model, VAEObjective(config["beta"], config["recon_loss"]), train, len(train), val,
                     OptimConfig(**config["train"]), device=device, checkpoint_dir=checkpoint_dir,
                     grid_shape=(model_cfg.grid_size,) * 2, run_config=config["run_config"],
                     callback=show if rank == 0 else None, on_epoch_end=epoch_reporter(checkpoint_dir, rank),
                     reduce=all_reduce if world > 1 else None, is_main=rank == 0)
-    finally:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"final": final, "world_size": world}

@@ -28,14 +28,13 @@ import json
 import os
 import posixpath
 import shutil
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 
 from ..core.errors import USER_ERRORS, CheckpointError, ConfigError, StorageError
-from ..core.io import atomic_write, file_sha256
+from ..core.io import atomic_write, file_sha256, scratch_dir
 from ..core.io import read_json_object as read_local_json
 from ..core.precision import cache_dir
 
@@ -310,8 +309,7 @@ class Location:
         `expected_sha256`, bytes other than those are refused in one line. The copy is removed
         when the block ends."""
         public = self.file(name)
-        folder = tempfile.mkdtemp(prefix="arplatform-pinned-")
-        try:
+        with scratch_dir("pinned") as folder:  # (one a killed reader left is removed by the next)
             copy, h = os.path.join(folder, posixpath.basename(public) or "file"), hashlib.sha256()
             with open(self.fetch(name), "rb") as src, open(copy, "wb") as dst:
                 for block in iter(lambda: src.read(1 << 22), b""):
@@ -327,8 +325,6 @@ class Location:
                 if copy not in str(e):
                     raise
                 raise type(e)(str(e).replace(copy, public)) from None
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def check_writable(self, key: str) -> None:
         """Refuse, before any work, a location this process cannot write, naming the config key: a
