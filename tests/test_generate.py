@@ -385,6 +385,12 @@ def test_one_precedence_from_the_command_line_and_from_python(tmp_path):
     assert drawn("given")["cfg_scale"] == 3.0 and drawn("given")["temperature"] == 0.7
     code, _, err = generate(f"transformer_ckpt={ckpt}", "sample.beam=3", f"out={tmp_path / 'bad'}")
     assert code == 2 and err.count("\n") == 1 and not (tmp_path / "bad").exists(), err
+    assert drawn("given")["cfg_schedule"] == "constant"  # (the default: no checkpoint or sampler.json names one)
+    assert generate(f"transformer_ckpt={ckpt}", "num_samples=2", "--cfg_schedule", "linear",
+                    f"out={tmp_path / 'linear'}")[0] == 0
+    assert drawn("linear")["cfg_schedule"] == "linear" and drawn("linear")["cfg_scale"] == 2.5
+    code, _, err = generate(f"transformer_ckpt={ckpt}", "--cfg_schedule", "cosine", f"out={tmp_path / 'bad'}")
+    assert code == 2 and "sample.cfg_schedule: 'cosine' is not one of constant, linear" in err, err
 
 
 def test_tar_and_npz_formats_hold_the_same_images_and_resume(tmp_path):

@@ -158,6 +158,22 @@ def test_generated_sequences_are_valid():
     assert (seq[:, 1] == LAYOUT.bos_id).all() and (seq[:, -1] == LAYOUT.eos_id).all()
 
 
+def test_a_linear_guidance_schedule_rises_from_none_to_the_scale():
+    """cfg_schedule=linear: guidance 1 (the conditional logits alone) at the first code, cfg_scale
+    at the last; the first code is then drawn as with no guidance at all, the rest differ."""
+    from arplatform.core.sampling import guidance_at
+
+    assert [guidance_at(t, 5, 3.0, "linear") for t in range(5)] == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert {guidance_at(t, 5, 3.0, "constant") for t in range(5)} == {3.0}
+    m, labels, keys = tiny_gpt(), torch.tensor([0, 1, 2, 1] * 8), sample_keys(0, range(32))
+    draw = lambda **kw: generate_autoregressive(m, LAYOUT, 16, class_labels=labels, sample_keys=keys, **kw)  # noqa: E731
+    unguided, linear, constant = draw(cfg_scale=1.0), draw(cfg_scale=4.0, cfg_schedule="linear"), draw(cfg_scale=4.0)
+    first = LAYOUT.prefix_len
+    assert torch.equal(linear[:, first], unguided[:, first]) and not torch.equal(linear, constant)
+    with pytest.raises(ValueError, match="cfg_schedule must be one of constant, linear"):
+        draw(cfg_scale=2.0, cfg_schedule="cosine")
+
+
 def test_generation_is_reproducible_with_a_generator():
     m = tiny_gpt()
     run = lambda: generate_autoregressive(  # noqa: E731

@@ -19,7 +19,7 @@ from ..core.data import INVALID_CODE_POLICIES
 from ..core.errors import ConfigError
 from ..core.loop import PRECISIONS, OptimConfig
 from ..core.model import GPTConfig
-from ..core.sampling import SamplingDefaults
+from ..core.sampling import CFG_SCHEDULES, SamplingDefaults
 from ..core.vae import DOWNSAMPLES, RECONSTRUCTION_LOSSES, VAEConfig
 from ..core.vq import VQConfig
 from ..data.datasets import DATASETS, MAX_PIXELS
@@ -438,10 +438,12 @@ class SampleConfig:
     top_k: int | None = SamplingDefaults.top_k
     top_p: float | None = SamplingDefaults.top_p
     cfg_scale: float = SamplingDefaults.cfg_scale
+    cfg_schedule: str = SamplingDefaults.cfg_schedule  # constant | linear: rising from 1 to cfg_scale over the codes
     precision: str = "auto"  # auto: bf16 only where a decode step is measured faster
 
     def __post_init__(self):
         _check_choice("sample.precision", self.precision, PRECISIONS)
+        _check_choice("sample.cfg_schedule", self.cfg_schedule, CFG_SCHEDULES)
         check_ranges("sample.", self, num_samples=(0, 100_000), temperature=(0, 100), top_k=(1, None),
                      top_p=(0, 1, True), cfg_scale=(-100, 100))
 
@@ -550,7 +552,7 @@ class GenerateConfig:
     num_samples: int = 100
     classes: str = "all"  # all (balanced, index i → class i mod C) | none (unconditional) | "3,5,7"
     # only what a person set: the rest is the checkpoint's own (`jobs.sampling.resolve_sampling`)
-    sample: dict = field(default_factory=dict)  # of SAMPLING_KEYS: temperature, top_k, top_p, cfg_scale, precision
+    sample: dict = field(default_factory=dict)  # of SAMPLING_KEYS (temperature, top_k, cfg_scale, …)
     seed: int = 0
     batch_size: int = 64
     out: str | None = None  # default <output_root>/samples/<config of the checkpoint>

@@ -24,6 +24,20 @@ class SamplingDefaults:
     top_k: int | None = 64
     top_p: float | None = None
     cfg_scale: float = 2.0
+    # constant: cfg_scale at every code; linear: guidance rises from 1 (none) at the first code to
+    # cfg_scale at the last, so the first codes (the layout of the image) are drawn as diverse as
+    # the data's (MUSE's schedule; docs/generate.md has the measurement)
+    cfg_schedule: str = "constant"
+
+
+CFG_SCHEDULES = ("constant", "linear")
+
+
+def guidance_at(step: int, num_positions: int, cfg_scale: float, cfg_schedule: str) -> float:
+    """The guidance scale of code `step` (0-based) of `num_positions`."""
+    if cfg_schedule == "constant" or num_positions == 1:
+        return cfg_scale
+    return 1.0 + (cfg_scale - 1.0) * step / (num_positions - 1)
 
 
 def _as_signed(c: int) -> int:
@@ -176,11 +190,13 @@ class Decoder:
             self.model.clear_cache()
 
 
-def check_generation_args(model: GPT, layout: TokenLayout, num_positions, cfg_scale) -> None:
+def check_generation_args(model: GPT, layout: TokenLayout, num_positions, cfg_scale, cfg_schedule) -> None:
     if isinstance(num_positions, bool) or not isinstance(num_positions, int) or num_positions < 1:
         raise ValueError(f"num_positions must be a positive int, got {num_positions!r}")
     if not isinstance(cfg_scale, (int, float)) or not math.isfinite(cfg_scale):
         raise ValueError(f"cfg_scale must be a finite number, got {cfg_scale!r}")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
     if model.config.vocab_size != layout.vocab_size:
         raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) does not match the layout's "
                          f"({layout.vocab_size}: {layout})")
@@ -210,6 +226,7 @@ def generate_autoregressive(
     top_k: int | None = SamplingDefaults.top_k,
     top_p: float | None = SamplingDefaults.top_p,
     cfg_scale: float = SamplingDefaults.cfg_scale,
+    cfg_schedule: str = SamplingDefaults.cfg_schedule,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     window_shift: int = 1,
@@ -224,7 +241,8 @@ def generate_autoregressive(
     and class tokens are masked), and the sequence ends with EOS, so every
     sequence decodes. With a conditional layout, `class_labels` (B,) picks the
     classes (None = the null class, i.e. unconditional), and cfg_scale ≠ 1 mixes
-    conditional and null-class logits: ``u + cfg_scale·(c − u)``.
+    conditional and null-class logits: ``u + s·(c − u)``, s = cfg_scale at every code, or
+    rising from 1 to cfg_scale over the codes (cfg_schedule="linear", `guidance_at`).
 
     Context rule (the seed's): the model sees at most its last `seq_len` tokens.
     When the context would outgrow seq_len, its oldest `window_shift` tokens are
@@ -239,7 +257,7 @@ def generate_autoregressive(
     `compile_decode` (default: on a GPU); the sequences are the same up to rounding.
     """
     device = model.tok_emb.weight.device
-    check_generation_args(model, layout, num_positions, cfg_scale)
+    check_generation_args(model, layout, num_positions, cfg_scale, cfg_schedule)
     class_labels, num_samples = _checked_request(class_labels, num_samples, sample_keys, device)
     seq_len = model.config.seq_len
     if not 1 <= window_shift <= seq_len - 1:
@@ -274,7 +292,8 @@ def generate_autoregressive(
                 else:
                     logits = decoder.decode_one_token(context[:, -1:], cached)
             cached = context.shape[1]
-            logits = _guided(logits.float(), cfg_scale if guided else None).masked_fill(invalid, float("-inf"))
+            scale = guidance_at(length - prefix, num_positions, cfg_scale, cfg_schedule) if guided else None
+            logits = _guided(logits.float(), scale).masked_fill(invalid, float("-inf"))
             uniforms = None if sample_keys is None else row_uniforms(sample_keys, length - prefix)
             token = sample_next_token(logits, temperature, top_k, top_p, generator, uniforms)
             seq[:, length] = token.repeat(2) if guided else token

@@ -87,6 +87,6 @@ def draw_codes(model, layout, positions: int, index: np.ndarray, labels: np.ndar
         model, layout, positions, num_samples=len(index),
         class_labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)) if conditional else None,
         temperature=sample["temperature"], top_k=sample["top_k"], top_p=sample["top_p"],
-        cfg_scale=sample["cfg_scale"], precision=precision,
+        cfg_scale=sample["cfg_scale"], cfg_schedule=sample["cfg_schedule"], precision=precision,
         sample_keys=sample_keys(seed, np.asarray(index, dtype=np.int64)).to(device), decoder=decoder)
     return codes_from_sequences(seqs, layout).cpu().numpy()
