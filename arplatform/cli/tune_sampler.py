@@ -1,6 +1,6 @@
 """python -m arplatform tune-sampler --config-name sampler_tune/mnist_sample [transformer_ckpt=…] [key=value …]
 
-Ray Tune over a checkpoint's sampling settings (temperature, top_k, top_p, cfg_scale):
+Ray Tune over a checkpoint's sampling settings (temperature, top_k, top_p, cfg_scale, cfg_schedule):
 each trial generates samples and is scored by the sample-quality evaluation; the best
 settings are written to sampler.json beside the checkpoint, where `generate` and the
 training job's end-of-run sampling find them.

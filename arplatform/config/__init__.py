@@ -621,7 +621,7 @@ class SamplerSweepConfig:
     name: str  # required
     transformer_ckpt: str  # required: the checkpoint whose sampling settings are swept
     output_root: str = "experiments"
-    space: dict = field(default_factory=default_sampler_space)  # keys of sample: temperature, top_k, top_p, cfg_scale
+    space: dict = field(default_factory=default_sampler_space)  # sample: {<a key of SAMPLING_KEYS>: …}
     trials: int = 8
     num_samples: int = 200  # generated and scored per trial, balanced over the classes
     max_concurrent_trials: int = 2

@@ -2,7 +2,7 @@
 by the sample-quality evaluation; the best settings become that checkpoint's defaults.
 
     run_sampler_tune(cfg)
-      1. check     the space (keys of sample: temperature, top_k, top_p, cfg_scale), the
+      1. check     the space (keys of sample: temperature, top_k, top_p, cfg_scale, cfg_schedule), the
                    checkpoint, codebook and VAE; before Ray
       2. judge     the real data and the platform's classifier (trained once, cached)
       3. fit       Tune, random search: each trial generates `num_samples` balanced samples
