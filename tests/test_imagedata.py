@@ -66,6 +66,26 @@ def test_folder_and_npz(tmp_path):
     assert data.images.shape == (4, 3, 8, 8) and data.num_classes == 3
 
 
+def test_photos_load_upright_and_tiff_is_an_image(tmp_path):
+    """A camera's JPEG stored sideways with an EXIF orientation loads as a viewer shows it, and a
+    TIFF (16-bit here) counts as an image, scaled to 8 bits."""
+    from PIL import Image
+
+    (tmp_path / "f" / "a").mkdir(parents=True)
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    wide[:, :20] = 255  # left half white: upright (rotated 90° clockwise), the top half is
+    photo = Image.fromarray(wide)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    photo.save(tmp_path / "f" / "a" / "photo.jpg", exif=exif, quality=95)
+    Image.fromarray(np.full((40, 20), 65535, dtype=np.uint16)).save(tmp_path / "f" / "a" / "scan.tif")
+    data = load_images(ImageDataConfig(dataset="folder", data_dir=str(tmp_path / "f")))
+    assert data.images.shape == (2, 1, 40, 20)  # both 40 high, 20 wide
+    upright = data.images[0, 0]
+    assert upright[:20].mean() > 0.9 and upright[20:].mean() < 0.1
+    assert data.images[1].min() == 1.0  # 65535 of 65535: white, not clipped garbage
+
+
 def test_split_is_deterministic_and_disjoint():
     a_train, a_val = split_indices(100, 0.2, seed=5)
     b_train, b_val = split_indices(100, 0.2, seed=5)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..core.data import MAX_CLASSES, check_label_range, read_npy_header
 from ..core.errors import DataError
@@ -36,7 +36,7 @@ from ..core.progress import Progress
 DATASETS = ("mnist_sample", "digits", "mnist", "fashion", "cifar10", "folder", "npz")
 PACKAGED_DATASETS = ("mnist_sample", "digits")  # shipped inside a Python package: no data_dir
 MAX_PIXELS = 4096 * 4096  # an image file larger than this is refused before decoding (data.max_pixels)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 IDX_SOURCES = {
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", {
@@ -235,7 +235,8 @@ def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, cr
                 im.verify()  # every chunk and checksum to the end: a truncated file fails here
         with Image.open(path) as im:  # verify() leaves the image unusable: decode from a fresh open
             im.load()
-            im = eight_bit(im).convert(mode)
+            # upright as a viewer shows it: a camera's photo is often stored sideways with an EXIF orientation
+            im = eight_bit(ImageOps.exif_transpose(im)).convert(mode)
             if image_size and crop == "center":  # the largest centred square, then the size
                 side = min(im.size)
                 left, top = (im.size[0] - side) // 2, (im.size[1] - side) // 2
