@@ -33,6 +33,12 @@ def test_idx_datasets(tmp_path, name):
     image, label = data[3]
     assert image.shape == (1, 28, 28) and label == labels[3]
     assert len(load_images(ImageDataConfig(dataset=name, data_dir=str(tmp_path)), split="test")) == 5
+    # the folder torchvision downloads into (`<root>/MNIST/raw/`, `<root>/FashionMNIST/raw/`) is found from its root
+    raw = tmp_path / "tv" / {"mnist": "MNIST", "fashion": "FashionMNIST"}[name] / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "train-images-idx3-ubyte", images[:7])
+    write_idx(raw / "train-labels-idx1-ubyte", labels[:7])
+    assert len(load_images(ImageDataConfig(dataset=name, data_dir=str(tmp_path / "tv")))) == 7
 
 
 def test_cifar10_binary(tmp_path):
@@ -50,6 +56,9 @@ def test_cifar10_binary(tmp_path):
     labels, pixels = expected[2]
     assert (data.labels[6:9] == labels).all()
     assert np.allclose(data.images[6] * 255, pixels[0].reshape(3, 32, 32))  # R, G, B planes
+    (tmp_path / "py" / "cifar-10-batches-py").mkdir(parents=True)  # the pickled version: named, never loaded
+    with pytest.raises(DataError, match=r"cifar-10-batches-py: CIFAR-10's Python version .* binary version"):
+        load_images(ImageDataConfig(dataset="cifar10", data_dir=str(tmp_path / "py")))
 
 
 def test_folder_and_npz(tmp_path):

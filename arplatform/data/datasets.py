@@ -54,6 +54,7 @@ IDX_SOURCES = {
 }
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+TORCHVISION_DIRS = {"mnist": "MNIST", "fashion": "FashionMNIST"}  # torchvision keeps the IDX files in <dir>/raw
 CIFAR10_DIR = "cifar-10-batches-bin"
 CIFAR10_FILES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
 
@@ -177,6 +178,10 @@ def _require(path: str, what: str, download_hint: bool = True) -> None:
 def load_idx_dataset(name: str, data_dir: str, split: str, download_missing: bool) -> ImageSet:
     base_url, files = IDX_SOURCES[name]
     prefix = "train" if split == "train" else "t10k"
+    torchvision = os.path.join(data_dir, TORCHVISION_DIRS[name], "raw")  # a folder torchvision downloaded into
+    if not any(os.path.exists(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte{gz}")) for gz in ("", ".gz")) \
+            and os.path.isdir(torchvision):
+        data_dir = torchvision
     arrays = []
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
         fname = f"{prefix}-{kind}.gz"
@@ -203,6 +208,10 @@ def load_cifar10(data_dir: str, split: str, download_missing: bool) -> ImageSet:
             members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(CIFAR10_DIR + "/")
                        and ".." not in m.name]
             tar.extractall(data_dir, members=members, filter="data")
+    if not os.path.isdir(folder) and os.path.isdir(os.path.join(data_dir, "cifar-10-batches-py")):
+        raise DataError(f"{os.path.join(data_dir, 'cifar-10-batches-py')}: CIFAR-10's Python version (pickled "
+                        "batches, which the platform never loads: unpickling runs code); put its binary version "
+                        f"there ({CIFAR10_DIR}/, from cifar-10-binary.tar.gz), or pass download=true")
     images, labels = [], []
     for fname in CIFAR10_FILES["train" if split == "train" else "test"]:
         path = os.path.join(folder, fname)
