@@ -73,6 +73,14 @@ def test_folder_and_npz(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((4, 8, 8, 3), dtype=np.uint8), labels=np.array([0, 1, 2, 1]))
     data = load_images(ImageDataConfig(dataset="npz", data_dir=str(tmp_path / "d.npz")))
     assert data.images.shape == (4, 3, 8, 8) and data.num_classes == 3
+    # Keras's layout (its mnist.npz): x_train / y_train, and x_test / y_test for the test split
+    np.savez(tmp_path / "k.npz", x_train=np.zeros((5, 8, 8), np.uint8), y_train=np.arange(5),
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.arange(2))
+    keras = ImageDataConfig(dataset="npz", data_dir=str(tmp_path / "k.npz"))
+    assert len(load_images(keras)) == 5 and len(load_images(keras, split="test")) == 2
+    np.savez(tmp_path / "u16.npz", images=np.full((2, 8, 8), 4000, np.uint16))
+    with pytest.raises(DataError, match=r"u16.npz: integer images must hold 0–255 \(8-bit\), got uint16"):
+        load_images(ImageDataConfig(dataset="npz", data_dir=str(tmp_path / "u16.npz")))
 
 
 def test_photos_load_upright_and_tiff_is_an_image(tmp_path):

@@ -445,15 +445,17 @@ def check_npz(path: str) -> None:
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
 
 
-def load_npz(path: str) -> ImageSet:
+def load_npz(path: str, split: str = "train") -> ImageSet:
+    """`images` (and `labels`), or Keras's layout: `x_train`, `y_train` (`x_test`, `y_test` for split=test)."""
     _require(path, "npz file", download_hint=False)
     check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "images" not in z:
-                raise DataError(f"{path}: no 'images' array (has {sorted(z.files)})")
-            images = z["images"]
-            labels = z["labels"] if "labels" in z else np.zeros(len(images), dtype=np.int64)
+            x, y = ("images", "labels") if "images" in z else (f"x_{split}", f"y_{split}")
+            if x not in z:
+                raise DataError(f"{path}: no 'images' array (nor '{x}'; has {sorted(z.files)})")
+            images = z[x]
+            labels = z[y] if y in z else np.zeros(len(images), dtype=np.int64)
     except ValueError as e:
         raise DataError(f"{path}: not a readable .npz without pickles ({e})") from e
     if images.ndim == 3:
@@ -463,6 +465,9 @@ def load_npz(path: str) -> ImageSet:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise DataError(f"{path}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got {images.shape}")
     if np.issubdtype(images.dtype, np.integer):
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise DataError(f"{path}: integer images must hold 0–255 (8-bit), got {images.dtype} values "
+                            f"{images.min()}–{images.max()}")
         images = images.astype(np.float32) / 255.0
     images = images.astype(np.float32)
     if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
@@ -521,5 +526,5 @@ def load_images(data, split: str = "train") -> ImageSet:
     elif name == "folder":
         images = load_folder(data_dir, data.image_size, data.channels, data.max_pixels, data.bad_images, data.crop)
     else:
-        images = load_npz(data_dir)
+        images = load_npz(data_dir, split)
     return images.subset(np.arange(min(data.limit, len(images)))) if data.limit else images
