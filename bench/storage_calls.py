@@ -45,9 +45,9 @@ def main() -> None:
     entries = collections.Counter()
 
     def count(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename.endswith(os.path.join("arplatform", "storage.py")):
+        if event == "call" and frame.f_code.co_filename.endswith(os.path.join("outputs", "storage.py")):
             caller = frame.f_back.f_code.co_filename if frame.f_back else ""
-            if not caller.endswith(os.path.join("arplatform", "storage.py")):
+            if not caller.endswith(os.path.join("outputs", "storage.py")):
                 entries[frame.f_code.co_qualname] += 1
 
     sys.setprofile(count)
@@ -58,7 +58,7 @@ def main() -> None:
         sys.setprofile(None)
     total = sum(entries.values())
     print(f"exit {rc}: the driver entered storage.py {total} times; the output root resolved "
-          f"{entries['Root.__init__']} time(s)")
+          f"{entries['Root.__init__']} time(s); other handles made {entries['Location.__init__']} time(s)")
     for name, n in entries.most_common():
         print(f"  {n:>4}  {name}")
     print("saved", save("storage_calls", {"entries": total, "by_function": dict(entries)}))
