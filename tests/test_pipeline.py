@@ -40,7 +40,11 @@ def check_mlflow_records(root, logged: dict) -> None:
     assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
     linked = {m.key: m.value for m in model.metrics}
     assert linked["val/loss"] == client.get_metric_history(run.info.run_id, "val/loss")[-1].value
-    assert model.params["temperature"] == "0.9" and model.status == "READY"
+    from arplatform.cli import compose
+
+    sample = compose("transformer/mnist_sample", [])["sample"]  # the model's parameters: what generate draws with
+    assert model.params["temperature"] == str(sample["temperature"]) and model.status == "READY"
+    assert model.params["cfg_schedule"] == sample["cfg_schedule"] == "linear"
     version = client.get_model_version("arplatform-mnist_sample", "1")
     assert version.source == f"models:/{model.model_id}" and version.run_id == run.info.run_id
     (data,) = run.inputs.dataset_inputs
