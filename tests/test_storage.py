@@ -61,7 +61,7 @@ def test_local_paths_behave_as_before(tmp_path):
     assert mirror.file("a/b") == os.path.join(str(tmp_path), "a", "b") == mirror.local_path("a", "b")
     mirror.push(str(path))  # nothing to do for a local root
     folder.remove_tree("missing")  # nothing there: nothing to do
-    assert folder.newest_mtime() == os.path.getmtime(path) and folder.newest_mtime("missing") is None
+    assert folder.newest_mtime() == os.stat(path).st_mtime_ns / 1e9 and folder.newest_mtime("missing") is None
 
 
 def test_mirror_pushes_a_linked_tree_and_pulls_it_elsewhere(s3_root, tmp_path, monkeypatch):
