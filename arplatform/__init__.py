@@ -1,11 +1,7 @@
 """arplatform: autoregressive transformers on discrete image codes.
 
-The public names users know from the seed live here whatever the inner layout. They are
-loaded when first used (`from arplatform import GPT` imports torch then): importing a
-submodule imports only what that module needs, so a Ray Data task that reads code rows
-(`distributed/row_split.py`) starts without torch. Ray, MLflow and Hydra load in the entry
-points that use them.
-"""
+The seed's public names, loaded when first used: importing a submodule imports only what it
+needs (a Ray Data task reading code rows starts without torch)."""
 
 import importlib
 

@@ -1,10 +1,6 @@
-"""Shared command-line plumbing: Hydra composition without Hydra's side effects.
-
-`arplatform <command> --config-name group/name key=value …` composes
-`arplatform/configs/group/name.yaml` (with its defaults list) and the overrides through
-Hydra's compose API, so Hydra never changes the working directory or writes
-`outputs/` folders; the result becomes a typed config (`config.from_dict`).
-"""
+"""The one command line: `arplatform <command> --config-name group/name key=value …` composes
+arplatform/configs/group/name.yaml and the overrides through Hydra's compose API (no change of
+directory, no outputs/ folders) into a typed config."""
 
 from __future__ import annotations
 
@@ -83,10 +79,8 @@ def exit_code(run: Callable[[], object]) -> int:
 def run_stage(cls, run: Callable, description: str, default_config: str, argv=None,
               build: Callable | None = None, aliases: dict[str, str] | None = None,
               switches: tuple[str, ...] = (), parsed: tuple[str, ...] = ()) -> int:
-    """Compose → typed config → run(config). Bad input: one line on stderr, exit 2.
-    `build(config_name, overrides, config_dir)` replaces the plain composition (a sweep
-    composes its training job too); `aliases` are flags rewritten into keys first
-    (`flags_to_overrides`)."""
+    """Compose → typed config → run(config); bad input: one line, exit 2. `build` replaces the
+    plain composition (a sweep composes its training job too); `aliases`: flags rewritten first."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if aliases:
         rewritten = []
@@ -162,9 +156,8 @@ PLAIN_VALUE = re.compile(r"[\w.+\-/:@%]*", re.ASCII)
 
 
 def hydra_value(value: str, parse: bool = False) -> str:
-    """A flag's value as a Hydra override value: quoted, so it arrives as the text the shell
-    passed (`--out 007` stays "007", `--classes 0,2` is not a list) and a typed key converts it
-    (`'7'` → 7 for an int); `parse` leaves a plain value to Hydra (a key of an untyped mapping)."""
+    """A flag's value quoted for Hydra, so it arrives as the shell's text (`--out 007` stays "007")
+    and a typed key converts it; `parse` leaves a plain value to Hydra (an untyped mapping's key)."""
     if parse and PLAIN_VALUE.fullmatch(value):
         return value
     # inside quotes Hydra reads a backslash as an escape only before a quote or at the end
@@ -185,11 +178,9 @@ OPTIONS = ("--config-name", "--config-dir", "--print-config", "-h", "--help")
 
 def flags_to_overrides(argv: list[str], aliases: dict[str, str], switches: tuple[str, ...] = (),
                        parsed: tuple[str, ...] = ()) -> list[str]:
-    """The seed's flags, rewritten at the edge into every command's `key=value`: `--flag value`
-    and `--flag=value` become `aliases[flag]=value` (`-` and `_` alike in a flag's name); a
-    switch (`--allow_mismatch`) becomes `key=true`. Values are `hydra_value`s (`parsed`: the keys
-    whose values Hydra parses, e.g. of an untyped mapping). The edge's own options and `key=value` pass
-    unchanged; an unknown flag or any other word is a ConfigError (never silently ignored)."""
+    """The seed's flags rewritten at the edge: `--flag value` and `--flag=value` become
+    `aliases[flag]=value` (`-` and `_` alike), a switch `key=true`; the edge's options and
+    `key=value` pass; an unknown flag or any other word is a ConfigError."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]

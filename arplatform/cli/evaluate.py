@@ -1,15 +1,8 @@
-"""Evaluation: a tokenizer output folder, or a folder of generated samples.
+"""Evaluation of a tokenizer folder (PSNR, SSIM, codebook usage) or a samples folder (class
+accuracy, Fréchet distance, memorisation, bits per code):
 
     arplatform evaluate codebook_dir=experiments/codebook/mnist_sample [vae=PATH] [device=auto]
     arplatform evaluate samples samples_dir=experiments/samples/mnist_sample [output_root=…]
-    (the flags are the same keys: --codebook-dir / --samples-dir / --output-root …)
-
-Tokenizer: held-out PSNR and SSIM of real vs VAE reconstruction, real vs quantised,
-VAE vs quantised; codebook usage and perplexity (rewrites `tokenizer_eval.json`).
-Samples: class accuracy under a classifier the platform trains on the real images,
-Fréchet distance on its features (with the tokenizer's reconstructions and real
-images as reference lines), memorisation, held-out bits per code (`quality.json`,
-`quality.md`, and the checkpoint's MLflow run).
 """
 
 from __future__ import annotations

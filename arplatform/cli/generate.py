@@ -1,14 +1,8 @@
-"""arplatform generate transformer_ckpt=… [vae_ckpt=…] [codebook_pt=…] [key=value …]
-(the seed's flags are the same keys: --transformer_ckpt … [--vae_ckpt …] [--codebook_pt …] [--temperature …])
+"""arplatform generate --transformer_ckpt … [--vae_ckpt …] [--codebook_pt …] [key=value …]
 
-Samples images from a trained GPT: codes with the KV cache, decoded through the
-codebook and the VAE. codebook_pt defaults to the codebook the checkpoint was
-trained on, vae_ckpt to the VAE that codebook names. engine=ray spreads the work
-over Ray Data actors (also under `ray job submit`); both engines give the same
-images for the same seed. Rerunning a command skips the samples already written.
-Sampling settings not given are the checkpoint's own (`jobs.sampling.resolve_sampling`);
-`--print-config` shows every key and its default.
-"""
+Images from a trained GPT (codes with the KV cache, decoded through the codebook and the VAE
+the checkpoint trained with), here or on Ray Data actors (engine=ray): the same images for the
+same seed; a rerun skips what is written. Unset sampling keys are the checkpoint's own."""
 
 from __future__ import annotations
 

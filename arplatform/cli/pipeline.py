@@ -1,7 +1,7 @@
 """python -m arplatform pipeline --config-name pipeline/mnist_sample [key=value …] [tokenizer.<k>=v …] [train.<k>=v …]
 
-The whole chain in one command: tokenize → train (Ray Train) → generate (Ray Data) → evaluate → report.
-It runs the stages one after another, so it sits above them, with the other commands.
+The whole chain: tokenize → train (Ray Train) → generate (Ray Data) → evaluate → report. It
+runs the stages, so it sits above them, with the other commands.
 
     run_pipeline(cfg)
       1. configs    every stage's config composed and checked before any work
@@ -12,9 +12,8 @@ It runs the stages one after another, so it sits above them, with the other comm
       6. report     reports/<name>/report.{md,html} with the grid, tokenizer figures, the
                     training curve, the quality table and the MLflow runs
 
-`force` redoes a stage (and, through the checks above, what depends on it).
-
-Overrides starting with `tokenizer.` or `train.` go to that stage's config.
+`force` redoes a stage (and what depends on it); `tokenizer.<k>=v` and `train.<k>=v` go to that
+stage's config.
 """
 
 from __future__ import annotations
@@ -84,11 +83,8 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
 
 def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, samples: str,
                     root: str) -> GenerateConfig:
-    """What the pipeline draws: `checkpoint` as `generate` would draw it (`jobs.sampling.
-    resolve_sampling`: its own settings, its sampler.json, then what was given), into the
-    pipeline's own samples folder. Given are the `train.sample.<key>=…` overrides, and the keys
-    of the config's `sample:` section changed since the checkpoint was trained (a reused
-    training run keeps its checkpoint: the section as it is now is what the person set)."""
+    """`checkpoint` as `generate` would draw it, into the pipeline's samples folder; explicit are
+    the `train.sample.<key>=…` overrides and the `sample:` keys changed since it was trained."""
     from ..config import SAMPLING_KEYS
     from ..core.checkpoint import load_model
 

@@ -1,9 +1,7 @@
 """python -m arplatform tune-sampler --config-name sampler_tune/mnist_sample [transformer_ckpt=…] [key=value …]
 
-Ray Tune over a checkpoint's sampling settings (temperature, top_k, top_p, cfg_scale, cfg_schedule):
-each trial generates samples and is scored by the sample-quality evaluation; the best
-settings are written to sampler.json beside the checkpoint, where `generate` and the
-training job's end-of-run sampling find them.
+Ray Tune over a checkpoint's sampling settings, each trial scored by the sample-quality
+evaluation; the best go to sampler.json beside the checkpoint, where every sampler finds them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Typed configuration: dataclasses validated on construction, built from plain dicts.
-
-Hydra composes YAML into a dict; `from_dict` turns it into these dataclasses,
-refusing unknown keys (naming the valid ones) and wrong types (naming the key).
-Ray workers receive `to_dict(config)`, never a Hydra object.
-"""
+"""Typed configuration: dataclasses validated on construction. Hydra composes YAML into a dict;
+`from_dict` makes these of it, naming any unknown key or wrong type; Ray workers get `to_dict`."""
 
 from __future__ import annotations
 
@@ -74,9 +70,8 @@ def check_name(path: str, value: str) -> str:
 
 
 def root_path(path: str, value) -> str:
-    """An output root: a local folder or a URI (s3://…). `file:///dir` is the local folder /dir
-    here, once, so every stage and MLflow's store see one path. Empty is refused: it would mean
-    the current directory, wherever a command happens to run."""
+    """An output root: a local folder or a URI (`file:///dir` is /dir, here once). Empty is
+    refused: it would mean wherever a command happens to run."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{path}: {value!r} is empty; name a folder (e.g. experiments) or a bucket URI")
     local = value[len("file://"):] if value.startswith("file://") else value
@@ -118,12 +113,10 @@ def from_dict(cls, data: dict, path: str = ""):
     """Build dataclass `cls` from a dict, strictly."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
+    if unknown := sorted(set(data) - set(fields)):
         where = f"{path}." if path else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]}; valid keys{' of ' + path if path else ''}: {', '.join(fields)}"
-        )
+        raise ConfigError(f"unknown key {where}{unknown[0]}; valid keys{' of ' + path if path else ''}: "
+                          f"{', '.join(fields)}")
     kwargs = {k: _convert(f"{path}.{k}" if path else k, v, hints[k]) for k, v in data.items()}
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
@@ -149,16 +142,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
     """{'a': {'b': 1}} → {'a.b': 1}, for MLflow params."""
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
+        out |= flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
     return out
-
-
-# ---------------------------------------------------------------------------
-# Shared sections
 
 
 @dataclass
@@ -181,9 +166,7 @@ class TrainTrackingConfig(TrackingConfig):
             raise ConfigError(f"tracking.model_name: {self.model_name!r} is not a safe name (letters, digits, . _ -)")
 
 
-
-# ---------------------------------------------------------------------------
-# Tokenizer stage
+# The tokenizer stage
 
 
 @dataclass
@@ -228,8 +211,7 @@ class TokenizerVAEConfig:
         _check_choice("vae.recon_loss", self.recon_loss, RECONSTRUCTION_LOSSES)
         _check_choice("vae.downsample", self.downsample, DOWNSAMPLES)
         check_ranges("vae.", self, latent_dim=(1, 1024), channels=(1, 4096), beta=(0, None), epochs=(1, None),
-                     res_blocks=(0, 16),
-                     batch_size=(1, None), lr=(0, 1, True), warmup_steps=(0, None))
+                     res_blocks=(0, 16), batch_size=(1, None), lr=(0, 1, True), warmup_steps=(0, None))
         _check_choice("vae.precision", self.precision, PRECISIONS)
 
 
@@ -251,8 +233,8 @@ class CodebookConfig:
 
 @dataclass
 class TokenizerVQConfig:
-    """kind=vq: a pretrained VQ tokenizer in LlamaGen's checkpoint format (`core/vq.py`); the
-    architecture keys are LlamaGen's `ModelArgs` (its VQ-16 by default): they must match the file."""
+    """kind=vq: a pretrained VQ in LlamaGen's format (`core/vq.py`); the architecture keys are
+    LlamaGen's `ModelArgs` (VQ-16 by default) and must match the file."""
 
     checkpoint: str | None = None  # the published file, e.g. vq_ds16_c2i.pt
     sha256: str | None = None  # when given, the file's SHA-256 must be this
@@ -265,8 +247,7 @@ class TokenizerVQConfig:
     channels: int = VQConfig.channels  # LlamaGen's `ch`, the first level's width
 
     def __post_init__(self):
-        if self.sha256 is not None and not (isinstance(self.sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}",
-                                                                                          self.sha256)):
+        if self.sha256 is not None and not re.fullmatch("[0-9a-fA-F]{64}", str(self.sha256)):
             raise ConfigError(f"vq.sha256: {self.sha256!r} is not a SHA-256 (64 hex digits)")
         check_ranges("vq.", self, codebook_size=(2, 65536), codebook_embed_dim=(1, 1024), z_channels=(32, 4096),
                      channels=(32, 4096))
@@ -325,18 +306,13 @@ class TokenizerConfig:
                               "(LlamaGen's vq_ds16_c2i.pt format)")
 
 
-# ---------------------------------------------------------------------------
-# Training job (Ray Train)
+# The training job (Ray Train)
 
 
 @dataclass
 class CodeDataConfig:
-    """Where the codes are: a tokenizer output folder, or explicit files.
-
-    `codes` is a .npy file or a folder of shards (codes-*.npy, with labels-*.npy
-    beside them). Validation codes come from val_codes/val_labels (the tokenizer
-    writes them) or, failing that, a seeded `val_fraction` of the codes.
-    """
+    """The codes: a tokenizer output folder, or files (`codes`: a .npy or a folder of shards
+    codes-*.npy with labels-*.npy). Held out: val_codes/val_labels, else a seeded `val_fraction`."""
 
     codebook_dir: str | None = None
     codes: str | None = None
@@ -360,9 +336,8 @@ class CodeDataConfig:
         check_ranges("data.", self, num_codes=(1, 65536), num_classes=(0, 100_000), val_fraction=(0, 1, True, True))
 
 
-# Named model sizes: LlamaGen's GPT-B, GPT-L and GPT-XL (their depths, widths and an output layer
-# of its own), and two small ones with a tied one (`small`, the platform's default, is the core
-# GPTConfig's own). docs/design.md lists their parameter counts.
+# Named sizes: LlamaGen's GPT-B, -L, -XL (untied output layer) and two small tied ones (`small`:
+# the core GPTConfig's own). docs/design.md lists their parameter counts.
 TIED = {"tie_embeddings": True}
 MODEL_PRESETS = {
     "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4, **TIED},
@@ -393,16 +368,16 @@ class ModelConfig:
         self.gpt_config(vocab_size=1, seq_len=self.seq_len or 2)  # the core's own checks, named by key
 
     def sizes(self) -> dict:
-        """embed_dim, num_layers, num_heads, tie_embeddings: those set here, the rest the preset's. (Kept null in
-        the config, so a sweep's trial that names another preset gets that preset's sizes.)"""
+        """The sizes set here, the rest the preset's (null in the config: a trial naming another
+        preset gets its sizes)."""
         preset = MODEL_PRESETS[self.preset or "small"]
         return {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in preset}
 
     def gpt_config(self, vocab_size: int, seq_len: int) -> GPTConfig:
-        """The core model's config: this section plus what the data decides (vocabulary, context)."""
-        fields = {"mlp_ratio": self.mlp_ratio, "dropout": self.dropout, **self.sizes()}
+        """The core model's config: this section plus what the data decides."""
         try:
-            return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, **fields)
+            return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
+                             **self.sizes())
         except ValueError as e:
             message = str(e).replace("GPTConfig.", "model.").replace("GPTConfig:", "model:")
             raise ConfigError(message if message.startswith("model") else f"model: {message}") from e
@@ -427,8 +402,7 @@ class TrainerConfig:
                       ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_ranges("trainer.", self, num_workers=(1, 4096), cpus_per_worker=(0, 1024, True),
                      threads_per_worker=(0, 1024), max_failures=(0, 1000), worker_start_attempts=(1, 1000),
-                     checkpoints_to_keep=(1, None),
-                     num_cpus=(1, 100_000))
+                     checkpoints_to_keep=(1, None), num_cpus=(1, 100_000))
 
 
 @dataclass
@@ -482,7 +456,6 @@ class TrainJobConfig:
             check_name("run_name", self.run_name)
 
 
-# ---------------------------------------------------------------------------
 # Sweeps (Ray Tune over training jobs)
 
 SWEEP_METRICS = ("val/loss", "val/bits_per_token")
@@ -540,7 +513,6 @@ class TuneJobConfig:
                               "{grid|choice|uniform|loguniform: [...]}")
 
 
-# ---------------------------------------------------------------------------
 # Generation (local, or Ray Data actors)
 
 
@@ -584,7 +556,6 @@ class GenerateConfig:
         check_sampling(self.sample)
 
 
-# ---------------------------------------------------------------------------
 # Evaluation of a tokenizer folder, or of a samples folder
 
 
@@ -607,7 +578,6 @@ class SamplesEvalConfig:
         self.output_root = root_path("output_root", self.output_root)
 
 
-# ---------------------------------------------------------------------------
 # Sampler sweeps (Ray Tune over sampling settings of one checkpoint)
 
 
@@ -637,7 +607,6 @@ class SamplerSweepConfig:
             raise ConfigError("space: expected a mapping such as {sample: {cfg_scale: {uniform: [1, 4]}}}")
 
 
-# ---------------------------------------------------------------------------
 # The whole chain (tokenize → train → generate → evaluate → report)
 
 
@@ -668,10 +637,7 @@ class PipelineConfig:
 PIPELINE_STAGES = ("tokenize", "train", "generate", "evaluate")
 
 
-# ---------------------------------------------------------------------------
-# Composing a config from the YAML files (Hydra's compose API)
-
-# arplatform/configs/: package data, in every install
+# Composing a config from the YAML files (Hydra's compose API); arplatform/configs/ is package data
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -688,8 +654,7 @@ def strings_in(node, path: str = ""):
 
 
 def refuse_env_interpolations(node) -> None:
-    """`${oc.env:…}` written out: refused naming the key (composing refuses every other spelling,
-    `config_files.no_environment_resolver`, without knowing the key)."""
+    """`${oc.env:…}` written out, refused naming the key (other spellings: `no_environment_resolver`)."""
     for path, value in strings_in(node):
         if "oc.env" in value.replace(" ", "") and "${" in value:
             raise ConfigError(f"{path}: ${{oc.env:…}} is refused (configs are printed and logged to MLflow, so a "
@@ -698,8 +663,7 @@ def refuse_env_interpolations(node) -> None:
 
 
 def refuse_interpolations(node) -> None:
-    """A resolved config holds plain values: a `${` left in one (written escaped) would be an
-    interpolation again for whatever reads the config with OmegaConf next."""
+    """A `${` left after resolving (written escaped) would interpolate for the next OmegaConf reader."""
     for path, value in strings_in(node):
         if "${" in value:
             raise ConfigError(f"{path}: {value!r} holds '${{' after resolving; a value may not name an interpolation")
@@ -712,17 +676,15 @@ def config_names(config_dir: str, group: str) -> list[str]:
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and f != "base.yaml")
 
 
-# Each group's defaults are its dataclass's: Hydra's ConfigStore holds the dataclass as
-# `<group>/schema`, each group's base.yaml starts from it, and a dataset config sets what differs.
-# Hydra then refuses unknown keys and values of the wrong type while it composes.
+# Each group's defaults are its dataclass's: the ConfigStore holds it as `<group>/schema`, each
+# base.yaml starts from it; Hydra refuses unknown keys and wrong types while it composes.
 SCHEMAS = {"tokenizer": TokenizerConfig, "transformer": TrainJobConfig, "tune": TuneJobConfig,
            "sampler_tune": SamplerSweepConfig, "pipeline": PipelineConfig, "generate": GenerateConfig,
            "evaluate": TokenizerEvalConfig, "evaluate_samples": SamplesEvalConfig}
 
 
 def register_schemas() -> None:
-    """Store every group's dataclass in Hydra's ConfigStore (idempotent; called by `compose`, not
-    on import)."""
+    """Every group's dataclass into Hydra's ConfigStore (idempotent; by `compose`, not on import)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -731,8 +693,7 @@ def register_schemas() -> None:
 
 
 def hydra_error_line(error: Exception) -> str:
-    """Hydra's and OmegaConf's errors span lines and chained exceptions (full_key,
-    reference_type, object_type …): one line that says what failed and names the key."""
+    """Hydra's and OmegaConf's many-line, chained errors as one line that names the key."""
     texts, key, e = [], None, error
     while e is not None:
         key = key or getattr(e, "full_key", None)

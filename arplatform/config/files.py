@@ -1,13 +1,8 @@
-"""What a config folder may hold, checked before Hydra reads it; and a resolver set that cannot
-read the environment.
+"""What a config folder may hold, checked before Hydra reads it, and an `oc.env` that refuses.
 
-A `--config-dir` is a user's (or a colleague's) folder of YAML files. Hydra would construct
-whatever they say: `!!python/…` tags, aliases that expand to millions of nodes (seven lines of
-anchors are 10^7 leaves), and `${oc.env:…}` built at resolve time from other keys
-(`${oc.decode:"\\${${name}.env:SECRET}"}`). So each file is read as a YAML node graph first (no
-object is constructed), its size bounded and its tags checked; and composing runs with an
-`oc.env` that refuses, so no spelling of it reaches the environment.
-"""
+Hydra would construct whatever a `--config-dir` says: `!!python/…` tags, aliases that expand
+to 10^7 leaves, `${oc.env:…}` built from other keys. So each file is read as a node graph
+first (nothing constructed), its size bounded and its tags checked."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""What a training job's config and its data imply: the model, the context windows, the steps.
-
-The driver checks the data once (`DataFacts`: vocabulary, grid, row counts); the
-model, the `seq_len` windows and the step count follow from the job's config and
-those facts alone (`plan_training`). The driver calls it to refuse a job that
-cannot run; every Ray worker calls it again on the config it received, so a Tune
-trial that changes `model.seq_len`, `model.embed_dim` or `optim.batch_size` gets
-a model, windows and a step count of its own.
-"""
+"""What a training job's config and its checked data (`DataFacts`) imply: the model, the
+context windows, the steps (`plan_training`). The driver calls it to refuse a job that cannot
+run; every worker calls it again on its own config, so each Tune trial plans its own."""
 
 from __future__ import annotations
 

@@ -8,9 +8,8 @@
         lr:        {loguniform: [3.0e-4, 3.0e-3]}
         dropout:   {uniform: [0.0, 0.2]}
 
-A leaf names a key of the training job (`model.*` or `optim.*`). Every value a trial
-can draw is checked here, before Ray starts: discrete values in every combination,
-ranges at both ends, each as a whole training job planned on the checked data.
+A leaf names a key of the training job. Every value a trial can draw is checked before Ray
+starts, as a whole training job planned on the checked data.
 """
 
 from __future__ import annotations

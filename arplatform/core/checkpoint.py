@@ -74,11 +74,9 @@ def save_checkpoint(
     rank_rng_states: list | None = None,
     average_state: dict | None = None,
 ) -> str:
-    """`model_state` / `optimizer_state`, when given, are the states to save (a sharded model's,
-    gathered whole by `loop.full_state`); else the model's and the optimizer's own.
-    `rank_rng_states`: every rank's `rng_state()` in a run of several processes, so each resumes
-    its own dropout stream (`rng_state` stays this process's). `average_state`: the weight average's
-    whole state (`loop.WeightAverage`), kept in a last.pt to resume it."""
+    """`model_state`/`optimizer_state`: the states to save (a sharded model's, `loop.full_state`),
+    else the model's own. `rank_rng_states`: every rank's RNG, so each resumes its own dropout
+    stream. `average_state`: the weight average, kept in a last.pt to resume it."""
     model = unwrap_model(model)
     if kind == "gpt" and layout is None:
         raise ValueError("a GPT checkpoint needs its TokenLayout")

@@ -1,16 +1,6 @@
-"""Codebook fitting and the `codebook.pt` file.
-
-k-means++ initialisation, then Lloyd iterations in torch, over chunks of the
-data so memory stays bounded (N×K distances are never held at once) on CPU or
-GPU; empty clusters are re-seeded with the points farthest from their centres.
-`medoid` mode snaps every centre to its nearest real latent — what the
-existing codebook tools call `z_medoid`.
-
-`codebook.pt` is a dict: ``z_medoid`` (K, D) float tensor, ``config``, and
-optionally ``medoid_indices`` and ``stats``. Loaders also accept a bare (K, D)
-tensor and the existing tools' files, whose ``medoid_indices`` is a NumPy
-array (allow-listed for weights_only loading; nothing else is).
-"""
+"""Codebook fitting (k-means++, then Lloyd in torch over chunks: N×K distances never held at
+once; empty clusters re-seeded far away; `medoid` snaps centres to real latents) and
+`codebook.pt`: {z_medoid (K, D), config[, medoid_indices, stats]}, or a bare (K, D) tensor."""
 
 from __future__ import annotations
 

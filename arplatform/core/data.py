@@ -83,12 +83,8 @@ def load_array(path: str | os.PathLike, what: str) -> np.ndarray:
 
 
 def load_codes(source, dtype=np.int64) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Codes as `dtype` (N, H*W) plus the grid shape (H, W) when the file says it
-    (dtype=None: the file's own integer type, no copy; a check needs no wider one).
-
-    Accepts (N, H*W) or (N, H, W) integer arrays; -1 and other invalid codes are
-    kept for the invalid-code policy to handle.
-    """
+    """(N, H*W) or (N, H, W) integer codes as `dtype` (None: the file's own, no copy) (N, H*W),
+    and the grid (H, W) when the file says it; invalid codes are kept for the policy."""
     name = _name(source)
     arr = load_array(source, "codes") if isinstance(source, (str, os.PathLike)) else source
     arr = np.asarray(arr)
@@ -173,12 +169,8 @@ def apply_invalid_code_policy(
     codes: np.ndarray, labels: np.ndarray | None, num_codes: int, policy: str, name: str = "<array>",
     first_row: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Handle codes outside 0..num_codes-1. Returns (codes, labels, count of invalid codes).
-
-    unk: keep the rows, the invalid codes become UNK (see `encode_sequences`).
-    error: raise naming the file, the count and the first (row, position).
-    drop: drop every row containing one, with a warning saying how many.
-    """
+    """Codes outside 0..num_codes-1 → (codes, labels, count): unk keeps them (they become UNK),
+    error names the file, count and first (row, position), drop drops their rows with a warning."""
     if policy not in INVALID_CODE_POLICIES:
         raise ValueError(f"invalid_codes must be one of {INVALID_CODE_POLICIES}, got {policy!r}")
     bad = (codes < 0) | (codes >= num_codes)
@@ -208,11 +200,8 @@ def apply_invalid_code_policy(
 
 
 def encode_sequences(codes: np.ndarray, labels: np.ndarray | None, layout: TokenLayout) -> np.ndarray:
-    """(N, L) codes → (N, prefix + L + 1) tokens: ``[class][BOS] codes [EOS]``.
-
-    Invalid codes become UNK; with a conditional layout and no labels, the class
-    slot holds the null class.
-    """
+    """(N, L) codes → (N, prefix + L + 1) tokens ``[class][BOS] codes [EOS]``: invalid codes
+    become UNK; a conditional layout without labels gets the null class."""
     n, length = codes.shape
     tokens = np.empty((n, layout.sequence_length(length)), dtype=np.int64)
     if layout.conditional:
@@ -228,13 +217,9 @@ def encode_sequences(codes: np.ndarray, labels: np.ndarray | None, layout: Token
 
 
 def window_starts(num_inputs: int, seq_len: int) -> list[int]:
-    """Start offsets of the training windows over a sequence of `num_inputs` inputs.
-
-    A sequence that fits the model's context is one window. A longer one is cut
-    into windows of `seq_len` inputs with stride seq_len // 2, the last aligned to
-    the end, so every target is inside some window with at least seq_len // 2
-    tokens of context (except in the first window, which starts the sequence).
-    """
+    """Start offsets of the training windows over `num_inputs` inputs: one window when it fits,
+    else windows of `seq_len` with stride seq_len // 2, the last aligned to the end, so every
+    target has at least seq_len // 2 tokens of context (but in the first window)."""
     if num_inputs <= seq_len:
         return [0]
     stride = max(1, seq_len // 2)
@@ -247,12 +232,9 @@ def window_starts(num_inputs: int, seq_len: int) -> list[int]:
 def make_examples(
     tokens: np.ndarray, layout: TokenLayout, seq_len: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token sequences (N, T) → (input_ids, labels), each (N * windows, min(T-1, seq_len)).
-
-    labels are the inputs shifted by one; a target that is PAD, BOS, UNK or a class
-    token is -100. In windows after the first, targets an earlier window already
-    scored are -100 too, so every target counts exactly once (bits per token stay exact).
-    """
+    """Token sequences (N, T) → (input_ids, labels), each (N * windows, min(T-1, seq_len)): labels
+    are the inputs shifted by one, -100 for PAD, BOS, UNK, class tokens and targets an earlier
+    window scored (every target counts once)."""
     inputs, targets = tokens[:, :-1], tokens[:, 1:].copy()
     not_scored = (targets == layout.pad_id) | (targets == layout.bos_id)
     not_scored |= (targets == layout.unk_id) | (targets >= layout.first_class_id)
@@ -272,20 +254,9 @@ def make_examples(
 
 
 class CodeSequenceDataset(Dataset):
-    """Integer codes (and optional class labels) as next-token examples.
-
-    Args:
-        codes: path to a ``.npy`` of integer codes, or an array, shaped (N, H*W) or (N, H, W).
-        labels: path or array of N integer classes (optional).
-        layout: the `TokenLayout`; when omitted it is built from `num_codes`
-            (the codebook size) or, failing that, from the data with a warning,
-            and from the labels' largest class.
-        invalid_codes: ``unk`` | ``error`` | ``drop`` for codes outside 0..num_codes-1.
-        seq_len: the model's context; longer sequences are cut into windows
-            (see `window_starts`).
-
-    Items are dicts of LongTensors ``input_ids`` and ``labels`` (-100 = not a target).
-    """
+    """Integer codes (a .npy path or an array, (N, H*W) or (N, H, W)) and optional labels as
+    next-token examples {input_ids, labels}. `layout` defaults from `num_codes` (else the data,
+    with a warning) and the labels; `seq_len` cuts longer sequences into windows."""
 
     def __init__(
         self,
@@ -341,12 +312,8 @@ class CodeSequenceDataset(Dataset):
 def pad_collate(
     batch: Sequence[dict[str, torch.Tensor]], pad_id: int, with_attention_mask: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Pad a list of examples to the batch's longest: input_ids with `pad_id`, labels with -100.
-
-    With `with_attention_mask`, adds ``attention_mask`` (1 = real token). Padding
-    sits at the end, so a causal model needs no mask for the real positions;
-    the GPT here does not use one.
-    """
+    """Pad examples to the batch's longest at the end (input_ids `pad_id`, labels -100); with
+    `with_attention_mask`, an ``attention_mask`` (1 = real token)."""
     if not batch:
         raise ValueError("pad_collate: empty batch")
     for item in batch:

@@ -16,12 +16,8 @@ from .vq import VQ
 
 @torch.inference_mode()
 def decode_codes_to_images(codes, codebook, vae, batch_size: int = 256) -> torch.Tensor:
-    """Images (B, C, H, W) in [0, 1] from codes (B, H·W) or (B, H, W).
-
-    `codebook` is a path to `codebook.pt`, a dict with `z_medoid` or a (K, D)
-    tensor; `vae` is a `VAE` or the path to its checkpoint. Codes outside
-    0 … K-1 (such as the -1 a codebook builder writes) are refused.
-    """
+    """Images (B, C, H, W) in [0, 1] from codes (B, H·W) or (B, H, W); `codebook`: a codebook.pt
+    path, a dict with `z_medoid` or (K, D); `vae`: a VAE or its checkpoint. Codes ∉ 0…K-1 refused."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(codes, torch.Tensor):

@@ -1,19 +1,5 @@
-"""The kinds of user error, one type each. Every command turns them into one line and exit 2.
-
-    ConfigError      a configuration key is unknown, mistyped or out of range
-    DataError        a codes, labels, image or codebook file is unusable
-    CheckpointError  a checkpoint is unreadable or does not match what the caller expects
-    RunStateError    a run to resume does not exist or never started; a run name is taken
-    TrainingError    the loss diverged (non-finite); the last good checkpoint is kept
-    GenerationError  batch generation stalled or lost batches; rerunning continues it
-    StorageError     a URI cannot be reached: unknown scheme, missing bucket, no credentials,
-                     an endpoint that does not answer
-
-`Interrupted` is not an error: a run stopped by the user (Ctrl-C, SIGTERM, `ray job stop`)
-whose state is saved; the command exits 130 and `resume=true` continues it.
-
-Anything else that escapes a command is a bug and keeps its traceback.
-"""
+"""The kinds of user error: every command turns them into one line and exit 2. `Interrupted`
+(a stopped run whose state is saved) exits 130. Anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -27,7 +13,7 @@ class CheckpointError(ValueError):
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on: the loss or its gradient stopped being finite."""
+    """The loss or its gradient stopped being finite; the last good checkpoint is kept."""
 
 
 class ConfigError(ValueError):
@@ -35,19 +21,19 @@ class ConfigError(ValueError):
 
 
 class RunStateError(RuntimeError):
-    """The run state on disk does not allow what was asked (resume, a run name)."""
+    """A run to resume does not exist or never started; a run name is taken."""
 
 
 class GenerationError(RuntimeError):
-    """Generation stopped (a stalled or failed Ray pipeline); what was written is kept."""
+    """Generation stalled or lost batches; what was written is kept, a rerun continues."""
 
 
 class StorageError(OSError):
-    """A path or URI of the storage layer cannot be read or written (`storage.py`)."""
+    """A URI cannot be reached: unknown scheme, missing bucket, no credentials, no answer."""
 
 
 class Interrupted(Exception):
-    """A run was stopped (a sweep whose trials Ray Tune interrupted); its state is kept."""
+    """A run stopped by the user (Ctrl-C, SIGTERM, `ray job stop`); `resume=true` continues it."""
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, RunStateError, TrainingError, GenerationError, StorageError)

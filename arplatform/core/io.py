@@ -64,11 +64,9 @@ def scratch_parent() -> str:
 
 @contextmanager
 def scratch_dir(prefix: str):
-    """A private folder for a process's scratch files (a training worker's checkpoints, a reader's
-    pinned copy), removed when the block ends. A process killed in the block (a SIGKILL runs no
-    `finally`; a preempted node's worker) leaves it behind: each new one removes those first. A
-    folder's process is alive while it holds the lock on `<folder>.lock` (the kernel drops the
-    lock when the process dies, whatever killed it)."""
+    """A private scratch folder, removed when the block ends. One a killed process left (SIGKILL
+    runs no `finally`) is removed by the next: its owner holds a flock on `<folder>.lock`, which
+    the kernel drops when the process dies."""
     import fcntl
     import shutil
     import uuid

@@ -1,9 +1,6 @@
-"""The single-process training loop: AdamW, warmup + cosine, clipping, accumulation,
-bf16 autocast, held-out loss and bits per token, best/last checkpoints, exact resume.
-
-The loop knows nothing of Ray or MLflow: metrics leave through `callback`, and a
-distributed wrapper supplies its own batches, reduction and end-of-epoch hook.
-"""
+"""The training loop: AdamW, warmup + cosine, clipping, accumulation, bf16, held-out loss,
+best/last checkpoints, exact resume. It knows nothing of Ray or MLflow: metrics leave through
+`callback`; a distributed wrapper supplies its batches, reduction and end-of-epoch hook."""
 
 from __future__ import annotations
 
@@ -55,15 +52,11 @@ class OptimConfig:
     log_every: int = 20
 
     def __post_init__(self):
-        positive = ("batch_size", "epochs", "grad_accum_steps", "log_every")
-        for name in positive:
+        for name, least in (("batch_size", 1), ("epochs", 1), ("grad_accum_steps", 1), ("log_every", 1),
+                            ("max_steps", 0), ("warmup_steps", 0), ("seed", 0)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"OptimConfig.{name} must be a positive int, got {v!r}")
-        for name in ("max_steps", "warmup_steps", "seed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"OptimConfig.{name} must be a non-negative int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ValueError(f"OptimConfig.{name} must be an int >= {least}, got {v!r}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise ValueError(f"OptimConfig.lr must be a finite number in (0, 1], got {self.lr!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -86,14 +79,9 @@ class OptimConfig:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------
-# Pieces
-
-
 def training_probe(model: torch.nn.Module, objective, device, batch_size: int = 8) -> Callable[[str], None]:
-    """One forward/backward of `model` on a synthetic batch, for `choose_precision`. The RNG
-    state is restored afterwards, so whether a run probed (or found the verdict cached)
-    never changes its trajectory."""
+    """One forward/backward on a synthetic batch, for `choose_precision`; the RNG state is
+    restored, so whether a run probed never changes its trajectory."""
     batch = objective.synthetic_batch(unwrap_model(model), batch_size)
 
     def probe(precision: str) -> None:
@@ -122,11 +110,9 @@ def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
 
 
 def checkpoint_activations(model: torch.nn.Module) -> torch.nn.Module:
-    """Activation checkpointing (torchtitan's "full" mode): each of the GPT's blocks keeps only
-    its input in the forward pass and recomputes its activations in the backward, memory for
-    about a third more compute. Applied from outside, the model stays as it is; the wrapper's
-    state-dict hooks keep every key, so checkpoints load either way. The same dropout masks are
-    drawn again in the recompute (the RNG state is replayed)."""
+    """Activation checkpointing (torchtitan's "full" mode): each block keeps only its input and
+    recomputes its activations in the backward (the same dropout masks: the RNG is replayed).
+    Applied from outside; the wrapper keeps every state-dict key, so checkpoints load either way."""
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
     for i, block in enumerate(model.blocks):
@@ -138,12 +124,8 @@ def checkpoint_activations(model: torch.nn.Module) -> torch.nn.Module:
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not norms, biases or the tied embedding's rows twice)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     # the fused CUDA kernel: one launch per step instead of one per tensor
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=all(p.is_cuda for p in params))
 
@@ -163,8 +145,8 @@ def drop_class_tokens(input_ids: torch.Tensor, layout: TokenLayout, p: float) ->
 
 
 def drop_code_tokens(input_ids: torch.Tensor, layout: TokenLayout, p: float) -> torch.Tensor:
-    """With probability p each input code becomes a uniformly random code (specials and class
-    tokens are kept): the model sees corrupted contexts, as it will from its own samples."""
+    """Each input code becomes a random code with probability p (specials and class tokens
+    kept): the model sees corrupted contexts, as it will from its own samples."""
     if p == 0.0:
         return input_ids
     is_code = input_ids < layout.num_codes
@@ -190,10 +172,8 @@ class GPTObjective:
             x = drop_code_tokens(x, self.layout, self.token_dropout)
         with autocast(precision, device):
             logits = model(x)
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum",
-        )
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
         return loss, (y != IGNORE_INDEX).sum()
 
     def metrics(self, mean_loss: float) -> dict[str, float]:
@@ -210,11 +190,9 @@ class GPTObjective:
 
 
 @torch.no_grad()
-def evaluate(
-    model, objective, batches: Iterable[Batch], precision: str, device, reduce: Callable | None = None
-) -> dict[str, float]:
-    """Held-out mean loss (per scored unit) and the objective's derived metrics, e.g. bits per
-    token; `reduce` all-reduces the (sum, count) pair across ranks."""
+def evaluate(model, objective, batches: Iterable[Batch], precision: str, device, reduce: Callable | None = None
+             ) -> dict[str, float]:
+    """Held-out mean loss and the objective's metrics; `reduce` all-reduces (sum, count) across ranks."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=device)
@@ -228,12 +206,8 @@ def evaluate(
 
 
 class IndexBatches:
-    """Batches of equally long tensors (e.g. ``{"input_ids": …, "labels": …}``) in a seeded,
-    per-epoch order that a resumed run replays.
-
-    The order of epoch e is a permutation drawn from seed and e only, so resuming
-    at (epoch, batch) needs no saved iterator state.
-    """
+    """Batches of equally long tensors in a seeded order per epoch, drawn from (seed, epoch)
+    only: resuming at (epoch, batch) needs no saved iterator state."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True):
@@ -259,9 +233,9 @@ class IndexBatches:
 
 
 class WeightAverage:
-    """An exponential moving average of the weights, kept beside each rank's own (possibly sharded)
-    parameters and swapped in to validate and save. The decay ramps up as (1+n)/(10+n) over the
-    first updates (as timm's and torch-ema's do), so early weights do not linger in a short run."""
+    """An exponential moving average of each rank's (possibly sharded) weights, swapped in to
+    validate and save. The decay ramps up as (1+n)/(10+n) (timm's, torch-ema's), so early
+    weights do not linger in a short run."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay, self.updates = decay, 0
@@ -291,8 +265,7 @@ class WeightAverage:
             param.copy_(value)
 
     def load(self, model: torch.nn.Module, average_state: dict, updates: int) -> None:
-        """The average from a checkpoint's whole state (loaded through the model, so a sharded one
-        takes its shard); the model's own weights are put back."""
+        """The average from a checkpoint's whole state, through the model (a sharded one takes its shard)."""
         own = [p.detach().clone() for p in self.params]
         load_full_state(model, None, {"model_state_dict": average_state})
         self.shadow = [p.detach().clone() for p in self.params]
@@ -300,14 +273,10 @@ class WeightAverage:
         self.updates = updates
 
 
-# ---------------------------------------------------------------------------
-# The loop
-
-
 def check_finite(model: torch.nn.Module, grad_clip: float, step: int, epoch: int, last_path: str | None) -> None:
-    """Clip the gradient (grad_clip > 0) and stop before the optimizer step if its norm is not
-    finite, so no NaN reaches the weights or a checkpoint. Under DDP the norm is computed on the
-    all-reduced gradient, under FSDP over every rank's shard, so every rank stops at the same step."""
+    """Clip the gradient and stop before the optimizer step if its norm is not finite: no NaN
+    reaches a checkpoint. The norm is global (DDP: all-reduced; FSDP: over the shards), so every
+    rank stops at the same step."""
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     else:
@@ -321,8 +290,7 @@ def check_finite(model: torch.nn.Module, grad_clip: float, step: int, epoch: int
 
 
 def decide_precision(requested: str, model, objective, device, log: Callable[[str], None] | None = print) -> str:
-    """`choose_precision` with this model's own training step as the probe; with `auto`, `log` says
-    what it chose and why."""
+    """`choose_precision` probed with this model's training step; `auto` logs what and why."""
     choice = choose_precision(requested, device, training_probe(model, objective, device), probe_key(objective, model))
     if requested == "auto" and log is not None:
         log(f"precision auto → {choice.precision}: {choice.reason}")
@@ -337,9 +305,8 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 
 def full_state(model: torch.nn.Module, optimizer=None) -> tuple[dict, dict | None]:
-    """The model's (and optimizer's) whole state: their own state dicts, or for a sharded model
-    gathered from every rank onto the CPU (a collective: every rank calls it, rank 0 saves). A
-    sharded run's optimizer state is keyed by parameter name (`torch.distributed.checkpoint`)."""
+    """The model's (and optimizer's) whole state; a sharded model's gathered onto the CPU (a
+    collective: every rank calls it), its optimizer state keyed by parameter name."""
     if not is_sharded(model):
         return unwrap_model(model).state_dict(), optimizer.state_dict() if optimizer is not None else None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
@@ -350,8 +317,7 @@ def full_state(model: torch.nn.Module, optimizer=None) -> tuple[dict, dict | Non
 
 
 def load_full_state(model: torch.nn.Module, optimizer, ckpt: dict) -> None:
-    """`full_state`'s inverse: a whole state into the model and optimizer (None: the model only),
-    sharded or not."""
+    """`full_state`'s inverse (optimizer None: the model only)."""
     if not is_sharded(model):
         unwrap_model(model).load_state_dict(ckpt["model_state_dict"])
         if optimizer is not None:
@@ -367,8 +333,8 @@ def load_full_state(model: torch.nn.Module, optimizer, ckpt: dict) -> None:
 
 def restore(model, optimizer, objective, resume_from: str | dict, device,
             average: WeightAverage | None = None) -> tuple[int, float]:
-    """Weights, optimizer, RNG (and the weight average) from a last.pt (a path, or its dict
-    already loaded and checked by the caller) → (step, best validation loss so far)."""
+    """Weights, optimizer, RNG and weight average from a last.pt (a path, or its checked dict)
+    → (step, best validation loss so far)."""
     if isinstance(resume_from, dict):
         ckpt, resume_from = resume_from, "the resume checkpoint"
     else:
@@ -415,11 +381,9 @@ def every_rank(value) -> list | None:
 
 @contextmanager
 def heap_frozen():
-    """Hide the objects alive when training starts (modules, imported libraries: ~400k
-    of them in a Ray worker) from the cyclic garbage collector until the loop ends. Its
-    full collections then scan only what the loop creates: in a Ray worker they took
-    0.37 s of every 18 s epoch, frozen 0.05 s. A caller's own freeze is left alone.
-    Used as `fit`'s decorator, so the loop itself stays flat."""
+    """Hide the objects alive when training starts (~400k in a Ray worker) from the cyclic
+    garbage collector until the loop ends: its collections took 0.37 s of every 18 s epoch,
+    frozen 0.05 s. A caller's own freeze is left alone."""
     if gc.get_freeze_count():
         yield
         return
@@ -431,8 +395,7 @@ def heap_frozen():
 
 
 class Trainer:
-    """One run of `fit`: the model, its objective and optimizer, and where the run is (step, best
-    validation loss, stopped). `fit` drives it epoch by epoch; each method is one named step."""
+    """One run of `fit`: model, objective, optimizer, and where the run is (step, best loss, stopped)."""
 
     def __init__(self, model, objective, cfg: OptimConfig, steps_per_epoch: int, device, checkpoint_dir, grid_shape,
                  run_config, callback, reduce, is_main: bool):
@@ -481,8 +444,7 @@ class Trainer:
                 return
 
     def train_loss(self, batch):
-        """The objective's (sum, count) through the compiled model; where compiling fails, a
-        warning and the eager model from then on."""
+        """The objective's (sum, count) through the compiled model; if compiling fails, eagerly."""
         try:
             return self.objective.loss(self.step_model, batch, self.precision, self.device, train=True)
         except Exception as err:  # noqa: BLE001 - any compiler failure: train eagerly rather than not at all
@@ -506,8 +468,8 @@ class Trainer:
         return lr
 
     def end_epoch(self, epoch: int, val_batches) -> dict:
-        """Validation, best.pt when it improved (or always, with nothing held out), last.pt. With a
-        weight average, the average is what is validated and what best.pt holds."""
+        """Validation, best.pt when it improved (always, with nothing held out), last.pt; with a
+        weight average, the average is validated and saved as best.pt."""
         metrics = {"epoch": epoch, "step": self.step}
         with self.average.applied() if self.average is not None else nullcontext():
             if val_batches is not None:
@@ -534,13 +496,11 @@ class Trainer:
             with self.average.applied():  # copied: a state dict shares the parameters' storage
                 average_state = {k: v.clone() for k, v in full_state(self.model)[0].items()}
         if self.is_main:
-            save_checkpoint(
-                path, self.model, kind=self.objective.kind, grid_shape=self.grid_shape,
-                train_config=self.run_config, step=self.step, epoch=epoch, metrics=metrics,
-                model_state=state, optimizer_state=optimizer_state, with_rng=full, rank_rng_states=rank_rngs,
-                average_state=average_state,
-                **self.objective.checkpoint_fields(),
-            )
+            save_checkpoint(path, self.model, kind=self.objective.kind, grid_shape=self.grid_shape,
+                            train_config=self.run_config, step=self.step, epoch=epoch, metrics=metrics,
+                            model_state=state, optimizer_state=optimizer_state, with_rng=full,
+                            rank_rng_states=rank_rngs, average_state=average_state,
+                            **self.objective.checkpoint_fields())
 
     def emit(self, metrics: dict) -> None:
         if self.callback is not None and self.is_main:
@@ -563,34 +523,19 @@ class Window:
 
 
 @heap_frozen()
-def fit(
-    model: torch.nn.Module,
-    objective,
-    train_batches: Callable[[int, int], Iterable[Batch]],
-    steps_per_epoch: int,
-    val_batches: Callable[[], Iterable[Batch]] | None,
-    cfg: OptimConfig,
-    *,
-    device: torch.device | str = "cpu",
-    checkpoint_dir: str | None = None,
-    resume_from: str | dict | None = None,
-    grid_shape=None,
-    run_config: dict | None = None,
-    callback: MetricsCallback | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    reduce: Callable | None = None,
-    is_main: bool = True,
-) -> dict:
+def fit(model: torch.nn.Module, objective, train_batches: Callable[[int, int], Iterable[Batch]], steps_per_epoch: int,
+        val_batches: Callable[[], Iterable[Batch]] | None, cfg: OptimConfig, *, device: torch.device | str = "cpu",
+        checkpoint_dir: str | None = None, resume_from: str | dict | None = None, grid_shape=None,
+        run_config: dict | None = None, callback: MetricsCallback | None = None,
+        on_epoch_end: Callable[[int, dict], None] | None = None, reduce: Callable | None = None,
+        is_main: bool = True) -> dict:
     """Train `model` in place on `objective` (e.g. `GPTObjective(layout)`); returns the final metrics.
 
-    train_batches(epoch, skip) yields the micro-batches of an epoch after skipping
-    `skip` of them; steps_per_epoch counts optimizer steps (micro-batches /
-    grad_accum_steps). With `checkpoint_dir`, the main process writes last.pt
-    after every epoch (and when max_steps stops the run) and best.pt whenever the
-    validation loss improves. resume_from (a last.pt, or its loaded dict) continues
-    exactly where it stopped: weights, optimizer, RNG, step, and the position in the epoch's data order.
-    In a run of several processes every rank takes part in a save (a sharded model's state and
-    every rank's RNG are gathered), so give every rank a `checkpoint_dir`, or none.
+    train_batches(epoch, skip) yields an epoch's micro-batches after skipping `skip`;
+    steps_per_epoch counts optimizer steps. With `checkpoint_dir`: last.pt after every epoch
+    (and at max_steps), best.pt whenever the validation loss improves. resume_from (a last.pt,
+    or its loaded dict) continues exactly: weights, optimizer, RNG, step, place in the data order.
+    Every rank takes part in a save, so give every rank a `checkpoint_dir`, or none.
     """
     trainer = Trainer(model, objective, cfg, steps_per_epoch, device, checkpoint_dir, grid_shape, run_config,
                       callback, reduce, is_main)

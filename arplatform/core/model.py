@@ -1,10 +1,6 @@
-"""A GPT over code tokens: RoPE, pre-norm blocks, SDPA, weight tying (by default), and a KV cache it owns.
-
-Read top to bottom: config → rotary positions → cache → attention → block → GPT.
-Positions are rotary (relative), so a window of the last `seq_len` tokens is
-scored the same wherever it sits in a longer sequence; the generator slides
-that window (see `sampling.generate_autoregressive`).
-"""
+"""A GPT over code tokens: RoPE, pre-norm blocks, SDPA, weight tying, a KV cache it owns.
+Top to bottom: config → rotary positions → cache → attention → block → GPT. Rotary positions
+score a window the same wherever it sits, so the generator can slide it."""
 
 from __future__ import annotations
 
@@ -70,11 +66,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
            dropout_p: float = 0.0) -> torch.Tensor:
-    """softmax(q·kᵀ/√d + mask)·v over heads (B, H, T, d): causal (q and k the same tokens), under
-    `mask` (T, keys), or over every key. Only the kernel is chosen here, by measurement (torch
-    2.13, 2-core EPYC): SDPA's CPU flash kernel is slow in bf16 (backward ~3× the math kernel's
-    at 51 tokens), and for one new token against a cache it loses to the formula written out
-    (1.2–1.5× at 259 keys, even at 67; its math kernel is 3–5× slower still)."""
+    """softmax(q·kᵀ/√d + mask)·v (B, H, T, d): causal, under `mask` (T, keys), or over every key.
+    The kernel is chosen by measurement (torch 2.13, EPYC): SDPA's CPU flash kernel is slow in
+    bf16, and for one token against a cache the formula written out wins (1.2–1.5×)."""
     if q.device.type == "cpu" and q.shape[2] == 1 and mask is None and not causal:
         return ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
     math_kernel = q.device.type == "cpu" and q.dtype == torch.bfloat16
@@ -111,9 +105,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, positions: torch.Tensor | None = None, visible: int = 0,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """positions None: causal over x itself. Else x's tokens sit at `positions` of the cached
-        sequences: their keys and values are written there, and they attend over the cache's
-        first `visible` positions where `mask` (T, visible) allows (None: all of them)."""
+        """positions None: causal over x. Else x's keys and values go to `positions` of the cache,
+        and x attends over its first `visible` positions where `mask` (T, visible) allows."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         (q, k), v = apply_rope(qkv[:2], cos, sin), qkv[2]  # one rotation for q and k together
@@ -180,9 +173,8 @@ class GPT(nn.Module):
 
     # -- KV cache ----------------------------------------------------------
     def setup_cache(self, batch_size: int, dtype=None, device=None) -> None:
-        """A cache for `batch_size` sequences of up to `seq_len` tokens. A cache of the same shape
-        is kept (a captured CUDA graph reads its buffers by address; stale entries are never
-        read: every position is written before it is attended to)."""
+        """A cache for `batch_size` sequences of up to `seq_len` tokens; one of the same shape is
+        kept (a CUDA graph reads its buffers by address; positions are written before read)."""
         p = self.tok_emb.weight
         shape = (batch_size, self.config.num_heads, self.config.seq_len, self.config.head_dim)
         dtype, device = dtype or p.dtype, torch.device(device or p.device)
@@ -200,16 +192,10 @@ class GPT(nn.Module):
     # -- forward -----------------------------------------------------------
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 visible: int | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for tokens idx (B, T).
-
-        positions=None: a plain causal forward over idx, no cache (training). positions (T,)
-        long: the tokens sit at these positions of the sequences in the cache (set up by
-        `setup_cache`); their keys and values are written there and each attends to the cached
-        positions up to its own among the first `visible` (default: the whole cache, so every
-        shape is fixed and a compiled step is captured once; an eager caller passes how many
-        positions are written, these tokens counted, so a step reads no more of the cache than
-        it must: `sampling.decode_one_token` gives position + 1).
-        """
+        """Logits (B, T, vocab) for tokens idx (B, T). positions None: causal, no cache (training).
+        positions (T,): the tokens' keys and values go to these cache positions, each attending up
+        to its own among the first `visible` (default the whole cache: fixed shapes for a compiled
+        step; an eager decoder passes position + 1 to read no more than it must)."""
         B, T = idx.shape
         if positions is None:
             if T > self.config.seq_len:
@@ -230,9 +216,8 @@ class GPT(nn.Module):
 
 
 def parameter_count(cfg: GPTConfig) -> int:
-    """The parameters of a GPT of `cfg` (`GPT.num_params`), counted from its shapes: nothing is
-    built, so an XL-sized count costs nothing (built on the meta device, its initialisers import
-    torch's compiler: a second of every training command's start-up)."""
+    """`GPT.num_params` of `cfg` from its shapes, nothing built (even on the meta device, building
+    imports torch's compiler: a second of every start-up)."""
     d, hidden = cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim
     weights = 3 * d * d + d * d + 2 * d * hidden  # qkv, attention projection, MLP in and out
     biases = (3 * d + d + hidden + d + 2 * d) if cfg.bias else 0  # those four, and the two norms'
@@ -242,8 +227,7 @@ def parameter_count(cfg: GPTConfig) -> int:
 
 
 def training_flops_per_token(cfg: GPTConfig) -> int:
-    """FLOPs of one training token, forward and backward: 6 per weight (the embedding counts once,
-    as the output layer's matmul: an untied input embedding is a lookup) and 12·layers·width·context
-    for attention's scores and sums (PaLM's count for MFU)."""
+    """FLOPs of one training token (PaLM's count for MFU): 6 per weight (an untied input embedding
+    is a lookup) and 12·layers·width·context for attention."""
     lookup = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.embed_dim
     return 6 * (parameter_count(cfg) - lookup) + 12 * cfg.num_layers * cfg.embed_dim * cfg.seq_len

@@ -1,23 +1,11 @@
 """`precision: auto` by measurement: bf16 only where it is measured faster than fp32.
 
-A CPU flag says bf16 *instructions* exist, not that bf16 is faster: on a 2-core Xeon
-with AVX512-BF16 but no AMX a 1024² matmul ran at 82 GFLOP/s in bf16 against 95 in
-fp32. So on a CPU with bf16 support, `auto` times a short probe of the work at hand
-(the model's own forward/backward, or a decode step) in both precisions, picks the
-faster, and caches the verdict per machine, torch version, thread count and probe key.
-On CUDA, bf16 where the GPU supports it, without a probe.
-
-A machine busy with other work makes a probe lie (one measured bf16 at 0.64× on a CPU
-where it trains 2.35× faster). So the probe times both precisions interleaved, in rounds
-whose order alternates, and judges by the median round; when the rounds disagree (some
-say bf16 is faster, some not, or they spread more than `MAX_SPREAD`) it probes again, and
-a verdict whose rounds still disagree is used once but never cached. Cached verdicts
-expire after `CACHE_DAYS`; `python -m arplatform.core.precision clear` forgets them all
-(`ARPLATFORM_PRECISION_REPROBE=1` probes again for one run).
-
-    choice = choose_precision("auto", device, probe=lambda p: step(p), key="gpt:4x256")
-    choice.precision   # "fp32"
-    choice.reason      # "bf16 0.81× fp32 on this CPU (measured)"
+A CPU flag says bf16 instructions exist, not that bf16 is faster (a Xeon without AMX: 82
+GFLOP/s in bf16, 95 in fp32). So on such a CPU `auto` times a probe of the work at hand in
+both precisions, interleaved in alternating rounds (a busy machine makes a probe lie), judges
+by the median, probes again when rounds disagree, and caches an agreed verdict per machine,
+torch, thread count and key for `CACHE_DAYS` (`python -m arplatform.core.precision clear`
+forgets them; ARPLATFORM_PRECISION_REPROBE=1 probes once more). CUDA: bf16 where supported.
 """
 
 from __future__ import annotations
@@ -162,9 +150,7 @@ def _read_cache() -> dict:
 
 @contextmanager
 def _cache_locked():
-    """The cache file's read-modify-write under an exclusive lock: two runs that probe at once
-    (two trials, two workers' first runs) both keep their verdicts. The kernel drops the lock
-    of a killed process. Where there is no flock (Windows), the write is still atomic."""
+    """The cache's read-modify-write under a flock: two runs probing at once keep both verdicts."""
     try:
         import fcntl
     except ImportError:

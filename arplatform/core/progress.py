@@ -1,14 +1,8 @@
-"""Progress a person can follow: on a terminal, one bar redrawn in place with the rate and
-the time left; anywhere else (CI, `ray job logs`, a pipe) a plain line every `every_s`
-seconds and one at the end, so logs stay short and still show the job moving.
+"""Progress a person can follow: on a terminal one bar redrawn in place (rate, time left);
+elsewhere (CI, `ray job logs`, a pipe) a line every `every_s` seconds and one at the end.
 
     with Progress("encode", total=len(images), unit="images", log=log) as bar:
-        for batch in batches:
-            ...
-            bar.update(len(batch))
-
-Ray's own progress bars are off in every process the platform starts
-(`distributed.cluster.QUIET_ENV`), so nothing is drawn twice.
+        bar.update(len(batch))
 """
 
 from __future__ import annotations

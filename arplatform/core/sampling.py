@@ -80,13 +80,8 @@ def sample_next_token(
     generator: torch.Generator | None = None,
     uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token per row of `logits` (B, V) → (B,).
-
-    temperature 0 is greedy. top_k keeps the k most likely tokens; top_p keeps the
-    smallest set of most likely tokens whose probability reaches p; both compose
-    (top-k first, then top-p on what is left). `uniforms` (B, 1), when given, are the
-    draws (see `row_uniforms`); else they come from `generator`.
-    """
+    """One token per row of `logits` (B, V) → (B,): temperature 0 is greedy; top-k, then top-p
+    (the smallest most-likely set reaching p). `uniforms` (B, 1): the draws, else `generator`'s."""
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -110,9 +105,8 @@ def sample_next_token(
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None,
          uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """One index per row of `probs` (B, V), by inverting the cumulative distribution with one
-    uniform draw per row: ~15× faster than torch.multinomial on CPU for a (32, 270) batch
-    (multinomial draws an exponential for every entry)."""
+    """One index per row of `probs` (B, V) by inverting the CDF with one uniform per row (~15×
+    faster than torch.multinomial on CPU, which draws for every entry)."""
     cdf = probs.cumsum(dim=-1)
     if uniforms is not None:
         u = uniforms.to(device=probs.device, dtype=cdf.dtype)
@@ -141,18 +135,10 @@ def decode_one_token(model: GPT, token: torch.Tensor, position: torch.Tensor, vi
 
 
 class Decoder:
-    """A GPT's cached decoding, gpt-fast style: `prefill` fills the KV cache with a prompt and
-    `decode_one_token` feeds one token at a position. It owns what decoding keeps between
-    calls, instead of the module carrying it:
-
-    - the KV cache, for one batch shape (`setup`);
-    - its step: `eager` (reads the cache up to the position) or `compiled` (the step over the
-      whole cache, every shape fixed, under torch.compile mode="reduce-overhead": a CUDA graph
-      per batch shape on a GPU; if it fails, one warning and eager from then on).
-
-    A captured graph reads the cache's buffers by address, so a compiled decoder keeps its
-    cache until `close(force=True)`; the others free it at `close()`. Keep one decoder per
-    model for as long as it samples (an `ImageSampler` keeps its own)."""
+    """A GPT's cached decoding, gpt-fast style: `prefill` fills the KV cache with a prompt,
+    `decode_one_token` feeds one token at a position. It owns the cache (one batch shape) and the
+    step: `eager`, or `compiled` (fixed shapes, mode="reduce-overhead": a CUDA graph per batch
+    shape; eager after one warning if it fails), which keeps its cache until `close(force=True)`."""
 
     STEPS = ("eager", "compiled")
 
@@ -235,26 +221,15 @@ def generate_autoregressive(
     compile_decode: bool | None = None,
     decoder: Decoder | None = None,
 ) -> torch.Tensor:
-    """Sample full token sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
+    """Sample full sequences ``[class][BOS] c1 … cL [EOS]`` → (B, prefix + L + 1).
 
-    Every image position is restricted to the codes 0 … num_codes-1 (specials, UNK
-    and class tokens are masked), and the sequence ends with EOS, so every
-    sequence decodes. With a conditional layout, `class_labels` (B,) picks the
-    classes (None = the null class, i.e. unconditional), and cfg_scale ≠ 1 mixes
-    conditional and null-class logits: ``u + s·(c − u)``, s = cfg_scale at every code, or
-    rising from 1 to cfg_scale over the codes (cfg_schedule="linear", `guidance_at`).
-
-    Context rule (the seed's): the model sees at most its last `seq_len` tokens.
-    When the context would outgrow seq_len, its oldest `window_shift` tokens are
-    dropped (window_shift=1 is the seed's one-token slide) and the cache is
-    refilled from the kept ones. use_cache=False recomputes the whole context
-    every step under the same rule, so both paths compute the same logits.
-    `precision` "bf16" runs the model under bf16 autocast (see `precision.choose_precision`).
-    `sample_keys` (B,) int64 (see `sample_keys`) gives every row its own random stream, so a
-    row's sequence does not depend on the batch it is drawn in; else `generator` is used.
-    `decoder` (a `Decoder` of this model, kept by the caller across calls) owns the cache and
-    the decode step; without one, a decoder for this call is made, compiled when
-    `compile_decode` (default: on a GPU); the sequences are the same up to rounding.
+    Image positions draw only codes (specials, UNK, classes masked), so every sequence decodes.
+    `class_labels` (B,) picks the classes (None: the null class); cfg_scale ≠ 1 mixes
+    ``u + s·(c − u)``, s constant or rising from 1 over the codes (`guidance_at`).
+    The model sees at most its last `seq_len` tokens (the seed's rule): past that, the oldest
+    `window_shift` are dropped and the cache refilled; use_cache=False computes the same logits.
+    `sample_keys` (B,) give every row its own random stream (else `generator`); `decoder` (kept
+    by the caller) owns the cache and step, else one is made (compiled when `compile_decode`).
     """
     device = model.tok_emb.weight.device
     check_generation_args(model, layout, num_positions, cfg_scale, cfg_schedule)
@@ -361,10 +336,8 @@ def sampling_probe(model: GPT, layout: TokenLayout, batch_size: int = 8, positio
 
 
 def sampling_memory_bytes(config, batch_size: int, guided: bool, image_pixels: int = 0) -> int:
-    """About how much memory drawing `batch_size` samples at once takes, in fp32: the KV cache
-    (every layer's keys and values for every row and position; a guided batch has twice the
-    rows), the logits and their sorted copies for top-k/top-p, and the decoded images with
-    the VAE decoder's activations (`image_pixels` per image, about 64 channels)."""
+    """About the fp32 memory of drawing `batch_size` samples: the KV cache (twice the rows when
+    guided), logits and their sorted copies, decoded images with ~64 channels of activations."""
     rows = batch_size * (2 if guided else 1)
     kv = 2 * config.num_layers * rows * config.seq_len * config.embed_dim * 4
     logits = 3 * rows * config.vocab_size * 4

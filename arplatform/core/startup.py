@@ -1,11 +1,5 @@
-"""Where a command's time goes before its first training step.
-
-The driver marks the end of each phase (`StartupClock.mark`); the Train workers send
-back when they entered their function, when their model and data were ready and when
-their first batch went into the loop (`first_batch_times`). `StartupClock.report`
-turns the marks into seconds per phase, counted from the moment the process started
-(its imports included), so the figure is what a user waits for.
-"""
+"""Where a command's time goes before its first training step: the driver's phase marks and
+the workers' times, in seconds from the process's start (imports included)."""
 
 from __future__ import annotations
 

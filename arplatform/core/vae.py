@@ -1,13 +1,6 @@
-"""A spatial VAE: images → an h×w×D latent grid (28→7, 32→8 at 4×) → images.
-
-Stride-2 convolutions downsample by `downsample` (4: two of them, 8: three);
-the decoder mirrors them with transposed convolutions. `res_blocks` residual
-blocks per resolution give the capacity colour photographs need (VQGAN's
-encoders are built the same way); 0 is the plain network MNIST needs, and the
-layout every checkpoint without the key was saved with. `VAEObjective` is the
-loss for the shared training loop (`loop.fit`): reconstruction (BCE or MSE,
-summed over pixels) + β·KL, averaged per image.
-"""
+"""A spatial VAE: images → an h×w×D latent grid (28→7 at 4×) → images. Stride-2 convolutions
+(two for 4×, three for 8×), mirrored by the decoder; `res_blocks` per resolution for colour
+photographs (as VQGAN's). `VAEObjective`: reconstruction + β·KL per image, for `loop.fit`."""
 
 from __future__ import annotations
 
@@ -107,9 +100,8 @@ def _stages(cfg: VAEConfig) -> int:
 
 
 def encoder_layers(cfg: VAEConfig) -> list[nn.Module]:
-    """conv, then per stride-2 step: residual blocks, the step, a widening conv (c → 2c once);
-    a 1×1 conv to mean and log-variance. With res_blocks=0 and 4× this is the original
-    network, layer for layer, so older checkpoints load."""
+    """conv; per stride-2 step: residual blocks, the step, a widening conv (c → 2c once); a 1×1
+    conv to mean and log-variance (res_blocks=0 at 4×: the original layers, so old files load)."""
     c1, c2, n = cfg.channels, 2 * cfg.channels, cfg.res_blocks
     layers, width = [nn.Conv2d(cfg.in_channels, c1, 3, padding=1), nn.GELU()], c1
     for step in range(_stages(cfg)):

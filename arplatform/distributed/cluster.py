@@ -51,26 +51,18 @@ def environment(set_vars: dict[str, str] | None = None, remove: tuple[str, ...] 
 
 
 def credentials_kept_from_trials():
-    """Out of this process's environment while a sweep runs: Ray Tune copies AWS_* credentials
-    into each trial's runtime_env, and Ray's runtime-env agent writes that in clear into its
-    session log (readable by anyone on the node). The trials get their node's own: a local
-    cluster's processes inherited them when it started, a `ray start` node has its own
-    (instance profile or environment). Restored when the sweep ends."""
+    """AWS_* credentials out of this process's environment while a sweep runs: Tune copies them
+    into each trial's runtime_env, which Ray logs in clear. Trials use their node's own."""
     return environment(remove=CREDENTIAL_VARS)
 
 
 def quiet_env() -> dict[str, str]:
-    """The quiet settings this environment does not set itself: the `env_vars` of the job's
-    runtime_env, so every process Ray starts for the job has them and this one is left as it
-    was (a key set here, or by a submitted job's own runtime_env, wins and is not repeated)."""
+    """The quiet settings this environment does not set itself, for the job's runtime_env."""
     return {key: value for key, value in QUIET_ENV.items() if key not in os.environ}
 
 
 def quiet_ray_logs() -> None:
-    """Ray's loggers and Ray Data's progress output quiet in this process: the driver, or a Tune
-    trial that starts its own Ray Train run (its Ray Data split coordinator takes this process's
-    DataContext). The environment variables reach Ray's processes through the job's runtime_env
-    (`init_ray`), not through this process's environment."""
+    """Ray's loggers and Ray Data's progress output quiet in this process (a driver or a trial)."""
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # "Dataset … execution finished" per dataset
@@ -118,10 +110,8 @@ def init_ray(num_cpus: int | None = None):
 
 @contextmanager
 def own_sigterm_handler():
-    """Keep the process's SIGTERM handling through ray.init, which replaces it twice (a Python
-    handler that exits 15, then the core worker's crash handler that dumps a C++ stack and
-    aborts with 134). The commands' handler unwinds like Ctrl-C, so a run stopped by
-    `ray job stop` ends KILLED and the command exits 130."""
+    """Keep the commands' SIGTERM handler (unwind like Ctrl-C: KILLED, exit 130) through
+    ray.init, which replaces it twice (an exit 15, then a C++ crash handler that aborts)."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
@@ -134,11 +124,8 @@ def own_sigterm_handler():
 
 
 def start_local_cluster(ray, num_cpus: int | None) -> None:
-    """A local cluster that knows it is this process's: Ray Train's placement-group cleaner
-    (and any other state-API call in a worker) finds "its" cluster by auto-detection, which
-    fails with "Found multiple active Ray instances" when another Ray runs on the machine. So
-    the dashboard gets a port chosen here and every worker of this job is told its address.
-    Metrics export is off (no Prometheus endpoints answering without a token) unless
+    """A local cluster whose workers are told its address (auto-detection fails when another Ray
+    runs on the machine); metrics export off (no endpoints without a token) unless
     ARPLATFORM_RAY_METRICS=1."""
     system_config = {} if os.environ.get("ARPLATFORM_RAY_METRICS") == "1" else {"enable_metrics_collection": False}
     for _ in range(3):  # a chosen port can be taken before the dashboard binds it: choose again
@@ -192,10 +179,8 @@ def check_sweep_budget(ray, concurrent: int, trial_cpus: float, num_workers: int
 
 
 def user_error_in(error: BaseException):
-    """The platform's own user error (`errors.USER_ERRORS`) that a Ray task or actor raised, out
-    of the exception Ray wraps it in (an actor that died in its constructor reaches the driver as
-    `ActorDiedError` with the original only as text), so the command prints its one line; None
-    when there is none."""
+    """The platform's user error a Ray task or actor raised, out of Ray's wrapping (an actor that
+    died in its constructor has it only as text), or None."""
     import re
 
     from ..core import errors

@@ -197,9 +197,8 @@ class HeldRows:
 
 
 def holds_rows(cfg: CodeDataConfig, files: CodeFiles, facts: DataFacts) -> bool:
-    """`data.materialize`, with auto decided by what the rows would take of Ray's object store
-    (from the files' headers): held rows start sooner (a read task that overlaps Ray Train's
-    start, no Ray Data executor) and train faster (no Ray Data iterator per step)."""
+    """`data.materialize`; auto: whether the rows (by the files' headers) fit a quarter of the
+    object store. Held rows start sooner and train faster (no Ray Data iterator)."""
     if cfg.materialize != "auto":
         return cfg.materialize
     import ray
@@ -212,9 +211,8 @@ def holds_rows(cfg: CodeDataConfig, files: CodeFiles, facts: DataFacts) -> bool:
 
 
 def build_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int):
-    """The train and validation rows (the invalid-code policy applied) as `HeldRows` or Ray
-    datasets (`data.materialize`), and the facts completed with their row counts. Rows, not
-    examples: the windows depend on the model's `seq_len`, which each job decides for itself."""
+    """Train and validation rows (the policy applied) as `HeldRows` or Ray datasets, and the facts
+    with their row counts; rows, not windows (each job's `seq_len` cuts its own)."""
     train, val = (hold_rows if holds_rows(cfg, files, facts) else stream_rows)(files, facts, cfg, seed)
     n_train, n_val = (r.count if isinstance(r, HeldRows) else r.count() for r in (train, val))
     if n_val == 0:
@@ -223,10 +221,8 @@ def build_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: in
 
 
 def hold_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int) -> tuple[HeldRows, HeldRows]:
-    """Every row read once and put in the object store. Files of more than DRIVER_READ_MAX_BYTES
-    are read in a Ray task (`held_parts`): the driver holds references and counts, never the
-    rows, so its memory does not grow with them. Smaller ones are read here: a task's start
-    costs seconds, the read milliseconds."""
+    """Every row read once into the object store: in a Ray task beyond DRIVER_READ_MAX_BYTES (the
+    driver's memory does not grow), else here (a task's start costs more than the read)."""
     import ray
 
     if sum(os.path.getsize(p) for p in files.codes + (files.val_codes or [])) <= DRIVER_READ_MAX_BYTES:
@@ -245,9 +241,7 @@ def hold_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int
 
 
 def row_counts(files: CodeFiles, val_fraction: float, seed: int, chunk: int = 1 << 20) -> tuple[int, int]:
-    """(train rows, val rows) from the files' headers and `held_out` of the row indices alone,
-    a chunk at a time: what `held_parts` will hold without waiting for it to read a row (only
-    the `drop` policy, which removes rows by their codes, needs the read)."""
+    """(train rows, val rows) from the headers and `held_out` alone, without reading a row."""
     from ..core.data import code_rows
 
     rows = sum(code_rows(p) for p in files.codes)
@@ -259,9 +253,7 @@ def row_counts(files: CodeFiles, val_fraction: float, seed: int, chunk: int = 1 
 
 
 def held_parts(files: CodeFiles, facts: DataFacts, val_fraction: float, invalid_codes: str, seed: int):
-    """(train codes, train labels, val codes, val labels, (train rows, val rows)) of the files, in
-    the Ray task `hold_rows` starts. With no validation files, the rows `held_out` names are the
-    validation part; then the invalid-code policy drops rows from each part."""
+    """(train codes, labels, val codes, labels, (train rows, val rows)) in `hold_rows`' task."""
     train = read_rows(files.codes, files.labels, facts)
     if files.val_codes:
         val = read_rows(files.val_codes, files.val_labels, facts)
@@ -285,11 +277,8 @@ def read_rows(code_files: list[str], label_files: list[str] | None, facts: DataF
 
 
 def stream_rows(files: CodeFiles, facts: DataFacts, cfg: CodeDataConfig, seed: int):
-    """Materialised Ray datasets of the rows (the policy applied in Ray Data tasks).
-
-    Materialising on the driver runs the read tasks before the workers take their
-    CPUs (a lazy read_numpy under whole-CPU workers deadlocks on small machines).
-    """
+    """Materialised Ray datasets of the rows: the reads run before the workers take their CPUs
+    (a lazy read under whole-CPU workers deadlocks on small machines)."""
     kwargs = {"num_codes": facts.layout.num_codes, "policy": cfg.invalid_codes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -384,11 +373,8 @@ class HeldBatches:
 
 
 class ShardBatches:
-    """A worker's micro-batches of exactly `batch_size` examples, for `core.loop.fit`.
-
-    Rows of the worker's Ray Data shard are shuffled locally (seeded by epoch and rank),
-    cut into this job's windows, and re-batched; `skip` drops the first micro-batches
-    of an epoch when a run resumes inside it."""
+    """A worker's micro-batches of `batch_size` examples: its shard's rows shuffled (seeded by
+    epoch and rank), cut into windows, re-batched; `skip` resumes inside an epoch."""
 
     def __init__(self, shard, layout: TokenLayout, seq_len: int, batch_size: int, seed: int, rank: int):
         self.shard, self.layout, self.seq_len = shard, layout, seq_len

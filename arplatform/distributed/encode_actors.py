@@ -1,15 +1,9 @@
-"""Encoding on Ray Data: every image through the VAE's encoder and the codebook, by actors that
-each load the VAE and codebook once and write their chunk's code shards straight into the
-tokenizer's staging folder, in parallel: a local folder on one node, its place in the output
-root's bucket when the cluster has several nodes (every node fetches and writes there).
+"""Encoding on Ray Data: actors that each load the VAE and codebook once write their chunk's
+code shards straight into the staging folder (in the bucket when there are several nodes).
 
-The work is cut into chunks of `CHUNK` images from index 0, the same chunks the local engine
-encodes, so both engines give the same codes. Chunk c's training rows go to
-`shards/codes-<c>.npy` and `shards/labels-<c>.npy`, its held-out rows to `val_shards/`; read
-in order, the shards are the local engine's `codes.npy` and `val_codes.npy`. The images reach
-the actors through Ray's object store (one copy per node), not once per task; a folder's reach
-them as file paths, and each actor decodes its chunks (`image_source.py`).
-"""
+Chunks of `CHUNK` images from index 0, as the local engine encodes, so both give the same
+codes: chunk c's training rows go to `shards/codes-<c>.npy` (+ labels), held-out rows to
+`val_shards/`. Images reach the actors through the object store, a folder's as paths."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Batch generation on Ray Data: a materialised dataset of (index, label) rows, mapped by
-`ImageSampler` actors that each load the GPT, codebook and VAE once and write their
-batches straight into the samples folder.
-
-Resources: one GPU per actor when the cluster has GPUs (`use_gpu=auto`), else
-`cpus_per_actor` CPUs; the input is materialised (`from_numpy`), so no read task
-competes with the actors for CPUs. A pipeline that makes no progress for
-`stall_timeout_s` fails with one line instead of Ray Data's default 30 minutes.
-"""
+"""Batch generation on Ray Data: (index, label) rows mapped by `ImageSampler` actors (one GPU
+each where there are GPUs), each writing its batches into the samples folder. The input is
+materialised, so no read task competes for CPUs; no progress for `stall_timeout_s` fails."""
 
 from __future__ import annotations
 
@@ -28,9 +22,8 @@ def actor_memory_bytes(models: dict, batch_size: int, guided: bool) -> int:
 
 
 def actor_resources(ray, cfg, memory_per_actor: int) -> dict:
-    """One GPU per actor where the cluster has GPUs (`use_gpu=auto`), else `cpus_per_actor`
-    CPUs; on CPU actors also their memory, so Ray never places more actors than a node holds.
-    Refused in one line when the pool can never be placed."""
+    """One GPU per actor where there are GPUs, else `cpus_per_actor` CPUs and their memory;
+    refused in one line when the pool can never be placed."""
     from ..core.budget import check_fits, gets_gpus
 
     total = ray.cluster_resources()
@@ -98,9 +91,8 @@ def sample_on_actors(ray, cfg, spec: dict, todo: np.ndarray, labels: np.ndarray,
 
 
 class RefusingSampler:
-    """`ImageSampler` on an actor, whose refusal of its input (a file changed since the driver
-    checked it) comes back as one row, `refused`, instead of an actor dying in its constructor:
-    Ray would print that death's traceback, and the user is owed the one line."""
+    """`ImageSampler` whose refusal (a file changed since the driver checked it) comes back as a
+    `refused` row, not a dead actor's traceback."""
 
     def __init__(self, spec: dict):
         from ..core.errors import USER_ERRORS

@@ -9,10 +9,8 @@ import numpy as np
 
 
 def held_out(index: np.ndarray, seed: int, fraction: float) -> np.ndarray:
-    """Whether each row, by its index in the code files read in order, is a validation row: a
-    seeded hash of the index below `fraction` (splitmix64). A row's fate needs no other row, so
-    each Ray Data task decides for the rows it reads, the driver never permutes every row, and
-    the held and streamed paths hold out the same rows. Seeded and disjoint by construction."""
+    """Whether each row (by index) is held out: a seeded splitmix64 hash below `fraction`. A row's
+    fate needs no other row, so every task and both data paths agree."""
     with np.errstate(over="ignore"):  # the hash wraps around 2^64 on purpose
         z = index.astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -1,11 +1,6 @@
-"""Ray Train's per-worker function: the core loop (`core.loop.fit`) on this worker's shard.
-
-The worker receives plain data (`stages.train.worker_config`): the job's config as a
-dict, the data facts the driver checked and the MLflow ids. From those alone it plans
-its model, windows and step count (`train_plan.plan_training`), so every job, and every
-Tune trial, trains what its own config says. It writes nothing the driver reads from its
-disk: rank 0's checkpoints go to the run's storage through `ray.train.report`.
-"""
+"""Ray Train's per-worker function: the core loop on this worker's shard. It gets plain data
+(the job's config, the checked data facts, MLflow ids) and plans its own model and steps, so
+each Tune trial trains what its config says; rank 0's checkpoints leave by `ray.train.report`."""
 
 from __future__ import annotations
 
@@ -84,11 +79,9 @@ def train_worker(config: dict) -> dict:
 
 
 def shard_model(model: GPT) -> GPT:
-    """FSDP2 (`torch.distributed.fsdp.fully_shard`): each block's weights, gradients and optimizer
-    state split across the workers, gathered a block at a time for its forward and backward;
-    the root unit holds the embedding, the tied output layer and the last norm (tied weights must
-    share a unit). For models whose optimizer state does not fit one GPU; `core.loop.full_state`
-    gathers the whole state for a checkpoint, so checkpoints are the same either way."""
+    """FSDP2: each block's weights, gradients and optimizer state split across workers, gathered
+    a block at a time; the root unit holds the embedding, tied output layer and last norm.
+    Checkpoints are whole either way (`core.loop.full_state`)."""
     from torch.distributed.fsdp import fully_shard
 
     for block in model.blocks:
@@ -137,9 +130,7 @@ def total_steps(job, plan) -> int:
 
 
 def metrics_callback(config: dict, world: int, steps: int, start_step: int):
-    """Rank 0's step and epoch metrics: one console line per log step (where the run is and
-    how long it has left: Ray forwards a worker's lines to the driver's log, so a line, not a
-    redrawn bar), and MLflow."""
+    """Rank 0's metrics: a console line per log step (Ray forwards lines, not bars), and MLflow."""
     from ..core.progress import duration
 
     mlflow_logger = None

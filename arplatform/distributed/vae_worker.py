@@ -1,11 +1,5 @@
-"""The tokenizer's VAE, trained data-parallel on Ray Train (`tokenize engine=ray`): the same
-core loop and objective as in one process, DDP over gloo (NCCL on GPUs), each worker on an
-equal, seeded share of the training images, which reach it through Ray's object store, or, for
-a folder dataset, as file paths it decodes itself (`image_source.py`).
-
-Rank 0 reports last.pt and best.pt each epoch as Ray's checkpoint (`train_worker.epoch_reporter`);
-the driver copies best.pt into the tokenizer's staging folder.
-"""
+"""The tokenizer's VAE data-parallel on Ray Train (`tokenize engine=ray`): the core loop under
+DDP, each worker on a seeded share of the images; rank 0 reports best.pt and last.pt each epoch."""
 
 from __future__ import annotations
 

@@ -156,9 +156,7 @@ def writer_lock(folder: storage.Location):
 
 
 def clear_samples_folder(out: str) -> None:
-    """Empty a samples folder to draw it again (the pipeline's `force=[generate]`, new settings),
-    holding its writer lock: a generate run writing it now is never cut short, the pipeline is
-    refused instead."""
+    """Empty a samples folder to draw it again, under its writer lock (a live writer refuses it)."""
     folder = storage.Location(out)
     if folder.remote or not os.path.isdir(folder.path):
         folder.remove_tree()

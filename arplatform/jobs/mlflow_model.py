@@ -6,11 +6,8 @@ through, as one MLflow model that `mlflow.pyfunc.load_model` turns into an image
                                                          → the three files, downloaded, for generate
     ImageModel                                           the pyfunc: rows of (class, seed, n) → images
 
-The pyfunc is a "model from code": MLflow runs a three-line script that imports
-`ImageModel` from here, so nothing is pickled, and every weight file is read with
-`weights_only=True` by the platform's own loaders. `generate` never loads the pyfunc: it
-downloads the files and checks them like any path (shapes, the codebook and VAE the
-checkpoint trained with).
+The pyfunc is a "model from code" (nothing pickled; weights read with `weights_only=True`).
+`generate` never loads it: it downloads the files and checks them like any path.
 """
 
 from __future__ import annotations
@@ -48,11 +45,9 @@ def signature():
 
 
 def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str | None = None) -> dict:
-    """An MLflow 3 logged model of the run (`models:/m-<id>`, also `runs:/<run_id>/model`): the
-    three files, the signature, the sampling settings as its parameters and config, their
-    SHA-256s (what a download is checked against), and the run's metrics of its last validation
-    step linked to it. Registered as a new version of `register_as` when given. Made through the
-    client API alone: `mlflow.pyfunc.log_model` would read and set process-wide URIs."""
+    """An MLflow 3 logged model of the run (`models:/m-<id>`): the three files with their SHA-256s,
+    the signature, the sampling settings, the last validation metrics; registered as
+    `register_as` when given. Client API only (`mlflow.pyfunc.log_model` sets global URIs)."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
     from mlflow.models import Model
 
@@ -91,9 +86,7 @@ def log_model(uri: str, run_id: str, files: dict, sample: dict, register_as: str
 
 
 def log_training_model(job, best: str, codebook: str, uri: str, run_id: str) -> dict:
-    """A training run's best.pt with the codebook and VAE it decodes through, as the run's model
-    (a training run's end, and a sweep's best trial with `register_best`), registered when the
-    job's `mlflow_runs.register` says so; its URIs, or why there is none."""
+    """A run's best.pt with its codebook and VAE as the run's model; its URIs, or why there is none."""
     from ..outputs import storage
     from ..outputs.publish import codebook_vae_path
     from .sampling import checkpoint_sampling
@@ -132,11 +125,9 @@ def last_validation_step(client, run_id: str) -> int:
 
 
 def fetch_model(model_uri: str, tracking_uri: str) -> dict:
-    """The checkpoint, codebook and VAE of an MLflow model (`model_source`), downloaded into this
-    machine's cache and checked against the SHA-256s the model records, and the sampling settings
-    it was logged with (key "sample"). The cache is keyed by the store and the files' resolved
-    source (which names the run that logged them), so a recreated store or a re-registered name
-    is a new download, never a stale copy."""
+    """An MLflow model's checkpoint, codebook and VAE, downloaded into the cache (keyed by store
+    and resolved source: never a stale copy) and checked against the recorded SHA-256s, and the
+    sampling settings it was logged with (key "sample")."""
     import mlflow.artifacts
     import yaml
 
@@ -193,9 +184,7 @@ def fetched(folder: str, record: dict) -> dict:
 
 
 def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
-    """Each downloaded file against the SHA-256 the model recorded when it was logged: files
-    changed in the artifact store since are refused, naming the file. (A model logged before
-    models carried digests has none to check.)"""
+    """Each downloaded file against the SHA-256 the model recorded: a changed file is refused."""
     from ..core.errors import CheckpointError
     from ..outputs import storage
 
@@ -209,10 +198,8 @@ def check_digests(model_uri: str, files: dict, recorded: dict | None) -> None:
 
 
 def model_source(model_uri: str, tracking_uri: str) -> str:
-    """Where a model's files are: a run's model (runs:/<run_id>/model), a logged model
-    (models:/m-<id>) and a registered version (models:/<name>/<n>, models:/<name>@<alias>, models:/<name>/latest)
-    through the store `tracking_uri` (MLflow's own models:/ resolution reads the process-wide
-    registry URI; this one does not)."""
+    """Where a model's files are (runs:/<run_id>/model, models:/m-<id>, models:/<name>/<n>|@<alias>|
+    /latest), through the store `tracking_uri`, not MLflow's process-wide registry URI."""
     client = mlflow_runs.client(tracking_uri)
     if model_uri.startswith("runs:/"):
         return run_model_source(client, model_uri)
@@ -233,9 +220,8 @@ def model_source(model_uri: str, tracking_uri: str) -> str:
 
 
 def run_model_source(client, model_uri: str) -> str:
-    """runs:/<run_id>/<name>: the newest logged model of that name the run made, else (a model
-    logged by an older platform, as run artifacts) the run's own `<name>` folder. (MLflow's
-    runs:/ resolution of a logged model fails against a tracking server, MLflow 3.17.)"""
+    """runs:/<run_id>/<name>: the run's newest logged model of that name, else its `<name>`
+    artifacts (MLflow 3.17's own runs:/ resolution fails against a tracking server)."""
     run_id, _, name = model_uri[len("runs:/"):].partition("/")
     run = client.get_run(run_id)
     models = client.search_logged_models(
@@ -245,9 +231,8 @@ def run_model_source(client, model_uri: str) -> str:
 
 
 class ImageModel(mlflow.pyfunc.PythonModel):
-    """`mlflow.pyfunc.load_model(uri).predict(rows)`: rows with columns class (-1: none), seed
-    and n → (Σn, H, W, C) uint8 images; row r's images are samples 0…n-1 of its seed, the
-    images `generate --seed <seed>` draws for those indices with that class."""
+    """`mlflow.pyfunc.load_model(uri).predict(rows)`: rows (class (-1: none), seed, n) → (Σn, H,
+    W, C) uint8: the images `generate --seed <seed>` draws for indices 0…n-1 with that class."""
 
     def load_context(self, context) -> None:
         from ..config import SampleConfig, from_dict, to_dict

@@ -9,8 +9,7 @@
     memorisation     mean pixel distance from each sample to its nearest training image,
                      over the same for held-out real images: well below 1 flags copying
 
-Everything is offline: no weights are downloaded; the classifier is trained here
-(seconds on a CPU) and cached beside the outputs.
+Offline: the classifier is trained here (seconds on a CPU) and cached beside the outputs.
 """
 
 from __future__ import annotations
@@ -140,9 +139,8 @@ def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np
 
 
 def pictures(images: np.ndarray, real: RealData, count: int = 8) -> dict[str, np.ndarray]:
-    """What a person checks by eye, as (H, W, C) uint8 pictures of two rows: `nearest`, the
-    first samples above their nearest training images (the memorisation check, shown), and
-    `reconstructions`, training images above the tokenizer's reconstructions of them."""
+    """Pictures to check by eye: `nearest`, samples above their nearest training images, and
+    `reconstructions`, training images above the tokenizer's reconstructions."""
     from ..data.images import make_grid
 
     shown = images[:count]

@@ -20,9 +20,8 @@ from ..tracking import mlflow_runs
 
 
 def model_files(cfg: GenerateConfig) -> tuple[GenerateConfig, dict | None]:
-    """A `models:/…` or `runs:/…` checkpoint as the three files of that MLflow model, downloaded
-    (a codebook or VAE given explicitly still wins), and the sampling settings it was logged
-    with; any other checkpoint as it is, and None."""
+    """A `models:/…` or `runs:/…` checkpoint as its MLflow model's three files (explicit codebook
+    or VAE win) and logged sampling settings; any other checkpoint as it is, and None."""
     if not mlflow_runs.is_model_uri(cfg.transformer_ckpt):
         return cfg, None
     from .mlflow_model import fetch_model
@@ -34,11 +33,9 @@ def model_files(cfg: GenerateConfig) -> tuple[GenerateConfig, dict | None]:
 
 
 def resolve_models(cfg: GenerateConfig) -> dict:
-    """Absolute paths (or URIs) of checkpoint, codebook and VAE with the SHA-256 of the bytes
-    checked here (every sampler loads exactly those bytes, `ImageSampler`), checked to fit
-    together: shapes always, and identities where the checkpoint records those it trained with;
-    and the sampling settings to draw with (`resolve_sampling`, key "sample"). A checkpoint
-    given as an MLflow model URI is downloaded first, then checked the same way."""
+    """Checkpoint, codebook and VAE (paths or URIs) with the SHA-256 of the bytes checked here
+    (every sampler loads exactly those), checked to fit together (shapes; identities where the
+    checkpoint records them), and the settings to draw with (`resolve_sampling`, key "sample")."""
     model_uri = cfg.transformer_ckpt if mlflow_runs.is_model_uri(cfg.transformer_ckpt) else None
     cfg, recorded = model_files(cfg)
     ckpt_file = storage.Location(cfg.transformer_ckpt)
@@ -103,19 +100,14 @@ def check_identity(what: str, path: str, sha: str, trained_sha: str | None, ckpt
 
 
 def resolve_sampling(own: dict, tuned: dict, explicit: dict) -> dict:
-    """The settings a sampler draws with (every SAMPLING_KEYS key), by the one precedence, lowest
-    first, as Hugging Face's GenerationConfig does it:
+    """The settings every sampler draws with (all SAMPLING_KEYS), by the one precedence, lowest
+    first (as Hugging Face's GenerationConfig):
 
       1. the defaults (`config.SampleConfig`);
-      2. `own`: the checkpoint's own, the `sample:` section of the config it was trained with;
-      3. `tuned`: what was tuned for exactly these bytes: the sampler.json a sampler sweep wrote
-         beside it, checked by SHA-256 (`tuned_sampler_settings`), or for an MLflow model the
-         settings it was logged with;
+      2. `own`: the `sample:` section the checkpoint was trained with;
+      3. `tuned`: the sampler.json tuned for exactly these bytes (SHA-256), or an MLflow model's;
       4. `explicit`: only the keys a person set (a flag, `key=value`, `train.sample.<key>=…`).
-
-    `generate` (the command and `run_generate` from Python), the pipeline, the end-of-training
-    grid, the MLflow model and its pyfunc, and the sampler sweep all draw with what this returns
-    (through `resolve_models` or `checkpoint_sampling`)."""
+    """
     from ..config import SAMPLING_KEYS, SampleConfig, check_sampling, to_dict
 
     settings = {k: v for k, v in to_dict(SampleConfig()).items() if k in SAMPLING_KEYS}
@@ -132,10 +124,8 @@ def checkpoint_sampling(checkpoint: str, explicit: dict | None = None, sampled: 
 
 
 def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
-    """The settings a sampler sweep wrote beside `checkpoint` (`arplatform tune-sampler`), or {}.
-    They apply only to the checkpoint they were tuned on: the one whose SHA-256 sampler.json
-    records, compared with `sampled` (default: `checkpoint` itself; the training job samples its
-    new best.pt before it replaces the seed's path)."""
+    """The settings a sampler sweep wrote beside `checkpoint`, or {}: only when the SHA-256 that
+    sampler.json records is `sampled`'s (default: the checkpoint's)."""
     import sys
 
     tuned = read_sampler_file(checkpoint)
@@ -151,9 +141,8 @@ def tuned_sampler_settings(checkpoint: str, sampled: str | None = None) -> dict:
 
 
 def read_sampler_file(checkpoint: str) -> dict:
-    """The sampler.json beside `checkpoint`, checked ({} when there is none): a mapping whose
-    `sample` holds only sampler keys with values a `sample:` section allows. A training job checks
-    it before it starts, so a damaged file stops it in one line, not after training."""
+    """The sampler.json beside `checkpoint`, checked ({} when there is none); a training job
+    checks it before it starts, so a damaged file stops it in one line."""
     from ..config import check_sampling
     folder = storage.Location(checkpoint).parent
     path = folder.file("sampler.json")

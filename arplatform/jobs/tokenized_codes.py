@@ -1,11 +1,6 @@
-"""Every image's codes, from the moment a tokenizer run has them until they are written.
-
-The local engine holds them in memory (small data). With engine=ray they are the code shards
-the encoding actors wrote (`shards/` for the training images, `val_shards/` for the held-out
-ones, one pair per chunk, in index order), and the driver reads them one shard at a time: to
-count the codes used, to take the held-out images it scores, and to write `codes.npy` and
-`val_codes.npy`. So its memory does not grow with the number of images.
-"""
+"""Every image's codes until a tokenizer run writes them: in memory (engine=local), or the
+shards the encoding actors wrote, read one at a time so the driver's memory does not grow
+with the number of images (engine=ray)."""
 
 from __future__ import annotations
 

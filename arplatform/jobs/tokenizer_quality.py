@@ -33,10 +33,8 @@ def encode_means(vae: VAE, images: np.ndarray, device, batch_size: int = 512, lo
 
 def evaluate_tokenizer(vae: VAE, centres: torch.Tensor, val: ImageSet, val_latents: torch.Tensor,
                        val_codes: np.ndarray, usage: dict, device) -> tuple[dict, np.ndarray]:
-    """PSNR/SSIM on held-out images: real vs VAE, real vs quantised, VAE vs quantised; with the
-    codebook's usage over every image (`core.codebook.codebook_usage`, counted by the caller).
-    And the picture a person checks: the first 16 held-out images above their quantised
-    reconstructions (through codes, as the GPT's samples are decoded)."""
+    """Held-out PSNR/SSIM (real vs VAE, real vs quantised, VAE vs quantised), codebook usage, and a
+    picture: the first 16 held-out images above their reconstructions through codes."""
     with torch.inference_mode():
         real = torch.from_numpy(val.images)
         cont = torch.cat([vae.decode(z.permute(0, 3, 1, 2).to(device)).float().cpu()

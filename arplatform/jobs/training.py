@@ -41,9 +41,7 @@ def check_data(job: TrainJobConfig) -> tuple[CodeFiles, DataFacts]:
 
 
 def bucket_version(codebook_pt: storage.Location) -> str:
-    """A bucket's published codebook.pt by the version it is a copy of (`version.json` beside it,
-    written by the tokenizer): that file is never overwritten, so the checkpoint names one a
-    later tokenize cannot replace. Without one, the path as it is."""
+    """A bucket's codebook.pt by its version's own copy (`version.json`), never overwritten."""
     from ..outputs.publish import VERSION_FILE
 
     folder = codebook_pt.parent  # <root>/codebook/<name>
@@ -110,9 +108,8 @@ def own_copy(run: runs.Run, checkpoint):
 
 
 def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
-    """best.pt and last.pt of a Ray checkpoint into `folder`: the driver's copy, read from the run's
-    storage (downloaded from a bucket), never from the disk of the node rank 0 ran on. last.pt
-    goes last: a copy cut short by a kill has no last.pt."""
+    """best.pt, then last.pt (a copy cut short has none), of a Ray checkpoint into `folder`, from
+    the run's storage, never from rank 0's node."""
     from ..core.io import atomic_write
 
     copied = []
@@ -129,11 +126,9 @@ def copy_checkpoint_files(checkpoint, folder: str) -> list[str]:
 @contextmanager
 def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict, config_name: str | None,
             tags: dict | None = None, ends_itself: bool = True, dataset: dict | None = None):
-    """The run's MLflow run (new, or the resumed run's) and run.json status, ended FINISHED,
-    FAILED (an error) or KILLED (Ctrl-C, SIGTERM) whatever step stops the job.
-    `tags` go on a new MLflow run (a sweep's trial: its parent run and trial id), and `dataset`
-    (`training_dataset`) as its input. A sweep's trial passes `ends_itself=False`: its driver
-    ends the runs from Tune's verdict (`mlflow_runs.tracked_run`)."""
+    """The run's MLflow run (new or resumed) and run.json status, ended FINISHED, FAILED or KILLED
+    whatever stops the job; `tags` and `dataset` go on a new run. A trial passes
+    `ends_itself=False`: its driver ends the runs from Tune's verdict."""
     uri = mlflow_runs.tracking_uri(job.tracking.tracking_uri, job.output_root) if job.tracking.enabled else None
     previous = runs.read_state(run).get("mlflow_run_id") if run.resumed else None
 
@@ -162,10 +157,8 @@ def tracked(job: TrainJobConfig, run: runs.Run, root: storage.Root, params: dict
 
 
 def training_dataset(files: CodeFiles, facts: DataFacts, root: storage.Root) -> dict:
-    """The run's training codes as MLflow records a dataset: named by the tokenizer version that
-    made them, with their identity as the digest (the SHA-256 of every code and label file's
-    bytes and of the codebook, read in blocks: the driver's memory stays flat) and their folder,
-    as `Root.shared_name` names it, as the source."""
+    """The training codes as an MLflow dataset: named by their tokenizer version, digest the
+    SHA-256 of every code and label file and the codebook, source their folder."""
     import hashlib
 
     paths = [*files.codes, *(files.labels or []), *(files.val_codes or []), *(files.val_labels or [])]
@@ -203,9 +196,7 @@ def worker_config(job: TrainJobConfig, facts: DataFacts, uri: str | None, mlflow
 
 def build_trainer(job: TrainJobConfig, facts: DataFacts, rows: dict, run: runs.Run, uri: str | None = None,
                   mlflow_run_id: str | None = None, callbacks: list | None = None):
-    """The TorchTrainer of one training run: the job's config, the checked data facts and the
-    train and val rows (`code_data.build_rows`) in; workers plan their own model, windows and
-    steps from the config."""
+    """The TorchTrainer of one run: config, checked data facts and rows in; workers plan the rest."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -232,9 +223,8 @@ def build_trainer(job: TrainJobConfig, facts: DataFacts, rows: dict, run: runs.R
 
 
 def resolve_train_precision(job: TrainJobConfig, facts: DataFacts, plan: TrainPlan, log) -> TrainJobConfig:
-    """CPU jobs: decide `precision: auto` once, here, by timing the job's own model in both
-    precisions at the workers' thread count, so every worker trains in the same precision.
-    GPU jobs keep `auto`: each worker picks bf16 where its GPU supports it."""
+    """CPU jobs decide `precision: auto` once, here, at the workers' thread count, so every worker
+    trains alike; GPU jobs keep `auto` (bf16 where the GPU supports it)."""
     if job.optim.precision != "auto" or job.trainer.use_gpu:
         return job
     previous = torch.get_num_threads()

@@ -1,16 +1,6 @@
-"""One Tune trial: the platform's training job with the trial's parameters, on Ray Train.
-
-Tune calls `tune_trial(params, **constants)` in a trial process. It builds the
-same TorchTrainer as `python -m arplatform train` (`jobs.training.build_trainer`)
-from the sweep's base job with the trial's values set, and fits it; Ray Train's
-`TuneReportCallback` forwards rank 0's per-epoch report (`val/loss`,
-`val/bits_per_token`, `epochs_done`) to Tune, where ASHA reads it.
-
-A trial Tune restarts (resume=true after the driver died) has the same trial id,
-hence the same run folder and Ray Train run name: Train V2 finds the run's
-checkpoints and the workers continue from the latest one. A trial that had
-already ended (finished, or stopped by ASHA) returns at once.
-"""
+"""One Tune trial: the training job's TorchTrainer (`jobs.training.build_trainer`) with the
+trial's values; rank 0's epoch reports reach ASHA through `TuneReportCallback`. A restarted
+trial keeps its id, run folder and Ray Train run, so it continues from its last checkpoint."""
 
 from __future__ import annotations
 

@@ -10,16 +10,9 @@ immutable version behind a single symbolic link:
     <root>/vae_<name>      -> tokenizers/<name>/current/vae        fixed links: the seed's paths
     <root>/codebook/<name> -> ../tokenizers/<name>/current/codebook
 
-Publishing is one `rename` of `current`, so a reader of the seed's paths sees the
-old VAE with the old codebook or the new with the new, whenever the publisher is
-killed. Staging folders and versions left by dead processes are removed by the
-next run; the previous version is kept for readers that opened it.
-
-Who is alive is decided by locks, not process ids: each publish has a token
-(`<pid>-<random>`, in the names of its staging folder, version and link temps)
-and holds `<root>/.publish-locks/<token>.lock` while it works. The kernel drops
-that lock when the process dies, whatever its pid becomes later, and on a shared
-file system another host sees the lock too.
+Publishing is one rename of `current`: a reader sees the old VAE with the old codebook or the
+new with the new. What dead processes left is removed by the next run; who is alive is told by
+a lock each publish holds (`.publish-locks/<token>.lock`), which the kernel drops at its death.
 """
 
 from __future__ import annotations
@@ -166,9 +159,8 @@ def current_version(root: str, name: str) -> str | None:
 
 
 def prune_versions(root: str, name: str, keep_previous: str | None = None, log=print) -> None:
-    """Remove the versions of `name` nobody needs: not current, not the previous one (a reader
-    may have opened it), not one a live process is publishing, and not one whose codebook a
-    training run or sweep trial under `root` trained on (its checkpoints decode through it)."""
+    """Remove the versions of `name` nobody needs: not current or the previous one, not one a
+    live process publishes, not one whose codebook a run or trial trained on (`pin_version`)."""
     base = versions_dir(root, name)
     if not os.path.isdir(base):
         return
@@ -186,10 +178,8 @@ def prune_versions(root: str, name: str, keep_previous: str | None = None, log=p
 
 
 def pin_version(codebook_pt: str | None, run_state: str, log=print) -> None:
-    """A training run's claim on the tokenizer version its codebook lives in, written into the
-    version itself (`<version>/pins/<run>.json`, naming the run's run.json): `prune_versions` keeps
-    a version any existing run claims, whatever output root that run writes to (a sweep's
-    `train.output_root`, a job submitted with its own root)."""
+    """A training run's claim on its codebook's version, `<version>/pins/<run>.json` naming the
+    run's run.json: `prune_versions` keeps it while the run exists, whatever root it writes to."""
     if not codebook_pt or storage.Location(codebook_pt).remote:
         return
     version = os.path.dirname(os.path.dirname(os.path.realpath(codebook_pt)))
@@ -274,10 +264,8 @@ def publish(out: storage.Root, name: str, staging: str) -> str:
 
 
 def codebook_vae_path(codebook_path, codebook: dict | None = None) -> str | None:
-    """The VAE checkpoint a codebook names. The tokenizer stores it relative to the codebook's
-    own folder, so it resolves from any working directory; absolute paths are kept. Where that
-    file is missing (a copy of the published folders, as in a bucket, has no version folders),
-    the published layout's `<root>/vae_<name>/checkpoints/best.pt` beside `<root>/codebook/<name>`."""
+    """The VAE checkpoint a codebook names (relative to the codebook's folder); where that is
+    missing (a bucket has no version folders), `<root>/vae_<name>/checkpoints/best.pt`."""
     codebook_file = storage.Location(codebook_path)
     codebook = codebook if codebook is not None else load_codebook_file(codebook_file.fetch())
     config = codebook.get("config", {})
@@ -303,12 +291,10 @@ LEASE_EXPIRES_S = 15 * 60.0  # a staging folder nothing was written to for this 
 
 @contextmanager
 def shared_staging(root: storage.Root, staging: str, log=print):
-    """Where engine=ray's workers and actors on every node read and write: `staging` itself for a
-    local root; for a bucket, `<root>/.staging/<staging's name>`, deleted when the block ends.
-    A bucket has no locks, so a lease says the run is alive: `lease.json`, rewritten every
-    LEASE_RENEW_S by a thread of this process. A driver killed mid-run stops renewing it, and
-    the next run on the root deletes staging folders nothing was written to for LEASE_EXPIRES_S
-    (on any host: the times compared are the store's)."""
+    """Where engine=ray's workers on every node read and write: `staging` for a local root; for a
+    bucket `<root>/.staging/<name>`, deleted when the block ends. A bucket has no locks: a thread
+    renews `lease.json` every LEASE_RENEW_S, and the next run deletes folders idle for
+    LEASE_EXPIRES_S (by the store's clock)."""
     if not root.remote:
         yield storage.Location(staging)
         return
@@ -344,10 +330,8 @@ def write_lease(shared: storage.Location) -> None:
 
 def remove_expired_staging(root: storage.Root, log=print, expires_s: float = LEASE_EXPIRES_S,
                            now: float | None = None) -> list[str]:
-    """Delete the bucket staging folders under `root` that nothing was written to for `expires_s`
-    (their run's driver died; a live one renews its lease); returns what was deleted. "Now" is
-    the store's clock (a probe object's modification time), never this host's: a driver whose
-    clock runs fast must not take a live run's lease for an old one."""
+    """Delete the bucket staging folders nothing was written to for `expires_s`; returns them.
+    "Now" is the store's clock, never this host's (a fast clock must not expire a live lease)."""
     now = root.store_time() if now is None else now
     removed = []
     for name in root.listdir(".staging"):

@@ -8,13 +8,9 @@
                                    that *finished*, replaced atomically when a run finishes
         checkpoints/published.json which run that best.pt came from
 
-A run writes only inside its own folder, so runs of one config can go at once;
-the seed's path changes only by one atomic rename, after a run has finished.
-Ray's run state lives in `<output_root>/ray/<run name>/`.
-
-With a URI `output_root` (`storage.py`), the driver builds these folders in its local
-mirror of the root and pushes them (`push_run`); Ray's run state and checkpoints go
-straight to `<output_root>/ray/` from whichever node rank 0 runs on.
+A run writes only inside its own folder; the seed's path changes by one rename after a run
+finished. Ray's state is in `<output_root>/ray/<run name>/`. A URI root's folders are built in
+the local mirror and pushed (`push_run`).
 """
 
 from __future__ import annotations
@@ -136,9 +132,7 @@ def find_run(root: storage.Root, config: str, run_name: str | None = None) -> Ru
 
 @contextmanager
 def held(run: Run):
-    """The run's driver lock (a file lock in its folder, on the driver's machine) for the block:
-    a second driver that would resume a run whose driver is alive is refused, as a tokenizer's
-    outputs are."""
+    """The run's driver lock for the block: a second driver resuming a live run is refused."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(os.path.join(run.dir, ".driver.lock"), timeout=0)
@@ -154,10 +148,8 @@ def held(run: Run):
 
 
 def publish_best(run: Run, root: storage.Root) -> str:
-    """Copy the run's best.pt to the seed's path `<config>/checkpoints/best.pt` in one rename.
-
-    Readers of the seed's path see the previous finished run's file or this one, never
-    a partial copy or a running run's weights."""
+    """The run's best.pt to the seed's path `<config>/checkpoints/best.pt` in one rename: readers
+    see the previous finished run's file or this one, never a partial copy."""
     target = os.path.join(run.config_dir, "checkpoints", "best.pt")
     atomic_write(target, lambda tmp: shutil.copyfile(os.path.join(run.checkpoint_dir, "best.pt"), tmp))
     run_dir = root.public(run.dir)  # the root's name for it: a URI for a bucket

@@ -13,14 +13,8 @@
                                     arr_0 (N, H, W, 3) uint8: what ADM's and LlamaGen's evaluators read
         grid.png                    up to 10 samples per class, a row per class
 
-Many small files are slow in a bucket: `tar` and `npz` write one file per batch; a
-sample is the same image whatever the format. A sample is done when its index is in
-an index file. Rerunning the same command skips those; a batch cut short leaves no
-index file and is drawn again (its files are replaced atomically), so nothing is
-redone twice and nothing is duplicated.
-
-The folder is a `storage.Location`: a local folder or a URI, every file written whole
-from whichever node's actor drew the batch; the functions here name files inside it.
+A sample is done when its index is in an index file: a rerun skips those, and a batch cut
+short is drawn again (its files replaced whole). The folder is a `storage.Location`.
 """
 
 from __future__ import annotations
@@ -98,10 +92,8 @@ def batch_positions(out: storage.Location) -> dict[int, tuple[str, int]]:
 
 
 def image_batches(out: storage.Location, index: np.ndarray, fmt: str, where: dict | None = None, size: int = 1024):
-    """The images of `index`, `size` at a time in its order, whatever format the folder holds them
-    in: a batch file is read when its first image is needed and dropped after its last, so a
-    reader of any number of samples holds one batch file and one output chunk. `where`
-    (`batch_positions`) saves reading the index files again."""
+    """The images of `index`, `size` at a time, in any format: a reader holds one batch file and
+    one output chunk. `where` (`batch_positions`) saves reading the index files again."""
     from PIL import Image
 
     def decode(data: bytes) -> np.ndarray:
@@ -185,9 +177,8 @@ def check_precision(out: storage.Location, requested: str) -> str | None:
 
 
 def bound_precision(out: storage.Location, requested: str, decide) -> str:
-    """The precision a sampler draws this folder in: the folder's own once one sampler chose it
-    (other actors, a resumed run: bf16 and fp32 images never mix, even where `auto` would now
-    decide otherwise); else `requested`, `auto` being `decide()`, written down for the others."""
+    """The folder's precision once a sampler chose it (bf16 and fp32 images never mix); else
+    `requested` (`auto`: `decide()`), written down for the others."""
     held = check_precision(out, requested)
     if held:
         return held
@@ -197,9 +188,8 @@ def bound_precision(out: storage.Location, requested: str, decide) -> str:
 
 
 def bind(out: storage.Location, manifest: dict, num_samples: int) -> None:
-    """Check the folder again under its writer lock, refuse a smaller --num_samples than it
-    already holds (its samples.npz would hold more than asked), and write the manifest's
-    identity part (checkpoint, its SHA-256, settings) before any batch is drawn."""
+    """Under the writer lock: check the folder again, refuse fewer samples than it holds, and
+    write the manifest's identity (checkpoint, SHA-256, settings) before any batch."""
     check_manifest(out, manifest)
     for sub in ("", "images", "codes"):  # what a writer killed mid-write left
         out.remove_temps(sub)
@@ -229,9 +219,7 @@ def finish(out: storage.Location, manifest: dict, samples: list[dict], columns: 
 
 
 def write_samples_npz(f, out: storage.Location, done: dict, fmt: str, where: dict | None = None) -> None:
-    """samples.npz into the file object `f`, what `np.load` reads: the images (and `arr_0`, the
-    field's layout of them) streamed a chunk at a time from the batch files, never whole (one
-    pass over them per member: a zip writes its members one after another)."""
+    """samples.npz into `f`, the images (and `arr_0`) streamed a chunk at a time, never whole."""
     import zipfile
 
     first = next(image_batches(out, done["index"][:1], fmt, where))
@@ -249,9 +237,7 @@ def write_samples_npz(f, out: storage.Location, done: dict, fmt: str, where: dic
 
 
 def adm_images(images: np.ndarray) -> np.ndarray:
-    """The images as the field's evaluators read a sample batch (`arr_0` of an .npz: ADM's
-    evaluator, LlamaGen's and VAR's `create_npz_from_sample_folder`): uint8 (N, H, W, 3), a grey
-    image's one channel repeated."""
+    """`arr_0` as ADM's, LlamaGen's and VAR's evaluators read it: uint8 (N, H, W, 3)."""
     if images.ndim == 3:
         images = images[..., None]
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images

@@ -1,24 +1,10 @@
-"""Where outputs live: a local folder, or a URI that every node of a cluster reaches.
+"""Where outputs live: a local folder, or a URI of any filesystem pyarrow supports (s3://…,
+with the usual AWS_* variables; gs://, hdfs://) that every node reaches.
 
-`output_root`, `--out`, `--transformer_ckpt` and the other paths may be local paths or
-URIs of any filesystem pyarrow supports: `s3://bucket/prefix` (credentials and endpoint
-from the usual AWS_* variables: AWS_ENDPOINT_URL names an S3-compatible server),
-`gs://bucket/prefix`, `hdfs://…`. Local paths behave exactly as they always did.
-
-A path is named once, where a command starts, as a `Location`; code further in takes that
-handle and names files by relative names below it (`ckpt.parent.exists("published.json")`).
-Only this module knows whether a location is in a bucket. Two ways a stage uses it:
-
-  * one file at a time, from any process on any node (a Ray Data actor writing its batch,
-    an actor loading a checkpoint): `fetch` (a local copy to read), `write_bytes`,
-    `read_bytes`, `exists`, `listdir`;
-  * a driver that builds a folder tree (tokenizer versions, run folders, reports) builds
-    it in `Root(root).local` and `push`es the subtree when it is complete; `pull` brings
-    a subtree down first. For a local root the mirror is the root itself and both do nothing.
-
-Files are written whole: a local file by a rename, an object store object by one PUT, so
-a reader never sees half a file. Listing, reading and removing go through pyarrow's
-filesystems, local ones included.
+A path is named once, where a command starts, as a `Location`; code further in names files
+by relative names below it. Only this module knows whether it is a bucket. Single files go
+from any process (`fetch`, `write_bytes`, …); a driver builds a folder tree in
+`Root(root).local` and `push`es it when complete. Files are written whole (a rename, one PUT).
 """
 
 from __future__ import annotations
@@ -57,10 +43,8 @@ def _one_line(e: Exception) -> str:
 
 
 class Location:
-    """A file or folder named once: an absolute local path, or a URI. Methods take an optional
-    name relative to it ('codes/x.npy'); only they know whether the location is in a bucket.
-    A bucket's errors (a network failure, a missing bucket, an unknown scheme) become one
-    StorageError line naming the URI; local paths keep their own errors."""
+    """A file or folder named once (an absolute path, or a URI); methods take a relative name
+    ('codes/x.npy'). A bucket's errors become one StorageError line naming the URI."""
 
     def __init__(self, path):
         path = os.fspath(path.path if isinstance(path, Location) else path)
@@ -273,9 +257,8 @@ class Location:
         return local
 
     def fetch_folder(self, name: str = "") -> str:
-        """A local copy of a whole folder, the same as the remote one now: changed files fetched
-        again (`fetch` compares size and modification time), files gone remotely removed here.
-        The folder itself when local."""
+        """A local copy of a whole folder as it is now (changed files fetched again, removed ones
+        removed); the folder itself when local."""
         if not self.remote:
             return self.file(name)
         source = self / name if name else self
@@ -303,11 +286,9 @@ class Location:
 
     @contextmanager
     def pinned(self, name: str = "", expected_sha256: str | None = None):
-        """(a private local copy of the file, its SHA-256): the copy is made in one read that also
-        hashes it, so a reader that loads the copy loads exactly the bytes it hashed, whatever
-        replaces the file meanwhile (a finishing run renames a new best.pt over the old). With
-        `expected_sha256`, bytes other than those are refused in one line. The copy is removed
-        when the block ends."""
+        """(a private copy of the file, its SHA-256), made in one read that hashes it: the reader
+        loads exactly the bytes it hashed, whatever replaces the file meanwhile. Other bytes than
+        `expected_sha256` are refused in one line."""
         public = self.file(name)
         with scratch_dir("pinned") as folder:  # (one a killed reader left is removed by the next)
             copy, h = os.path.join(folder, posixpath.basename(public) or "file"), hashlib.sha256()
@@ -327,9 +308,7 @@ class Location:
                 raise type(e)(str(e).replace(copy, public)) from None
 
     def check_writable(self, key: str) -> None:
-        """Refuse, before any work, a location this process cannot write, naming the config key: a
-        bucket by one object written and removed; a local folder by making it (under a file, or
-        where it cannot be made, the error is one line here rather than a traceback later)."""
+        """Refuse, before any work and naming `key`, a location this process cannot write."""
         if self.remote:
             probe = f".arplatform-write-check-{uuid.uuid4().hex}"
             try:
@@ -367,9 +346,8 @@ class Location:
             raise ConfigError(f"{key}: {self.path} is a URI; {why}")
 
     def remove_temps(self, name: str = "") -> None:
-        """The `.<name>.<random>.tmp` files a writer killed mid-write left in `name` (local files
-        are written through `core.io.atomic_write`). Call it where no live writer can own one
-        (under the folder's writer lock). A bucket has none: each object is written whole."""
+        """The `.tmp` files a writer killed mid-write left in `name` (call it under the folder's
+        writer lock). A bucket has none: each object is written whole."""
         if self.remote:
             return
         for entry in self.listdir(name):
@@ -377,9 +355,8 @@ class Location:
                 os.remove(os.path.join(self.file(name), entry))
 
     def upload_folder(self, local: str, last: tuple[str, ...] = ()) -> None:
-        """Every file under the local folder `local` (links followed) to the same relative path
-        below this location; the files named in `last` go after all others, so a reader that
-        waits for them (a codebook.pt) never finds the folder half uploaded."""
+        """Every file under the local folder `local` to the same name below this location, those
+        in `last` after all others (a reader waiting for them never finds half a folder)."""
         rels = [os.path.relpath(os.path.join(root, name), local)
                 for root, _, files in os.walk(local, followlinks=True) for name in files
                 if not (name.startswith(".tmp") or name.endswith(".lock"))]
@@ -392,10 +369,8 @@ class Location:
 
 
 class Root(Location):
-    """An output root, resolved once where a stage starts, and `local`, the folder on this
-    machine that stands for it: the root itself when local; for a URI, a folder in this
-    machine's cache (`<cache>/mirror/<scheme>/<bucket>/<prefix>`) that a driver builds trees in,
-    then pushes. Code further in takes this object, or plain local paths under `local`."""
+    """An output root and `local`, the folder here that stands for it: the root itself, or for
+    a URI a mirror in this machine's cache that a driver builds trees in, then pushes."""
 
     def __init__(self, root):
         super().__init__(root)
@@ -419,9 +394,8 @@ class Root(Location):
         return self.file(rel.replace(os.sep, "/")) if rel != "." else self.path
 
     def shared_name(self, path: str) -> str:
-        """What a record others read (MLflow) names `path` by: relative to the root when inside
-        it (the root's own URI in front for a bucket), else a URI (`file://` for a local path).
-        An absolute local path means nothing to a colleague on another machine."""
+        """What a record others read names `path` by: relative to the root (a bucket's URI in
+        front), else a URI (`file://…`): an absolute local path means nothing elsewhere."""
         if is_uri(path):
             return path
         rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.local))

@@ -24,11 +24,8 @@ from ..outputs.publish import codebook_vae_path
 
 
 def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device: str = "auto", log=print) -> dict:
-    """Re-run the held-out evaluation of a tokenizer output folder and rewrite its tokenizer_eval.json.
-
-    The images and the held-out split come from the folder's tokenizer_config.json and
-    split.json; the VAE from `vae_path` or the codebook's config.
-    """
+    """The held-out evaluation of a tokenizer folder again (its config and split; the VAE from
+    `vae_path` or the codebook), rewriting tokenizer_eval.json."""
     dev = resolve_device(device)
     paths = {n: os.path.join(codebook_dir, n) for n in ("codebook.pt", "tokenizer_config.json", "split.json")}
     for name, path in paths.items():
@@ -90,9 +87,8 @@ def read_samples(samples: storage.Location) -> tuple[dict, np.ndarray, np.ndarra
 
 
 def evaluate_samples(samples_dir: str, output_root: str = "experiments", log=print) -> dict:
-    """The quality report of a samples folder (`arplatform generate`) against the real dataset
-    its checkpoint's codebook was made from: quality.json and quality.md in the folder, and
-    the metrics in the MLflow run that trained the checkpoint."""
+    """A samples folder's quality against its codebook's real data: quality.json, quality.md, and
+    the metrics in the checkpoint's MLflow run."""
     from ..data.images import png_bytes
     from ..jobs.sample_quality import (
         classifier_dir,
@@ -143,11 +139,8 @@ def quality_table(r: dict) -> str:
 
 
 def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
-    """The run.json of the training run whose best.pt drew the samples, found by the SHA-256 the
-    samples' manifest records, never by which run is published now (a newer run may have been
-    published since): the run published.json names, the checkpoint's own run, then every run of
-    its config. A run's run.json records its best.pt's SHA-256 (`best_sha256`); an older run's
-    best.pt is hashed."""
+    """The run.json of the run whose best.pt drew the samples, by the SHA-256 the manifest records
+    (never by which run is published now): the published run, the checkpoint's own, then all."""
     ckpt_dir = storage.Location(checkpoint).parent
     published = ckpt_dir.exists("published.json") and ckpt_dir.read_json_object("published.json", DataError)
     candidates = [published.get("run_dir")] if published else []
@@ -167,10 +160,8 @@ def training_run_of(checkpoint: str, checkpoint_sha256: str) -> dict | None:
 
 
 def checkpoint_of(manifest: dict, log):
-    """(model, layout, checkpoint) of exactly the checkpoint the samples were drawn with, by the SHA-256 their
-    manifest records: the file at the manifest's path if it still holds those bytes, else its
-    training run's own best.pt; (None, None) with a note when neither does (a republished seed
-    path), so no figure is computed from another model (Nones)."""
+    """(model, layout, checkpoint) of exactly the bytes the samples were drawn with: the manifest's
+    path if it still holds them, else its run's best.pt; Nones with a note when neither does."""
     from ..core.checkpoint import load_model
 
     sha = manifest["checkpoint_sha256"]
@@ -189,9 +180,8 @@ def checkpoint_of(manifest: dict, log):
 
 
 def tokenizer_codebook(manifest: dict, ckpt: dict | None) -> str:
-    """The codebook.pt of the tokenizer output folder behind the samples (its config, split and
-    codes are the real data): the manifest's own where it sits in one; for an MLflow model's lone
-    copy, the codebook the checkpoint was trained on, where that file holds the same bytes."""
+    """The codebook.pt of the tokenizer folder behind the samples: the manifest's, or for an MLflow
+    model's lone copy the one the checkpoint trained on, if it holds the same bytes."""
     path = manifest["codebook_pt"]
     if storage.Location(path).parent.exists("tokenizer_config.json"):
         return path

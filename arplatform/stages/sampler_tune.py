@@ -1,16 +1,11 @@
-"""The sampler sweep: Ray Tune over a checkpoint's sampling settings, each trial scored
-by the sample-quality evaluation; the best settings become that checkpoint's defaults.
+"""The sampler sweep: Ray Tune over a checkpoint's sampling settings; the best become its defaults.
 
     run_sampler_tune(cfg)
-      1. check     the space (keys of sample: temperature, top_k, top_p, cfg_scale, cfg_schedule), the
-                   checkpoint, codebook and VAE; before Ray
+      1. check     the space (keys of `sample:`), the checkpoint, codebook and VAE; before Ray
       2. judge     the real data and the platform's classifier (trained once, cached)
-      3. fit       Tune, random search: each trial generates `num_samples` balanced samples
-                   (`jobs.generation.run_generate`, local engine) with the swept keys set and
-                   every other key the checkpoint's own, and reports their Fréchet distance
-                   (the metric, lower is better) and class accuracy
-      4. finish    leaderboard; the swept keys at the best trial's values → sampler.json beside
-                   the checkpoint, tuned on its bytes (`jobs.sampling.resolve_sampling`)
+      3. fit       each trial generates `num_samples` with the swept keys set (the rest the
+                   checkpoint's) and reports their Fréchet distance and class accuracy
+      4. finish    leaderboard; the swept keys' best values → sampler.json beside the checkpoint
 """
 
 from __future__ import annotations
@@ -146,9 +141,8 @@ def run_sampler_tune(cfg: SamplerSweepConfig, config_name: str | None = None, lo
 
 
 def write_sampler_settings(checkpoint: str, swept: dict, best: dict, sweep_dir: str) -> str:
-    """sampler.json beside the checkpoint: the keys this sweep swept, at its best trial's values,
-    over those an earlier sweep tuned for the same bytes (the trials drew with those too);
-    nothing else, so the checkpoint's own settings still hold for every other key."""
+    """sampler.json beside the checkpoint: the swept keys at the best trial's values, over those an
+    earlier sweep tuned for the same bytes; nothing else."""
     from ..jobs.sampling import tuned_sampler_settings
 
     path = os.path.join(os.path.dirname(checkpoint), SAMPLER_FILE)

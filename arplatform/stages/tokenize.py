@@ -116,9 +116,8 @@ def check_ray_workers(ray, cfg: TokenizerConfig, shared: storage.Location) -> bo
 
 def train_vae_on_ray(cfg: TokenizerConfig, train: ImageSet, val: ImageSet, staging: str, shared: storage.Location,
                      log) -> VAE:
-    """engine=ray: the VAE data-parallel on Ray Train, `actors` workers (one GPU each where the
-    cluster has GPUs, else `cpus_per_actor` CPUs), Ray's checkpoints in `shared` (the staging
-    folder, or its place in the bucket: every node reaches it); best.pt into the staging folder."""
+    """engine=ray: the VAE on Ray Train, `actors` workers, Ray's checkpoints in `shared`; best.pt
+    into the staging folder."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -207,9 +206,7 @@ def latents_of(vae: VAE, data: ImageSet | ImageFiles, index: np.ndarray, device)
 
 
 def pretrained_vq(cfg: TokenizerConfig, data: ImageSet | ImageFiles, staging: str, log) -> tuple[VQ, KMeansResult]:
-    """kind=vq: the published VQ (its SHA-256 checked where the config names one), saved into the
-    version as a checkpoint of kind "vq" where a trained VAE's would be (generate, evaluate and the
-    encoding actors read it there), and its codebook: nothing is trained or fitted."""
+    """kind=vq: the published VQ saved where a trained VAE would be (kind "vq"), and its codebook."""
     c, h, _ = data.shape
     vq = load_llamagen_vq(cfg.vq.checkpoint, cfg.vq.model_config(h, c))  # (vq.sha256: checked by run_tokenize)
     source = {"checkpoint": os.path.abspath(cfg.vq.checkpoint), "sha256": storage.Location(cfg.vq.checkpoint).sha256()}
@@ -222,9 +219,7 @@ def pretrained_vq(cfg: TokenizerConfig, data: ImageSet | ImageFiles, staging: st
 
 def codes_on_ray(cfg: TokenizerConfig, staging: str, shared: storage.Location, km, data: ImageSet, val_idx: np.ndarray,
                  log) -> TokenizedCodes:
-    """engine=ray: Ray Data actors encode every image and write the code shards of the codebook
-    folder into `shared` (`distributed/encode_actors.py`), reading the VAE and the codebook from
-    there; returns the shards, in the staging folder (copied there from a bucket)."""
+    """engine=ray: actors encode every image into code shards in `shared`; the shards, in staging."""
     from ..core.codebook import save_codebook
     from ..distributed.cluster import init_ray
     from ..distributed.encode_actors import CHUNK, encode_on_actors
@@ -334,9 +329,8 @@ def quality_line(report: dict) -> str:
 def codebook_and_codes(cfg: TokenizerConfig, vae: VAE | VQ, data: ImageSet | ImageFiles, train_idx: np.ndarray,
                        val_idx: np.ndarray, eval_idx: np.ndarray, staging: str, shared: storage.Location, device, log,
                        km: KMeansResult | None = None):
-    """The codebook (`km` when given, a pretrained VQ's; else k-means on the training latents),
-    every image's codes (`TokenizedCodes`) and the latents of the held-out images the report
-    scores (`eval_idx`: the first held-out ones)."""
+    """The codebook (`km`, a VQ's, or k-means on the training latents), every image's codes, and
+    the latents of the held-out images the report scores (`eval_idx`)."""
     fit_idx = fit_sample(cfg, train_idx)
     if cfg.engine == "ray":  # the actors encode every image; here only the codebook's sample
         km = km or fit_codebook(cfg, latents_of(vae, data, fit_idx, device), device, log)

@@ -43,9 +43,8 @@ from ..tracking import mlflow_runs
 
 
 def resume_target(run: runs.Run | None, facts: DataFacts, job: TrainJobConfig) -> runs.Run | None:
-    """With resume=true, the run to continue (found first of all: `runs.find_run`), its
-    checkpoint checked against the data and the settings; nothing is written, so a refused
-    resume leaves the run as it was (a FINISHED run stays FINISHED)."""
+    """With resume=true, the run to continue, its checkpoint checked; nothing written (a refused
+    resume leaves the run as it was)."""
     if run is None:
         return None
     # refuse a broken checkpoint here, not after Ray has retried it max_failures times
@@ -62,9 +61,8 @@ PATH_KEYS = ("codes", "labels", "val_codes", "val_labels", "codebook", "codebook
 
 
 def changed_settings(saved: dict, job: dict) -> list[str]:
-    """`section.key: old → new` for every model, optim and data setting a resume would change
-    (what makes the trajectory). A key the saved run predates is left out; so is a precision
-    asked as `auto` (the run's resolved one is kept) and a data path (its identity is checked)."""
+    """`section.key: old → new` for each trajectory setting a resume would change (not keys the run
+    predates, an `auto` precision, or data paths)."""
     changed = []
     for section in ("model", "optim", "data"):
         old, new = saved.get(section) or {}, job.get(section) or {}
@@ -214,11 +212,8 @@ def summary_step(result) -> int:
 
 
 def sample_grid(job: TrainJobConfig, best_path: str, codebook: str | None, out: str) -> list[str]:
-    """The end-of-training samples of best.pt, drawn by `generate` itself (`run_generate`: the
-    checkpoint's own sampling settings, seed `optim.seed`) into `<run>/samples/`, so `arplatform
-    generate transformer_ckpt=<best.pt> seed=<optim.seed> num_samples=<n>` redraws them image for
-    image; its grid is the run's samples_grid.png. Codes whose codebook names no VAE: only the
-    codes, drawn by the same sampler (`image_sampler.draw_codes`)."""
+    """best.pt's samples drawn by `run_generate` (seed `optim.seed`) into `<run>/samples/`, so
+    `arplatform generate` redraws them image for image; no VAE: the codes, by the same sampler."""
     import shutil
 
     from ..config import GenerateConfig

@@ -204,9 +204,7 @@ def validation_curve(history, row: dict) -> list[list[float]]:
 
 
 def trial_checkpoints(run: runs.Run) -> str | None:
-    """The trial's last.pt; a trial Tune stopped mid-fit (or one killed while copying) has not
-    copied its checkpoints from Ray's storage into its folder, so they are copied here
-    (None: it never reported an epoch)."""
+    """The trial's last.pt, copied from Ray's storage if Tune stopped it first (None: no epoch)."""
     from ..jobs.training import copy_checkpoint_files, latest_ray_checkpoint
 
     last = os.path.join(run.checkpoint_dir, "last.pt")
@@ -219,9 +217,7 @@ def trial_checkpoints(run: runs.Run) -> str | None:
 
 
 def run_end(row: dict, run: runs.Run) -> dict:
-    """Epochs run and best val/loss from the trial's own last.pt (`trial_checkpoints`). Tune's
-    copy of a trial's reports can lag or be lost when a driver dies (a restored trial's result
-    files start empty); the run's checkpoint is written by the run itself."""
+    """Epochs run and best val/loss from the trial's own last.pt (Tune's copy can be lost)."""
     from ..core.checkpoint import load_checkpoint
 
     last = trial_checkpoints(run)

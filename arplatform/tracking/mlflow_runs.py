@@ -1,11 +1,6 @@
-"""MLflow tracking: one run per training job, logged from the driver and from rank 0.
-
-Default store: an embedded sqlite database `<output_root>/mlflow.db` with
-artifacts under `<output_root>/mlartifacts`; `tracking.tracking_uri` or the
-`MLFLOW_TRACKING_URI` environment variable points at a server instead. The
-client API is used throughout (no global active run), so the driver and a
-Ray worker can log to the same run.
-"""
+"""MLflow tracking through the client API (no global active run: the driver and rank 0 log to
+one run). Default store: `<output_root>/mlflow.db`, artifacts in `<output_root>/mlartifacts`;
+`tracking.tracking_uri` or $MLFLOW_TRACKING_URI name a server instead."""
 
 from __future__ import annotations
 
@@ -27,9 +22,8 @@ def is_model_uri(path) -> bool:
 
 
 def tracking_uri(configured: str | None, output_root: str) -> str:
-    """The MLflow store: configured, else $MLFLOW_TRACKING_URI, else a sqlite file in a local
-    `output_root`. A URI root (a cluster's bucket) has no default: the driver and every
-    worker must reach the same store, so one is named (`mlflow server` on the head)."""
+    """The MLflow store: configured, else $MLFLOW_TRACKING_URI, else sqlite in a local
+    `output_root`; a URI root has no default (every worker must reach one store)."""
     if configured:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -246,12 +240,9 @@ def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
 
 @contextmanager
 def tracked_run(uri: str | None, run_id: str | None, start, on_start, on_end, ends_itself: bool = True):
-    """An MLflow run and a state file that end FINISHED, FAILED (an error) or KILLED (Ctrl-C,
-    SIGTERM) whatever step stops the block. `start()` makes the MLflow run when there is none
-    yet (a resumed run is set RUNNING again); `on_start(run_id)` and `on_end(status)` write
-    the state file. Yields the MLflow run id (None without tracking). With `ends_itself` false
-    (a sweep's trial) the block ends neither: one other process (the sweep's driver) ends them
-    from what it knows, so two processes never race to write the last status."""
+    """An MLflow run and a state file ending FINISHED, FAILED or KILLED whatever stops the block;
+    `start()` makes the run (a resumed one RUNNING again), `on_start`/`on_end` write the state.
+    Yields the run id. `ends_itself` false (a trial): the sweep's driver ends them instead."""
     status = "FAILED"
     try:
         if uri and not run_id:

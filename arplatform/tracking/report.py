@@ -1,11 +1,6 @@
-"""The pipeline's report: report.md (with its pictures beside it) and report.html, one
-self-contained file (pictures inlined) that can be mailed or attached to an MLflow run.
-
-It shows, top to bottom: the comparison with the previous run of the same config, wall time
-per stage and the model's size, the samples, the sample quality with per-class accuracy,
-samples beside their nearest training images, training images above their tokenizer
-reconstructions, the tokenizer's figures, the training curve, the runs, and the composed
-config (collapsed)."""
+"""The pipeline's report: report.md (pictures beside it) and report.html (pictures inlined):
+the comparison with the previous run, times, samples, quality, nearest training images,
+reconstructions, tokenizer figures, the training curve, the runs, the config."""
 
 from __future__ import annotations
 

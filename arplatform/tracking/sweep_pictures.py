@@ -4,9 +4,8 @@
     curves.png     each trial's validation curve; a trial ASHA stopped ends early
     report.md      the leaderboard with both pictures
 
-`write_all` takes the leaderboard rows the sweep already has (one per trial, searched
-values under their keys, the metric, `status`, `curve`: [[epoch, val/loss], …]); the
-training sweep and the sampler sweep both call it.
+`write_all` takes the leaderboard rows (searched values, metric, `status`, `curve`); both
+sweeps call it.
 """
 
 from __future__ import annotations
