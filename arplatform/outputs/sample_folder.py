@@ -46,9 +46,6 @@ def image_name(index: int) -> str:
     return f"images/{int(index):06d}.png"
 
 
-FORMATS = ("png", "tar", "npz")
-
-
 def write_batch(out: storage.Location, index: np.ndarray, labels: np.ndarray, codes: np.ndarray, images: np.ndarray,
                 fmt: str = "png") -> None:
     """One batch's images (images: (B, H, W, C) uint8) in `fmt`, then its codes and labels, then
