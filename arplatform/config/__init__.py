@@ -247,7 +247,8 @@ class TokenizerVQConfig:
     channels: int = VQConfig.channels  # LlamaGen's `ch`, the first level's width
 
     def __post_init__(self):
-        if self.sha256 is not None and not re.fullmatch("[0-9a-fA-F]{64}", str(self.sha256)):
+        sha = self.sha256
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch("[0-9a-fA-F]{64}", sha)):
             raise ConfigError(f"vq.sha256: {self.sha256!r} is not a SHA-256 (64 hex digits)")
         check_ranges("vq.", self, codebook_size=(2, 65536), codebook_embed_dim=(1, 1024), z_channels=(32, 4096),
                      channels=(32, 4096))
