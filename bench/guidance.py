@@ -11,7 +11,8 @@ docs/generate.md ("a guidance schedule") comes from here, on the checkpoints of 
   constant:s         s at every code (the platform's cfg_schedule=constant)
   linear:a:b         a at the first code to b at the last (cfg_schedule=linear is 1:cfg_scale)
   interval:s:k       s on the first k codes, then none
-each optionally @t (temperature; default the checkpoint's own), e.g. linear:1:2.6@0.85 constant:1.8@0.9
+each optionally @t (temperature; default the checkpoint's own), and /k<n> (top-k; k0 = off) and
+/p<x> (top-p) after it, e.g. linear:1:2.6@0.85 constant:1.8@0.9 linear:1:2.6@0.95/k128 linear:1:2.6/k0/p0.95
 """
 
 from __future__ import annotations
@@ -39,14 +40,21 @@ N = 500
 
 
 def parse(spec: str):
-    """'linear:1:2.6@0.85' → (guidance of (step, positions), temperature or None)."""
-    shape, _, temperature = spec.partition("@")
+    """'linear:1:2.6@0.85/k128' → (guidance of (step, positions), the sampling keys it sets)."""
+    shape, *truncation = spec.split("/")
+    shape, _, temperature = shape.partition("@")
     kind, *p = shape.split(":")
     p = [float(x) for x in p]
     by_kind = {"constant": lambda t, n: p[0],
                "linear": lambda t, n: p[0] + (p[1] - p[0]) * t / max(1, n - 1),
                "interval": lambda t, n: p[0] if t < p[1] else 1.0}
-    return by_kind[kind], float(temperature) if temperature else None
+    keys = {"temperature": float(temperature)} if temperature else {}
+    for part in truncation:
+        if part[0] == "k":
+            keys["top_k"] = int(part[1:]) or None
+        elif part[0] == "p":
+            keys["top_p"] = float(part[1:])
+    return by_kind[kind], keys
 
 
 def draw(model, layout, codebook, vae, positions: int, guidance, settings: dict, seed: int) -> np.ndarray:
@@ -85,8 +93,8 @@ def main() -> None:
         positions = int(np.prod(saved["grid_shape"]))
         labels = np.arange(N) % layout.num_classes
         for spec in args.schedules:
-            guidance, temperature = parse(spec)
-            settings = own | ({"temperature": temperature} if temperature is not None else {})
+            guidance, keys = parse(spec)
+            settings = own | keys
             for seed in args.seeds:
                 r = evaluate_images(draw(model, layout, codebook, vae, positions, guidance, settings, seed),
                                     labels, real, classifier)

@@ -49,6 +49,7 @@ def test_the_floors_sit_outside_every_measured_seed_and_catch_a_regression():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # the suite's 900 s is too short where `auto` trains in fp32: 1,546 s on a Zen 3 EPYC
 @pytest.mark.parametrize("job", list(load_floors()))
 def test_the_main_job_keeps_its_sample_quality(job, tmp_path, capsys):
     """The job's own command (`python -m arplatform pipeline --config-name <config>`: what
@@ -56,7 +57,7 @@ def test_the_main_job_keeps_its_sample_quality(job, tmp_path, capsys):
     the floors. The figures go to the log, so CI shows them on every run."""
     entry = load_floors()[job]
     proc = subprocess.run([sys.executable, "-m", "arplatform", "pipeline", "--config-name", entry["config"],
-                           f"output_root={tmp_path}"], capture_output=True, text=True, timeout=1800)
+                           f"output_root={tmp_path}"], capture_output=True, text=True, timeout=2700)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (quality,) = [os.path.join(d, "quality.json") for d, _, files in os.walk(tmp_path / "samples")
                   if "quality.json" in files]
