@@ -3,8 +3,8 @@
 Each draw is what `arplatform generate` draws (500 balanced samples, sample i from its own stream
 (seed, i), fp32, every other key the checkpoint's own: `jobs.sampling.checkpoint_sampling`), scored
 by the platform's own evaluation; guidance per code comes from the schedule named, by replacing
-`core.sampling.guidance_at` for the draw. The table in
-docs/generate.md ("a guidance schedule") comes from here, on the checkpoints of a `quality.py` run:
+`core.sampling.guidance_at` for the draw. The tables in docs/generate.md ("a guidance schedule",
+"top-k and temperature together") come from here, on the checkpoints of a `quality.py` run:
 
     cd bench && ../.venv/bin/python guidance.py <quality.py's --out folder> [--seeds 0 1 2]
 
