@@ -50,10 +50,12 @@ def parse(spec: str):
                "interval": lambda t, n: p[0] if t < p[1] else 1.0}
     keys = {"temperature": float(temperature)} if temperature else {}
     for part in truncation:
-        if part[0] == "k":
+        if part[:1] == "k":
             keys["top_k"] = int(part[1:]) or None
-        elif part[0] == "p":
+        elif part[:1] == "p":
             keys["top_p"] = float(part[1:])
+        else:
+            raise SystemExit(f"{spec}: /{part} is not /k<top-k> or /p<top-p>")
     return by_kind[kind], keys
 
 
