@@ -26,6 +26,7 @@ import torch
 from machine import machine_line
 
 import arplatform.core.sampling as sampling
+from arplatform.config import check_sampling
 from arplatform.core.checkpoint import load_model
 from arplatform.core.codebook import load_codebook_file
 from arplatform.core.decode import decode_codes_to_images
@@ -56,7 +57,7 @@ def parse(spec: str):
             keys["top_p"] = float(part[1:])
         else:
             raise SystemExit(f"{spec}: /{part} is not /k<top-k> or /p<top-p>")
-    return by_kind[kind], keys
+    return by_kind[kind], check_sampling(keys, spec)  # the ranges a `sample:` section allows
 
 
 def draw(model, layout, codebook, vae, positions: int, guidance, settings: dict, seed: int) -> np.ndarray:
