@@ -11,24 +11,16 @@ The learning-rate schedule is a pure function of `step`, so it needs no state.
 from __future__ import annotations
 
 import os
-import pickle
-import struct
-import zipfile
 
 import torch
 
 from .errors import CheckpointError
-from .io import save_torch
+from .io import load_torch, save_torch
 from .model import GPT, GPTConfig
 from .tokens import TokenLayout
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "kind", "model_config", "model_state_dict")
-
-# what torch.load raises on damaged bytes: its zip reader, and the weights-only unpickler walking
-# a corrupt pickle (a memo index or opcode argument out of range)
-UNREADABLE = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError,
-              AttributeError, struct.error)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -112,16 +104,7 @@ def load_checkpoint(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain data ({first})"
-        ) from e
-    except UNREADABLE as e:
-        reason = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason})") from e
+    ckpt = load_torch(path, CheckpointError, map_location=map_location)
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     required = REQUIRED_KEYS + (("layout",) if kinds == ("gpt",) else ())
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .checkpoint import UNREADABLE
 from .errors import DataError
-from .io import save_torch
+from .io import load_torch, save_torch
 
 DEFAULT_CHUNK = 8192  # rows per distance block: 8192 × K floats stay cache-friendly (4× faster than 65536)
 
@@ -164,13 +162,7 @@ def load_codebook_file(path) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: codebook file not found")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise DataError(f"{path}: refused to load: it holds objects other than tensors and plain data") from e
-    except UNREADABLE as e:
-        raise DataError(f"{path}: unreadable or truncated codebook ({e})") from e
+    obj = load_torch(path, DataError, "codebook", allowed=_numpy_safe_globals())
     if isinstance(obj, torch.Tensor):
         obj = {"z_medoid": obj, "config": {}}
     if not isinstance(obj, dict) or "z_medoid" not in obj:

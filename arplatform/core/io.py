@@ -7,7 +7,10 @@ import functools
 import hashlib
 import json
 import os
+import pickle
+import struct
 import tempfile
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -103,6 +106,31 @@ def scratch_dir(prefix: str):
 
 def save_torch(path, obj) -> str:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+# what torch.load raises on damaged bytes: its zip reader, and the weights-only unpickler walking
+# a corrupt pickle (a memo index or opcode argument out of range)
+UNREADABLE = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError,
+              AttributeError, struct.error)
+# PyTorch's paragraphs around a refusal; one of them advises loading the file unsafely
+TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def load_torch(path, error: type[Exception], what: str = "checkpoint", allowed: tuple = (), map_location="cpu"):
+    """torch.load with weights_only=True: tensors, plain data and the `allowed` types. Anything
+    else raises `error` in one line that names the file and the reason (never the advice to
+    load it unsafely)."""
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        kept = [line.strip() for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_ADVICE)]
+        reason = " ".join(kept).replace("WeightsUnpickler error: ", "") or type(e).__name__
+        raise error(f"{path}: refused to load: it holds objects other than tensors and plain data, or is not "
+                    f"a file torch.save wrote ({reason})") from None
+    except UNREADABLE as e:
+        reason = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path}: unreadable or truncated {what} ({reason})") from None
 
 
 def save_npy(path, array: np.ndarray) -> str:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import UNREADABLE
 from .errors import CheckpointError
-from .io import file_sha256
+from .io import file_sha256, load_torch
 
 # images per encoder or decoder call: at 256² their activations are about 250 MB an image (measured
 # on CPU, fp32), so a caller's batch of hundreds is taken a few at a time
@@ -259,14 +257,7 @@ def read_llamagen_weights(path, sha256: str | None = None) -> dict:
     """A LlamaGen tokenizer checkpoint's state dict, weights_only=True with one type allowed (its
     `args`, an argparse.Namespace); with `sha256`, the bytes must have it."""
     path = check_vq_file(path, sha256)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors, plain data and "
-                              "argparse.Namespace") from e
-    except UNREADABLE as e:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(e).__name__})") from e
+    ckpt = load_torch(path, CheckpointError, allowed=(argparse.Namespace,))  # LlamaGen's saved `args`
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a LlamaGen tokenizer checkpoint (no 'model' state dict of tensors)")
