@@ -94,8 +94,11 @@ def test_malicious_checkpoint_does_not_run(tmp_path, monkeypatch):
         pickle.dump({"format_version": 1, "payload": _RunsCode()}, f)
     torch.save({"x": _RunsCode()}, "evil_zip.pt")
     for name in ("evil.pt", "evil_zip.pt"):
-        with pytest.raises(CheckpointError, match=f"{name}: refused to load"):
+        with pytest.raises(CheckpointError, match=f"{name}: refused to load") as refused:
             load_checkpoint(name)
+        # one line with the reason, and never PyTorch's advice to load it with weights_only=False
+        assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
+    assert "GLOBAL posix.system" in str(refused.value)
     assert not os.path.exists("PWNED_BY_CHECKPOINT")
 
 

@@ -10,6 +10,7 @@ import os
 import pickle
 import struct
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -121,7 +122,9 @@ def load_torch(path, error: type[Exception], what: str = "checkpoint", allowed: 
     else raises `error` in one line that names the file and the reason (never the advice to
     load it unsafely)."""
     try:
-        with torch.serialization.safe_globals(list(allowed)):
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            # a foreign pickle's protocol warning would be a second line before the refusal
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         kept = [line.strip() for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_ADVICE)]
