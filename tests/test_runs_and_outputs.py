@@ -292,6 +292,17 @@ def test_defaults_live_in_the_dataclasses_only(group):
                 assert value == defaults[key], f"{group}/{name}: {key} = {value!r}, the dataclass {defaults[key]!r}"
 
 
+def test_a_training_job_reads_its_codes_below_its_own_output_root(tmp_path):
+    """tokenize and train with the same output_root=X: the job finds X/codebook/<name>, not
+    ./experiments (an explicit data.codebook_dir still wins)."""
+    for name in config_names(CONFIG_DIR, "transformer"):
+        job = from_dict(TrainJobConfig, compose(f"transformer/{name}", [f"output_root={tmp_path}"]))
+        assert job.data.codebook_dir.startswith(f"{tmp_path}/codebook/"), (name, job.data.codebook_dir)
+    job = from_dict(TrainJobConfig, compose("transformer/mnist_sample", [f"output_root={tmp_path}",
+                                                                         "data.codebook_dir=/elsewhere"]))
+    assert job.data.codebook_dir == "/elsewhere"
+
+
 def test_hydra_refuses_unknown_keys_and_wrong_types_in_one_line(tmp_path):
     import shutil
 
