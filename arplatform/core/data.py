@@ -136,6 +136,8 @@ def code_chunks(path: str | os.PathLike, rows: int = 1 << 16):
             for start in range(0, shape[0], rows):
                 n = min(rows, shape[0] - start)
                 yield start, np.fromfile(f, dtype=dtype, count=n * per_row).reshape(n, per_row), grid
+    except DataError:
+        raise  # already one line that names the file
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npy codes file ({' '.join(str(e).split())})") from e
 
