@@ -16,12 +16,15 @@ SMALL_TOKENIZER = ["data.limit=600", "vae.epochs=2", "vae.batch_size=32", "vae.c
                    "codebook.num_codes=16"]
 
 
-def pipeline(root, *extra, cluster=None):
+def pipeline(root, *extra, cluster=None, popen=False):
     env = job_env(cluster)
     cmd = [sys.executable, "-m", "arplatform", "pipeline", "--config-name", "pipeline/mnist_sample",
            f"output_root={root}", "num_samples=20", *[f"tokenizer.{o}" for o in SMALL_TOKENIZER],
            *[f"train.{o}" for o in TINY], "train.optim.epochs=2", "train.model.embed_dim=32",
            "train.tracking.register=true", *extra]
+    if popen:  # its own session: a kill takes the driver and the Ray cluster it started
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -131,6 +134,34 @@ def test_pipeline_runs_the_chain_then_reuses_it(tmp_path, ray_cluster):
     assert "[evaluate] running" in resampled.stdout
     (manifest,) = (tmp_path / "samples" / "mnist_sample").glob("*/manifest.json")
     assert json.loads(manifest.read_text())["settings"]["cfg_scale"] == 1.5
+
+
+def test_a_killed_pipeline_continues_its_training_run(tmp_path, ray_cluster):
+    """The pipeline killed mid-training (its driver and the Ray cluster it started, as a closed
+    laptop or a lost node does): the same command again continues that run from its checkpoint,
+    rather than training from scratch, and finishes it."""
+    import signal
+
+    from test_train_job import run_dirs, summary, wait_for_checkpoint
+
+    longer = ("train.optim.epochs=14", "train.trainer.num_workers=1")
+    proc = pipeline(tmp_path, *longer, popen=True)
+    try:
+        ray_dir = wait_for_checkpoint(tmp_path, proc, timeout=600)  # (after the tokenizer)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (killed,) = run_dirs(tmp_path)
+    assert os.path.basename(killed) == os.path.basename(ray_dir)
+    again = pipeline(tmp_path, *longer, cluster=ray_cluster)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    assert f"[train] continuing run {os.path.basename(killed)}" in again.stdout and "[tokenize] reused" in again.stdout
+    assert run_dirs(tmp_path) == [killed]  # no second run
+    s = summary(tmp_path, killed)
+    assert s["resumed"] is not None and s["final"]["epoch"] == 13
 
 
 def test_pipeline_bad_stage_key_is_one_line_before_any_work(tmp_path):

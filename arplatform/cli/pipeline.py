@@ -6,7 +6,8 @@ runs the stages, so it sits above them, with the other commands.
     run_pipeline(cfg)
       1. configs    every stage's config composed and checked before any work
       2. tokenize   reused when the published tokenizer output was made with the same config
-      3. train      reused when the published checkpoint's run had the same config and codebook
+      3. train      reused when the published checkpoint's run had the same config and codebook;
+                    a run of them a killed pipeline left unfinished is continued (resume=true)
       4. generate   into samples/<config>/<run>/: resumes, so a finished folder is reused
       5. evaluate   reused when quality.json covers the same samples
       6. report     reports/<name>/report.{md,html} with the grid, tokenizer figures, the
@@ -18,14 +19,15 @@ stage's config.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 
 from ..config import GenerateConfig, PipelineConfig, TokenizerConfig, TrainJobConfig, compose, from_dict, to_dict
-from ..core.errors import DataError
+from ..core.errors import CheckpointError, DataError, RunStateError
 from ..jobs.training import bucket_version
-from ..outputs import storage
+from ..outputs import runs, storage
 from ..outputs.runs import seed_checkpoint
 from ..tracking import mlflow_runs
 from . import run_stage
@@ -59,7 +61,8 @@ def tokenizer_done(tok: TokenizerConfig, root: storage.Root) -> bool:
 
 def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     """The run behind the seed path when it trained this very config on this very codebook
-    (its `sample:` section aside: sampling settings change the samples, not the training)."""
+    (its `sample:` section aside: sampling settings change the samples, not the training; and
+    whether it was resumed, which `interrupted_run` decides)."""
     from ..core.checkpoint import load_checkpoint
 
     seed = storage.Location(seed_checkpoint(root, job.name))
@@ -70,7 +73,8 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     saved = _saved_config(run, "config.json")
     if saved and job.optim.precision == "auto":
         saved["optim"]["precision"] = "auto"  # the run saved what `auto` resolved to on its machine
-    if saved is None or {**saved, "sample": None} != {**to_dict(job), "sample": None}:
+    aside = {"sample": None, "resume": None, "run_name": None}  # neither changes what was trained
+    if saved is None or saved | aside != to_dict(job) | aside:
         return None
     codebook = storage.Location(job.data.codebook_dir) / "codebook.pt"
     # as the run recorded it: the real version folder (a link's target, or a bucket's version.json)
@@ -79,6 +83,39 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     if trained_on != codebook:
         return None  # the tokenizer was redone since
     return run.read_json_object("run.json", DataError) | {"run_dir": run_dir}
+
+
+def interrupted_run(job: TrainJobConfig) -> str | None:
+    """The config's latest run when its driver died or was stopped (run.json RUNNING or KILLED,
+    no driver holding it) after Ray registered a checkpoint, and it trains these model, optim and
+    data settings on this very codebook: the pipeline continues it rather than start again. A run
+    that FAILED (a diverging loss) is not continued: it would fail the same way."""
+    from ..core.checkpoint import load_checkpoint
+    from ..jobs.training import latest_ray_checkpoint
+    from ..stages.train import changed_settings
+
+    root = storage.Root(job.output_root)
+    try:
+        run = runs.find_run(root, job.name)
+        state = runs.read_state(run)
+        codebook = storage.Location(job.data.codebook_dir) / "codebook.pt"
+        if state.get("status") not in (runs.RUNNING, runs.KILLED) or state.get("codebook_sha256") != codebook.sha256():
+            return None
+        with runs.held(run), latest_ray_checkpoint(run).as_directory() as d:  # held: no live driver has it
+            saved = load_checkpoint(os.path.join(d, "last.pt")).get("train_config") or {}
+    except (RunStateError, CheckpointError, DataError, OSError):
+        return None  # nothing to continue: a fresh run
+    return None if changed_settings(saved, to_dict(job)) else run.name
+
+
+def training_job(job: TrainJobConfig, fresh: bool, log) -> TrainJobConfig:
+    """The job the train stage runs: a fresh run, or the interrupted one continued."""
+    name = None if fresh or job.resume else interrupted_run(job)
+    if name is None:
+        return job
+    log(f"[train] continuing run {name}, which stopped before it finished (same settings and codebook; "
+        "force=[train] starts a new run)")
+    return dataclasses.replace(job, resume=True, run_name=name)
 
 
 def generate_config(cfg: PipelineConfig, job: TrainJobConfig, checkpoint: str, samples: str,
@@ -202,8 +239,10 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     stages.run("tokenize", tokenizer_done(tok, root),
                lambda: run_tokenize(tok, config_name=cfg.tokenizer_config, log=log), root.file(f"codebook/{tok.name}"))
     redo_train = "tokenize" in cfg.force  # new codes: a new model
+    fresh = redo_train or "train" in cfg.force
     stages.run("train", published_run(job, root) is not None and not redo_train,
-               lambda: run_train(job, config_name=cfg.train_config, log=log), seed_checkpoint(root, job.name))
+               lambda: run_train(training_job(job, fresh, log), config_name=cfg.train_config, log=log),
+               seed_checkpoint(root, job.name))
     run = published_run(job, root)
     samples = root / f"samples/{job.name}/{os.path.basename(run['run_dir'])}"
     gen = generate_config(cfg, job, seed_checkpoint(root, job.name), samples.path, root.path)
