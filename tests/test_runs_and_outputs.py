@@ -294,13 +294,15 @@ def test_defaults_live_in_the_dataclasses_only(group):
 
 def test_a_training_job_reads_its_codes_below_its_own_output_root(tmp_path):
     """tokenize and train with the same output_root=X: the job finds X/codebook/<name>, not
-    ./experiments (an explicit data.codebook_dir still wins)."""
+    ./experiments (an explicit data.codebook_dir still wins); the sampler sweep, X's checkpoint."""
     for name in config_names(CONFIG_DIR, "transformer"):
         job = from_dict(TrainJobConfig, compose(f"transformer/{name}", [f"output_root={tmp_path}"]))
         assert job.data.codebook_dir.startswith(f"{tmp_path}/codebook/"), (name, job.data.codebook_dir)
     job = from_dict(TrainJobConfig, compose("transformer/mnist_sample", [f"output_root={tmp_path}",
                                                                          "data.codebook_dir=/elsewhere"]))
     assert job.data.codebook_dir == "/elsewhere"
+    sweep = from_dict(SamplerSweepConfig, compose("sampler_tune/mnist_sample", [f"output_root={tmp_path}"]))
+    assert sweep.transformer_ckpt == f"{tmp_path}/transformer/mnist_sample/checkpoints/best.pt"
 
 
 def test_hydra_refuses_unknown_keys_and_wrong_types_in_one_line(tmp_path):
