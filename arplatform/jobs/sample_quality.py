@@ -194,15 +194,18 @@ def classifier_dir(output_root: str, data_config) -> str:
 
 def load_or_train_classifier(cache_dir: str, real: RealData, log=print) -> tuple[Classifier, float]:
     """The cached classifier of this dataset, or a new one (trained, then cached)."""
-    from ..core.io import save_torch
+    from ..core.io import load_torch, save_torch
 
     path = os.path.join(cache_dir, "classifier.pt")
     if os.path.exists(path):
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            saved = load_torch(path, DataError, "file")
             model = Classifier(**saved["config"])
             model.load_state_dict(saved["state_dict"])
             accuracy = float(saved["heldout_accuracy"])
+        except DataError as e:  # unreadable, or not tensors and plain data: load_torch's reason
+            raise DataError(f"{path}: a damaged or foreign cached classifier ({str(e).removeprefix(f'{path}: ')}); "
+                            "delete it and evaluation trains it again") from None
         except Exception as e:  # noqa: BLE001 - any damage (truncated, foreign, wrong shapes) is one line
             raise DataError(f"{path}: a damaged or foreign cached classifier ({type(e).__name__}: "
                             f"{' '.join(str(e).split())[:160]}); delete it and evaluation trains it again") from None
