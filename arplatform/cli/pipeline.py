@@ -96,7 +96,7 @@ def interrupted_run(job: TrainJobConfig) -> str | None:
 
     root = storage.Root(job.output_root)
     try:
-        run = runs.find_run(root, job.name)
+        run = runs.find_run(root, job.name, job.run_name)  # a run_name given: that run only
         state = runs.read_state(run)
         codebook = storage.Location(job.data.codebook_dir) / "codebook.pt"
         if state.get("status") not in (runs.RUNNING, runs.KILLED) or state.get("codebook_sha256") != codebook.sha256():
