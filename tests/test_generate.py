@@ -94,6 +94,20 @@ def test_fewer_samples_than_the_folder_holds_is_refused(tmp_path):
     assert (out / "samples.npz").read_bytes() == before and len(images(out)[0]) == 8
 
 
+def test_a_folder_generate_did_not_write_is_never_written(tmp_path):
+    """--out naming a tokenizer's output (or any folder without a samples manifest): refused in
+    one line, nothing added there; an empty folder is a new one."""
+    ckpt, _, _ = write_models(tmp_path / "m")
+    out = tmp_path / "codebook"
+    out.mkdir()
+    (out / "codes.npy").write_bytes(b"someone else's")
+    code, _, err = generate("--transformer_ckpt", ckpt, "--num_samples", 4, "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "holds files generate did not write (codes.npy" in err, err
+    assert sorted(os.listdir(out)) == ["codes.npy"]
+    (tmp_path / "empty").mkdir()
+    assert generate("--transformer_ckpt", ckpt, "--num_samples", 4, "--out", tmp_path / "empty")[0] == 0
+
+
 def test_more_samples_later_keeps_the_first_ones(tmp_path):
     ckpt, _, _ = write_models(tmp_path / "m")
     out = tmp_path / "s"

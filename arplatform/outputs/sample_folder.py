@@ -151,8 +151,14 @@ def written(out: storage.Location) -> dict[str, np.ndarray]:
 
 
 def check_manifest(out: storage.Location, manifest: dict) -> None:
-    """A folder holds one checkpoint's samples under one setting; more samples may be added."""
+    """A folder holds one checkpoint's samples under one setting; more samples may be added. A
+    folder that holds anything else (a tokenizer's output, another tool's files) is never written."""
     if not out.exists(MANIFEST):
+        foreign = [name for name in out.listdir() if name != ".lock"]  # (.lock: a run stopped before its manifest)
+        if foreign:
+            raise DataError(f"out: {out} holds files generate did not write ({', '.join(foreign[:3])}"
+                            f"{' …' if len(foreign) > 3 else ''}; no {MANIFEST}); name a new folder, or one "
+                            "generate wrote")
         return
     old = out.read_json_object(MANIFEST, DataError)
     for key in IDENTITY:
