@@ -217,6 +217,8 @@ CLI_CASES = [
     ("evaluate", None, ["--codebook-dir", "{badkey}"], "vae.epochs"),
     ("evaluate", None, ["--codebook-dir", "{tmp}/none"], "codebook.pt"),
     ("evaluate", None, ["--codebook-dir", "{badkey}", "--device", "cuda:3"], "device"),
+    ("evaluate", None, ["samples", "samples_dir={tmp}"], "not a samples folder arplatform generate wrote"),
+    ("evaluate", None, ["samples", "samples_dir={tmp}/none"], "none: no such folder"),
 ]
 
 MAINS = {"train": train_cli.main, "tokenize": tokenize_cli.main, "evaluate": evaluate_cli.main,

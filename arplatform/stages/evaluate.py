@@ -66,6 +66,10 @@ def evaluate_codebook_dir(codebook_dir: str, vae_path: str | None = None, device
 def read_samples(samples: storage.Location) -> tuple[dict, np.ndarray, np.ndarray]:
     """The manifest, images and labels of a samples folder `arplatform generate` wrote, each
     checked: anything else is one line naming the file."""
+    if not samples.exists("manifest.json"):
+        why = "not a samples folder arplatform generate wrote (no manifest.json)" if samples.exists() else \
+            "no such folder"
+        raise DataError(f"samples_dir: {samples}: {why}")
     manifest = samples.read_json_object("manifest.json", DataError)
     missing = [k for k in ("checkpoint", "checkpoint_sha256", "codebook_pt") if not isinstance(manifest.get(k), str)]
     if missing:
