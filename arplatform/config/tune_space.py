@@ -78,7 +78,8 @@ def apply_params(job: dict, params: dict) -> dict:
 
 
 def check_space(axes: list[Axis], job: dict, check_plan=None) -> None:
-    """Every value any trial can draw makes a valid training job (and `check_plan(job)` passes)."""
+    """Every value any trial can draw makes a valid config (and `check_plan(job)` passes): a
+    training sweep's jobs, a sampler sweep's `sample:` keys (checked as a training job's)."""
     candidates = [a.values for a in axes]  # ranges: both ends
     combos = itertools.product(*candidates)
     for values in itertools.islice(combos, MAX_CHECKED_COMBINATIONS):
@@ -90,7 +91,7 @@ def check_space(axes: list[Axis], job: dict, check_plan=None) -> None:
                 check_plan(trial)
         except ConfigError as e:
             shown = ", ".join(f"{k}={v}" for k, v in params.items())
-            raise ConfigError(f"space: the trial {shown} is not a valid training job: {e}") from None
+            raise ConfigError(f"space: the trial {shown} is refused: {e}") from None
 
 
 def is_integer_key(key: str) -> bool:
