@@ -208,6 +208,7 @@ CLI_CASES = [
     ("tune", TUNE, ["~space", "+space={{optim: {{lr: {{uniform: [0.1, 0.01]}}}}}}"], "space.optim.lr.uniform"),
     ("tune", TUNE, ["~space", "+space={{model: {{depth: {{choice: [1, 2]}}}}}}"], "model.depth"),
     ("tune", TUNE, ["space.model.embed_dim.grid=[]"], "space.model.embed_dim"),
+    ("tune", TUNE, ["space.optim.weight_decay={{uniform: [0.0, 0.2]}}"], "add one with '+space.optim.weight_decay=…'"),
     ("tune", TUNE, ["search.algorithm=optuna"], "space.model.embed_dim"),
     ("tune", TUNE, ["resume=true", "train.data.codebook_dir=null", "train.data.codes={good}"], "resume=true"),
     ("tune", TUNE, ["train.data.codebook_dir=null", "train.data.codes={floats}"], "floats.npy"),

@@ -735,6 +735,10 @@ def compose(config_name: str, overrides: list[str], config_dir: str = CONFIG_DIR
             refuse_env_interpolations(OmegaConf.to_container(cfg, resolve=False))
             resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(hydra_error_line(e)) from e
+        line = hydra_error_line(e)
+        key = line.split(":", 1)[0]
+        if key.startswith("space.") and "is not in struct" in line:  # a sweep's space is any mapping: a new axis
+            line = f"{key}: not an axis of this space yet; add one with '+{key}=…' (docs/tune.md)"
+        raise ConfigError(line) from e
     refuse_interpolations(resolved)  # an escaped `\${…}` resolves to one: nothing may resolve it later
     return resolved
