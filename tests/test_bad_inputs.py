@@ -198,6 +198,7 @@ CLI_CASES = [
     ("tune", TUNE, ["search.metric=train/loss"], "search.metric"),
     ("tune", TUNE, ["asha.reduction_factor=1"], "asha.reduction_factor"),
     ("tune", TUNE, ["trial_cpus=0"], "trial_cpus"),
+    ("tune", TUNE, ["optim.lr=0.1"], "optim.lr: a key of the training job every trial runs; pass train.optim.lr=0.1"),
     ("tune", TUNE, ["sweep_name=../x"], "sweep_name"),
     ("tune", TUNE, ["train_config=transformer/nope"], "transformer/nope.yaml"),
     ("tune", TUNE, ["train.optim.lr=-1"], "optim.lr"),

@@ -6,16 +6,24 @@ tune config's own `train_overrides`); the others to the sweep (space, search, as
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from ..config import TuneJobConfig, from_dict
+from ..config import TrainJobConfig, TuneJobConfig, from_dict
 from ..core.errors import ConfigError
 from . import compose, run_stage
 
 
 def build_config(config_name: str, overrides: list[str], config_dir: str) -> TuneJobConfig:
     train_overrides = [o[len("train."):] for o in overrides if o.startswith("train.")]
-    sweep = compose(config_name, [o for o in overrides if not o.startswith("train.")], config_dir)
+    sweep_overrides = [o for o in overrides if not o.startswith("train.")]
+    fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrainJobConfig, TuneJobConfig)}
+    job_keys = fields[TrainJobConfig] - fields[TuneJobConfig]
+    for o in sweep_overrides:  # a training key without its train. prefix
+        if o.lstrip("+~").split(".", 1)[0].split("=", 1)[0] in job_keys:
+            raise ConfigError(f"{o.split('=', 1)[0]}: a key of the training job every trial runs; pass "
+                              f"train.{o.lstrip('+~')}")
+    sweep = compose(config_name, sweep_overrides, config_dir)
     if sweep.get("train") is not None:
         raise ConfigError(f"{config_name}: name the training job with train_config and train_overrides, "
                           "not a train section")
