@@ -85,7 +85,7 @@ def published_run(job: TrainJobConfig, root: storage.Root) -> dict | None:
     return run.read_json_object("run.json", DataError) | {"run_dir": run_dir}
 
 
-def interrupted_run(job: TrainJobConfig) -> str | None:
+def interrupted_run(job: TrainJobConfig, root: storage.Root) -> str | None:
     """The config's latest run when its driver died or was stopped (run.json RUNNING or KILLED,
     no driver holding it) after Ray registered a checkpoint, and it trains these model, optim and
     data settings on this very codebook: the pipeline continues it rather than start again. A run
@@ -94,7 +94,6 @@ def interrupted_run(job: TrainJobConfig) -> str | None:
     from ..jobs.training import latest_ray_checkpoint
     from ..stages.train import changed_settings
 
-    root = storage.Root(job.output_root)
     try:
         run = runs.find_run(root, job.name, job.run_name)  # a run_name given: that run only
         state = runs.read_state(run)
@@ -108,9 +107,9 @@ def interrupted_run(job: TrainJobConfig) -> str | None:
     return None if changed_settings(saved, to_dict(job)) else run.name
 
 
-def training_job(job: TrainJobConfig, fresh: bool, log) -> TrainJobConfig:
+def training_job(job: TrainJobConfig, root: storage.Root, fresh: bool, log) -> TrainJobConfig:
     """The job the train stage runs: a fresh run, or the interrupted one continued."""
-    name = None if fresh or job.resume else interrupted_run(job)
+    name = None if fresh or job.resume else interrupted_run(job, root)
     if name is None:
         return job
     log(f"[train] continuing run {name}, which stopped before it finished (same settings and codebook; "
@@ -241,7 +240,7 @@ def run_pipeline(cfg: PipelineConfig, config_name: str | None = None, log=print)
     redo_train = "tokenize" in cfg.force  # new codes: a new model
     fresh = redo_train or "train" in cfg.force
     stages.run("train", published_run(job, root) is not None and not redo_train,
-               lambda: run_train(training_job(job, fresh, log), config_name=cfg.train_config, log=log),
+               lambda: run_train(training_job(job, root, fresh, log), config_name=cfg.train_config, log=log),
                seed_checkpoint(root, job.name))
     run = published_run(job, root)
     samples = root / f"samples/{job.name}/{os.path.basename(run['run_dir'])}"

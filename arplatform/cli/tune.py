@@ -17,8 +17,8 @@ from . import compose, run_stage
 def build_config(config_name: str, overrides: list[str], config_dir: str) -> TuneJobConfig:
     train_overrides = [o[len("train."):] for o in overrides if o.startswith("train.")]
     sweep_overrides = [o for o in overrides if not o.startswith("train.")]
-    fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrainJobConfig, TuneJobConfig)}
-    job_keys = fields[TrainJobConfig] - fields[TuneJobConfig]
+    job_keys = {f.name for f in dataclasses.fields(TrainJobConfig)}
+    job_keys -= {f.name for f in dataclasses.fields(TuneJobConfig)}  # (name, resume: the sweep's own)
     for o in sweep_overrides:  # a training key without its train. prefix
         if o.lstrip("+~").split(".", 1)[0].split("=", 1)[0] in job_keys:
             raise ConfigError(f"{o.split('=', 1)[0]}: a key of the training job every trial runs; pass "

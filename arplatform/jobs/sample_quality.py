@@ -203,12 +203,12 @@ def load_or_train_classifier(cache_dir: str, real: RealData, log=print) -> tuple
             model = Classifier(**saved["config"])
             model.load_state_dict(saved["state_dict"])
             accuracy = float(saved["heldout_accuracy"])
-        except DataError as e:  # unreadable, or not tensors and plain data: load_torch's reason
-            raise DataError(f"{path}: a damaged or foreign cached classifier ({str(e).removeprefix(f'{path}: ')}); "
-                            "delete it and evaluation trains it again") from None
         except Exception as e:  # noqa: BLE001 - any damage (truncated, foreign, wrong shapes) is one line
-            raise DataError(f"{path}: a damaged or foreign cached classifier ({type(e).__name__}: "
-                            f"{' '.join(str(e).split())[:160]}); delete it and evaluation trains it again") from None
+            # load_torch's own line already names the file and the reason
+            reason = str(e).removeprefix(f"{path}: ") if isinstance(e, DataError) else \
+                f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+            raise DataError(f"{path}: a damaged or foreign cached classifier ({reason}); "
+                            "delete it and evaluation trains it again") from None
         model.eval()
         log(f"classifier: cached {path} (held-out accuracy {accuracy:.4f})")
         return model, accuracy
